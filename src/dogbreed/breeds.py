@@ -1,0 +1,78 @@
+"""The breed table: the 120 Stanford Dogs breeds, their WordNet ids and ImageNet-1k indices, and name rules."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+# ImageNet-1k index ranges with a meaning for "is there a dog?". Dalmatian (251) is a dog but not a Stanford
+# breed; wolves/coyote (269-272) and foxes (277-280) are canids that are *not* dogs.
+DALMATIAN_INDEX = 251
+DOG_INDICES: tuple[int, ...] = tuple(list(range(151, 269)) + [273, 274, 275])  # incl. dalmatian
+WOLF_FOX_INDICES: tuple[int, ...] = (269, 270, 271, 272, 277, 278, 279, 280)
+DOMESTIC_CAT_INDICES: tuple[int, ...] = (281, 282, 283, 284, 285)
+BIG_CAT_INDICES: tuple[int, ...] = tuple(range(286, 294))
+
+
+@dataclass(frozen=True)
+class Breed:
+    wnid: str | None
+    name: str
+    imagenet_index: int | None = None
+    folder: str | None = None
+
+
+def clean_name(raw: str) -> str:
+    """'n02099601-golden_retriever' or 'golden_retriever' -> 'Golden retriever'.
+
+    Only the first letter is capitalised so proper nouns in the data ('German_shepherd') keep theirs.
+    """
+    part = raw.strip()
+    m = re.match(r"^n\d{8}[-_](.+)$", part)
+    if m:
+        part = m.group(1)
+    part = re.sub(r"[_\s]+", " ", part).strip()
+    part = part.replace(" - ", "-")
+    return part[:1].upper() + part[1:] if part else part
+
+
+def normalize_key(name: str) -> str:
+    """A lookup key that ignores case, separators and punctuation ('Shih-Tzu' == 'shih tzu')."""
+    return re.sub(r"[^a-z0-9]", "", clean_name(name).lower())
+
+
+@lru_cache(maxsize=1)
+def stanford_breeds() -> tuple[Breed, ...]:
+    """The 120 Stanford Dogs breeds in ImageNet index order."""
+    text = resources.files("dogbreed").joinpath("data/stanford_dogs_120.tsv").read_text()
+    out = []
+    for line in text.splitlines()[1:]:
+        if not line.strip():
+            continue
+        folder, wnid, idx = line.split("\t")
+        out.append(Breed(wnid=wnid, name=clean_name(folder), imagenet_index=int(idx), folder=folder))
+    return tuple(sorted(out, key=lambda b: b.imagenet_index or 0))
+
+
+@lru_cache(maxsize=1)
+def _by_key() -> dict[str, Breed]:
+    table: dict[str, Breed] = {}
+    for b in stanford_breeds():
+        table[b.wnid or ""] = b
+        table[normalize_key(b.name)] = b
+    return table
+
+
+def lookup(name_or_wnid: str) -> Breed | None:
+    """Find a Stanford breed by wnid, folder name or any spelling of its name."""
+    s = name_or_wnid.strip()
+    m = re.match(r"^(n\d{8})", s)
+    if m and m.group(1) in _by_key():
+        return _by_key()[m.group(1)]
+    return _by_key().get(normalize_key(s))
+
+
+def imagenet_breed_indices() -> list[int]:
+    return [b.imagenet_index for b in stanford_breeds() if b.imagenet_index is not None]

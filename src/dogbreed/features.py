@@ -1,0 +1,146 @@
+"""Backbone feature extraction with an on-disk cache keyed by model, preprocessing, view and file content."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .export import _model_fingerprint, cache_dir, onnx_session_for
+from .transforms import ImageDecodeError, Preprocess, load_image, preprocess_image, to_tensor
+
+VIEWS = ("plain", "flip")
+
+
+@dataclass
+class Extracted:
+    """Per image and view: pooled features, ImageNet logits (empty if none) and breed logits.
+
+    Arrays are (N, V, dim); ``ok[i]`` is False for an unreadable image, whose reason is in ``errors[i]``.
+    """
+
+    features: np.ndarray
+    imagenet_logits: np.ndarray
+    breed_logits: np.ndarray
+    ok: np.ndarray
+    errors: list[str | None]
+    views: tuple[str, ...]
+
+
+def file_digest(path: str | Path) -> str:
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+
+
+def cache_key(model: Any, cfg: Preprocess, view: str, box_aware: bool = False) -> str:
+    blob = json.dumps({"model": _model_fingerprint(model), "pre": cfg.to_dict(), "view": view, "box": box_aware},
+                      sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:20]
+
+
+class _Images(Dataset):
+    def __init__(self, paths: Sequence[str], cfg: Preprocess, boxes: Sequence[Any] | None):
+        self.paths, self.cfg, self.boxes = list(paths), cfg, boxes
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, str]:
+        try:
+            img = load_image(self.paths[i], draft_size=int(self.cfg.size / self.cfg.crop_pct) + 1)
+            box = self.boxes[i] if self.boxes is not None else None
+            x = to_tensor(preprocess_image(img, self.cfg, box), self.cfg.mean, self.cfg.std)
+            return x, i, ""
+        except ImageDecodeError as e:
+            return torch.zeros(3, self.cfg.size, self.cfg.size), i, str(e) or "unreadable"
+
+
+def extract(
+    paths: Sequence[str | Path],
+    model: Any,
+    cfg: Preprocess | None = None,
+    *,
+    views: Sequence[str] = ("plain",),
+    boxes: Sequence[Any] | None = None,
+    runtime: str = "onnx",
+    batch_size: int = 32,
+    num_workers: int = 1,
+    use_cache: bool = True,
+    progress: bool = False,
+) -> Extracted:
+    """Run ``model`` (a `models.Classifier`) over image files, reusing cached results where they exist.
+
+    The cache lives under ``$DOGBREED_CACHE`` (default ``~/.cache/dogbreed``)/features/<key>/<sha1>.npz; a change
+    of weights, preprocessing or view changes the key, so stale features are never reused.
+    """
+    cfg = cfg or model.preprocess_cfg
+    paths = [str(p) for p in paths]
+    n, nv = len(paths), len(views)
+    digests = [file_digest(p) if os.path.isfile(p) else "" for p in paths]
+    keys = {v: cache_key(model, cfg, v, boxes is not None) for v in views}
+    results: dict[tuple[int, str], dict[str, np.ndarray]] = {}
+    errors: list[str | None] = [None if d else f"file not found: {p}" for p, d in zip(paths, digests, strict=True)]
+    todo = []
+    for i, d in enumerate(digests):
+        if not d:
+            continue
+        missing = False
+        for v in views:
+            f = cache_dir() / "features" / keys[v] / f"{d}.npz"
+            if use_cache and f.exists():
+                with np.load(f) as z:
+                    results[(i, v)] = {k: z[k] for k in z.files}
+            else:
+                missing = True
+        if missing:
+            todo.append(i)
+    if todo:
+        runner = onnx_session_for(model, cfg.size) if runtime == "onnx" else model.eval()
+        ds = _Images([paths[i] for i in todo], cfg, [boxes[i] for i in todo] if boxes is not None else None)
+        dl = DataLoader(ds, batch_size=batch_size, num_workers=num_workers, shuffle=False)
+        it: Any = dl
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(dl, total=len(dl), unit="batch", desc=f"features {len(todo)} imgs")
+        for x, local_idx, errs in it:
+            good = [j for j, e in enumerate(errs) if not e]
+            for j, e in enumerate(errs):
+                if e:
+                    errors[todo[int(local_idx[j])]] = e
+            if not good:
+                continue
+            xb = x[good]
+            for v in views:
+                xin = xb.flip(-1) if v == "flip" else xb
+                with torch.inference_mode():
+                    breed, imnet, feats = runner(xin)
+                for row, j in enumerate(good):
+                    i = todo[int(local_idx[j])]
+                    rec = {"features": feats[row].numpy().astype(np.float32),
+                           "imagenet_logits": imnet[row].numpy().astype(np.float32),
+                           "breed_logits": breed[row].numpy().astype(np.float32)}
+                    results[(i, v)] = rec
+                    if use_cache:
+                        out = cache_dir() / "features" / keys[v]
+                        out.mkdir(parents=True, exist_ok=True)
+                        tmp = out / f"{digests[i]}.tmp.npz"
+                        np.savez(tmp, **rec)
+                        os.replace(tmp, out / f"{digests[i]}.npz")
+    ok = np.array([all((i, v) in results for v in views) for i in range(n)], dtype=bool)
+    sample = next(iter(results.values()), None)
+    dims = {k: (sample[k].shape[0] if sample is not None else 0)
+            for k in ("features", "imagenet_logits", "breed_logits")}
+    arrays = {k: np.zeros((n, nv, dims[k]), dtype=np.float32) for k in dims}
+    for (i, v), rec in results.items():
+        for k in arrays:
+            arrays[k][i, views.index(v)] = rec[k]
+    return Extracted(arrays["features"], arrays["imagenet_logits"], arrays["breed_logits"], ok, errors,
+                     tuple(views))

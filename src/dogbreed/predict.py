@@ -1,0 +1,258 @@
+"""`Predictor`: photo -> `Prediction` (dog or not, top-k breeds), for the default model and trained runs."""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .breeds import DOG_INDICES, Breed
+from .models import DEFAULT_BACKBONE, Classifier, default_classifier, is_model_dir, load_model_dir
+from .transforms import ImageDecodeError, Preprocess, load_image, preprocess_image, to_tensor
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+VERDICTS = ("dog", "no_dog", "uncertain_breed")
+
+
+@dataclass
+class BreedScore:
+    wnid: str | None
+    name: str
+    probability: float
+
+
+@dataclass
+class Prediction:
+    path: str | None
+    verdict: str
+    dog_probability: float
+    breeds: list[BreedScore]
+    several_breeds_likely: bool = False
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"path": self.path, "error": self.error}
+        d = asdict(self)
+        d.pop("error")
+        return d
+
+
+@dataclass
+class Decision:
+    """Thresholds that turn scores into a verdict; stored with a model so every front end agrees."""
+
+    dog_threshold: float = 0.5
+    uncertain_threshold: float = 0.35  # calibrated top-1 below this -> "mixed or uncertain breed"
+    several_breeds_threshold: float = 0.25  # a second breed at least this likely -> say so
+    temperature: float = 1.0  # breed-logit temperature (calibration)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> Decision:
+        d = d or {}
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def dog_mass(imagenet_logits: torch.Tensor) -> torch.Tensor:
+    """Probability the ImageNet head gives to any dog class (120 breeds + dalmatian)."""
+    p = imagenet_logits.float().softmax(-1)
+    return p[:, list(DOG_INDICES)].sum(-1)
+
+
+def expand_inputs(inputs: Iterable[str | Path]) -> list[str]:
+    """Files, folders (recursive, images only, sorted) and globs -> paths, in the order given.
+
+    A path that does not exist is kept so that it is reported as an error in its place.
+    """
+    out: list[str] = []
+    for item in inputs:
+        s = str(item)
+        p = Path(s)
+        if p.is_dir():
+            out += sorted(str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+        elif not p.exists() and any(c in s for c in "*?["):
+            out += sorted(f for f in glob.glob(s, recursive=True) if os.path.isfile(f))
+        else:
+            out.append(s)
+    return out
+
+
+@dataclass
+class _Member:
+    model: Any  # Classifier, or an ONNX session wrapper with the same call signature
+    preprocess: Preprocess
+    weight: float = 1.0
+
+
+@dataclass
+class Predictor:
+    """Loads a model once and predicts photos in batches.
+
+    ``model``: "default" (ImageNet head restricted to the 120 breeds), a run directory written by
+    ``dogbreed train``, or an ``.onnx`` file written by ``dogbreed export``.
+    """
+
+    model: str = "default"
+    quality: str = "fast"
+    device: str = "cpu"
+    runtime: str = "torch"
+    top_k: int = 5
+    batch_size: int = 16
+    decision: Decision = field(default_factory=Decision)
+    tta_flip: bool = False
+    members: list[_Member] = field(default_factory=list, repr=False)
+    classes: list[Breed] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.quality not in ("fast", "best"):
+            raise ValueError("quality must be 'fast' or 'best'")
+        self.device = resolve_device(self.device)
+        if not self.members:
+            self._load()
+
+    # -- loading ------------------------------------------------------------------------------------------
+    def _load(self) -> None:
+        if self.model == "default":
+            names = [DEFAULT_BACKBONE] if self.quality == "fast" else ["efficientnet_lite0", "efficientnet_lite2"]
+            self.tta_flip = self.tta_flip or self.quality == "best"
+            clfs = [default_classifier(n) for n in names]
+        elif is_model_dir(self.model):
+            clf, cfg = load_model_dir(self.model)
+            clfs = [clf]
+            self.decision = Decision.from_dict({**vars(self.decision), **cfg.get("decision", {})})
+        else:
+            raise FileNotFoundError(f"model {self.model!r}: not 'default' and no model/run directory there")
+        self.classes = list(clfs[0].classes)
+        self.members = [_Member(self._place(c), c.preprocess_cfg) for c in clfs]
+
+    def _place(self, clf: Classifier) -> Any:
+        if self.runtime == "onnx":
+            from .export import onnx_session_for
+
+            return onnx_session_for(clf)
+        clf = clf.to(self.device).eval()
+        if self.device == "cpu":
+            clf = clf.to(memory_format=torch.channels_last)
+        return clf
+
+    # -- scoring ------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def scores(self, images: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoded RGB images -> (breed log-probabilities (N, C), dog probability (N,)), views averaged."""
+        logps, dogs = [], []
+        total = sum(m.weight for m in self.members)
+        for m in self.members:
+            x = torch.stack([to_tensor(preprocess_image(im, m.preprocess), m.preprocess.mean, m.preprocess.std)
+                             for im in images])
+            views = [x, x.flip(-1)] if self.tta_flip else [x]
+            for v in views:
+                breed_logits, imnet, _feats = self._run(m.model, v)
+                logps.append(m.weight / total * F.log_softmax(breed_logits.float() / self.decision.temperature, -1))
+                if imnet.shape[-1]:
+                    dogs.append(dog_mass(imnet))
+        n_views = 2 if self.tta_flip else 1
+        logp = torch.stack(logps).sum(0) / n_views
+        dog = torch.stack(dogs).mean(0) if dogs else torch.ones(len(images))
+        return logp.log_softmax(-1), dog
+
+    def _run(self, model: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if isinstance(model, nn.Module):
+            x = x.to(self.device)
+            if self.device == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last)
+            return tuple(t.cpu() for t in model(x))  # type: ignore[return-value]
+        return model(x)
+
+    # -- public -------------------------------------------------------------------------------------------
+    def decide(self, logp: torch.Tensor, dog: torch.Tensor, paths: Sequence[str | None]) -> list[Prediction]:
+        out = []
+        k = min(self.top_k, len(self.classes))
+        probs = logp.exp()
+        top_p, top_i = probs.topk(k, dim=-1)
+        for row in range(len(paths)):
+            breeds = [BreedScore(self.classes[i].wnid, self.classes[i].name, round(float(p), 6))
+                      for p, i in zip(top_p[row].tolist(), top_i[row].tolist(), strict=True)]
+            d = float(dog[row])
+            if d < self.decision.dog_threshold:
+                verdict = "no_dog"
+            elif breeds[0].probability < self.decision.uncertain_threshold:
+                verdict = "uncertain_breed"
+            else:
+                verdict = "dog"
+            several = (verdict != "no_dog" and len(breeds) > 1
+                       and breeds[1].probability >= self.decision.several_breeds_threshold)
+            out.append(Prediction(paths[row], verdict, round(d, 6), breeds, several))
+        return out
+
+    def predict_images(self, images: Sequence[Any], paths: Sequence[str | None] | None = None) -> list[Prediction]:
+        """Already-decoded RGB PIL images -> predictions."""
+        paths = list(paths) if paths is not None else [None] * len(images)
+        if not images:
+            return []
+        logp, dog = self.scores(images)
+        return self.decide(logp, dog, paths)
+
+    def iter_predict(self, sources: Sequence[str | Path | bytes], names: Sequence[str | None] | None = None,
+                     ) -> Iterator[Prediction]:
+        """Predict files or bytes in batches, yielding one result per source in order; bad ones carry ``error``."""
+        names = list(names) if names is not None else [s if isinstance(s, str) else
+                                                        (str(s) if isinstance(s, Path) else None) for s in sources]
+        draft = max(int(m.preprocess.size / m.preprocess.crop_pct) + 1 for m in self.members)
+        for start in range(0, len(sources), self.batch_size):
+            chunk = sources[start:start + self.batch_size]
+            chunk_names = names[start:start + self.batch_size]
+            images, ok_names, results = [], [], {}
+            for j, src in enumerate(chunk):
+                try:
+                    images.append(load_image(src, draft_size=draft))
+                    ok_names.append(j)
+                except ImageDecodeError as e:
+                    results[j] = Prediction(chunk_names[j], "error", 0.0, [], error=str(e))
+            for j, pred in zip(ok_names, self.predict_images(images, [chunk_names[j] for j in ok_names]),
+                               strict=True):
+                results[j] = pred
+            for j in range(len(chunk)):
+                yield results[j]
+
+    def predict(self, sources: Sequence[str | Path | bytes], names: Sequence[str | None] | None = None,
+                ) -> list[Prediction]:
+        return list(self.iter_predict(sources, names))
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda asked for, but torch sees no CUDA device")
+    return device
+
+
+_DEFAULT_PREDICTORS: dict[tuple, Predictor] = {}
+
+
+def get_predictor(model: str = "default", **kwargs: Any) -> Predictor:
+    """A cached `Predictor` so repeated library calls don't reload weights."""
+    key = (model, tuple(sorted(kwargs.items())))
+    if key not in _DEFAULT_PREDICTORS:
+        _DEFAULT_PREDICTORS[key] = Predictor(model=model, **kwargs)
+    return _DEFAULT_PREDICTORS[key]
+
+
+def predict(images: str | Path | bytes | Sequence[str | Path | bytes], top_k: int = 5, model: str = "default",
+            quality: str = "fast", **kwargs: Any) -> list[dict[str, Any]]:
+    """Library entry point: paths/folders/globs/bytes -> list of plain-dict predictions, in input order."""
+    if isinstance(images, (str, Path, bytes)):
+        images = [images]
+    sources: list[str | Path | bytes] = []
+    for item in images:
+        sources += [item] if isinstance(item, bytes) else expand_inputs([item])
+    pred = get_predictor(model, quality=quality, **kwargs)
+    pred.top_k = top_k
+    return [p.to_dict() for p in pred.predict(sources)]

@@ -1,0 +1,291 @@
+"""Image decode, preprocessing, augmentation and normalisation with Pillow + numpy + torch (no torchvision)."""
+
+from __future__ import annotations
+
+import io
+import math
+import random
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageEnhance, ImageFile, ImageOps
+
+# Pillow's guard against decompression bombs stays on; we only make the limit explicit and configurable.
+DEFAULT_MAX_PIXELS = 89_478_485
+Image.MAX_IMAGE_PIXELS = DEFAULT_MAX_PIXELS
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# EfficientNet-Lite was trained on (x - 127) / 128 of 0..255 pixels; using ImageNet mean/std instead costs
+# ~10 points of top-1 on real dog photos (measured: 66.5% vs 76.0% on imagenet-val-dogs, 275 photos).
+LITE_MEAN = (127.0 / 255.0,) * 3
+LITE_STD = (128.0 / 255.0,) * 3
+
+RESIZE_MODES = ("center_crop", "squash", "pad", "shorter")
+
+
+class ImageDecodeError(ValueError):
+    """The file or bytes are not a readable image; the message says why."""
+
+
+def load_image(
+    src: str | Path | bytes | Image.Image,
+    *,
+    draft_size: int | None = None,
+    max_pixels: int | None = None,
+) -> Image.Image:
+    """Decode to an upright RGB image: EXIF orientation applied, grey/CMYK/palette/alpha converted.
+
+    ``draft_size`` lets the JPEG decoder downscale by 1/2, 1/4 or 1/8 while keeping the shorter side at least
+    that large, which makes decoding big photos several times cheaper.
+    """
+    if isinstance(src, Image.Image):
+        img = src
+    else:
+        try:
+            if isinstance(src, (bytes, bytearray, memoryview)):
+                if len(src) == 0:
+                    raise ImageDecodeError("empty file (0 bytes)")
+                img = Image.open(io.BytesIO(bytes(src)))
+            else:
+                p = Path(src)
+                if p.is_dir():
+                    raise ImageDecodeError(f"{p} is a directory")
+                if p.stat().st_size == 0:
+                    raise ImageDecodeError("empty file (0 bytes)")
+                img = Image.open(p)
+        except ImageDecodeError:
+            raise
+        except FileNotFoundError as e:
+            raise ImageDecodeError(f"file not found: {src}") from e
+        except Image.DecompressionBombError as e:
+            raise ImageDecodeError(f"image too large: {e}") from e
+        except Exception as e:  # Pillow raises UnidentifiedImageError, OSError, SyntaxError...
+            raise ImageDecodeError(f"not a readable image ({type(e).__name__}: {e})") from e
+    limit = max_pixels or Image.MAX_IMAGE_PIXELS
+    if limit and img.size[0] * img.size[1] > limit:
+        raise ImageDecodeError(f"image too large: {img.size[0]}x{img.size[1]} pixels exceeds {limit}")
+    try:
+        if draft_size and img.format == "JPEG":
+            w, h = img.size
+            scale = draft_size / min(w, h)
+            if scale < 1:
+                img.draft("RGB", (math.ceil(w * scale), math.ceil(h * scale)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img.load()
+        img = ImageOps.exif_transpose(img)
+        return to_rgb(img)
+    except ImageDecodeError:
+        raise
+    except Exception as e:
+        raise ImageDecodeError(f"corrupt or truncated image ({type(e).__name__}: {e})") from e
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any mode to RGB; transparent pixels become white rather than black (what a viewer shows)."""
+    if img.mode == "RGB":
+        return img
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        rgba = img.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(bg, rgba).convert("RGB")
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float32)
+        arr = 255.0 * (arr - arr.min()) / max(float(arr.max() - arr.min()), 1.0)
+        img = Image.fromarray(arr.astype(np.uint8), "L")
+    return img.convert("RGB")
+
+
+@dataclass
+class Preprocess:
+    """Deterministic preprocessing, as data so it can be saved with a model and hashed for caches."""
+
+    size: int = 224
+    resize: str = "center_crop"  # center_crop | squash | pad | shorter
+    crop_pct: float = 0.875  # center_crop: resize shorter side to size/crop_pct, then crop
+    interpolation: str = "bicubic"
+    autocontrast: bool = False
+    equalize: bool = False
+    box_crop: bool = False
+    box_margin: float = 0.1
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocess:
+        d = dict(d)
+        for k in ("mean", "std"):
+            if k in d:
+                d[k] = tuple(d[k])
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+_INTERP = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+def interp(name: str) -> Image.Resampling:
+    try:
+        return _INTERP[name]
+    except KeyError:
+        raise ValueError(f"unknown interpolation {name!r}; choose from {sorted(_INTERP)}") from None
+
+
+def histogram_ops(img: Image.Image, autocontrast: bool = False, equalize: bool = False) -> Image.Image:
+    if autocontrast:
+        img = ImageOps.autocontrast(img, cutoff=1)
+    if equalize:
+        img = ImageOps.equalize(img)
+    return img
+
+
+def crop_box(
+    img: Image.Image, box: tuple[float, float, float, float] | None, margin: float = 0.1
+) -> Image.Image:
+    """Crop to (xmin, ymin, xmax, ymax) grown by ``margin`` of its size on each side, clipped to the image."""
+    if box is None:
+        return img
+    x0, y0, x1, y1 = box
+    mw, mh = (x1 - x0) * margin, (y1 - y0) * margin
+    w, h = img.size
+    x0, y0 = max(0, int(round(x0 - mw))), max(0, int(round(y0 - mh)))
+    x1, y1 = min(w, int(round(x1 + mw))), min(h, int(round(y1 + mh)))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return img
+    return img.crop((x0, y0, x1, y1))
+
+
+def resize(
+    img: Image.Image, size: int, mode: str = "center_crop", crop_pct: float = 0.875, interpolation: str = "bicubic"
+) -> Image.Image:
+    """Resize to ``size`` x ``size`` (or shorter side = size for mode 'shorter')."""
+    rs = interp(interpolation)
+    w, h = img.size
+    if mode == "squash":
+        return img.resize((size, size), rs)
+    if mode == "pad":
+        s = size / max(w, h)
+        nw, nh = max(1, round(w * s)), max(1, round(h * s))
+        canvas = Image.new("RGB", (size, size), (124, 116, 104))
+        canvas.paste(img.resize((nw, nh), rs), ((size - nw) // 2, (size - nh) // 2))
+        return canvas
+    if mode == "shorter":
+        s = size / min(w, h)
+        return img.resize((max(1, round(w * s)), max(1, round(h * s))), rs)
+    if mode == "center_crop":
+        short = size / crop_pct
+        s = short / min(w, h)
+        nw, nh = max(size, round(w * s)), max(size, round(h * s))
+        img = img.resize((nw, nh), rs)
+        left, top = (nw - size) // 2, (nh - size) // 2
+        return img.crop((left, top, left + size, top + size))
+    raise ValueError(f"unknown resize mode {mode!r}; choose from {RESIZE_MODES}")
+
+
+def to_tensor(img: Image.Image, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    arr = np.asarray(img, dtype=np.float32) * (1.0 / 255.0)
+    arr = (arr - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
+def preprocess_image(
+    img: Image.Image, cfg: Preprocess, box: tuple[float, float, float, float] | None = None
+) -> Image.Image:
+    """Everything up to (not including) normalisation; the result is what a cache may store."""
+    if cfg.box_crop and box is not None:
+        img = crop_box(img, box, cfg.box_margin)
+    img = histogram_ops(img, cfg.autocontrast, cfg.equalize)
+    return resize(img, cfg.size, cfg.resize, cfg.crop_pct, cfg.interpolation)
+
+
+def preprocess(
+    src: str | Path | bytes | Image.Image, cfg: Preprocess, box: tuple[float, float, float, float] | None = None
+) -> torch.Tensor:
+    """File/bytes/image -> normalised CHW float tensor."""
+    img = load_image(src, draft_size=int(cfg.size / cfg.crop_pct) + 1)
+    return to_tensor(preprocess_image(img, cfg, box), cfg.mean, cfg.std)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Augmentation: random, so a new view every epoch.
+
+
+@dataclass
+class Augment:
+    rotation: float = 15.0  # degrees, uniform in [-r, r]
+    translate: float = 0.1  # fraction of width/height
+    hflip: float = 0.5
+    vflip: float = 0.0
+    rrc_scale: tuple[float, float] = (0.5, 1.0)  # random-resized-crop area range; (1, 1) disables it
+    rrc_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    color_jitter: float = 0.3  # brightness/contrast/saturation strength
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> Augment:
+        d = dict(d or {})
+        for k in ("rrc_scale", "rrc_ratio"):
+            if k in d:
+                d[k] = tuple(d[k])
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def random_resized_crop(
+    img: Image.Image, size: int, scale: tuple[float, float], ratio: tuple[float, float], rng: random.Random,
+    interpolation: str = "bicubic",
+) -> Image.Image:
+    w, h = img.size
+    area = w * h
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        log_r = (math.log(ratio[0]), math.log(ratio[1]))
+        ar = math.exp(rng.uniform(*log_r))
+        cw, ch = int(round(math.sqrt(target * ar))), int(round(math.sqrt(target / ar)))
+        if 0 < cw <= w and 0 < ch <= h:
+            x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
+            return img.resize((size, size), interp(interpolation), box=(x, y, x + cw, y + ch))
+    return resize(img, size, "center_crop", 1.0, interpolation)
+
+
+def augment_image(img: Image.Image, size: int, aug: Augment, rng: random.Random | None = None,
+                  interpolation: str = "bicubic") -> Image.Image:
+    """One random training view of ``img`` at ``size`` x ``size``."""
+    rng = rng or random.Random()
+    if aug.rrc_scale[0] < 1.0:
+        img = random_resized_crop(img, size, aug.rrc_scale, aug.rrc_ratio, rng, interpolation)
+    else:
+        img = resize(img, size, "center_crop", 1.0, interpolation)
+    if aug.rotation or aug.translate:
+        angle = rng.uniform(-aug.rotation, aug.rotation) if aug.rotation else 0.0
+        tx = rng.uniform(-aug.translate, aug.translate) * size if aug.translate else 0.0
+        ty = rng.uniform(-aug.translate, aug.translate) * size if aug.translate else 0.0
+        img = img.rotate(angle, resample=Image.Resampling.BILINEAR, translate=(tx, ty), fillcolor=(124, 116, 104))
+    if rng.random() < aug.hflip:
+        img = ImageOps.mirror(img)
+    if rng.random() < aug.vflip:
+        img = ImageOps.flip(img)
+    if aug.color_jitter:
+        j = aug.color_jitter
+        for enh in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
+            img = enh(img).enhance(rng.uniform(1 - j, 1 + j))
+    return img
