@@ -145,22 +145,31 @@ class Predictor:
     # -- scoring ------------------------------------------------------------------------------------------
     @torch.inference_mode()
     def scores(self, images: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decoded RGB images -> (breed log-probabilities (N, C), dog probability (N,)), views averaged."""
-        logps, dogs = [], []
-        total = sum(m.weight for m in self.members)
+        """Decoded RGB images -> (breed log-probabilities (N, C), dog probability (N,)).
+
+        Every member model sees every view; `combine_breeds` and `dog_probability` turn the raw outputs into the
+        two scores, so ensembling/TTA and the dog detector can change independently.
+        """
+        outputs: list[tuple[_Member, str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = []
         for m in self.members:
             x = torch.stack([to_tensor(preprocess_image(im, m.preprocess), m.preprocess.mean, m.preprocess.std)
                              for im in images])
-            views = [x, x.flip(-1)] if self.tta_flip else [x]
-            for v in views:
-                breed_logits, imnet, _feats = self._run(m.model, v)
-                logps.append(m.weight / total * F.log_softmax(breed_logits.float() / self.decision.temperature, -1))
-                if imnet.shape[-1]:
-                    dogs.append(dog_mass(imnet))
-        n_views = 2 if self.tta_flip else 1
-        logp = torch.stack(logps).sum(0) / n_views
-        dog = torch.stack(dogs).mean(0) if dogs else torch.ones(len(images))
-        return logp.log_softmax(-1), dog
+            views = {"plain": x, "flip": x.flip(-1)} if self.tta_flip else {"plain": x}
+            for view, v in views.items():
+                outputs.append((m, view, self._run(m.model, v)))
+        return self.combine_breeds(outputs), self.dog_probability(outputs, len(images))
+
+    def combine_breeds(self, outputs: list) -> torch.Tensor:
+        """Weighted mean of temperature-scaled log-probabilities over members and views."""
+        total = sum(m.weight for m, _, _ in outputs)
+        logp = sum(m.weight / total * F.log_softmax(o[0].float() / self.decision.temperature, -1)
+                   for m, _, o in outputs)
+        return logp.log_softmax(-1)
+
+    def dog_probability(self, outputs: list, n: int) -> torch.Tensor:
+        """Mean ImageNet dog mass over members and views (ones when no member has an ImageNet head)."""
+        dogs = [dog_mass(o[1]) for _, _, o in outputs if o[1].shape[-1]]
+        return torch.stack(dogs).mean(0) if dogs else torch.ones(n)
 
     def _run(self, model: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if isinstance(model, nn.Module):
