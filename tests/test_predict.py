@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dogbreed.cli import app
+from dogbreed.predict import Predictor, expand_inputs, predict
+
+runner = CliRunner()
+
+
+def test_cat_is_not_a_dog(default_predictor: Predictor, chelsea_jpeg: bytes) -> None:
+    (p,) = default_predictor.predict([chelsea_jpeg], ["chelsea.jpg"])
+    assert p.verdict == "no_dog"
+    assert p.dog_probability < 0.2
+    assert len(p.breeds) == 5  # top-k is always there, even for no_dog
+
+
+def test_blank_image_is_not_a_dog(default_predictor: Predictor, grey_jpeg: bytes) -> None:
+    (p,) = default_predictor.predict([grey_jpeg])
+    assert p.verdict == "no_dog"
+
+
+def test_real_dogs_are_dogs_with_the_right_breed(default_predictor: Predictor, real_data: Path) -> None:
+    files = sorted((real_data / "imagenet-val-dogs").glob("*/*.jpg"))[::25][:8]
+    preds = default_predictor.predict(files)
+    assert all(p.verdict != "no_dog" for p in preds)
+    names = [f.parent.name.split("-", 1)[1].replace("_", " ").lower() for f in files]
+    top5_hits = sum(n in [b.name.lower() for b in p.breeds] for n, p in zip(names, preds, strict=True))
+    assert top5_hits >= 6, [(n, p.breeds[0].name) for n, p in zip(names, preds, strict=True)]
+
+
+def test_probabilities_are_sorted_and_sum_below_one(default_predictor: Predictor, chelsea_jpeg: bytes) -> None:
+    (p,) = default_predictor.predict([chelsea_jpeg])
+    probs = [b.probability for b in p.breeds]
+    assert probs == sorted(probs, reverse=True)
+    assert 0 < sum(probs) <= 1.0 + 1e-6
+
+
+def test_library_predict_keeps_order_and_reports_errors(tmp_path: Path, chelsea_jpeg: bytes) -> None:
+    good = tmp_path / "cat.jpg"
+    good.write_bytes(chelsea_jpeg)
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    out = predict([str(good), str(bad), str(empty), str(tmp_path / "missing.jpg")], top_k=3)
+    assert [o["path"] for o in out] == [str(good), str(bad), str(empty), str(tmp_path / "missing.jpg")]
+    assert out[0]["verdict"] == "no_dog" and len(out[0]["breeds"]) == 3
+    assert "error" in out[1] and "error" in out[2] and "empty" in out[2]["error"]
+    assert "not found" in out[3]["error"]
+
+
+def test_expand_inputs_folders_and_globs(tmp_path: Path) -> None:
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ["a/1.jpg", "a/b/2.PNG", "a/notes.txt", "3.jpg"]:
+        (tmp_path / name).write_bytes(b"x")
+    assert expand_inputs([tmp_path / "a"]) == [str(tmp_path / "a/1.jpg"), str(tmp_path / "a/b/2.PNG")]
+    assert expand_inputs([str(tmp_path / "*.jpg")]) == [str(tmp_path / "3.jpg")]
+
+
+def _folder(tmp_path: Path, chelsea_jpeg: bytes) -> Path:
+    d = tmp_path / "photos"
+    d.mkdir()
+    (d / "cat.jpg").write_bytes(chelsea_jpeg)
+    (d / "corrupt.jpg").write_bytes(chelsea_jpeg[: len(chelsea_jpeg) // 3])
+    return d
+
+
+def test_cli_json_is_an_array_in_input_order(tmp_path: Path, chelsea_jpeg: bytes) -> None:
+    d = _folder(tmp_path, chelsea_jpeg)
+    res = runner.invoke(app, ["predict", str(d), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert [Path(x["path"]).name for x in data] == ["cat.jpg", "corrupt.jpg"]
+    assert data[0]["verdict"] == "no_dog" and "error" in data[1]
+
+
+def test_cli_csv_has_one_row_per_rank(tmp_path: Path, chelsea_jpeg: bytes) -> None:
+    d = _folder(tmp_path, chelsea_jpeg)
+    res = runner.invoke(app, ["predict", str(d / "cat.jpg"), "--format", "csv", "-k", "3"])
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(io.StringIO(res.stdout)))
+    assert [r["rank"] for r in rows] == ["1", "2", "3"]
+    assert {r["verdict"] for r in rows} == {"no_dog"}
+
+
+def test_cli_table_says_no_dog_and_exit_code(tmp_path: Path, chelsea_jpeg: bytes) -> None:
+    d = _folder(tmp_path, chelsea_jpeg)
+    res = runner.invoke(app, ["predict", str(d / "cat.jpg")])
+    assert res.exit_code == 0 and "NO DOG FOUND" in res.stdout
+    res = runner.invoke(app, ["predict", str(d / "corrupt.jpg")])
+    assert res.exit_code == 1 and "ERROR" in res.stdout
+
+
+@pytest.mark.parametrize("bad_model", ["/nonexistent/run"])
+def test_cli_bad_model_is_a_clear_error(bad_model: str, tmp_path: Path, chelsea_jpeg: bytes) -> None:
+    d = _folder(tmp_path, chelsea_jpeg)
+    res = runner.invoke(app, ["predict", str(d / "cat.jpg"), "--model", bad_model])
+    assert res.exit_code == 2
+    assert "cannot load model" in res.output
