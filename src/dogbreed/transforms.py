@@ -219,7 +219,9 @@ def preprocess(
     src: str | Path | bytes | Image.Image, cfg: Preprocess, box: tuple[float, float, float, float] | None = None
 ) -> torch.Tensor:
     """File/bytes/image -> normalised CHW float tensor."""
-    img = load_image(src, draft_size=int(cfg.size / cfg.crop_pct) + 1)
+    # Draft decoding shrinks big JPEGs by 1/2..1/8, which would misplace a box given in original pixels.
+    use_box = cfg.box_crop and box is not None
+    img = load_image(src, draft_size=None if use_box else int(cfg.size / cfg.crop_pct) + 1)
     return to_tensor(preprocess_image(img, cfg, box), cfg.mean, cfg.std)
 
 

@@ -1,0 +1,19 @@
+"""Web service and page: `create_app()` builds the FastAPI app, `run()` serves it with uvicorn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .app import create_app
+
+__all__ = ["create_app", "run"]
+
+
+def run(model: str = "default", quality: str = "fast", runtime: str = "torch", host: str = "127.0.0.1",
+        port: int = 8000, feedback_db: str | Path | None = None, **kwargs: object) -> None:
+    """Load the model once and serve the API and page until interrupted."""
+    import uvicorn
+
+    app = create_app(model=model, quality=quality, runtime=runtime, feedback_db=feedback_db, **kwargs)  # type: ignore[arg-type]
+    # One process: the model lives in memory once and the micro-batcher needs every request on one event loop.
+    uvicorn.run(app, host=host, port=port, log_level="info")

@@ -1,0 +1,147 @@
+"""User feedback on predictions: a small SQLite table plus the photos, and an export to a folder-per-breed dataset.
+
+Photos are stored only when a user chooses to send feedback (never on plain predictions), named by their sha256 so
+the same photo sent twice is kept once.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sqlite3
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..breeds import Breed, normalize_key
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sha256 TEXT NOT NULL,
+    image_file TEXT NOT NULL,
+    predicted TEXT NOT NULL,
+    breed_wnid TEXT,
+    breed_name TEXT NOT NULL,
+    breed_folder TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS feedback_sha256 ON feedback (sha256);
+"""
+
+# Pillow format -> file extension for the stored copy (the loader picks images by extension).
+_EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif", "MPO": ".jpg"}
+
+
+def default_feedback_db() -> Path:
+    from ..export import cache_dir
+
+    return cache_dir() / "feedback" / "feedback.sqlite3"
+
+
+def images_dir_for(db_path: Path) -> Path:
+    """Photos live in a folder next to the database, so moving the folder moves both."""
+    return db_path.parent / "feedback-images"
+
+
+def breed_folder(breed: Breed) -> str:
+    """Folder name for a breed in an exported dataset: Stanford style ('n02099601-golden_retriever') when known."""
+    if breed.folder:
+        return breed.folder
+    slug = re.sub(r"[^\w\-]+", "_", breed.name.strip()).strip("_") or "unknown"
+    return f"{breed.wnid}-{slug}" if breed.wnid else slug
+
+
+def find_breed(classes: list[Breed], name_or_wnid: str) -> Breed | None:
+    """Match a breed the model knows by wnid, folder or any spelling of its name."""
+    s = name_or_wnid.strip()
+    if not s:
+        return None
+    key = normalize_key(s)
+    for b in classes:
+        if s == b.wnid or s == b.folder or key == normalize_key(b.name):
+            return b
+    return None
+
+
+@dataclass
+class FeedbackRecord:
+    id: int
+    sha256: str
+    predicted: str
+    breed_wnid: str | None
+    breed_name: str
+    created_at: str
+
+
+class FeedbackStore:
+    """SQLite-backed store; one short-lived connection per call so it is safe from any worker thread."""
+
+    def __init__(self, db_path: str | Path | None = None) -> None:
+        self.db_path = Path(db_path) if db_path else default_feedback_db()
+        self.images_dir = images_dir_for(self.db_path)
+        self._lock = threading.Lock()
+
+    def _connect(self) -> sqlite3.Connection:
+        # Created on first use, so starting the server does not write anything until someone sends feedback.
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(self.db_path, timeout=10)
+        con.executescript(SCHEMA)
+        return con
+
+    def add(self, image: bytes, image_format: str | None, sha256: str, predicted: str, breed: Breed) -> FeedbackRecord:
+        ext = _EXT.get((image_format or "").upper(), ".img")
+        name = f"{sha256}{ext}"
+        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        with self._lock:
+            self.images_dir.mkdir(parents=True, exist_ok=True)
+            target = self.images_dir / name
+            if not target.exists():
+                tmp = target.with_suffix(target.suffix + ".tmp")
+                tmp.write_bytes(image)
+                tmp.replace(target)  # atomic, so an export never sees half a photo
+            con = self._connect()
+            try:
+                with con:
+                    cur = con.execute(
+                        "INSERT INTO feedback (sha256, image_file, predicted, breed_wnid, breed_name, breed_folder,"
+                        " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (sha256, name, predicted, breed.wnid, breed.name, breed_folder(breed), created),
+                    )
+                    row_id = int(cur.lastrowid or 0)
+            finally:
+                con.close()
+        return FeedbackRecord(row_id, sha256, predicted, breed.wnid, breed.name, created)
+
+    def records(self) -> list[dict]:
+        if not self.db_path.exists():
+            return []
+        con = self._connect()
+        try:
+            con.row_factory = sqlite3.Row
+            return [dict(r) for r in con.execute("SELECT * FROM feedback ORDER BY id")]
+        finally:
+            con.close()
+
+
+def export_feedback(db_path: str | Path | None, out: str | Path) -> dict[str, int]:
+    """Write the feedback photos as ``out/<breed folder>/<sha256>.<ext>``; returns photos per breed folder.
+
+    When the same photo got several answers, the latest one wins, so a user's correction replaces a mistake.
+    """
+    store = FeedbackStore(db_path)
+    latest: dict[str, dict] = {}
+    for r in store.records():
+        latest[r["sha256"]] = r
+    out = Path(out)
+    counts: dict[str, int] = {}
+    for r in latest.values():
+        src = store.images_dir / r["image_file"]
+        if not src.exists():
+            continue  # a photo deleted by hand (e.g. on request) is simply left out
+        folder = out / r["breed_folder"]
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, folder / r["image_file"])
+        counts[r["breed_folder"]] = counts.get(r["breed_folder"], 0) + 1
+    return dict(sorted(counts.items()))

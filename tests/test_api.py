@@ -1,0 +1,396 @@
+"""HTTP API (`dogbreed.serve`) with the real packaged model, through FastAPI's TestClient."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import sqlite3
+import struct
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from dogbreed.serve.app import INTERNAL_ERROR, MicroBatcher, create_app
+
+SAMOYED = "imagenet-val-dogs/n02111889-Samoyed/ILSVRC2012_val_00003808.jpg"
+PREDICTION_KEYS = {"path", "verdict", "dog_probability", "breeds", "several_breeds_likely"}
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def noise_png(seed: int, size: tuple[int, int] = (96, 80)) -> bytes:
+    rng = np.random.default_rng(seed)
+    return png_bytes(Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)))
+
+
+def png_claiming_size(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims a huge size: what a decompression bomb looks like before decoding."""
+    data = bytearray(png_bytes(Image.new("RGB", (1, 1))))
+    ihdr = struct.pack(">II", width, height) + bytes(data[24:29])
+    data[16:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return bytes(data)
+
+
+@pytest.fixture(scope="module")
+def feedback_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("feedback") / "feedback.sqlite3"
+
+
+@pytest.fixture(scope="module")
+def client(default_predictor, feedback_db: Path):
+    # One app (and one loaded model) for the whole module keeps these tests fast.
+    app = create_app(predictor=default_predictor, feedback_db=feedback_db)
+    with TestClient(app) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def small_client(default_predictor, tmp_path_factory: pytest.TempPathFactory):
+    """Same model, tiny limits, to exercise the 413 paths without huge uploads."""
+    app = create_app(predictor=default_predictor, max_bytes=60_000, max_pixels=100_000, max_files=2,
+                     feedback_db=tmp_path_factory.mktemp("fb2") / "fb.sqlite3")
+    with TestClient(app) as c:
+        yield c
+
+
+def post_files(client: TestClient, *files: tuple[str, bytes, str], **params) -> object:
+    return client.post("/v1/predict", params=params, files=[("file", f) for f in files])
+
+
+def check_prediction_shape(p: dict, top_k: int = 5) -> None:
+    assert set(p) == PREDICTION_KEYS
+    assert p["verdict"] in ("dog", "no_dog", "uncertain_breed")
+    assert 0.0 <= p["dog_probability"] <= 1.0
+    assert len(p["breeds"]) == top_k
+    for b in p["breeds"]:
+        assert set(b) == {"wnid", "name", "probability"}
+    probs = [b["probability"] for b in p["breeds"]]
+    assert probs == sorted(probs, reverse=True)
+
+
+# -- predictions -----------------------------------------------------------------------------------------------
+
+@pytest.mark.real
+def test_real_dog_photo_gets_its_breed(client: TestClient, real_data: Path, default_predictor) -> None:
+    path = real_data / SAMOYED
+    if not path.exists():
+        pytest.skip(f"{SAMOYED} not in the shared real data")
+    r = post_files(client, ("rex.jpg", path.read_bytes(), "image/jpeg"))
+    assert r.status_code == 200, r.text
+    (p,) = r.json()["predictions"]
+    check_prediction_shape(p)
+    assert p["path"] == "rex.jpg"
+    assert p["verdict"] == "dog"
+    assert p["breeds"][0] == {"wnid": "n02111889", "name": "Samoyed", "probability": pytest.approx(0.977, abs=0.02)}
+    # The API and the library agree on the same photo (same decode, same model).
+    lib = default_predictor.predict([str(path)])[0].to_dict()
+    assert p["dog_probability"] == pytest.approx(lib["dog_probability"], abs=1e-4)
+    assert [b["wnid"] for b in p["breeds"]] == [b["wnid"] for b in lib["breeds"]]
+
+
+def test_chelsea_the_cat_is_no_dog(client: TestClient, chelsea_jpeg: bytes) -> None:
+    r = post_files(client, ("chelsea.jpg", chelsea_jpeg, "image/jpeg"))
+    assert r.status_code == 200, r.text
+    (p,) = r.json()["predictions"]
+    check_prediction_shape(p)
+    assert p["verdict"] == "no_dog"
+    assert p["dog_probability"] < 0.2
+    assert p["several_breeds_likely"] is False
+
+
+def test_top_k_is_honoured_and_validated(client: TestClient, chelsea_jpeg: bytes) -> None:
+    r = post_files(client, ("c.jpg", chelsea_jpeg, "image/jpeg"), top_k=3)
+    assert r.status_code == 200
+    check_prediction_shape(r.json()["predictions"][0], top_k=3)
+    r = post_files(client, ("c.jpg", chelsea_jpeg, "image/jpeg"), top_k=120)
+    assert len(r.json()["predictions"][0]["breeds"]) == 120
+    for bad in (0, 121, "many"):
+        r = post_files(client, ("c.jpg", chelsea_jpeg, "image/jpeg"), top_k=bad)
+        assert r.status_code == 422
+        assert isinstance(r.json()["detail"], str) and "top_k" in r.json()["detail"]
+
+
+def test_several_files_keep_their_order(client: TestClient, chelsea_jpeg: bytes) -> None:
+    files = [("a-noise.png", noise_png(1), "image/png"), ("b-chelsea.jpg", chelsea_jpeg, "image/jpeg"),
+             ("c-noise.png", noise_png(2), "image/png"), ("d-grey.png", png_bytes(Image.new("L", (50, 70), 90)),
+                                                          "image/png")]
+    singles = [post_files(client, f).json()["predictions"][0] for f in files]
+    r = post_files(client, *files)
+    assert r.status_code == 200
+    preds = r.json()["predictions"]
+    assert [p["path"] for p in preds] == [f[0] for f in files]
+    for batched, single in zip(preds, singles, strict=True):
+        assert batched["dog_probability"] == pytest.approx(single["dog_probability"], abs=1e-4)
+        assert batched["breeds"][0]["wnid"] == single["breeds"][0]["wnid"]
+    assert preds[1]["verdict"] == "no_dog"  # chelsea, in second place
+
+
+def test_concurrent_requests_each_get_their_own_answer(client: TestClient, chelsea_jpeg: bytes) -> None:
+    images = [noise_png(10 + i) for i in range(7)] + [chelsea_jpeg]
+    expected = [post_files(client, (f"{i}.img", b, "image/*")).json()["predictions"][0] for i, b in enumerate(images)]
+
+    def one(i: int) -> tuple[int, dict]:
+        r = post_files(client, (f"{i}.img", images[i], "image/*"))
+        assert r.status_code == 200
+        return i, r.json()["predictions"][0]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(one, range(8)))
+    for i, p in results:
+        assert p["path"] == f"{i}.img"
+        assert p["dog_probability"] == pytest.approx(expected[i]["dog_probability"], abs=1e-4)
+        assert [b["wnid"] for b in p["breeds"]] == [b["wnid"] for b in expected[i]["breeds"]]
+
+
+def test_micro_batcher_gathers_simultaneous_requests() -> None:
+    """Requests that arrive together share one model call, and each gets its own result back in order."""
+    calls: list[int] = []
+
+    def predict_images(images, paths=None):
+        calls.append(len(images))
+        return [f"result-{im}" for im in images]
+
+    batcher = MicroBatcher(SimpleNamespace(predict_images=predict_images), max_batch=16, max_wait_s=0.05)
+
+    async def main() -> list:
+        out = await asyncio.gather(*(batcher.predict([i]) for i in range(10)), batcher.predict([10, 11]))
+        await batcher.stop()
+        return out
+
+    out = asyncio.run(main())
+    assert calls == [12]
+    assert out[:10] == [[f"result-{i}"] for i in range(10)]
+    assert out[10] == ["result-10", "result-11"]
+
+
+def test_micro_batcher_respects_batch_size() -> None:
+    calls: list[int] = []
+    batcher = MicroBatcher(SimpleNamespace(predict_images=lambda ims, paths=None: calls.append(len(ims)) or ims),
+                           max_batch=4, max_wait_s=0.01)
+
+    async def main() -> list:
+        out = await asyncio.gather(*(batcher.predict([i]) for i in range(10)))
+        await batcher.stop()
+        return out
+
+    assert asyncio.run(main()) == [[i] for i in range(10)]
+    assert calls == [4, 4, 2]
+
+
+# -- errors ----------------------------------------------------------------------------------------------------
+
+def truncated_jpeg(chelsea_jpeg: bytes) -> bytes:
+    return chelsea_jpeg[: len(chelsea_jpeg) // 2]
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "message"),
+    [
+        ("text", 415, "not an image"),
+        ("svg", 415, "not an image"),
+        ("truncated", 400, "corrupt or truncated"),
+        ("empty", 400, "empty file"),
+        ("bomb", 413, "too large"),
+    ],
+)
+def test_bad_files_get_clear_4xx(client: TestClient, chelsea_jpeg: bytes, kind: str, status: int,
+                                 message: str) -> None:
+    body = {
+        "text": b"hello, I am a text file\n",
+        "svg": b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>',
+        "truncated": truncated_jpeg(chelsea_jpeg),
+        "empty": b"",
+        "bomb": png_claiming_size(30_000, 30_000),  # 900 MP: Pillow's bomb guard must refuse it
+    }[kind]
+    r = post_files(client, (f"upload.{kind}", body, "application/octet-stream"))
+    assert r.status_code == status, r.text
+    detail = r.json()["detail"]
+    assert isinstance(detail, str)
+    assert message in detail
+    assert f"upload.{kind}" in detail  # says which file
+
+
+def test_one_bad_file_among_good_ones_names_it(client: TestClient, chelsea_jpeg: bytes) -> None:
+    r = post_files(client, ("good.jpg", chelsea_jpeg, "image/jpeg"), ("notes.txt", b"not a photo", "text/plain"))
+    assert r.status_code == 415
+    assert r.json()["detail"].startswith("notes.txt:")
+
+
+def test_no_file_is_400(client: TestClient) -> None:
+    r = client.post("/v1/predict")
+    assert r.status_code == 400
+    assert "no file" in r.json()["detail"]
+    r = client.post("/v1/predict", files={"photo": ("x.jpg", b"abc", "image/jpeg")})  # wrong field name
+    assert r.status_code == 400
+    assert "'file'" in r.json()["detail"]
+
+
+def test_not_multipart_is_415(client: TestClient, chelsea_jpeg: bytes) -> None:
+    r = client.post("/v1/predict", content=chelsea_jpeg, headers={"content-type": "image/jpeg"})
+    assert r.status_code == 415
+    assert "multipart/form-data" in r.json()["detail"]
+    r = client.post("/v1/predict", json={"file": "x"})
+    assert r.status_code == 415
+
+
+def test_size_limits_are_413(small_client: TestClient, chelsea_jpeg: bytes) -> None:
+    big = noise_png(3, size=(200, 200))  # ~120 KB of noise: over the 60 KB limit
+    assert len(big) > 60_000
+    r = post_files(small_client, ("big.png", big, "image/png"))
+    assert r.status_code == 413
+    assert "big.png" in r.json()["detail"] and "limit" in r.json()["detail"]
+
+    wide = png_bytes(Image.new("RGB", (400, 400), (200, 120, 40)))  # small file, 160k pixels > 100k
+    assert len(wide) < 60_000
+    r = post_files(small_client, ("wide.png", wide, "image/png"))
+    assert r.status_code == 413
+    assert "too large" in r.json()["detail"] and "400x400" in r.json()["detail"]
+
+    small = png_bytes(Image.new("RGB", (64, 64)))
+    r = post_files(small_client, *[(f"{i}.png", small, "image/png") for i in range(3)])
+    assert r.status_code == 413
+    assert "too many files" in r.json()["detail"]
+
+    r = small_client.post("/v1/predict", content=b"x" * 200_000,
+                          headers={"content-type": "multipart/form-data; boundary=zzz"})
+    assert r.status_code == 413  # refused from Content-Length, before parsing
+
+
+def test_server_errors_do_not_leak_details(default_predictor, chelsea_jpeg: bytes,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    def boom(images, paths=None):
+        raise RuntimeError("secret /internal/path exploded")
+
+    fake = SimpleNamespace(classes=default_predictor.classes, top_k=5, predict_images=boom)
+    app = create_app(predictor=fake)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = post_files(c, ("c.jpg", chelsea_jpeg, "image/jpeg"))
+    assert r.status_code == 500
+    assert r.json() == {"detail": INTERNAL_ERROR}
+    assert "secret" not in r.text and "Traceback" not in r.text
+    assert "secret /internal/path exploded" in caplog.text  # ...but the log has it
+
+
+def test_pillow_bomb_guard_stays_on(client: TestClient) -> None:
+    assert Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS > 0
+
+
+# -- other endpoints -------------------------------------------------------------------------------------------
+
+def test_breeds_lists_120_unique(client: TestClient, default_predictor) -> None:
+    r = client.get("/v1/breeds")
+    assert r.status_code == 200
+    breeds = r.json()["breeds"]
+    assert len(breeds) == 120
+    assert [b["id"] for b in breeds] == list(range(120))
+    assert len({b["wnid"] for b in breeds}) == 120
+    assert len({b["name"] for b in breeds}) == 120
+    assert breeds[0]["name"] == default_predictor.classes[0].name
+
+
+def test_healthz(client: TestClient) -> None:
+    r = client.get("/healthz")
+    assert r.status_code == 200
+    assert r.json()["status"] == "ok"
+    assert r.json()["breeds"] == 120
+
+
+def test_docs_work_offline(client: TestClient) -> None:
+    r = client.get("/docs")
+    assert r.status_code == 200
+    assert "swagger-ui" in r.text
+    assert "https://" not in r.text and "http://" not in r.text  # no CDN
+    js = client.get("/docs-static/swagger-ui-bundle.js")
+    assert js.status_code == 200 and len(js.content) > 100_000
+    spec = client.get("/openapi.json").json()
+    assert {"/v1/predict", "/v1/breeds", "/v1/feedback", "/healthz"} <= set(spec["paths"])
+
+
+def test_page_is_served_and_self_contained(client: TestClient) -> None:
+    r = client.get("/")
+    assert r.status_code == 200
+    assert 'aria-live="polite"' in r.text and '<label for="file"' in r.text
+    for asset in ("/static/app.css", "/static/app.js", "/static/favicon.svg"):
+        a = client.get(asset)
+        assert a.status_code == 200
+        # no external fetches: the only absolute URL allowed is the SVG namespace
+        assert "https://" not in a.text.replace("http://www.w3.org/2000/svg", "")
+        assert "http://" not in a.text.replace("http://www.w3.org/2000/svg", "")
+
+
+# -- feedback --------------------------------------------------------------------------------------------------
+
+def test_feedback_round_trip_and_export(client: TestClient, feedback_db: Path, tmp_path: Path,
+                                        chelsea_jpeg: bytes) -> None:
+    from typer.testing import CliRunner
+
+    from dogbreed.cli import app as cli
+
+    photo, other = noise_png(42), chelsea_jpeg
+    r = client.post("/v1/feedback", files={"file": ("rex.png", photo, "image/png")},
+                    data={"breed": "golden retriever", "predicted": "Labrador retriever"})
+    assert r.status_code == 200, r.text
+    assert r.json()["breed"] == {"wnid": "n02099601", "name": "Golden retriever"}
+    assert r.json()["sha256"] == hashlib.sha256(photo).hexdigest()
+    # the same photo corrected again: the latest answer wins in the export
+    r = client.post("/v1/feedback", files={"file": ("rex.png", photo, "image/png")},
+                    data={"breed": "n02111889", "predicted": "Golden retriever"})
+    assert r.status_code == 200 and r.json()["breed"]["name"] == "Samoyed"
+    r = client.post("/v1/feedback", files={"file": ("x.jpg", other, "image/jpeg")}, data={"breed": "Shih-Tzu"})
+    assert r.status_code == 200
+
+    bad = client.post("/v1/feedback", files={"file": ("x.jpg", other, "image/jpeg")}, data={"breed": "Wolfdog 9000"})
+    assert bad.status_code == 422 and "unknown breed" in bad.json()["detail"]
+    bad = client.post("/v1/feedback", files={"file": ("x.txt", b"text", "text/plain")}, data={"breed": "Samoyed"})
+    assert bad.status_code == 415
+    bad = client.post("/v1/feedback", data={"breed": "Samoyed"})
+    assert bad.status_code == 400
+
+    with sqlite3.connect(feedback_db) as con:
+        rows = con.execute("SELECT sha256, predicted, breed_wnid, created_at FROM feedback ORDER BY id").fetchall()
+    assert len(rows) == 3
+    assert rows[0][1:3] == ("Labrador retriever", "n02099601") and rows[0][3].endswith("+00:00")
+    assert (feedback_db.parent / "feedback-images" / f"{rows[0][0]}.png").read_bytes() == photo
+
+    out = tmp_path / "dataset"
+    res = CliRunner().invoke(cli, ["feedback", "export", "--out", str(out), "--feedback-db", str(feedback_db)])
+    assert res.exit_code == 0, res.output
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert files == [f"n02086240-Shih-Tzu/{hashlib.sha256(other).hexdigest()}.jpg",
+                     f"n02111889-Samoyed/{hashlib.sha256(photo).hexdigest()}.png"]
+    assert (out / files[1]).read_bytes() == photo
+    assert "2 photos in 2 breeds" in res.output
+
+
+def test_feedback_export_with_nothing_fails_clearly(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from dogbreed.cli import app as cli
+
+    res = CliRunner().invoke(cli, ["feedback", "export", "--out", str(tmp_path / "o"), "--feedback-db",
+                                   str(tmp_path / "none.sqlite3")])
+    assert res.exit_code == 1
+    assert "no feedback" in res.output
+
+
+def test_serve_command_is_registered() -> None:
+    from typer.testing import CliRunner
+
+    from dogbreed.cli import app as cli
+
+    res = CliRunner().invoke(cli, ["serve", "--help"])
+    assert res.exit_code == 0
+    for opt in ("--model", "--quality", "--runtime", "--host", "--port", "--feedback-db"):
+        assert opt in res.output
