@@ -1,0 +1,313 @@
+"""Training, presets, transfer learning, resume, feature cache, evaluation reports.
+
+Runs on a generated folder-per-breed dataset whose breeds differ by a visible pattern (colour, stripe
+orientation), so a few epochs on 32px images are enough to beat chance clearly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from dogbreed import features, train
+from dogbreed.cli import app
+from dogbreed.models import count_parameters, load_model_dir
+from dogbreed.predict import Predictor
+
+CNN_PRESETS = ["baseline", "dropout", "pool6", "stride4", "filters9", "filters128", "tanh", "adam", "dense256",
+               "blocks4", "gap", "batchnorm", "combined"]
+# Small, fast settings for the tests; the presets' real sizes are checked in test_cnn_parameter_counts.
+FAST = {"image_size": 32, "batch_size": 8, "optimizer": "adam", "lr": 0.003, "num_workers": 0,
+        "split": {"ratios": [0.6, 0.2, 0.2], "seed": 0}}
+
+
+def _pattern(kind: str, rng: np.random.Generator, size: int = 64) -> np.ndarray:
+    y, x = np.mgrid[0:size, 0:size]
+    period = rng.integers(6, 10)
+    phase = rng.integers(0, period)
+    base = rng.integers(90, 140, size=3)
+    img = np.zeros((size, size, 3), np.float32) + base
+    if kind == "horizontal":
+        img[((y + phase) // (period // 2)) % 2 == 0] = (230, 230, 230)
+    elif kind == "vertical":
+        img[((x + phase) // (period // 2)) % 2 == 0] = (230, 230, 230)
+    elif kind == "red":
+        img[..., 0] += 100
+        img[..., 2] -= 60
+    elif kind == "blue":
+        img[..., 2] += 100
+        img[..., 0] -= 60
+    img += rng.normal(0, 18, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+BREEDS = {"n02099601-golden_retriever": "red", "beagle": "horizontal", "pug": "vertical", "my_backyard_mutt": "blue"}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("dogs")
+    rng = np.random.default_rng(0)
+    for folder, kind in BREEDS.items():
+        (root / folder).mkdir()
+        for i in range(20):
+            Image.fromarray(_pattern(kind, rng)).save(root / folder / f"{i:02d}.jpg", quality=90)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOGBREED_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    torch.set_num_threads(2)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Presets and parameter counts
+
+
+def _expected_cnn_params(arch: dict, size: int, classes: int) -> int:
+    """Architecture math, written independently of the builder: conv k*k*cin*f + f, BN 2f, dense in*out + out."""
+    total, ch, side = 0, 3, size
+    for b in arch["blocks"]:
+        total += b["kernel"] ** 2 * ch * b["filters"] + b["filters"]
+        total += 2 * b["filters"] if arch["batchnorm"] else 0
+        ch = b["filters"]
+        side = (side - b["pool"]) // b.get("pool_stride", b["pool"]) + 1
+    width = ch if arch["gap"] else ch * side * side
+    for d in arch["dense"]:
+        total += width * d + d + (2 * d if arch["batchnorm"] else 0)
+        width = d
+    return total + width * classes + classes
+
+
+@pytest.mark.parametrize("name", CNN_PRESETS)
+def test_cnn_presets_build_with_exact_parameter_counts(name: str) -> None:
+    cfg = train.load_preset(name)
+    assert cfg["kind"] == "cnn" and cfg["image_size"] == 128
+    clf = train.build_preset_model(name)
+    assert count_parameters(clf) == _expected_cnn_params(clf.backbone.arch, 128, 120)
+    clf.eval()
+    with torch.no_grad():
+        logits, imnet, feats = clf(torch.zeros(2, 3, 128, 128))
+    assert logits.shape == (2, 120) and imnet.shape == (2, 0) and feats.shape[1] == clf.backbone.spec.feature_dim
+
+
+def test_baseline_parameter_count_matches_hand_math() -> None:
+    clf = train.build_preset_model("baseline")
+    conv = 3 * 3 * 3 * 32 + 32
+    dense = 64 * 64 * 32 * 128 + 128
+    out = 128 * 120 + 120
+    assert conv == 896 and count_parameters(clf) == conv + dense + out == 16_793_720
+    # one change per preset shows in the count
+    assert count_parameters(train.build_preset_model("stride4")) == 896 + 32 * 32 * 32 * 128 + 128 + out
+    assert count_parameters(train.build_preset_model("gap")) == 896 + 32 * 120 + 120
+
+
+def test_preset_inheritance_and_overrides() -> None:
+    cfg = train.load_preset("dropout", ["cnn.dense=[64]", "lr=0.01", "image_size=32"])
+    assert cfg["cnn"]["conv_dropout"] == 0.2 and cfg["cnn"]["dense"] == [64]  # base merged, override wins
+    assert cfg["lr"] == 0.01 and cfg["image_size"] == 32 and cfg["optimizer"] == "sgd"
+    assert set(CNN_PRESETS) | {"transfer_lite0", "transfer_lite2", "transfer_resnet50",
+                               "finetune_lite0"} <= set(train.list_presets())
+    with pytest.raises(KeyError):
+        train.load_preset("no_such_preset")
+    with pytest.raises(ValueError):
+        train.parse_overrides(["lr"])
+
+
+@pytest.mark.parametrize("name", ["transfer_lite0", "finetune_lite0"])
+def test_transfer_presets_build(name: str) -> None:
+    clf = train.build_preset_model(name)
+    cfg = train.load_preset(name)
+    train.set_trainable(clf, cfg)
+    head = 1280 * 120 + 120
+    assert count_parameters(clf.breed_head) == head
+    trainable = count_parameters(clf, trainable_only=True)
+    if name.startswith("transfer"):
+        assert trainable == head  # frozen backbone
+    else:
+        assert head < trainable < count_parameters(clf.backbone) + head  # last blocks only
+    with torch.no_grad():
+        assert clf.eval()(torch.zeros(1, 3, 224, 224))[0].shape == (1, 120)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training runs
+
+
+@pytest.fixture(scope="module")
+def cnn_run(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DOGBREED_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    cfg = train.load_preset("baseline", {**FAST, "max_epochs": 4, "patience": 4, "cnn": {"dense": [32]}})
+    run = train.train(cfg, str(dataset), out=tmp_path_factory.mktemp("runs"))
+    mp.undo()
+    return run
+
+
+def test_cnn_training_learns_and_writes_a_complete_run(cnn_run: Path) -> None:
+    hist = json.loads((cnn_run / "metrics.json").read_text())
+    assert len(hist) == 4 and [h["epoch"] for h in hist] == list(range(1, 5))
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+    summary = json.loads((cnn_run / "summary.json").read_text())
+    assert summary["photos"] == {"train": 48, "val": 16, "test": 16}
+    assert summary["test_top1"] > 0.5  # chance is 0.25 with 4 breeds
+    assert summary["params"] == _expected_cnn_params(load_model_dir(cnn_run)[0].backbone.arch, 32, 4)
+    for f in ("config.json", "split.csv", "metrics.csv", "report.md", "ckpt/best.safetensors",
+              "ckpt/last.optim.safetensors", "ckpt/last.json", "plots/loss.png", "plots/accuracy.png",
+              "eval-test/report.md", "eval-test/report.json", "eval-test/confusion.png", "model/model.json"):
+        assert (cnn_run / f).stat().st_size > 0, f
+    assert (cnn_run / "metrics.csv").read_text().count("\n") == 5
+    report = json.loads((cnn_run / "eval-test" / "report.json").read_text())
+    assert report["n"] == 16 and len(report["per_class"]) == 4 and 0 <= report["top1"] <= report["top5"] == 1.0
+
+
+def test_trained_run_predicts_with_the_standard_schema(cnn_run: Path, dataset: Path) -> None:
+    photos = sorted(dataset.glob("beagle/*.jpg"))[:3]
+    pred = Predictor(model=str(cnn_run), top_k=3)
+    out = [p.to_dict() for p in pred.predict(photos)]
+    assert [set(p) for p in out] == [{"path", "verdict", "dog_probability", "breeds", "several_breeds_likely"}] * 3
+    names = {b["name"] for p in out for b in p["breeds"]}
+    assert names <= {"Golden retriever", "Beagle", "Pug", "My backyard mutt"}
+    wnids = {b["name"]: b["wnid"] for p in out for b in p["breeds"]}
+    assert wnids.get("My backyard mutt", None) is None and wnids.get("Beagle", "n02088364") == "n02088364"
+    assert all(p["dog_probability"] == 1.0 for p in out)  # no ImageNet head on a from-scratch CNN
+
+
+def test_resume_continues_exactly_where_it_stopped(dataset: Path, tmp_path: Path) -> None:
+    over = {**FAST, "max_epochs": 2, "patience": 10, "cnn": {"dense": [16]}, "run_name": "r"}
+    run = train.train(train.load_preset("baseline", over), str(dataset), out=tmp_path / "a")
+    first = json.loads((run / "metrics.json").read_text())
+    assert len(first) == 2
+    train.train({"max_epochs": 4}, resume=str(run))
+    hist = json.loads((run / "metrics.json").read_text())
+    assert [h["epoch"] for h in hist] == [1, 2, 3, 4]
+    assert hist[:2] == first
+    assert json.loads((run / "ckpt" / "last.json").read_text())["epoch"] == 4
+    # an uninterrupted 4-epoch run gives the same numbers: nothing was lost or replayed differently
+    straight = train.train(train.load_preset("baseline", {**over, "max_epochs": 4}), str(dataset), out=tmp_path / "b")
+    keys = ("train_loss", "val_loss", "val_acc")
+    again = json.loads((straight / "metrics.json").read_text())
+    assert [h[k] for h in hist for k in keys] == pytest.approx([h[k] for h in again for k in keys], abs=1e-4)
+    with pytest.raises(ValueError, match="cannot change"):
+        train.train({"lr": 0.5}, resume=str(run))
+
+
+def test_transfer_uses_the_feature_cache(dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOGBREED_CACHE", str(tmp_path / "cache"))
+    few = tmp_path / "few"
+    for folder in list(BREEDS)[:3]:
+        (few / folder).mkdir(parents=True)
+        for f in sorted((dataset / folder).glob("*.jpg"))[:6]:
+            (few / folder / f.name).write_bytes(f.read_bytes())
+    computed: list[int] = []
+    real_extractor = train.extractor_for
+
+    def counting_extractor(cfg: dict) -> torch.nn.Module:
+        clf = real_extractor(cfg)
+        # a hook changes no weights, so the cache key (a weights fingerprint) is unchanged
+        clf.register_forward_hook(lambda m, inp, out: computed.extend([1] * len(inp[0])))
+        return clf
+
+    monkeypatch.setattr(train, "extractor_for", counting_extractor)
+    cfg = train.load_preset("transfer_lite0", {"max_epochs": 3, "feature_views": ["plain"], "feature_runtime": "torch",
+                                                "split": {"ratios": [0.5, 0.25, 0.25]}})
+    run = train.train(cfg, str(few), out=tmp_path / "runs")
+    assert len(computed) == 18  # every photo once
+    computed.clear()
+    run2 = train.train(cfg, str(few), out=tmp_path / "runs")
+    assert computed == []  # second run: all from the cache
+    losses = [[h["train_loss"], h["val_loss"]] for h in json.loads((run / "metrics.json").read_text())]
+    losses2 = [[h["train_loss"], h["val_loss"]] for h in json.loads((run2 / "metrics.json").read_text())]
+    assert losses2 == losses  # same features, same seeds: the same run
+    clf = train.extractor_for(cfg)
+    clf.preprocess_cfg.autocontrast = True  # a preprocessing change must not reuse stale features
+    features.extract([str(p) for p in sorted(few.rglob("*.jpg"))[:2]], clf, runtime="torch")
+    assert len(computed) == 2
+    # the run is a normal model dir: head on the packaged backbone, loadable by Predictor
+    model_cfg = json.loads((run / "model" / "model.json").read_text())
+    assert model_cfg["backbone"] == "efficientnet_lite0" and model_cfg["backbone_in_weights"] is False
+    (p,) = Predictor(model=str(run)).predict([sorted(few.rglob("*.jpg"))[0]])
+    assert len(p.breeds) == 3 and 0.0 <= p.dog_probability <= 1.0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Evaluation, reports, CLI
+
+
+def test_metrics_on_known_predictions() -> None:
+    from dogbreed import evaluate as ev
+
+    probs = np.array([[0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7], [0.5, 0.1, 0.4]])
+    y = [0, 1, 1, 2, 2]
+    m = ev.compute_metrics(y, probs, ["a", "b", "c"], paths=[f"{i}.jpg" for i in range(5)])
+    assert m["top1"] == 0.6 and m["top5"] == 1.0
+    per = {r["class"]: r for r in m["per_class"]}
+    assert per["a"]["precision"] == pytest.approx(1 / 3, abs=1e-3) and per["a"]["recall"] == 1.0
+    assert per["b"]["recall"] == 0.5 and per["c"]["precision"] == 1.0
+    assert {(p["true"], p["predicted"], p["count"]) for p in m["most_confused"]} == {("b", "a", 1), ("c", "a", 1)}
+    assert m["misclassified"][0]["path"] == "1.jpg"  # the most confident mistake first (0.6 > 0.5)
+    assert m["confusion_matrix"] == [[1, 0, 0], [1, 1, 0], [1, 0, 1]]
+
+
+def test_confusion_plot_with_120_classes_shows_the_most_confused(tmp_path: Path) -> None:
+    from dogbreed import evaluate as ev
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 120, 600)
+    probs = rng.random((600, 120))
+    probs[np.arange(600), y] += 0.8
+    m = ev.compute_metrics(y, probs, [f"breed number {i}" for i in range(120)])
+    png = ev.plot_confusion(m, tmp_path / "cm.png", max_classes=25)
+    with Image.open(png) as im:
+        assert im.size[0] < 2000 and im.size[1] < 2000  # readable, not a 120x120 wall
+    assert png.stat().st_size > 10_000
+
+
+def test_cli_evaluate_and_compare(cnn_run: Path) -> None:
+    runner = CliRunner()
+    res = runner.invoke(app, ["evaluate", str(cnn_run), "--split", "val"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads((cnn_run / "eval-val" / "report.json").read_text())
+    assert rep["n"] == 16 and (cnn_run / "eval-val" / "confusion.png").stat().st_size > 0
+    res = runner.invoke(app, ["compare", str(cnn_run), str(cnn_run)])
+    assert res.exit_code == 0, res.output
+    assert "baseline" in res.output and "best_val_acc" in res.output
+
+
+def test_cli_train_runs_a_preset(dataset: Path, tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["train", "--preset", "gap", "--data", str(dataset), "--out", str(tmp_path),
+                                   "--epochs", "1", "--set", "image_size=32", "--set", "batch_size=16",
+                                   "--seed", "3"])
+    assert res.exit_code == 0, res.output
+    (run,) = tmp_path.iterdir()
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["max_epochs"] == 1 and cfg["seed"] == 3 and cfg["image_size"] == 32 and cfg["preset"] == "gap"
+    assert (run / "model" / "model.safetensors").exists()
+
+
+def test_finetune_unfreezes_only_the_last_blocks(dataset: Path, tmp_path: Path) -> None:
+    few = tmp_path / "few"
+    for folder in list(BREEDS)[:2]:
+        (few / folder).mkdir(parents=True)
+        for f in sorted((dataset / folder).glob("*.jpg"))[:5]:
+            (few / folder / f.name).write_bytes(f.read_bytes())
+    cfg = train.load_preset("finetune_lite0", {"image_size": 64, "max_epochs": 2, "batch_size": 4,
+                                               "unfreeze_blocks": 1, "split": {"ratios": [0.6, 0.2, 0.2]}})
+    run = train.train(cfg, str(few), out=tmp_path / "runs")
+    tuned, mcfg = load_model_dir(run)
+    assert mcfg["backbone_in_weights"] is True and mcfg["preprocess"]["size"] == 64
+    before = train.extractor_for(cfg).backbone.body
+    after = tuned.backbone.body
+    assert torch.equal(before._blocks[0].state_dict()["_depthwise_conv.weight"],
+                       after._blocks[0].state_dict()["_depthwise_conv.weight"])  # frozen
+    assert not torch.equal(before._conv_head.weight, after._conv_head.weight)  # the last unit learned
+    lr_rows = json.loads((run / "metrics.json").read_text())
+    # one warm-up epoch up to the base LR, then cosine decay to zero at the last epoch
+    assert [r["lr"] for r in lr_rows] == pytest.approx([cfg["lr"], 0.0], abs=1e-9)
