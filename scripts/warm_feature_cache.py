@@ -16,7 +16,8 @@ REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real"
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("--backbones", nargs="+", default=["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+    ap.add_argument("--backbones", nargs="+",
+                    default=["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
     ap.add_argument("--data", default=str(REAL))
     args = ap.parse_args()
     files = sorted(str(p) for p in Path(args.data).rglob("*.jpg"))
