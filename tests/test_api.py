@@ -93,7 +93,8 @@ def test_real_dog_photo_gets_its_breed(client: TestClient, real_data: Path, defa
     check_prediction_shape(p)
     assert p["path"] == "rex.jpg"
     assert p["verdict"] == "dog"
-    assert p["breeds"][0] == {"wnid": "n02111889", "name": "Samoyed", "probability": pytest.approx(0.977, abs=0.02)}
+    # 0.998 with the shipped adapted head and its temperature (0.977 with the plain ImageNet head, model="imagenet").
+    assert p["breeds"][0] == {"wnid": "n02111889", "name": "Samoyed", "probability": pytest.approx(0.998, abs=0.02)}
     # The API and the library agree on the same photo (same decode, same model).
     lib = default_predictor.predict([str(path)])[0].to_dict()
     assert p["dog_probability"] == pytest.approx(lib["dog_probability"], abs=1e-4)

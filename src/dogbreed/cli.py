@@ -5,8 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from .data import DatasetIndex
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Tell a dog's breed from a photo.")
 data_app = typer.Typer(no_args_is_help=True, help="Inspect, split and preview datasets.")
@@ -51,14 +56,19 @@ def _print_csv(preds: list[dict]) -> None:
 @app.command()
 def predict(
     paths: list[str] = typer.Argument(..., help="Image files, folders (recursive) or globs."),
-    model: str = typer.Option("default", help="'default', a run directory, or an .onnx file."),
+    model: str = typer.Option("default", help="'default' (heads adapted on Stanford Dogs photos), 'imagenet' "
+                               "(plain ImageNet head), a run directory, or an .onnx file."),
     top_k: int = typer.Option(5, "--top-k", "-k", min=1),
     fmt: str = typer.Option("table", "--format", "-f", help="table | json | csv"),
     quality: str = typer.Option("fast", help="fast (one model) | best (ensemble + flip TTA)"),
-    runtime: str = typer.Option("torch", help="torch | onnx"),
+    runtime: str = typer.Option("torch", help="torch | onnx | auto (ONNX Runtime on CPU when installed: faster)"),
     device: str = typer.Option("cpu", help="cpu | cuda | auto"),
     batch_size: int = typer.Option(16, min=1),
     dog_threshold: float | None = typer.Option(None, help="Override the model's dog/no-dog threshold."),
+    dog_detector: str = typer.Option("default", help="'default', 'none' (plain dog mass) or a detector written by "
+                                     "fit-dog-detector."),
+    target_recall: float | None = typer.Option(None, min=0.5, max=0.999,
+                                               help="Dog threshold keeping this share of validation dogs."),
 ) -> None:
     """Predict the breed of the dog in each photo."""
     from .predict import Predictor, expand_inputs
@@ -71,7 +81,7 @@ def predict(
         raise typer.Exit(2)
     try:
         pred = Predictor(model=model, quality=quality, runtime=runtime, device=device, top_k=top_k,
-                         batch_size=batch_size)
+                         batch_size=batch_size, dog_detector=dog_detector, dog_target_recall=target_recall)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         _err(f"cannot load model: {e}")
         raise typer.Exit(2) from e
@@ -97,6 +107,36 @@ def predict(
         raise typer.Exit(1)
 
 
+@app.command("fit-dog-detector")
+def fit_dog_detector_cmd(
+    dogs: str = typer.Option(..., help="Folder of photos with a dog (recursive)."),
+    not_dogs: str = typer.Option(..., help="Folder of photos without a dog (recursive)."),
+    out: str = typer.Option("dog_detector", help="Output stem: writes OUT.safetensors and OUT.json."),
+    backbone: list[str] = typer.Option(["efficientnet_lite0"], help="Backbone(s) to fit a head for (repeatable)."),
+    target_recall: float = typer.Option(0.99, min=0.5, max=0.999, help="Share of validation dogs kept."),
+) -> None:
+    """Fit the dog/no-dog detector on your own photos; use it with `predict --dog-detector OUT.json`."""
+    from pathlib import Path
+
+    from .dogness import fit_dog_detector
+    from .predict import expand_inputs
+
+    for name, folder in (("--dogs", dogs), ("--not-dogs", not_dogs)):
+        if not Path(folder).is_dir():
+            _err(f"{name} {folder}: not a folder")
+            raise typer.Exit(2)
+    dog_files, not_dog_files = expand_inputs([dogs]), expand_inputs([not_dogs])
+    try:
+        det = fit_dog_detector(dog_files, not_dog_files, backbones=backbone, target_recall=target_recall)
+    except (ValueError, KeyError) as e:
+        _err(f"cannot fit a dog detector: {e}")
+        raise typer.Exit(2) from e
+    path = det.save(out)
+    typer.echo(f"wrote {path} and its .safetensors ({len(dog_files)} dog, {len(not_dog_files)} not-dog photos)")
+    for key, t in det.thresholds.items():
+        typer.echo(f"  threshold {t:.4f} keeps {det.target_recall:.1%} of validation dogs for {key}")
+
+
 @app.command()
 def breeds(fmt: str = typer.Option("table", "--format", "-f", help="table | json")) -> None:
     """List the breeds the default model knows."""
@@ -108,6 +148,320 @@ def breeds(fmt: str = typer.Option("table", "--format", "-f", help="table | json
     else:
         for r in rows:
             typer.echo(f"{r['wnid']}  {r['imagenet_index']:4d}  {r['name']}")
+
+
+# --- data -------------------------------------------------------------------------------------------------------
+
+
+def _load_index(path: str, validate: bool = False) -> DatasetIndex:
+    from .data import load_dataset
+
+    try:
+        return load_dataset(path, validate=validate)
+    except (FileNotFoundError, ValueError) as e:
+        _err(str(e))
+        raise typer.Exit(2) from e
+
+
+def _rel(path: str, root: str) -> str:
+    from pathlib import Path
+
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return path
+
+
+@data_app.command("inspect")
+def data_inspect(
+    path: str = typer.Argument(..., help="Dataset folder (Stanford Dogs, Kaggle labels.csv + train/, or folders)."),
+    full: bool = typer.Option(False, "--full", help="Decode every pixel (slower; catches damage inside the data)."),
+    fmt: str = typer.Option("table", "--format", "-f", help="table | json"),
+) -> None:
+    """Count images per breed, size statistics, and every bad file with the reason."""
+    from .data import inspect_dataset
+
+    try:
+        rep = inspect_dataset(path, full=full)
+    except (FileNotFoundError, ValueError) as e:
+        _err(str(e))
+        raise typer.Exit(2) from e
+    if fmt == "json":
+        typer.echo(json.dumps(rep.to_dict(), indent=2))
+        return
+    d = rep.to_dict()
+    typer.echo(f"{d['root']}: {d['layout']} layout, {len(d['breeds'])} breeds, {d['images']} good images, "
+               f"{len(d['problems'])} problems")
+    if d["official_split"]:
+        typer.echo("official split: " + ", ".join(f"{k} {v}" for k, v in d["official_split"].items()))
+    if d["layout"] == "stanford":
+        typer.echo(f"bounding boxes: {d['with_box']}/{d['images']}")
+    for k, st in d["sizes"].items():
+        typer.echo(f"{k:>6} px: min {st['min']:g}  median {st['median']:g}  max {st['max']:g}")
+    typer.echo("images per breed:")
+    for b in d["breeds"]:
+        typer.echo(f"  {b['images']:6d}  {b['breed']}" + (f"  ({b['wnid']})" if b["wnid"] else ""))
+    if d["problems"]:
+        typer.echo(f"problems ({len(d['problems'])}):")
+        for p in d["problems"]:
+            typer.echo(f"  {_rel(p['path'], d['root'])}: {p['reason']}")
+
+
+@data_app.command("split")
+def data_split(
+    path: str = typer.Argument(..., help="Dataset folder."),
+    out: str = typer.Option("manifest.csv", "--out", "-o", help="Manifest CSV to write."),
+    seed: int = typer.Option(0, help="Shuffle seed; the same seed gives the same split."),
+    ratios: str = typer.Option("0.8,0.1,0.1", help="train,val,test proportions."),
+    official: bool = typer.Option(True, "--official/--no-official", help="Use the dataset's own test list."),
+    validate: bool = typer.Option(False, "--validate", help="Decode every image first and leave bad ones out."),
+) -> None:
+    """Write a stratified train/val/test manifest and print per-breed counts."""
+    from .data import make_split, save_manifest, split_counts
+
+    try:
+        r = tuple(float(x) for x in ratios.split(","))
+    except ValueError as e:
+        raise typer.BadParameter("--ratios must be three numbers like 0.8,0.1,0.1") from e
+    index = _load_index(path, validate=validate)
+    try:
+        splits = make_split(index.samples, r, seed=seed, use_official=official)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
+    written = save_manifest(splits, out)
+    table = split_counts(splits)
+    width = max([len(b) for b in table] + [5])
+    typer.echo(f"{'breed':<{width}}  {'train':>6} {'val':>6} {'test':>6}")
+    for b, c in table.items():
+        typer.echo(f"{b:<{width}}  {c['train']:6d} {c['val']:6d} {c['test']:6d}")
+    typer.echo(f"{'total':<{width}}  " + " ".join(f"{len(splits[k]):6d}" for k in ("train", "val", "test")))
+    if index.problems:
+        typer.echo(f"{len(index.problems)} files left out (see `dogbreed data inspect`)")
+    typer.echo(f"wrote {written}")
+
+
+@data_app.command("preview")
+def data_preview(
+    path: str = typer.Argument(..., help="Dataset folder, or a manifest CSV (its train split is shown)."),
+    out: str = typer.Option("preview.png", "--out", "-o", help="PNG to write."),
+    n: int = typer.Option(16, "--n", min=1, max=256, help="How many photos."),
+    seed: int = typer.Option(0, help="Picks the photos and their augmentations."),
+    size: int = typer.Option(224, min=16, max=1024, help="Model input size."),
+    box_crop: bool = typer.Option(False, "--box-crop", help="Crop to the annotated box first (Stanford)."),
+    plain: bool = typer.Option(False, "--plain", help="Preprocessing only, no augmentation."),
+) -> None:
+    """Write a labelled grid of augmented samples: what the model sees in training."""
+    from .data import load_manifest, preview_grid
+    from .transforms import Augment, Preprocess
+
+    if path.lower().endswith(".csv"):
+        samples = load_manifest(path)["train"]
+    else:
+        samples = _load_index(path).samples
+    if not samples:
+        _err("no images to preview")
+        raise typer.Exit(2)
+    aug = Augment(rotation=0, translate=0, hflip=0, rrc_scale=(1.0, 1.0), color_jitter=0) if plain else Augment()
+    written = preview_grid(samples, out, preprocess=Preprocess(size=size, box_crop=box_crop), augment=aug, n=n,
+                           seed=seed)
+    typer.echo(f"wrote {written} ({min(n, len(samples))} photos)")
+
+
+# -- web service (serve/) ----------------------------------------------------------------------------------------
+feedback_app = typer.Typer(no_args_is_help=True, help="Feedback sent from the web page.")
+app.add_typer(feedback_app, name="feedback")
+
+
+@app.command()
+def serve(
+    model: str = typer.Option("default", help="'default' (heads adapted on Stanford Dogs photos), 'imagenet' "
+                               "(plain ImageNet head), a run directory, or an .onnx file."),
+    quality: str = typer.Option("fast", help="fast | best"),
+    runtime: str = typer.Option("torch", help="torch | onnx | auto (ONNX Runtime on CPU when installed: faster)"),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 for all)."),
+    port: int = typer.Option(8000, min=1, max=65535),
+    feedback_db: str | None = typer.Option(None, help="SQLite file for feedback (default: under the cache dir)."),
+    max_mb: float = typer.Option(20.0, help="Largest upload per photo, in MB."),
+    max_megapixels: float = typer.Option(50.0, help="Largest photo, in megapixels."),
+) -> None:
+    """Serve the web page and the HTTP API (docs at /docs)."""
+    from .serve import run
+
+    try:
+        run(model=model, quality=quality, runtime=runtime, host=host, port=port, feedback_db=feedback_db,
+            max_bytes=int(max_mb * 1024 * 1024), max_pixels=int(max_megapixels * 1_000_000))
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        _err(f"cannot start: {e}")
+        raise typer.Exit(2) from e
+
+
+@feedback_app.command("export")
+def feedback_export(
+    out: str = typer.Option(..., "--out", help="Folder to write, one sub-folder per breed."),
+    feedback_db: str | None = typer.Option(None, help="SQLite file for feedback (default: under the cache dir)."),
+) -> None:
+    """Write the photos users confirmed or corrected as a folder-per-breed dataset for retraining."""
+    from .serve.feedback import default_feedback_db, export_feedback
+
+    db = feedback_db or str(default_feedback_db())
+    counts = export_feedback(db, out)
+    if not counts:
+        _err(f"no feedback in {db}")
+        raise typer.Exit(1)
+    for folder, n in counts.items():
+        typer.echo(f"{n:5d}  {folder}")
+    typer.echo(f"{sum(counts.values())} photos in {len(counts)} breeds -> {out}")
+
+
+@app.command()
+def train(
+    preset: str | None = typer.Option(None, help="Preset name (see src/dogbreed/presets) or a .yaml file."),
+    data: str | None = typer.Option(None, help="Dataset folder (Stanford, Kaggle CSV or folder-per-breed)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key: key=value (YAML value, dotted keys)."),
+    out: str = typer.Option("runs", help="Folder for run directories."),
+    resume: str | None = typer.Option(None, help="Continue an interrupted run directory from its last checkpoint."),
+    device: str = typer.Option("cpu", help="cpu | cuda | auto"),
+    epochs: int | None = typer.Option(None, min=1, help="max_epochs"),
+    seed: int | None = typer.Option(None, help="Random seed (initialisation, shuffling, augmentation)."),
+) -> None:
+    """Train a preset; writes a run directory usable by `predict --model RUN_DIR`."""
+    from . import train as tr
+
+    try:
+        if resume:
+            over: dict = {"max_epochs": epochs} if epochs else {}
+            run = tr.train(over, data=data, resume=resume, device=device)
+        else:
+            if not preset or not data:
+                raise ValueError("--preset and --data are needed (or --resume RUN_DIR)")
+            extra = [f"max_epochs={epochs}"] if epochs else []
+            extra += [f"seed={seed}"] if seed is not None else []
+            run = tr.train(tr.load_preset(preset, [*set_, *extra]), data, out=out, device=device)
+    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as e:
+        _err(f"train: {e}")
+        raise typer.Exit(2) from e
+    typer.echo(str(run))
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    run_dir: str = typer.Argument(..., help="A run directory written by `dogbreed train`."),
+    split: str = typer.Option("test", help="test | val | train (from the run's split manifest)"),
+    data: str | None = typer.Option(None, help="Evaluate on every photo of another dataset instead."),
+    device: str = typer.Option("cpu", help="cpu | cuda | auto"),
+) -> None:
+    """Metrics, confusion matrix, mistakes grid and report for a trained run."""
+    from .train import evaluate_run
+
+    try:
+        out = evaluate_run(run_dir, split=split, data=data, device=device)
+    except (KeyError, ValueError, FileNotFoundError) as e:
+        _err(f"evaluate: {e}")
+        raise typer.Exit(2) from e
+    rep = json.loads((out / "report.json").read_text())
+    typer.echo(f"{rep['n']} photos: top-1 {rep['top1']:.1%}, top-5 {rep['top5']:.1%}, macro F1 {rep['macro_f1']:.1%}")
+    typer.echo(f"report: {out / 'report.md'}")
+
+
+@app.command()
+def compare(run_dirs: list[str] = typer.Argument(..., help="Run directories.")) -> None:
+    """Table of runs: preset, parameters, best val accuracy, test accuracy, epochs, time."""
+    from .evaluate import format_table
+    from .train import COMPARE_COLUMNS, compare_runs
+
+    typer.echo(format_table(compare_runs(run_dirs), COMPARE_COLUMNS))
+
+
+@app.command()
+def adapt(
+    data: str = typer.Option(..., help="Labelled photos: Stanford layout (Images/, optional Annotation/) or one "
+                                       "folder per breed. Folders that are not one of the 120 breeds become new ones."),
+    out: str = typer.Option(..., help="Model directory to write (use it with predict --model)."),
+    backbone: str = typer.Option("efficientnet_lite0", help="Backbone whose ImageNet dog rows the head starts from."),
+    model: str = typer.Option("default", help="'default' or a model directory to adapt further."),
+    l2: float = typer.Option(0.1, help="Pull toward the starting head; larger keeps closer to it."),
+) -> None:
+    """Adapt the breed head to your labelled photos (all 120 breeds stay covered)."""
+    from .adapt import AdaptConfig, AdaptError
+    from .adapt import adapt as run_adapt
+
+    try:
+        clf, summary = run_adapt(data, out, backbone=backbone, model=model, cfg=AdaptConfig(l2=l2), progress=True)
+    except (AdaptError, FileNotFoundError, KeyError) as e:
+        _err(str(e))
+        raise typer.Exit(2) from e
+    info = summary["adapt"]
+    typer.echo(f"adapted on {info['photos']} photos of {len(info['photos_per_breed'])} breeds "
+               f"({info['unreadable']} unreadable); {len(clf.classes)} classes; wrote {out}")
+    if info["new_breeds"]:
+        typer.echo(f"new breeds: {', '.join(info['new_breeds'])}")
+
+
+@app.command("add-breed")
+def add_breed_cmd(
+    name: str = typer.Argument(..., help="Name of the new breed."),
+    folder: str = typer.Argument(..., help="Folder with at least 3 photos of it."),
+    model: str = typer.Option("default", help="'default' or a model directory to grow."),
+    out: str = typer.Option(..., help="Model directory to write."),
+    backbone: str = typer.Option("efficientnet_lite0", help="Backbone when --model is default."),
+) -> None:
+    """Teach the model one more breed from a few photos, keeping the others as they are."""
+    from .adapt import AdaptError, add_breed
+
+    try:
+        clf, summary = add_breed(name, folder, model=model, backbone=backbone, out=out)
+    except (AdaptError, FileNotFoundError) as e:
+        _err(str(e))
+        raise typer.Exit(2) from e
+    typer.echo(f"added {summary['name']!r} from {summary['photos']} photos ({summary['unreadable']} unreadable); "
+               f"{summary['classes']} classes; wrote {out}")
+
+
+@app.command("export")
+def export_cmd(
+    model: str = typer.Argument("default", help="'default' (adapted heads), 'imagenet', or a run/model "
+                                "directory written by dogbreed train/adapt."),
+    fmt: str = typer.Option("onnx", "--format", help="onnx (the only format so far)"),
+    out: str | None = typer.Option(None, "--out", "-o", help="Output .onnx path (a .onnx.json sidecar goes next to "
+                                   "it). Default: RUN_DIR/model.onnx, or dogbreed-<backbone>.onnx for default."),
+    quality: str = typer.Option("fast", help="fast (one model; 'best' is an ensemble, not one graph)"),
+    backbone: str = typer.Option("efficientnet_lite0", help="Backbone when MODEL is default."),
+) -> None:
+    """Export a model to ONNX, check its outputs against PyTorch, and write the sidecar predict needs."""
+    from .export import PARITY_TOLERANCE, export_classifier, sidecar_path
+    from .models import DEFAULT_BACKBONE, default_classifier, is_model_dir, load_model_dir, shipped_decision
+
+    if fmt != "onnx":
+        raise typer.BadParameter("--format must be onnx")
+    if quality != "fast":
+        _err("only --quality fast exports (the 'best' ensemble runs several backbones at different sizes)")
+        raise typer.Exit(2)
+    try:
+        if model in ("default", "imagenet"):
+            adapted = model == "default"
+            clf = default_classifier(backbone, adapted=adapted)
+            # The shipped temperature/threshold were fitted for `fast` (Lite0 alone); other backbones keep defaults.
+            decision = shipped_decision("fast") if adapted and backbone == DEFAULT_BACKBONE else {}
+            extra = {"source": f"{model}:{backbone}"}
+            target = out or f"dogbreed-{backbone}.onnx"
+        elif is_model_dir(model):
+            clf, cfg = load_model_dir(model)
+            decision = cfg.get("decision", {})
+            extra = {"source": model, "backbone_in_weights": bool(cfg.get("backbone_in_weights"))}
+            target = out or str(Path(model) / "model.onnx")
+        else:
+            _err(f"model {model!r}: not 'default'/'imagenet' and no model/run directory there")
+            raise typer.Exit(2)
+        info = export_classifier(clf, target, decision=decision, extra=extra)
+    except (FileNotFoundError, ValueError, RuntimeError, KeyError) as e:
+        _err(f"export failed: {e}")
+        raise typer.Exit(1) from e
+    diffs = info["parity"]["max_abs_diff"]
+    worst = max(diffs.values(), default=0.0)
+    typer.echo(f"wrote {target} and {sidecar_path(target)}")
+    typer.echo(f"parity vs PyTorch on {info['parity']['inputs']} inputs: max abs diff {worst:.2e} "
+               f"(< {PARITY_TOLERANCE:g}; " + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()) + ")")
+    typer.echo(f"use it: dogbreed predict --model {target} PHOTO...")
 
 
 def main() -> None:

@@ -54,11 +54,61 @@ def imagenet_breed_head(backbone: Backbone, classes: Sequence[Breed]) -> nn.Line
     return head
 
 
-def default_classifier(backbone: str = DEFAULT_BACKBONE) -> Classifier:
-    """Zero-training classifier: a packaged ImageNet backbone with its head restricted to the 120 breeds."""
+def default_classifier(backbone: str = DEFAULT_BACKBONE, adapted: bool = False) -> Classifier:
+    """A packaged ImageNet backbone with its head restricted to the 120 breeds.
+
+    ``adapted=True`` swaps in the rows adapted on stanford-subset that ship with the package (see `shipped_heads`);
+    that is what `Predictor(model="default")` runs. The plain head stays the default here because the feature cache
+    is keyed by the weights: extraction, the dog detector and `adapt` all read the plain classifier's features,
+    which the adapted rows do not change.
+    """
     bb = create_backbone(backbone, pretrained=True)
     classes = stanford_breeds()
-    return Classifier(bb, imagenet_breed_head(bb, classes), classes, get_spec(backbone).preprocess())
+    head = imagenet_breed_head(bb, classes)
+    if adapted:
+        apply_shipped_rows(head, backbone)
+    return Classifier(bb, head, classes, get_spec(backbone).preprocess())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Adapted breed heads shipped as package data (data/breed_heads.{safetensors,json}, written by
+# scripts/fit_default_heads.py --part heads): per backbone only the rows that moved away from the ImageNet head
+# (`<backbone>.rows` int64, `<backbone>.weight`, `<backbone>.bias`), plus provenance and the decision settings
+# (temperature, uncertain threshold) per quality mode in the JSON.
+
+SHIPPED_HEADS = "breed_heads"
+
+
+def shipped_heads() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(JSON metadata, tensors) of the adapted heads in the package; raises FileNotFoundError when absent."""
+    from importlib import resources
+
+    from safetensors.torch import load
+
+    root = resources.files("dogbreed").joinpath("data")
+    js, st = root.joinpath(f"{SHIPPED_HEADS}.json"), root.joinpath(f"{SHIPPED_HEADS}.safetensors")
+    if not (js.is_file() and st.is_file()):
+        raise FileNotFoundError(f"package data {SHIPPED_HEADS}.json/.safetensors missing; "
+                                "run scripts/fit_default_heads.py --part heads")
+    return json.loads(js.read_text()), load(st.read_bytes())
+
+
+def apply_shipped_rows(head: nn.Linear, backbone: str) -> nn.Linear:
+    """Overwrite, in place, the rows of an ImageNet breed head that the shipped adaptation changed."""
+    _, tensors = shipped_heads()
+    if f"{backbone}.rows" not in tensors:
+        raise ValueError(f"no adapted breed head ships for {backbone}; use the ImageNet head (model='imagenet')")
+    rows = tensors[f"{backbone}.rows"].long()
+    with torch.no_grad():
+        head.weight[rows] = tensors[f"{backbone}.weight"].to(head.weight.dtype)
+        head.bias[rows] = tensors[f"{backbone}.bias"].to(head.bias.dtype)
+    return head
+
+
+def shipped_decision(quality: str) -> dict[str, Any]:
+    """Decision settings (temperature, uncertain_threshold) fitted for the shipped heads in this quality mode."""
+    meta, _ = shipped_heads()
+    return dict(meta.get("decision", {}).get(quality, {}))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -85,6 +135,8 @@ def save_model_dir(clf: Classifier, path: str | Path, *, decision: dict[str, Any
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {f"breed_head.{k}": v.detach().cpu().contiguous() for k, v in clf.breed_head.state_dict().items()}
+    arch = getattr(clf.backbone, "arch", None)  # set on from-scratch CNNs, which have no packaged weights
+    save_backbone = save_backbone or arch is not None
     if save_backbone:
         tensors.update({f"backbone.{k}": v.detach().cpu().contiguous()
                         for k, v in clf.backbone.state_dict().items()})
@@ -99,6 +151,8 @@ def save_model_dir(clf: Classifier, path: str | Path, *, decision: dict[str, Any
         "decision": decision or {},
         "extra": extra or {},
     }
+    if arch is not None:
+        cfg["cnn"] = arch
     _atomic_write_bytes(out / MODEL_WEIGHTS, save(tensors))
     _atomic_write_bytes(out / MODEL_CONFIG, json.dumps(cfg, indent=2).encode())
     return out
@@ -126,7 +180,11 @@ def load_model_dir(path: str | Path) -> tuple[Classifier, dict[str, Any]]:
         p = p / "model"
     cfg = json.loads((p / MODEL_CONFIG).read_text())
     tensors = load_file(str(p / MODEL_WEIGHTS))
-    bb = create_backbone(cfg["backbone"], pretrained=not cfg.get("backbone_in_weights", False))
+    if cfg["backbone"] == CNN_BACKBONE:
+        pre = cfg["preprocess"]
+        bb = build_cnn_backbone(cfg.get("cnn"), pre["size"], pre["mean"], pre["std"])
+    else:
+        bb = create_backbone(cfg["backbone"], pretrained=not cfg.get("backbone_in_weights", False))
     if cfg.get("backbone_in_weights"):
         bb.load_state_dict({k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")})
     classes = [Breed(c.get("wnid"), c["name"], c.get("imagenet_index")) for c in cfg["classes"]]
@@ -134,3 +192,95 @@ def load_model_dir(path: str | Path) -> tuple[Classifier, dict[str, Any]]:
     head.load_state_dict({k[len("breed_head."):]: v for k, v in tensors.items() if k.startswith("breed_head.")})
     clf = Classifier(bb, head, classes, Preprocess.from_dict(cfg["preprocess"]))
     return clf.eval(), cfg
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# From-scratch CNN presets, built from a config dict (one builder, no subclass per preset). The CNN is a
+# `Backbone` (conv blocks -> flatten or GAP -> hidden dense layers) whose features feed an ordinary breed head, so
+# `Classifier`, the model-dir format, ONNX export and `Predictor` treat it like any pretrained backbone.
+
+CNN_BACKBONE = "cnn"
+CNN_DEFAULTS: dict[str, Any] = {
+    "blocks": [{"filters": 32, "kernel": 3, "pool": 2, "pool_stride": 2}],
+    "activation": "relu",  # relu | tanh | elu | gelu
+    "batchnorm": False,  # BatchNorm before the activation, in conv blocks and hidden dense layers
+    "conv_dropout": 0.0,  # after each conv block's pooling
+    "dense": [128],  # hidden dense widths; the breed head (dense num_classes) comes after them
+    "dense_dropout": 0.0,  # after each hidden dense layer
+    "gap": False,  # global average pooling instead of flatten
+}
+_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU}
+
+
+def cnn_arch(cfg: dict[str, Any] | None) -> dict[str, Any]:
+    """The full architecture dict: defaults filled in, block entries completed (saved with the model)."""
+    arch = {**CNN_DEFAULTS, **(cfg or {})}
+    blocks = []
+    for b in arch["blocks"]:
+        b = {"filters": 32, "kernel": 3, "pool": 2, **b}
+        b.setdefault("pool_stride", b["pool"])
+        blocks.append(b)
+    arch["blocks"] = blocks
+    arch["dense"] = list(arch["dense"] or [])
+    unknown = set(arch) - set(CNN_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown CNN settings {sorted(unknown)}; known: {sorted(CNN_DEFAULTS)}")
+    if arch["activation"] not in _ACTIVATIONS:
+        raise ValueError(f"unknown activation {arch['activation']!r}; choose from {sorted(_ACTIVATIONS)}")
+    return arch
+
+
+def build_cnn_backbone(cfg: dict[str, Any] | None, input_size: int = 128,
+                       mean: Sequence[float] = (0.485, 0.456, 0.406),
+                       std: Sequence[float] = (0.229, 0.224, 0.225)) -> Backbone:
+    """Conv ('same' padding) [+BN] + activation + max-pool ('valid') per block, then flatten/GAP + dense layers."""
+    from .backbones import BackboneSpec
+
+    arch = cnn_arch(cfg)
+    act = _ACTIVATIONS[arch["activation"]]
+    layers: list[nn.Module] = []
+    ch, side = 3, input_size
+    for b in arch["blocks"]:
+        layers.append(nn.Conv2d(ch, b["filters"], b["kernel"], padding="same"))
+        if arch["batchnorm"]:
+            layers.append(nn.BatchNorm2d(b["filters"]))
+        layers += [act(), nn.MaxPool2d(b["pool"], b["pool_stride"])]
+        if arch["conv_dropout"]:
+            layers.append(nn.Dropout(arch["conv_dropout"]))
+        ch, side = b["filters"], (side - b["pool"]) // b["pool_stride"] + 1
+        if side < 1:
+            raise ValueError(f"input {input_size}px is too small for these conv/pool blocks")
+    if arch["gap"]:
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        width = ch
+    else:
+        layers.append(nn.Flatten())
+        width = ch * side * side
+    for d in arch["dense"]:
+        layers.append(nn.Linear(width, d))
+        if arch["batchnorm"]:
+            layers.append(nn.BatchNorm1d(d))
+        layers.append(act())
+        if arch["dense_dropout"]:
+            layers.append(nn.Dropout(arch["dense_dropout"]))
+        width = d
+    body = nn.Sequential(*layers)
+    spec = BackboneSpec(CNN_BACKBONE, input_size, width, tuple(mean), tuple(std),  # type: ignore[arg-type]
+                        "trained from scratch (dogbreed train)", crop_pct=1.0, interpolation="bilinear")
+    # A bound method, not the module itself, so the body's weights are registered once (under 'body.').
+    bb = Backbone(spec, body, body.forward, None)
+    bb.arch = arch  # type: ignore[attr-defined]
+    return bb
+
+
+def build_cnn_classifier(cfg: dict[str, Any] | None, classes: Sequence[Breed], input_size: int = 128,
+                         preprocess: Preprocess | None = None) -> Classifier:
+    """A from-scratch CNN classifier; preprocessing squashes the whole photo to input_size (no crop)."""
+    pre = preprocess or Preprocess(size=input_size, resize="squash", crop_pct=1.0, interpolation="bilinear")
+    bb = build_cnn_backbone(cfg, input_size, pre.mean, pre.std)
+    return Classifier(bb, build_head({"type": "linear"}, bb.spec.feature_dim, len(classes)), classes, pre)
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    """Learnable parameters (BatchNorm running statistics are buffers, so they are not counted)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)

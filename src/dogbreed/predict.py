@@ -14,8 +14,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .breeds import DOG_INDICES, Breed
-from .models import DEFAULT_BACKBONE, Classifier, default_classifier, is_model_dir, load_model_dir
+from .models import DEFAULT_BACKBONE, Classifier, default_classifier, is_model_dir, load_model_dir, shipped_decision
 from .transforms import ImageDecodeError, Preprocess, load_image, preprocess_image, to_tensor
+
+# `quality="best"`: all three packaged backbones at their own resolutions, equal weights, plain + flip views,
+# mean of log-probabilities. Chosen on stanford-subset (2,410 photos: 83.2% vs 79.5% for Lite0 alone; every
+# subset of members and logit/log-prob/prob averaging measured in bench/accuracy.py), not on imagenet-val-dogs.
+BEST_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 VERDICTS = ("dog", "no_dog", "uncertain_breed")
@@ -50,9 +55,11 @@ class Decision:
     """Thresholds that turn scores into a verdict; stored with a model so every front end agrees."""
 
     dog_threshold: float = 0.5
+    # model="default" takes temperature and uncertain_threshold per quality mode from package data
+    # (data/breed_heads.json, fitted by scripts/fit_default_heads.py); a model dir from its model.json "decision".
     uncertain_threshold: float = 0.35  # calibrated top-1 below this -> "mixed or uncertain breed"
     several_breeds_threshold: float = 0.25  # a second breed at least this likely -> say so
-    temperature: float = 1.0  # breed-logit temperature (calibration)
+    temperature: float = 1.0  # breed-logit temperature (calibration); 1.0 = as the head says
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> Decision:
@@ -95,8 +102,9 @@ class _Member:
 class Predictor:
     """Loads a model once and predicts photos in batches.
 
-    ``model``: "default" (ImageNet head restricted to the 120 breeds), a run directory written by
-    ``dogbreed train``, or an ``.onnx`` file written by ``dogbreed export``.
+    ``model``: "default" (ImageNet head restricted to the 120 breeds, with the rows adapted on stanford-subset that
+    ship with the package), "imagenet" (the plain ImageNet head), a run directory written by ``dogbreed train`` /
+    ``dogbreed adapt``, or an ``.onnx`` file written by ``dogbreed export``.
     """
 
     model: str = "default"
@@ -109,6 +117,12 @@ class Predictor:
     tta_flip: bool = False
     members: list[_Member] = field(default_factory=list, repr=False)
     classes: list[Breed] = field(default_factory=list, repr=False)
+    # Dog detector: "default" (shipped with the package), a path written by `dogbreed fit-dog-detector`, or
+    # "none" for the plain ImageNet dog mass. dog_target_recall picks its threshold (None: the one stored).
+    dog_detector: str = "default"
+    dog_target_recall: float | None = None
+    detector: Any = field(default=None, repr=False)
+    member_backbones: list[str | None] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         if self.quality not in ("fast", "best"):
@@ -119,27 +133,79 @@ class Predictor:
 
     # -- loading ------------------------------------------------------------------------------------------
     def _load(self) -> None:
-        if self.model == "default":
-            names = [DEFAULT_BACKBONE] if self.quality == "fast" else ["efficientnet_lite0", "efficientnet_lite2"]
+        if self.model in ("default", "imagenet"):
+            # "default": the heads adapted on stanford-subset that ship with the package, with their fitted
+            # temperature and uncertain threshold; "imagenet": the plain zero-training ImageNet head, kept one flag
+            # away for comparison (its probabilities are not calibrated).
+            adapted = self.model == "default"
+            names = [DEFAULT_BACKBONE] if self.quality == "fast" else list(BEST_BACKBONES)
             self.tta_flip = self.tta_flip or self.quality == "best"
-            clfs = [default_classifier(n) for n in names]
+            clfs = [default_classifier(n, adapted=adapted) for n in names]
+            if adapted:
+                self.decision = Decision.from_dict({**vars(self.decision), **shipped_decision(self.quality)})
         elif is_model_dir(self.model):
             clf, cfg = load_model_dir(self.model)
             clfs = [clf]
+            # One head, so "best" can only add the flip view (+0.2-0.8 pt on stanford-subset, see bench/accuracy.py).
+            self.tta_flip = self.tta_flip or self.quality == "best"
             self.decision = Decision.from_dict({**vars(self.decision), **cfg.get("decision", {})})
+        elif str(self.model).lower().endswith(".onnx"):
+            # Written by `dogbreed export`: graph + JSON sidecar (classes, preprocessing, decision); ONNX Runtime only.
+            from .export import load_onnx_classifier
+
+            onnx_clf = load_onnx_classifier(self.model)
+            clfs = [onnx_clf]  # type: ignore[list-item]
+            self.runtime = "onnx"
+            self.tta_flip = self.tta_flip or self.quality == "best"
+            self.decision = Decision.from_dict({**vars(self.decision), **onnx_clf.decision})
+            if onnx_clf.config.get("backbone_in_weights") and self.dog_detector == "default":
+                self.dog_detector = "none"  # the shipped detector reads an unchanged pretrained backbone
         else:
             raise FileNotFoundError(f"model {self.model!r}: not 'default' and no model/run directory there")
         self.classes = list(clfs[0].classes)
         self.members = [_Member(self._place(c), c.preprocess_cfg) for c in clfs]
+        self._load_dog_detector(clfs)
+
+    def _load_dog_detector(self, clfs: Sequence[Classifier]) -> None:
+        """Attach the dog detector and take its threshold for this member/view combination.
+
+        Its heads read the ImageNet head of an unchanged pretrained backbone, so a fine-tuned backbone keeps the
+        plain dog mass.
+        """
+        from .dogness import DogDetector, default_detector
+
+        self.member_backbones = [c.backbone.spec.name for c in clfs]
+        fine_tuned = self.model != "default" and _backbone_in_weights(self.model)
+        if self.dog_detector == "none" or (fine_tuned and self.dog_detector == "default"):
+            self.detector = None
+            return
+        self.detector = default_detector() if self.dog_detector == "default" else DogDetector.load(self.dog_detector)
+        if self.detector is None or not any(b in self.detector.heads for b in self.member_backbones):
+            if self.dog_detector != "default":
+                raise ValueError(f"dog detector {self.dog_detector} has no head for {self.member_backbones}")
+            self.detector = None
+            return
+        views = ("plain", "flip") if self.tta_flip else ("plain",)
+        self.decision.dog_threshold = self.detector.threshold(self.member_backbones, views, self.dog_target_recall)
 
     def _place(self, clf: Classifier) -> Any:
-        if self.runtime == "onnx":
+        if not isinstance(clf, nn.Module):  # already an ONNX Runtime session (an exported .onnx model)
+            return clf
+        runtime = self.runtime
+        if runtime == "auto":
+            # ONNX Runtime is several times faster than eager PyTorch on CPU (bench/speed.py); export is cached.
+            runtime = "onnx" if self.device == "cpu" and _onnxruntime_available() else "torch"
+        if runtime not in ("torch", "onnx"):
+            raise ValueError(f"runtime must be torch, onnx or auto, not {self.runtime!r}")
+        if runtime == "onnx":
             from .export import onnx_session_for
 
             return onnx_session_for(clf)
         clf = clf.to(self.device).eval()
         if self.device == "cpu":
-            clf = clf.to(memory_format=torch.channels_last)
+            from .export import optimize_for_cpu
+
+            clf = optimize_for_cpu(clf)  # BatchNorm folded into convs + channels-last weights
         return clf
 
     # -- scoring ------------------------------------------------------------------------------------------
@@ -160,14 +226,24 @@ class Predictor:
         return self.combine_breeds(outputs), self.dog_probability(outputs, len(images))
 
     def combine_breeds(self, outputs: list) -> torch.Tensor:
-        """Weighted mean of temperature-scaled log-probabilities over members and views."""
+        """Weighted mean of temperature-scaled log-probabilities over members and views.
+
+        Log-probabilities rather than raw logits so members with differently scaled heads (an adapted head next to
+        an ImageNet one) count alike; on stanford-subset the two tie and beat averaging probabilities by 0.1 pt.
+        """
         total = sum(m.weight for m, _, _ in outputs)
         logp = sum(m.weight / total * F.log_softmax(o[0].float() / self.decision.temperature, -1)
                    for m, _, o in outputs)
         return logp.log_softmax(-1)
 
     def dog_probability(self, outputs: list, n: int) -> torch.Tensor:
-        """Mean ImageNet dog mass over members and views (ones when no member has an ImageNet head)."""
+        """Calibrated dog detector over members and views when loaded; else mean ImageNet dog mass (ones when no
+        member has an ImageNet head)."""
+        if self.detector is not None:
+            named = [(self.member_backbones[next(i for i, mm in enumerate(self.members) if mm is m)], o[1], o[2])
+                     for m, _, o in outputs if o[1].shape[-1]]
+            if any(b in self.detector.heads for b, _, _ in named):
+                return self.detector.combine(named)
         dogs = [dog_mass(o[1]) for _, _, o in outputs if o[1].shape[-1]]
         return torch.stack(dogs).mean(0) if dogs else torch.ones(n)
 
@@ -233,6 +309,22 @@ class Predictor:
     def predict(self, sources: Sequence[str | Path | bytes], names: Sequence[str | None] | None = None,
                 ) -> list[Prediction]:
         return list(self.iter_predict(sources, names))
+
+
+def _backbone_in_weights(model_dir: str) -> bool:
+    import json
+
+    from .models import MODEL_CONFIG
+
+    p = Path(model_dir)
+    cfg = p / MODEL_CONFIG if (p / MODEL_CONFIG).is_file() else p / "model" / MODEL_CONFIG
+    return cfg.is_file() and bool(json.loads(cfg.read_text()).get("backbone_in_weights"))
+
+
+def _onnxruntime_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None
 
 
 def resolve_device(device: str) -> str:
