@@ -43,7 +43,7 @@ class Backbone(nn.Module):
     weights carry one, which is what the zero-training predictor uses.
     """
 
-    def __init__(self, spec: BackboneSpec, body: nn.Module, pool_fn: Callable[[torch.Tensor], torch.Tensor],
+    def __init__(self, spec: BackboneSpec, body: nn.Module, pool_fn: Callable[[nn.Module, torch.Tensor], torch.Tensor],
                  imagenet_head: nn.Linear | None):
         super().__init__()
         self.spec = spec
@@ -52,7 +52,8 @@ class Backbone(nn.Module):
         self.imagenet_head = imagenet_head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._pool_fn(x)
+        # pool_fn gets the body as an argument (no closure over it) so deepcopy/to() act on the network that runs.
+        return self._pool_fn(self.body, x)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -113,10 +114,11 @@ def _build_lite(name: str, pretrained: bool, weights: str | Path | None) -> Back
     net._fc = nn.Identity()
     net._dropout = nn.Identity()
 
-    def pool(x: torch.Tensor) -> torch.Tensor:
-        return net.extract_features(x).mean((2, 3))
+    return Backbone(REGISTRY[name], net, _lite_pool, head)
 
-    return Backbone(REGISTRY[name], net, pool, head)
+
+def _lite_pool(body: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return body.extract_features(x).mean((2, 3))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -189,7 +191,7 @@ def _build_resnet50(name: str, pretrained: bool, weights: str | Path | None) -> 
         has_head = "fc.weight" in sd and sd["fc.weight"].shape[0] == 1000
     head = net.fc if has_head else None
     net.fc = nn.Identity()
-    return Backbone(REGISTRY[name], net, net.features, head)
+    return Backbone(REGISTRY[name], net, ResNet50.features, head)
 
 
 def _build_timm(name: str, pretrained: bool, weights: str | Path | None) -> Backbone:
@@ -208,7 +210,7 @@ def _build_timm(name: str, pretrained: bool, weights: str | Path | None) -> Back
         mean=tuple(cfg.get("mean", IMAGENET_MEAN)), std=tuple(cfg.get("std", IMAGENET_STD)),
         weights="timm hub", crop_pct=cfg.get("crop_pct", 0.875), interpolation=cfg.get("interpolation", "bicubic"),
     )
-    return Backbone(spec, net, lambda x: net.forward_head(net.forward_features(x), pre_logits=True),
+    return Backbone(spec, net, lambda body, x: body.forward_head(body.forward_features(x), pre_logits=True),
                     head if isinstance(head, nn.Linear) else None)
 
 

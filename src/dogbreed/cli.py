@@ -61,7 +61,7 @@ def predict(
     top_k: int = typer.Option(5, "--top-k", "-k", min=1),
     fmt: str = typer.Option("table", "--format", "-f", help="table | json | csv"),
     quality: str = typer.Option("fast", help="fast (one model) | best (ensemble + flip TTA)"),
-    runtime: str = typer.Option("torch", help="torch | onnx | auto (ONNX Runtime on CPU when installed: faster)"),
+    runtime: str = typer.Option("auto", help="torch | onnx | auto (ONNX Runtime on CPU when installed: faster)"),
     device: str = typer.Option("cpu", help="cpu | cuda | auto"),
     batch_size: int = typer.Option(16, min=1),
     dog_threshold: float | None = typer.Option(None, help="Override the model's dog/no-dog threshold."),
@@ -277,7 +277,7 @@ def serve(
     model: str = typer.Option("default", help="'default' (heads adapted on Stanford Dogs photos), 'imagenet' "
                                "(plain ImageNet head), a run directory, or an .onnx file."),
     quality: str = typer.Option("fast", help="fast | best"),
-    runtime: str = typer.Option("torch", help="torch | onnx | auto (ONNX Runtime on CPU when installed: faster)"),
+    runtime: str = typer.Option("auto", help="torch | onnx | auto (ONNX Runtime on CPU when installed: faster)"),
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 for all)."),
     port: int = typer.Option(8000, min=1, max=65535),
     feedback_db: str | None = typer.Option(None, help="SQLite file for feedback (default: under the cache dir)."),

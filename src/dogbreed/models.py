@@ -267,8 +267,7 @@ def build_cnn_backbone(cfg: dict[str, Any] | None, input_size: int = 128,
     body = nn.Sequential(*layers)
     spec = BackboneSpec(CNN_BACKBONE, input_size, width, tuple(mean), tuple(std),  # type: ignore[arg-type]
                         "trained from scratch (dogbreed train)", crop_pct=1.0, interpolation="bilinear")
-    # A bound method, not the module itself, so the body's weights are registered once (under 'body.').
-    bb = Backbone(spec, body, body.forward, None)
+    bb = Backbone(spec, body, type(body).forward, None)
     bb.arch = arch  # type: ignore[attr-defined]
     return bb
 

@@ -110,7 +110,7 @@ class Predictor:
     model: str = "default"
     quality: str = "fast"
     device: str = "cpu"
-    runtime: str = "torch"
+    runtime: str = "auto"
     top_k: int = 5
     batch_size: int = 16
     decision: Decision = field(default_factory=Decision)

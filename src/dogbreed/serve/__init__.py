@@ -9,7 +9,7 @@ from .app import create_app
 __all__ = ["create_app", "run"]
 
 
-def run(model: str = "default", quality: str = "fast", runtime: str = "torch", host: str = "127.0.0.1",
+def run(model: str = "default", quality: str = "fast", runtime: str = "auto", host: str = "127.0.0.1",
         port: int = 8000, feedback_db: str | Path | None = None, **kwargs: object) -> None:
     """Load the model once and serve the API and page until interrupted."""
     import uvicorn

@@ -177,7 +177,7 @@ def _offline_docs_dir() -> Path | None:
 def create_app(
     model: str = "default",
     quality: str = "fast",
-    runtime: str = "torch",
+    runtime: str = "auto",
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     feedback_db: str | Path | None = None,
