@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from dogbreed.cli import app
@@ -104,3 +105,17 @@ def test_cli_bad_model_is_a_clear_error(bad_model: str, tmp_path: Path, chelsea_
     res = runner.invoke(app, ["predict", str(d / "cat.jpg"), "--model", bad_model])
     assert res.exit_code == 2
     assert "cannot load model" in res.output
+
+
+def test_auto_runtime_falls_back_to_torch_when_onnx_cannot_be_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chelsea_jpeg: bytes
+) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("DOGBREED_CACHE", str(blocker))
+    with pytest.warns(RuntimeWarning, match="using PyTorch"):
+        pred = Predictor(runtime="auto")
+    assert isinstance(pred.members[0].model, torch.nn.Module)
+    assert pred.predict([chelsea_jpeg])[0].verdict == "no_dog"
+    with pytest.raises(OSError):
+        Predictor(runtime="onnx")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -200,7 +201,12 @@ class Predictor:
         if runtime == "onnx":
             from .export import onnx_session_for
 
-            return onnx_session_for(clf)
+            try:
+                return onnx_session_for(clf)
+            except Exception as e:  # e.g. a read-only cache dir: "auto" still answers, just slower
+                if self.runtime != "auto":
+                    raise
+                warnings.warn(f"ONNX Runtime unavailable ({e}); using PyTorch", RuntimeWarning, stacklevel=2)
         clf = clf.to(self.device).eval()
         if self.device == "cpu":
             from .export import optimize_for_cpu
