@@ -7,7 +7,8 @@ Groups follow MANIFEST.tsv's ``source_repo`` so no test photo shares a source wi
 Reads backbone outputs from the feature cache (scripts/warm_feature_cache.py fills it). Writes
 bench/results/dog_or_not.json and prints a Markdown table.
 
-Run: python bench/dog_or_not.py [--backbones efficientnet_lite0 efficientnet_lite2] [--boot 300]
+Run: python bench/dog_or_not.py [--backbones efficientnet_lite0 efficientnet_lite1 efficientnet_lite2] [--boot 300]
+(default: the backbones of `--quality best`, so the "best" row is what that mode runs)
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from scipy.stats import rankdata
 from dogbreed.dogness import fit_dog_detector_arrays
 from dogbreed.features import extract
 from dogbreed.models import default_classifier
-from dogbreed.predict import dog_mass
+from dogbreed.predict import BEST_BACKBONES, dog_mass
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT / ".." / "shared" / "data" / "real"
@@ -87,7 +88,7 @@ def at_threshold(s: np.ndarray, kind: np.ndarray, t: float) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(REAL))
-    ap.add_argument("--backbones", nargs="+", default=["efficientnet_lite0", "efficientnet_lite2"])
+    ap.add_argument("--backbones", nargs="+", default=list(BEST_BACKBONES))
     ap.add_argument("--boot", type=int, default=300)
     ap.add_argument("--target-recall", type=float, default=0.99)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "dog_or_not.json"))
