@@ -274,7 +274,8 @@ def test_server_errors_do_not_leak_details(default_predictor, chelsea_jpeg: byte
     def boom(images, paths=None):
         raise RuntimeError("secret /internal/path exploded")
 
-    fake = SimpleNamespace(classes=default_predictor.classes, top_k=5, predict_images=boom)
+    fake = SimpleNamespace(classes=default_predictor.classes, top_k=5, predict_images=boom,
+                           draft_size=default_predictor.draft_size)
     app = create_app(predictor=fake)
     with TestClient(app, raise_server_exceptions=False) as c:
         r = post_files(c, ("c.jpg", chelsea_jpeg, "image/jpeg"))

@@ -138,7 +138,7 @@ def test_shipped_default_beats_imagenet_head_on_val_photos(real_data: Path, defa
     assert nll(combine(ours, t), y) < nll(combine(ours, 1.0), y)
     # The Predictor (decode -> preprocess -> adapted model) gives what the bench computes from cached features.
     sub = files[::25]
-    draft = int(plain.preprocess_cfg.size / plain.preprocess_cfg.crop_pct) + 1  # as extract() decodes
+    draft = plain.preprocess_cfg.draft_size  # as extract() decodes
     logp, _ = default_predictor.scores([load_image(f, draft_size=draft) for f in sub])
     ref = combine([p[::25] for p in ours], t)
     assert torch.allclose(logp.exp(), ref.exp(), atol=2e-3)

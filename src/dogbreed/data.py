@@ -11,7 +11,6 @@ import os
 import random
 import re
 import statistics
-import tempfile
 import warnings
 import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict
@@ -27,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from .breeds import clean_name, lookup
+from .fileio import atomic_write_text
 from .transforms import (
     Augment,
     ImageDecodeError,
@@ -475,19 +475,6 @@ def split_counts(splits: dict[str, list[Sample]]) -> dict[str, dict[str, int]]:
     return {b: table[b] for b in sorted(table)}
 
 
-def _atomic_write_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
 def save_manifest(splits: dict[str, list[Sample]], path: str | Path) -> Path:
     """CSV with columns path,breed,wnid,split,box (box: 'xmin ymin xmax ymax' or empty); written atomically."""
     buf = io.StringIO()
@@ -497,7 +484,7 @@ def save_manifest(splits: dict[str, list[Sample]], path: str | Path) -> Path:
         for s in ss:
             box = " ".join(f"{v:g}" for v in s.box) if s.box is not None else ""
             w.writerow([s.path, s.breed, s.wnid or "", split, box])
-    return _atomic_write_text(Path(path), buf.getvalue())
+    return atomic_write_text(Path(path), buf.getvalue())
 
 
 def load_manifest(path: str | Path) -> dict[str, list[Sample]]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -30,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .breeds import BIG_CAT_INDICES, DOG_INDICES, DOMESTIC_CAT_INDICES, WOLF_FOX_INDICES
+from .fileio import atomic_write_bytes
 
 FORMAT = "dogbreed-dog-detector/1"
 DEFAULT_NAME = "dog_detector"
@@ -164,8 +164,8 @@ class DogDetector:
         cfg = {"format": FORMAT, "imagenet_features": list(IMAGENET_FEATURES), "heads": heads_cfg,
                "target_recall": self.target_recall, "thresholds": self.thresholds,
                "recall_curve": self.recall_curve, "meta": self.meta}
-        _atomic_write(base.with_suffix(".safetensors"), save(tensors))
-        _atomic_write(base.with_suffix(".json"), json.dumps(cfg, indent=1).encode())
+        atomic_write_bytes(base.with_suffix(".safetensors"), save(tensors))
+        atomic_write_bytes(base.with_suffix(".json"), json.dumps(cfg, indent=1).encode())
         return base.with_suffix(".json")
 
     @classmethod
@@ -197,12 +197,6 @@ class DogDetector:
 def _base(path: str | Path) -> Path:
     p = Path(path)
     return p.with_suffix("") if p.suffix in (".json", ".safetensors") else p
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def default_detector() -> DogDetector | None:

@@ -15,12 +15,7 @@ from typing import Any
 
 import numpy as np
 
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+from .fileio import atomic_write_text
 
 
 def _plt() -> Any:
@@ -238,7 +233,7 @@ def write_report(metrics: dict[str, Any], out_dir: str | Path, *, title: str = "
         if grid is not None:
             files["misclassified"] = grid
     data = {"title": title, "info": info or {}, **metrics}
-    _atomic_write_text(out / "report.json", json.dumps(data, indent=2))
+    atomic_write_text(out / "report.json", json.dumps(data, indent=2))
     files["json"] = out / "report.json"
     lines = [f"# {title}", ""]
     for k, v in (info or {}).items():
@@ -266,7 +261,7 @@ def write_report(metrics: dict[str, Any], out_dir: str | Path, *, title: str = "
               for r in rows]
     if "misclassified" in files:
         lines += ["", "## Most confident mistakes", "", "![misclassified](misclassified.png)"]
-    _atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
+    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     files["markdown"] = out / "report.md"
     return files
 

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .fileio import atomic_write_text
+
 OUTPUT_NAMES = ["breed_logits", "imagenet_logits", "features"]
 SIDECAR_FORMAT = "dogbreed-onnx/1"
 # Part of the cache file name: bump it when the exported graph changes, so stale cached exports are not reused.
@@ -303,9 +305,7 @@ def export_classifier(clf: nn.Module, out: str | Path, *, decision: dict[str, An
         "parity": {"max_abs_diff": diffs, "inputs": int(x.shape[0]), "tolerance": tolerance},
         "extra": {k: v for k, v in (extra or {}).items() if k != "backbone_in_weights"},
     }
-    tmp = sidecar_path(out).with_suffix(".tmp")
-    tmp.write_text(json.dumps(cfg, indent=2))
-    os.replace(tmp, sidecar_path(out))
+    atomic_write_text(sidecar_path(out), json.dumps(cfg, indent=2))
     return cfg
 
 

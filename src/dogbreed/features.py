@@ -56,7 +56,7 @@ class _Images(Dataset):
         try:
             box = self.boxes[i] if self.boxes is not None else None
             # Boxes are in original pixels, so a JPEG draft (reduced-size decode) would misplace them.
-            draft = None if box is not None and self.cfg.box_crop else int(self.cfg.size / self.cfg.crop_pct) + 1
+            draft = None if box is not None and self.cfg.box_crop else self.cfg.draft_size
             img = load_image(self.paths[i], draft_size=draft)
             x = to_tensor(preprocess_image(img, self.cfg, box), self.cfg.mean, self.cfg.std)
             return x, i, ""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from torch import nn
 
 from .backbones import Backbone, create_backbone, get_spec
 from .breeds import Breed, stanford_breeds
+from .fileio import atomic_write_bytes
 from .transforms import Preprocess
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
@@ -121,12 +121,6 @@ def is_model_dir(path: str | Path) -> bool:
     return (p / MODEL_CONFIG).is_file() or (p / "model" / MODEL_CONFIG).is_file()
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def save_model_dir(clf: Classifier, path: str | Path, *, decision: dict[str, Any] | None = None,
                    save_backbone: bool = False, extra: dict[str, Any] | None = None) -> Path:
     """Write a classifier so `Predictor(model=path)` and `dogbreed predict --model path` can load it."""
@@ -153,8 +147,8 @@ def save_model_dir(clf: Classifier, path: str | Path, *, decision: dict[str, Any
     }
     if arch is not None:
         cfg["cnn"] = arch
-    _atomic_write_bytes(out / MODEL_WEIGHTS, save(tensors))
-    _atomic_write_bytes(out / MODEL_CONFIG, json.dumps(cfg, indent=2).encode())
+    atomic_write_bytes(out / MODEL_WEIGHTS, save(tensors))
+    atomic_write_bytes(out / MODEL_CONFIG, json.dumps(cfg, indent=2).encode())
     return out
 
 

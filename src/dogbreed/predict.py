@@ -290,12 +290,17 @@ class Predictor:
         logp, dog = self.scores(images)
         return self.decide(logp, dog, paths)
 
+    @property
+    def draft_size(self) -> int:
+        """Shorter side JPEGs may be decoded at: enough for the largest member's input."""
+        return max(m.preprocess.draft_size for m in self.members)
+
     def iter_predict(self, sources: Sequence[str | Path | bytes], names: Sequence[str | None] | None = None,
                      ) -> Iterator[Prediction]:
         """Predict files or bytes in batches, yielding one result per source in order; bad ones carry ``error``."""
         names = list(names) if names is not None else [s if isinstance(s, str) else
                                                         (str(s) if isinstance(s, Path) else None) for s in sources]
-        draft = max(int(m.preprocess.size / m.preprocess.crop_pct) + 1 for m in self.members)
+        draft = self.draft_size
         for start in range(0, len(sources), self.batch_size):
             chunk = sources[start:start + self.batch_size]
             chunk_names = names[start:start + self.batch_size]

@@ -23,7 +23,6 @@ import csv
 import io
 import json
 import math
-import os
 import random
 import sys
 import time
@@ -42,6 +41,7 @@ from torch import nn
 from . import evaluate as ev
 from .backbones import Backbone, create_backbone, get_spec
 from .breeds import Breed, clean_name, lookup, normalize_key, stanford_breeds
+from .fileio import atomic_write_bytes, atomic_write_text
 from .models import (
     Classifier,
     build_cnn_classifier,
@@ -242,18 +242,8 @@ def amp_settings(cfg: dict[str, Any], device: str) -> tuple[bool, torch.dtype | 
 # last, so its presence means the checkpoint is complete.
 
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def _atomic_json(path: Path, obj: Any) -> None:
-    _atomic_bytes(path, json.dumps(obj, indent=2, default=_json_default).encode())
+    atomic_write_bytes(path, json.dumps(obj, indent=2, default=_json_default).encode())
 
 
 def _json_default(o: Any) -> Any:
@@ -293,8 +283,8 @@ def save_checkpoint(ckpt_dir: Path, tag: str, net: nn.Module, opt: torch.optim.O
 
     weights = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     opt_tensors, opt_meta = _optimizer_tensors(opt)
-    _atomic_bytes(ckpt_dir / f"{tag}.safetensors", save(weights))
-    _atomic_bytes(ckpt_dir / f"{tag}.optim.safetensors", save(opt_tensors))
+    atomic_write_bytes(ckpt_dir / f"{tag}.safetensors", save(weights))
+    atomic_write_bytes(ckpt_dir / f"{tag}.optim.safetensors", save(opt_tensors))
     _atomic_json(ckpt_dir / f"{tag}.json", {**info, "optimizer": opt_meta})
 
 
@@ -432,7 +422,7 @@ def _write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
     w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     w.writerows(history)
-    _atomic_bytes(run_dir / "metrics.csv", buf.getvalue().encode())
+    atomic_write_bytes(run_dir / "metrics.csv", buf.getvalue().encode())
 
 
 def _fit(cfg: dict[str, Any], run_dir: Path, net: nn.Module, head: nn.Module, train_batches: Callable[[int], Any],
@@ -729,7 +719,7 @@ def _write_run_report(run_dir: Path, cfg: dict[str, Any], summary: dict[str, Any
              "![loss](plots/loss.png) ![accuracy](plots/accuracy.png)", ""]
     if summary["test_top1"] is not None:
         lines.append("Test details: [eval-test/report.md](eval-test/report.md)")
-    ev._atomic_write_text(run_dir / "report.md", "\n".join(lines) + "\n")
+    atomic_write_text(run_dir / "report.md", "\n".join(lines) + "\n")
 
 
 def _match_classes(samples: Sequence[Any], class_names: Sequence[str]) -> tuple[list[Any], np.ndarray, int]:

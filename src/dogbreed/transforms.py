@@ -119,6 +119,11 @@ class Preprocess:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
+    @property
+    def draft_size(self) -> int:
+        """Shorter side a JPEG may be decoded at (draft mode) without changing what the model sees."""
+        return int(self.size / self.crop_pct) + 1
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["mean"], d["std"] = list(self.mean), list(self.std)
@@ -235,7 +240,7 @@ def preprocess(
     """File/bytes/image -> normalised CHW float tensor."""
     # Draft decoding shrinks big JPEGs by 1/2..1/8, which would misplace a box given in original pixels.
     use_box = cfg.box_crop and box is not None
-    img = load_image(src, draft_size=None if use_box else int(cfg.size / cfg.crop_pct) + 1)
+    img = load_image(src, draft_size=None if use_box else cfg.draft_size)
     return to_tensor(preprocess_image(img, cfg, box), cfg.mean, cfg.std)
 
 

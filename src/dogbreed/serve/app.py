@@ -137,17 +137,6 @@ class MicroBatcher:
                 pass
 
 
-def _draft_size(predictor: Predictor) -> int:
-    """Shorter side the JPEG decoder may shrink to without changing what the model sees (as the CLI does).
-
-    Uses the members' preprocessing when it is there; otherwise a size safely above any model input.
-    """
-    try:
-        return max(int(m.preprocess.size / m.preprocess.crop_pct) + 1 for m in predictor.members)
-    except Exception:  # noqa: BLE001 - internals may change; the fallback is only slower, never wrong
-        return 448
-
-
 def _decode_error(e: ImageDecodeError, filename: str) -> HTTPException:
     """Map a decode failure to the status a client can act on."""
     msg = str(e)
@@ -198,7 +187,7 @@ def create_app(
     classes = list(predictor.classes)
     n_classes = len(classes)
     batcher = MicroBatcher(predictor, max_batch=max_batch, max_wait_s=max_wait_ms / 1000)
-    draft = _draft_size(predictor)
+    draft = predictor.draft_size
     store = FeedbackStore(feedback_db)
     docs_dir = _offline_docs_dir()
 
