@@ -45,9 +45,10 @@ import torch
 from torch import nn
 
 from dogbreed.backbones import get_spec
-from dogbreed.export import onnx_session_for, optimize_for_cpu, physical_cores
+from dogbreed.export import onnx_session_for
 from dogbreed.models import default_classifier, save_model_dir
 from dogbreed.predict import Predictor
+from dogbreed.runtime import optimize_for_cpu, physical_cores
 from dogbreed.transforms import load_image, preprocess_image, to_tensor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -229,7 +230,9 @@ def int8_check(threads: int, batch: int = 32) -> dict[str, Any]:
     import contextlib
     import random
 
-    from dogbreed.export import OnnxModel, quantize_int8
+    from int8 import quantize_int8  # bench/int8.py, beside this script
+
+    from dogbreed.export import OnnxModel
     from dogbreed.transforms import preprocess
 
     real = REAL_PHOTOS.parent

@@ -18,16 +18,10 @@ from torch import nn
 from typer.testing import CliRunner
 
 from dogbreed.cli import app
-from dogbreed.export import (
-    OnnxModel,
-    fold_batchnorm,
-    max_abs_diff,
-    optimize_for_cpu,
-    parity_inputs,
-    sidecar_path,
-)
+from dogbreed.export import OnnxModel, max_abs_diff, parity_inputs, sidecar_path
 from dogbreed.models import default_classifier
 from dogbreed.predict import Predictor
+from dogbreed.runtime import fold_batchnorm, optimize_for_cpu
 from dogbreed.transforms import Preprocess, preprocess_image, to_tensor
 
 ROOT = Path(__file__).resolve().parents[1]

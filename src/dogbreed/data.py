@@ -26,7 +26,8 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from .breeds import clean_name, lookup
-from .fileio import atomic_write_text
+from .fileio import atomic_write, atomic_write_text
+from .paths import cache_dir
 from .transforms import (
     Augment,
     ImageDecodeError,
@@ -532,8 +533,6 @@ class ImageCache:
     """
 
     def __init__(self, cfg: Preprocess, stage: str, root: str | Path | None = None):
-        from .export import cache_dir
-
         pre = {k: v for k, v in cfg.to_dict().items() if k not in ("mean", "std")}
         key = hashlib.sha1(json.dumps({"v": 1, "pre": pre, "stage": stage}, sort_keys=True).encode()).hexdigest()
         self.dir = Path(root) if root is not None else cache_dir() / "preprocessed"
@@ -559,14 +558,8 @@ class ImageCache:
             return None
 
     def put(self, entry: Path, img: Image.Image) -> None:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        tmp = entry.with_name(f".{entry.stem}.{os.getpid()}.{random.getrandbits(32):08x}.tmp")
-        try:
+        with atomic_write(entry, durable=False) as tmp:
             img.save(tmp, format="PNG", compress_level=1)
-            os.replace(tmp, entry)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -775,12 +768,6 @@ def preview_grid(
             text = text[:-2].rstrip() + "…"
         draw.text((x + 2, y + size + 1), text, fill=(0, 0, 0), font=font)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_write(out) as tmp:
         sheet.save(tmp, format="PNG")
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return out

@@ -8,14 +8,13 @@ breeds involved in the most confusions.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .fileio import atomic_write_text
+from .fileio import atomic_write, atomic_write_text
 
 
 def _plt() -> Any:
@@ -28,12 +27,12 @@ def _plt() -> Any:
 
 
 def _save_fig(fig: Any, path: Path) -> Path:
-    """Save atomically (tmp + replace) so a crash never leaves half a PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    _plt().close(fig)
-    os.replace(tmp, path)
+    """Save atomically so a crash never leaves half a PNG."""
+    try:
+        with atomic_write(path) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    finally:
+        _plt().close(fig)
     return path
 
 

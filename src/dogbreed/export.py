@@ -1,18 +1,12 @@
-"""ONNX export of a classifier and the ONNX Runtime session that `Predictor` and feature extraction run.
-
-Also the CPU-inference helpers the torch runtime uses (BatchNorm folding, thread count), so that both runtimes are
-tuned in one place.
-"""
+"""ONNX export of a classifier and the ONNX Runtime session that `Predictor` and feature extraction run."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
-import os
-import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .fileio import atomic_write_text
+from .fileio import atomic_write, atomic_write_text
+from .paths import cache_dir, model_fingerprint
+from .runtime import eval_mode, physical_cores
 
 OUTPUT_NAMES = ["breed_logits", "imagenet_logits", "features"]
 SIDECAR_FORMAT = "dogbreed-onnx/1"
@@ -30,108 +26,7 @@ PARITY_TOLERANCE = 1e-4
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Threads
-
-
-def physical_cores() -> int:
-    """Physical cores this process may run on (SMT siblings counted once): the right thread count for conv/GEMM
-    kernels, which gain nothing from a second hyper-thread on the same core's FMA units."""
-    try:
-        cpus = os.sched_getaffinity(0)
-    except AttributeError:  # not Linux
-        return max(1, (os.cpu_count() or 2) // 2)
-    cores = set()
-    for c in cpus:
-        f = Path(f"/sys/devices/system/cpu/cpu{c}/topology/thread_siblings_list")
-        try:
-            cores.add(f.read_text().strip())
-        except OSError:
-            cores.add(str(c))
-    return max(1, len(cores))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Torch-side inference preparation
-
-
-def fold_batchnorm(model: nn.Module, check: torch.Tensor | None = None, atol: float = 1e-3) -> int:
-    """Fold eval-mode BatchNorm2d into the Conv2d registered just before it, in place; returns how many were folded.
-
-    Registration order is only a hint that the BN follows the conv in ``forward`` (true for EfficientNet-Lite and
-    ResNet, not guaranteed for arbitrary timm models), so with ``check`` the outputs before and after are compared
-    and the original layers are put back if they differ by more than ``atol``.
-    """
-    pairs: list[tuple[nn.Module, str, nn.Conv2d, nn.BatchNorm2d]] = []
-    for parent in model.modules():
-        prev: nn.Module | None = None
-        for name, child in parent.named_children():
-            if (isinstance(child, nn.BatchNorm2d) and isinstance(prev, nn.Conv2d) and child.track_running_stats
-                    and prev.out_channels == child.num_features):
-                pairs.append((parent, name, prev, child))
-            prev = child
-    if not pairs:
-        return 0
-    with _eval_mode(model):
-        return _fold_pairs(model, pairs, check, atol)
-
-
-def _fold_pairs(model: nn.Module, pairs: list[tuple[nn.Module, str, nn.Conv2d, nn.BatchNorm2d]],
-                check: torch.Tensor | None, atol: float) -> int:
-    before = _outputs(model, check) if check is not None else None
-    saved = []
-    with torch.no_grad():
-        for parent, name, conv, bn in pairs:
-            saved.append((parent, name, conv, bn, conv.weight, conv.bias))
-            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-            w = conv.weight * scale.reshape(-1, 1, 1, 1)
-            b = (conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)) - bn.running_mean
-            conv.weight = nn.Parameter(w.contiguous(memory_format=torch.preserve_format), requires_grad=False)
-            conv.bias = nn.Parameter(b * scale + bn.bias, requires_grad=False)
-            setattr(parent, name, nn.Identity())
-    if before is not None:
-        after = _outputs(model, check)
-        if any(a.shape != b.shape or (a - b).abs().max().item() > atol for a, b in zip(before, after, strict=True)):
-            for parent, name, conv, bn, w, b in saved:  # put the original layers back
-                conv.weight, conv.bias = w, b
-                setattr(parent, name, bn)
-            return 0
-    return len(pairs)
-
-
-def _outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
-    with torch.no_grad():
-        out = model(x)
-    return [o.float() for o in (out if isinstance(out, (tuple, list)) else (out,))]
-
-
-def optimize_for_cpu(model: nn.Module, size: int | None = None) -> nn.Module:
-    """Eager-PyTorch CPU inference: BatchNorm folded into convs, weights channels-last, no autograd. In place.
-
-    channels-last lets oneDNN run convolutions without layout reorders; folding removes one elementwise pass
-    per conv. Both keep outputs within float rounding (checked on a random batch).
-    """
-    model.eval().requires_grad_(False)
-    size = size or getattr(getattr(model, "preprocess_cfg", None), "size", None)
-    check = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0)) if size else None
-    fold_batchnorm(model, check)
-    return model.to(memory_format=torch.channels_last)
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Export
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """eval() for the duration, then every module's own flag back: ``model.train(was_training)`` would switch
-    all submodules, e.g. a pretrained backbone's BatchNorm inside a top-level module left in training mode."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, f in flags:
-            m.training = f
 
 
 @contextlib.contextmanager
@@ -157,26 +52,18 @@ def export_onnx(model: nn.Module, path: str | Path, size: int, opset: int = 17) 
     weights give the same bytes, so the file can be hashed and cached.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     device = next(iter(model.parameters()), torch.zeros(())).device
     dummy = torch.zeros(1, 3, size, size, device=device)
-    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
-    os.close(fd)
-    try:
-        with _eval_mode(model), _no_grad_params(model), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            out = model(dummy)
-            n_out = len(out) if isinstance(out, (tuple, list)) else 1
-            names = OUTPUT_NAMES[:n_out] if n_out <= 3 else [f"out{i}" for i in range(n_out)]
-            torch.onnx.export(
-                model, (dummy,), tmp, input_names=["image"], output_names=names, opset_version=opset,
-                dynamic_axes={"image": {0: "batch"}, **{n: {0: "batch"} for n in names}}, dynamo=False,
-                do_constant_folding=True,  # folds eval BatchNorm into the convs
-            )
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(path) as tmp, eval_mode(model), _no_grad_params(model), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = model(dummy)
+        n_out = len(out) if isinstance(out, (tuple, list)) else 1
+        names = OUTPUT_NAMES[:n_out] if n_out <= 3 else [f"out{i}" for i in range(n_out)]
+        torch.onnx.export(
+            model, (dummy,), tmp, input_names=["image"], output_names=names, opset_version=opset,
+            dynamic_axes={"image": {0: "batch"}, **{n: {0: "batch"} for n in names}}, dynamo=False,
+            do_constant_folding=True,  # folds eval BatchNorm into the convs
+        )
     return path
 
 
@@ -215,23 +102,10 @@ class OnnxModel:
         return tuple(torch.from_numpy(o) for o in self.run_numpy(arr))
 
 
-def _model_fingerprint(model: nn.Module) -> str:
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().float().numpy().tobytes()[:4096])
-        h.update(str(tuple(v.shape)).encode())
-    return h.hexdigest()[:16]
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("DOGBREED_CACHE", Path.home() / ".cache" / "dogbreed"))
-
-
 def onnx_session_for(model: nn.Module, size: int | None = None, threads: int | None = None) -> OnnxModel:
     """Export once per distinct model (cached by a weights fingerprint) and open an ONNX Runtime session."""
     size = size or model.preprocess_cfg.size  # type: ignore[union-attr]
-    path = cache_dir() / "onnx" / f"{_model_fingerprint(model)}-{size}-v{EXPORT_VERSION}.onnx"
+    path = cache_dir() / "onnx" / f"{model_fingerprint(model)}-{size}-v{EXPORT_VERSION}.onnx"
     if not path.exists():
         export_onnx(model, path, size)
     return OnnxModel(path, threads=threads)
@@ -337,31 +211,3 @@ class OnnxClassifier(OnnxModel):
 
 def load_onnx_classifier(path: str | Path, threads: int | None = None) -> OnnxClassifier:
     return OnnxClassifier(path, threads)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# int8: an experiment (bench/speed.py --int8), not a Predictor runtime. Static QDQ int8 Lite0 kept top-1 on the 275
-# imagenet-val-dogs photos (76.0% fp32 -> 76.7% int8) but changed 4.4% of top-1 answers, for 1.05-1.5x speed on a
-# noisy 2-core machine; dynamic int8 was worse on both counts (81% agreement, ~10x slower: no int8 depthwise conv).
-
-
-def quantize_int8(fp32_path: str | Path, out: str | Path, calibration: Sequence[np.ndarray]) -> Path:
-    """Static QDQ int8 quantization (per-channel int8 weights, uint8 activations) calibrated on image batches."""
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.calibrate import CalibrationDataReader
-
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-
-    class _Reader(CalibrationDataReader):
-        def __init__(self, batches: Sequence[np.ndarray]):
-            self._it = iter([{"image": b.astype(np.float32)} for b in batches])
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self._it, None)
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        quantize_static(str(fp32_path), str(out), _Reader(calibration), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    return out

@@ -14,8 +14,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .export import _model_fingerprint, cache_dir, onnx_session_for
-from .transforms import ImageDecodeError, Preprocess, load_image, preprocess_image, to_tensor
+from .errors import ImageDecodeError
+from .export import onnx_session_for
+from .fileio import atomic_write
+from .paths import cache_dir, model_fingerprint
+from .transforms import Preprocess, load_image, preprocess_image, to_tensor
 
 VIEWS = ("plain", "flip")
 
@@ -40,7 +43,7 @@ def file_digest(path: str | Path) -> str:
 
 
 def cache_key(model: Any, cfg: Preprocess, view: str, box_aware: bool = False) -> str:
-    blob = json.dumps({"model": _model_fingerprint(model), "pre": cfg.to_dict(), "view": view, "box": box_aware},
+    blob = json.dumps({"model": model_fingerprint(model), "pre": cfg.to_dict(), "view": view, "box": box_aware},
                       sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:20]
 
@@ -131,11 +134,9 @@ def extract(
                            "breed_logits": breed[row].numpy().astype(np.float32)}
                     results[(i, v)] = rec
                     if use_cache:
-                        out = cache_dir() / "features" / keys[v]
-                        out.mkdir(parents=True, exist_ok=True)
-                        tmp = out / f"{digests[i]}.tmp.npz"
-                        np.savez(tmp, **rec)
-                        os.replace(tmp, out / f"{digests[i]}.npz")
+                        with atomic_write(cache_dir() / "features" / keys[v] / f"{digests[i]}.npz",
+                                          durable=False) as tmp:
+                            np.savez(tmp, **rec)
     ok = np.array([all((i, v) in results for v in views) for i in range(n)], dtype=bool)
     sample = next(iter(results.values()), None)
     dims = {k: (sample[k].shape[0] if sample is not None else 0)

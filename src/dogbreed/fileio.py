@@ -2,28 +2,45 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to a unique temporary file beside ``path``, fsync it, then rename it over ``path``."""
+@contextlib.contextmanager
+def atomic_write(path: str | Path, *, durable: bool = True) -> Iterator[Path]:
+    """Yield a unique temporary path beside ``path`` for any writer (torch, numpy, Pillow, matplotlib, open()).
+
+    When the block ends normally the temporary file is fsynced and renamed over ``path``; when it raises, the
+    temporary file is removed and ``path`` is left as it was. The temporary name keeps ``path``'s suffix, because
+    numpy, Pillow and matplotlib choose the format from it. ``durable=False`` skips the fsync: for cache entries,
+    which are rebuilt when damaged, where a disk flush per entry would cost more than it saves.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # A unique name (not path + ".tmp") so two processes writing the same file cannot clobber each other's tmp.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield tmp
+        if durable:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (see `atomic_write`)."""
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` as UTF-8 to ``path`` atomically (see `atomic_write`)."""
     return atomic_write_bytes(path, text.encode("utf-8"))

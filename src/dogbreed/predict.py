@@ -15,8 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .breeds import DOG_INDICES, Breed
+from .errors import ImageDecodeError
 from .models import DEFAULT_BACKBONE, Classifier, default_classifier, is_model_dir, load_model_dir, shipped_decision
-from .transforms import ImageDecodeError, Preprocess, load_image, preprocess_image, to_tensor
+from .runtime import optimize_for_cpu, resolve_device
+from .transforms import Preprocess, load_image, preprocess_image, to_tensor
 
 # `quality="best"`: all three packaged backbones at their own resolutions, equal weights, plain + flip views,
 # mean of log-probabilities. Chosen on stanford-subset (2,410 photos: 83.2% vs 79.5% for Lite0 alone; every
@@ -209,8 +211,6 @@ class Predictor:
                 warnings.warn(f"ONNX Runtime unavailable ({e}); using PyTorch", RuntimeWarning, stacklevel=2)
         clf = clf.to(self.device).eval()
         if self.device == "cpu":
-            from .export import optimize_for_cpu
-
             clf = optimize_for_cpu(clf)  # BatchNorm folded into convs + channels-last weights
         return clf
 
@@ -336,14 +336,6 @@ def _onnxruntime_available() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("onnxruntime") is not None
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda asked for, but torch sees no CUDA device")
-    return device
 
 
 _DEFAULT_PREDICTORS: dict[tuple, Predictor] = {}

@@ -52,6 +52,7 @@ from .models import (
     load_model_dir,
     save_model_dir,
 )
+from .runtime import resolve_device
 from .transforms import Augment, Preprocess
 
 KINDS = ("cnn", "transfer", "finetune")
@@ -543,8 +544,6 @@ def train(config: dict[str, Any] | None, data: str | None = None, out: str | Pat
     ``resume``: a run directory; training continues after its last checkpoint with the recorded config (only
     max_epochs, patience and num_workers may be changed through ``config``) and the recorded split.
     """
-    from .predict import resolve_device
-
     device = resolve_device(device)
     t_start = time.time()
     if resume is not None:
@@ -743,8 +742,6 @@ def evaluate_run(run_dir: str | Path, split: str = "test", data: str | None = No
     Writes RUN_DIR/eval-<split>/ (or eval-<dataset folder name>/ for ``data``) and returns that folder.
     """
     from .data import load_dataset, load_manifest
-    from .predict import resolve_device
-
     device = resolve_device(device)
     run = Path(run_dir)
     cfg = json.loads((run / "config.json").read_text())

@@ -12,7 +12,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageEnhance, ImageFile, ImageOps
+from PIL import Image, ImageEnhance, ImageFile, ImageOps, UnidentifiedImageError
+
+from .errors import EmptyImage, ImageDecodeError, ImageNotFound, ImageTooLarge, UnreadableImage, UnsupportedImage
 
 # Pillow's guard against decompression bombs stays on; we only make the limit explicit and configurable.
 DEFAULT_MAX_PIXELS = 89_478_485
@@ -27,10 +29,6 @@ LITE_MEAN = (127.0 / 255.0,) * 3
 LITE_STD = (128.0 / 255.0,) * 3
 
 RESIZE_MODES = ("center_crop", "squash", "pad", "shorter")
-
-
-class ImageDecodeError(ValueError):
-    """The file or bytes are not a readable image; the message says why."""
 
 
 def load_image(
@@ -50,26 +48,28 @@ def load_image(
         try:
             if isinstance(src, (bytes, bytearray, memoryview)):
                 if len(src) == 0:
-                    raise ImageDecodeError("empty file (0 bytes)")
+                    raise EmptyImage("empty file (0 bytes)")
                 img = Image.open(io.BytesIO(bytes(src)))
             else:
                 p = Path(src)
                 if p.is_dir():
-                    raise ImageDecodeError(f"{p} is a directory")
+                    raise EmptyImage(f"{p} is a directory")
                 if p.stat().st_size == 0:
-                    raise ImageDecodeError("empty file (0 bytes)")
+                    raise EmptyImage("empty file (0 bytes)")
                 img = Image.open(p)
         except ImageDecodeError:
             raise
         except FileNotFoundError as e:
-            raise ImageDecodeError(f"file not found: {src}") from e
+            raise ImageNotFound(f"file not found: {src}") from e
         except Image.DecompressionBombError as e:
-            raise ImageDecodeError(f"image too large: {e}") from e
-        except Exception as e:  # Pillow raises UnidentifiedImageError, OSError, SyntaxError...
-            raise ImageDecodeError(f"not a readable image ({type(e).__name__}: {e})") from e
+            raise ImageTooLarge(f"image too large: {e}") from e
+        except UnidentifiedImageError as e:
+            raise UnsupportedImage(f"not a readable image ({type(e).__name__}: {e})") from e
+        except Exception as e:  # Pillow also raises OSError, SyntaxError... on a damaged header
+            raise UnreadableImage(f"not a readable image ({type(e).__name__}: {e})") from e
     limit = max_pixels or Image.MAX_IMAGE_PIXELS
     if limit and img.size[0] * img.size[1] > limit:
-        raise ImageDecodeError(f"image too large: {img.size[0]}x{img.size[1]} pixels exceeds {limit}")
+        raise ImageTooLarge(f"image too large: {img.size[0]}x{img.size[1]} pixels exceeds {limit}")
     try:
         if draft_size and img.format == "JPEG":
             w, h = img.size
@@ -84,7 +84,9 @@ def load_image(
     except ImageDecodeError:
         raise
     except Exception as e:
-        raise ImageDecodeError(f"corrupt or truncated image ({type(e).__name__}: {e})") from e
+        if isinstance(e, Image.DecompressionBombError):  # raised by the decoder after draft() too
+            raise ImageTooLarge(f"image too large: {e}") from e
+        raise UnreadableImage(f"corrupt or truncated image ({type(e).__name__}: {e})") from e
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -19,12 +19,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from ..errors import EmptyImage, ImageDecodeError, ImageTooLarge, UnsupportedImage
 from ..predict import Prediction, Predictor
-from ..transforms import ImageDecodeError, load_image
+from ..transforms import load_image
 from .feedback import FeedbackStore, find_breed
 
 log = logging.getLogger("dogbreed.serve")
@@ -138,16 +139,15 @@ class MicroBatcher:
 
 
 def _decode_error(e: ImageDecodeError, filename: str) -> HTTPException:
-    """Map a decode failure to the status a client can act on."""
-    msg = str(e)
-    if isinstance(e.__cause__, Image.DecompressionBombError) or msg.startswith("image too large"):
-        return HTTPException(413, f"{filename}: {msg}")
-    if isinstance(e.__cause__, UnidentifiedImageError):
+    """Map a decode failure, by its type, to the status a client can act on."""
+    if isinstance(e, ImageTooLarge):
+        return HTTPException(413, f"{filename}: {e}")
+    if isinstance(e, UnsupportedImage):
         return HTTPException(415, f"{filename}: not an image, or a format that cannot be read "
                                   f"(send {READABLE_FORMATS})")
-    if msg.startswith("empty file"):
-        return HTTPException(400, f"{filename}: {msg}")
-    return HTTPException(400, f"{filename}: corrupt or truncated image ({msg})")
+    if isinstance(e, EmptyImage):
+        return HTTPException(400, f"{filename}: {e}")
+    return HTTPException(400, f"{filename}: corrupt or truncated image ({e})")
 
 
 def _fmt_bytes(n: int) -> str:

@@ -15,6 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..breeds import Breed, normalize_key
+from ..fileio import atomic_write_bytes
+from ..paths import cache_dir
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS feedback (
@@ -35,8 +37,6 @@ _EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".
 
 
 def default_feedback_db() -> Path:
-    from ..export import cache_dir
-
     return cache_dir() / "feedback" / "feedback.sqlite3"
 
 
@@ -98,9 +98,7 @@ class FeedbackStore:
             self.images_dir.mkdir(parents=True, exist_ok=True)
             target = self.images_dir / name
             if not target.exists():
-                tmp = target.with_suffix(target.suffix + ".tmp")
-                tmp.write_bytes(image)
-                tmp.replace(target)  # atomic, so an export never sees half a photo
+                atomic_write_bytes(target, image)  # so an export never sees half a photo
             con = self._connect()
             try:
                 with con:

@@ -1,0 +1,47 @@
+"""Typed errors: front ends map these types (never message wording) to exit codes and HTTP status codes.
+
+Each message is one sentence a user can act on. Every class is also a ``ValueError`` (or ``FileNotFoundError``
+where that is what happened), so callers that caught the built-in types before keep working.
+"""
+
+from __future__ import annotations
+
+
+class DogbreedError(Exception):
+    """Base of every error this package raises on purpose (bad input, bad file, bad setting)."""
+
+
+class ImageDecodeError(DogbreedError, ValueError):
+    """A file or bytes that should hold a photo cannot be used as one; the subclass says why."""
+
+
+class EmptyImage(ImageDecodeError):
+    """The file or upload has no bytes, or the path is a folder."""
+
+
+class UnreadableImage(ImageDecodeError):
+    """The bytes start like an image but are corrupt or truncated."""
+
+
+class UnsupportedImage(ImageDecodeError):
+    """The bytes are not an image, or in a format Pillow cannot decode."""
+
+
+class ImageTooLarge(ImageDecodeError):
+    """The photo has more pixels than the configured limit (a decompression-bomb guard)."""
+
+
+class ImageNotFound(ImageDecodeError, FileNotFoundError):
+    """The path names no file."""
+
+
+class ModelLoadError(DogbreedError, ValueError):
+    """A model spec, model dir, run dir, checkpoint, .onnx file or detector file cannot be loaded."""
+
+
+class ConfigError(DogbreedError, ValueError):
+    """A training preset or a ``--set`` value is unknown, of the wrong type or out of range."""
+
+
+class DataError(DogbreedError, ValueError):
+    """A data set is missing, empty or cannot be trained on (e.g. fewer than two breeds)."""

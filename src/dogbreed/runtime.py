@@ -1,0 +1,119 @@
+"""How this process runs models: thread count, device choice, and CPU inference preparation for eager PyTorch.
+
+The ONNX runtime (export.py) and the torch runtime (predict.py, train/) read their settings from here, so both are
+tuned in one place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; an explicit ``cuda`` without one is an error."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda asked for, but torch sees no CUDA device")
+    return device
+
+
+def physical_cores() -> int:
+    """Physical cores this process may run on (SMT siblings counted once): the right thread count for conv/GEMM
+    kernels, which gain nothing from a second hyper-thread on the same core's FMA units."""
+    try:
+        cpus = os.sched_getaffinity(0)
+    except AttributeError:  # not Linux
+        return max(1, (os.cpu_count() or 2) // 2)
+    cores = set()
+    for c in cpus:
+        f = Path(f"/sys/devices/system/cpu/cpu{c}/topology/thread_siblings_list")
+        try:
+            cores.add(f.read_text().strip())
+        except OSError:
+            cores.add(str(c))
+    return max(1, len(cores))
+
+
+def fold_batchnorm(model: nn.Module, check: torch.Tensor | None = None, atol: float = 1e-3) -> int:
+    """Fold eval-mode BatchNorm2d into the Conv2d registered just before it, in place; returns how many were folded.
+
+    Registration order is only a hint that the BN follows the conv in ``forward`` (true for EfficientNet-Lite and
+    ResNet, not guaranteed for arbitrary timm models), so with ``check`` the outputs before and after are compared
+    and the original layers are put back if they differ by more than ``atol``.
+    """
+    pairs: list[tuple[nn.Module, str, nn.Conv2d, nn.BatchNorm2d]] = []
+    for parent in model.modules():
+        prev: nn.Module | None = None
+        for name, child in parent.named_children():
+            if (isinstance(child, nn.BatchNorm2d) and isinstance(prev, nn.Conv2d) and child.track_running_stats
+                    and prev.out_channels == child.num_features):
+                pairs.append((parent, name, prev, child))
+            prev = child
+    if not pairs:
+        return 0
+    with eval_mode(model):
+        return _fold_pairs(model, pairs, check, atol)
+
+
+def _fold_pairs(model: nn.Module, pairs: list[tuple[nn.Module, str, nn.Conv2d, nn.BatchNorm2d]],
+                check: torch.Tensor | None, atol: float) -> int:
+    before = _outputs(model, check) if check is not None else None
+    saved = []
+    with torch.no_grad():
+        for parent, name, conv, bn in pairs:
+            saved.append((parent, name, conv, bn, conv.weight, conv.bias))
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            w = conv.weight * scale.reshape(-1, 1, 1, 1)
+            b = (conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)) - bn.running_mean
+            conv.weight = nn.Parameter(w.contiguous(memory_format=torch.preserve_format), requires_grad=False)
+            conv.bias = nn.Parameter(b * scale + bn.bias, requires_grad=False)
+            setattr(parent, name, nn.Identity())
+    if before is not None:
+        after = _outputs(model, check)
+        if any(a.shape != b.shape or (a - b).abs().max().item() > atol for a, b in zip(before, after, strict=True)):
+            for parent, name, conv, bn, w, b in saved:  # put the original layers back
+                conv.weight, conv.bias = w, b
+                setattr(parent, name, bn)
+            return 0
+    return len(pairs)
+
+
+def _outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    with torch.no_grad():
+        out = model(x)
+    return [o.float() for o in (out if isinstance(out, (tuple, list)) else (out,))]
+
+
+def optimize_for_cpu(model: nn.Module, size: int | None = None) -> nn.Module:
+    """Eager-PyTorch CPU inference: BatchNorm folded into convs, weights channels-last, no autograd. In place.
+
+    channels-last lets oneDNN run convolutions without layout reorders; folding removes one elementwise pass
+    per conv. Both keep outputs within float rounding (checked on a random batch).
+    """
+    model.eval().requires_grad_(False)
+    size = size or getattr(getattr(model, "preprocess_cfg", None), "size", None)
+    check = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0)) if size else None
+    fold_batchnorm(model, check)
+    return model.to(memory_format=torch.channels_last)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """eval() for the duration, then every module's own flag back: ``model.train(was_training)`` would switch
+    all submodules, e.g. a pretrained backbone's BatchNorm inside a top-level module left in training mode."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, f in flags:
+            m.training = f
