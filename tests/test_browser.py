@@ -45,13 +45,39 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def base_url(default_predictor, tmp_path_factory: pytest.TempPathFactory):
+def gallery_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small look-alike gallery: real Samoyed and Great Pyrenees photos (linked, not copied) when the shared data
+    is there, else generated pictures in a Samoyed folder (then only the page's mechanics are checked)."""
+    from dogbreed.gallery import build_gallery
+
+    root = tmp_path_factory.mktemp("gallery-data")
+    sources = {"n02111889-Samoyed": REAL / "imagenet-val-dogs" / "n02111889-Samoyed",
+               "n02111500-Great_Pyrenees": REAL / "stanford-dogs" / "Images" / "n02111500-Great_Pyrenees"}
+    for folder, src in sources.items():
+        (root / folder).mkdir()
+        if src.is_dir():
+            for p in sorted(src.glob("*.jpg"))[:4]:
+                (root / folder / p.name).symlink_to(p.resolve())
+    if not any(root.rglob("*.jpg")):
+        import numpy as np
+        from PIL import Image
+
+        for i in range(3):
+            arr = np.random.default_rng(i).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+            Image.fromarray(arr).save(root / "n02111889-Samoyed" / f"g{i}.jpg")
+    g, _ = build_gallery(root)
+    return g.save(tmp_path_factory.mktemp("gallery") / "gallery")
+
+
+@pytest.fixture(scope="module")
+def base_url(default_predictor, gallery_file: Path, tmp_path_factory: pytest.TempPathFactory):
     _need_browser()
     import uvicorn
 
     from dogbreed.serve import create_app
 
-    app = create_app(predictor=default_predictor, feedback_db=tmp_path_factory.mktemp("fb") / "fb.sqlite3")
+    app = create_app(predictor=default_predictor, feedback_db=tmp_path_factory.mktemp("fb") / "fb.sqlite3",
+                     gallery=gallery_file)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -225,3 +251,46 @@ def test_phone_sized_screen(browser, base_url: str, dog_photo: Path) -> None:
         page.screenshot(path=str(ARTIFACTS / "page-phone.png"), full_page=True)
     finally:
         ctx.close()
+
+
+def test_heat_map_toggle_shows_the_overlay_on_the_photo(page, dog_photo: Path) -> None:
+    from PIL import Image
+
+    page.set_input_files("#file", str(dog_photo))
+    wait_for_verdict(page)
+    toggle = page.locator("#explain-toggle")
+    assert toggle.is_visible() and not toggle.is_checked()
+    assert page.locator("#overlay").is_hidden()
+    page.locator("#explain-label").click()
+    page.wait_for_selector("#overlay:not([hidden])", timeout=60_000)
+    size = page.locator("#overlay").evaluate("img => [img.naturalWidth, img.naturalHeight]")
+    assert tuple(size) == Image.open(dog_photo).size  # the overlay is the photo's own size
+    assert page.locator("#preview").is_hidden()  # shown in the photo's place
+    box = page.locator("#overlay").bounding_box()
+    assert box["width"] > 100 and box["height"] > 100
+    if dog_photo.name != "generated.jpg":
+        assert "Samoyed" in page.locator("#explain-status").inner_text()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "page-heatmap.png"), full_page=True)
+    page.locator("#explain-label").click()  # off again: the plain photo is back
+    assert page.locator("#overlay").is_hidden() and page.locator("#preview").is_visible()
+
+
+def test_look_alike_photos_of_the_top_breeds(page, dog_photo: Path) -> None:
+    page.set_input_files("#file", str(dog_photo))
+    verdict = wait_for_verdict(page)
+    if verdict == "no_dog":
+        assert page.locator("#lookalikes").is_hidden()
+        return
+    page.wait_for_selector("#lookalikes:not([hidden]) img", timeout=10_000)
+    rows = page.locator("#lookalikes .lookalike-row")
+    assert 1 <= rows.count() <= 3
+    for i in range(rows.count()):
+        imgs = rows.nth(i).locator("img")
+        assert 1 <= imgs.count() <= 3
+    first = rows.first.locator("img").first
+    first.evaluate("img => img.decode()")
+    assert first.evaluate("img => img.naturalWidth") > 0
+    if dog_photo.name != "generated.jpg":
+        assert rows.first.locator(".breed-label").inner_text() == "Samoyed"
+        assert rows.first.locator("img").count() == 3

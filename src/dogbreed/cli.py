@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Tell a dog's breed from a photo.")
 data_app = typer.Typer(no_args_is_help=True, help="Inspect, split and preview datasets.")
 app.add_typer(data_app, name="data")
+gallery_app = typer.Typer(no_args_is_help=True, help="Reference galleries of labelled photos (look-alikes).")
+app.add_typer(gallery_app, name="gallery")
 
 
 def _err(msg: str) -> None:
@@ -39,6 +41,11 @@ def _print_table(preds: list[dict]) -> None:
         for rank, b in enumerate(p["breeds"], 1):
             bar = "#" * int(round(b["probability"] * 30))
             typer.echo(f"  {rank}. {b['name']:<32} {b['probability']:7.1%}  {bar}")
+        for la in p.get("look_alikes") or []:
+            shown = ", ".join(f"{x['path']} ({x['similarity']:.2f})" for x in la["photos"]) or "none in the gallery"
+            typer.echo(f"  looks like ({la['name']}): {shown}")
+        if p.get("explanation"):
+            typer.echo(f"  heat-map: {p['explanation']}")
 
 
 def _print_csv(preds: list[dict]) -> None:
@@ -69,6 +76,12 @@ def predict(
                                      "fit-dog-detector."),
     target_recall: float | None = typer.Option(None, min=0.5, max=0.999,
                                                help="Dog threshold keeping this share of validation dogs."),
+    explain: str | None = typer.Option(None, "--explain", help="Write a heat-map overlay PNG per photo into this "
+                                       "folder (Grad-CAM: which pixels drove the top breed)."),
+    explain_breed: str | None = typer.Option(None, help="With --explain: the breed to explain (name or wnid) "
+                                             "instead of the top one."),
+    gallery: str | None = typer.Option(None, help="A gallery from `dogbreed gallery build`: list the nearest "
+                                       "labelled photos of the top breeds with each answer."),
 ) -> None:
     """Predict the breed of the dog in each photo."""
     from .predict import Predictor, expand_inputs
@@ -81,19 +94,25 @@ def predict(
         raise typer.Exit(2)
     try:
         pred = Predictor(model=model, quality=quality, runtime=runtime, device=device, top_k=top_k,
-                         batch_size=batch_size, dog_detector=dog_detector, dog_target_recall=target_recall)
+                         batch_size=batch_size, dog_detector=dog_detector, dog_target_recall=target_recall,
+                         gallery=gallery)
+        explainer = _explainer(model, device, explain_breed) if explain else None
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         _err(f"cannot load model: {e}")
         raise typer.Exit(2) from e
     if dog_threshold is not None:
         pred.decision.dog_threshold = dog_threshold
-    results = []
+    results: list[dict] = []
+    written: set[str] = set()
     it = pred.iter_predict(files)
     if len(files) > 1 and fmt == "table" or len(files) > pred.batch_size:
         from tqdm import tqdm
 
         it = tqdm(it, total=len(files), unit="img", file=sys.stderr, disable=None)
     for r in it:
+        if explainer is not None and r.error is None and r.path is not None:
+            r.explanation = _write_overlay(explainer, r.path, explain_breed or r.breeds[0].wnid or r.breeds[0].name,
+                                           explain, written)
         results.append(r.to_dict())
         if "error" in results[-1] and fmt != "table":
             _err(f"{r.path}: {r.error}")
@@ -105,6 +124,25 @@ def predict(
         _print_table(results)
     if all("error" in r for r in results):
         raise typer.Exit(1)
+
+
+def _explainer(model: str, device: str, breed: str | None):  # noqa: ANN202 - explain is imported lazily
+    from .explain import Explainer, torch_classifier
+    from .predict import resolve_device
+
+    ex = Explainer(torch_classifier(model), device=resolve_device(device))
+    ex.class_index(breed)  # an unknown breed fails here, before any photo is read
+    return ex
+
+
+def _write_overlay(explainer, path: str, breed: str, out_dir: str, written: set[str]) -> str:  # noqa: ANN001
+    """OUT_DIR/<stem>.png (numbered when two photos share a stem); returns the path written."""
+    from .explain import overlay_name
+    from .fileio import atomic_write_bytes
+
+    target = Path(out_dir) / overlay_name(path, written)
+    atomic_write_bytes(target, explainer.explain(path, breed).png())
+    return str(target)
 
 
 @app.command("fit-dog-detector")
@@ -272,6 +310,27 @@ feedback_app = typer.Typer(no_args_is_help=True, help="Feedback sent from the we
 app.add_typer(feedback_app, name="feedback")
 
 
+@gallery_app.command("build")
+def gallery_build(
+    data: str = typer.Option(..., help="Labelled photos: Stanford layout, Kaggle labels.csv, or a folder per breed."),
+    out: str = typer.Option(..., help="Gallery file to write (.safetensors is added when missing)."),
+    backbone: str = typer.Option("efficientnet_lite0", help="Backbone whose pooled features are stored; it must "
+                                 "be one the predictor runs (Lite0 is in both fast and best)."),
+) -> None:
+    """Store pooled features, labels and small thumbnails of labelled photos, for look-alikes (no network)."""
+    from .gallery import build_gallery
+
+    try:
+        g, skipped = build_gallery(data, backbone=backbone, progress=True)
+    except (FileNotFoundError, ValueError) as e:
+        _err(f"cannot build a gallery: {e}")
+        raise typer.Exit(2) from e
+    path = g.save(out)
+    mb = path.stat().st_size / 1e6
+    typer.echo(f"wrote {path} ({len(g)} photos, {len(g.breeds)} breeds, {mb:.1f} MB"
+               + (f"; {skipped} unreadable photos skipped)" if skipped else ")"))
+
+
 @app.command()
 def serve(
     model: str = typer.Option("default", help="'default' (heads adapted on Stanford Dogs photos), 'imagenet' "
@@ -283,13 +342,15 @@ def serve(
     feedback_db: str | None = typer.Option(None, help="SQLite file for feedback (default: under the cache dir)."),
     max_mb: float = typer.Option(20.0, help="Largest upload per photo, in MB."),
     max_megapixels: float = typer.Option(50.0, help="Largest photo, in megapixels."),
+    gallery: str | None = typer.Option(None, help="A gallery from `dogbreed gallery build`: the page shows "
+                                       "example photos of the top breeds."),
 ) -> None:
     """Serve the web page and the HTTP API (docs at /docs)."""
     from .serve import run
 
     try:
         run(model=model, quality=quality, runtime=runtime, host=host, port=port, feedback_db=feedback_db,
-            max_bytes=int(max_mb * 1024 * 1024), max_pixels=int(max_megapixels * 1_000_000))
+            max_bytes=int(max_mb * 1024 * 1024), max_pixels=int(max_megapixels * 1_000_000), gallery=gallery)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         _err(f"cannot start: {e}")
         raise typer.Exit(2) from e

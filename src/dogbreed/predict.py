@@ -44,12 +44,19 @@ class Prediction:
     breeds: list[BreedScore]
     several_breeds_likely: bool = False
     error: str | None = None
+    # Optional, present only when asked for: the heat-map PNG written for this photo (`--explain`), and the
+    # nearest gallery photos of the top breeds (`--gallery`).
+    explanation: str | None = None
+    look_alikes: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         if self.error is not None:
             return {"path": self.path, "error": self.error}
         d = asdict(self)
         d.pop("error")
+        for k in ("explanation", "look_alikes"):
+            if d[k] is None:
+                d.pop(k)
         return d
 
 
@@ -126,6 +133,9 @@ class Predictor:
     dog_target_recall: float | None = None
     detector: Any = field(default=None, repr=False)
     member_backbones: list[str | None] = field(default_factory=list, repr=False)
+    # Look-alike photos: a gallery file written by `dogbreed gallery build` (or a loaded `gallery.Gallery`); None
+    # (the default) loads nothing and changes nothing.
+    gallery: Any = None
 
     def __post_init__(self) -> None:
         if self.quality not in ("fast", "best"):
@@ -133,6 +143,8 @@ class Predictor:
         self.device = resolve_device(self.device)
         if not self.members:
             self._load()
+        if self.gallery is not None:
+            self._load_gallery()
 
     # -- loading ------------------------------------------------------------------------------------------
     def _load(self) -> None:
@@ -191,6 +203,17 @@ class Predictor:
         views = ("plain", "flip") if self.tta_flip else ("plain",)
         self.decision.dog_threshold = self.detector.threshold(self.member_backbones, views, self.dog_target_recall)
 
+    def _load_gallery(self) -> None:
+        from .gallery import Gallery
+
+        if not isinstance(self.gallery, Gallery):
+            self.gallery = Gallery.load(self.gallery)
+        if self.gallery.backbone not in self.member_backbones:
+            raise ValueError(f"gallery was built with {self.gallery.backbone}; this model runs "
+                             f"{self.member_backbones}")
+        if self.model not in ("default", "imagenet") and _backbone_in_weights(self.model):
+            raise ValueError("gallery features come from the pretrained backbone; this model fine-tuned it")
+
     def _place(self, clf: Classifier) -> Any:
         if not isinstance(clf, nn.Module):  # already an ONNX Runtime session (an exported .onnx model)
             return clf
@@ -215,13 +238,18 @@ class Predictor:
         return clf
 
     # -- scoring ------------------------------------------------------------------------------------------
-    @torch.inference_mode()
     def scores(self, images: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoded RGB images -> (breed log-probabilities (N, C), dog probability (N,)).
 
         Every member model sees every view; `combine_breeds` and `dog_probability` turn the raw outputs into the
         two scores, so ensembling/TTA and the dog detector can change independently.
         """
+        outputs = self.outputs(images)
+        return self.combine_breeds(outputs), self.dog_probability(outputs, len(images))
+
+    @torch.inference_mode()
+    def outputs(self, images: Sequence[Any]) -> list[tuple[_Member, str, tuple[torch.Tensor, ...]]]:
+        """(member, view, (breed logits, ImageNet logits, pooled features)) for every member and view."""
         outputs: list[tuple[_Member, str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = []
         for m in self.members:
             x = torch.stack([to_tensor(preprocess_image(im, m.preprocess), m.preprocess.mean, m.preprocess.std)
@@ -229,7 +257,7 @@ class Predictor:
             views = {"plain": x, "flip": x.flip(-1)} if self.tta_flip else {"plain": x}
             for view, v in views.items():
                 outputs.append((m, view, self._run(m.model, v)))
-        return self.combine_breeds(outputs), self.dog_probability(outputs, len(images))
+        return outputs
 
     def combine_breeds(self, outputs: list) -> torch.Tensor:
         """Weighted mean of temperature-scaled log-probabilities over members and views.
@@ -287,8 +315,15 @@ class Predictor:
         paths = list(paths) if paths is not None else [None] * len(images)
         if not images:
             return []
-        logp, dog = self.scores(images)
-        return self.decide(logp, dog, paths)
+        outputs = self.outputs(images)
+        preds = self.decide(self.combine_breeds(outputs), self.dog_probability(outputs, len(images)), paths)
+        if self.gallery is not None:
+            from .gallery import attach_look_alikes
+
+            i = self.member_backbones.index(self.gallery.backbone)
+            feats = next(o[2] for m, view, o in outputs if m is self.members[i] and view == "plain")
+            attach_look_alikes(preds, feats, self.gallery)
+        return preds
 
     @property
     def draft_size(self) -> int:

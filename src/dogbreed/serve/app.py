@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from pydantic import BaseModel
@@ -175,15 +175,17 @@ def create_app(
     max_batch: int = 16,
     max_wait_ms: float = 5.0,
     predictor: Predictor | None = None,
+    gallery: str | Path | None = None,
 ) -> FastAPI:
     """Build the app; the model is loaded here, once. ``predictor`` lets a caller pass one already loaded (its models
-    are shared, not copied)."""
+    are shared, not copied). ``gallery``: a file from `dogbreed gallery build`; answers then carry look-alikes."""
     if predictor is None:
         # The batch carries the most breeds any request may ask for; each response is cut to its own top_k.
-        predictor = Predictor(model=model, quality=quality, runtime=runtime, top_k=10**6)
+        predictor = Predictor(model=model, quality=quality, runtime=runtime, top_k=10**6, gallery=gallery)
     elif dataclasses.is_dataclass(predictor):
         # A copy sharing the loaded models, so the caller's own top_k is left alone.
-        predictor = dataclasses.replace(predictor, top_k=max(predictor.top_k, len(predictor.classes)))
+        predictor = dataclasses.replace(predictor, top_k=max(predictor.top_k, len(predictor.classes)),
+                                        gallery=gallery if gallery is not None else predictor.gallery)
     classes = list(predictor.classes)
     n_classes = len(classes)
     batcher = MicroBatcher(predictor, max_batch=max_batch, max_wait_s=max_wait_ms / 1000)
@@ -284,6 +286,59 @@ def create_app(
             out.append(d)
         return {"predictions": out}
 
+    explain_lock = threading.Lock()
+    explainers: list[Any] = []  # built on the first heat-map request: plain prediction never loads explain.py
+
+    def _explain(data: bytes, name: str, breed: str | None, top: tuple[str | None, str]) -> tuple[bytes, str]:
+        from ..explain import Explainer, torch_classifier
+
+        with explain_lock:  # one heat-map at a time: a backward pass is heavy, and torch uses every core already
+            if not explainers:
+                explainers.append(Explainer(torch_classifier(predictor.model)))
+            ex = explainers[0]
+            try:
+                c = ex.class_index(breed) if breed else ex.class_index(top[0] or top[1])
+            except ValueError as e:
+                raise HTTPException(422, f"{e}; see GET /v1/breeds") from None
+            try:  # full size (no JPEG draft): the overlay has the photo's own size
+                img = load_image(data, max_pixels=max_pixels)
+            except ImageDecodeError as e:
+                raise _decode_error(e, name) from e
+            heat, c = ex.heatmap(img, c)
+            from ..explain import Explanation, overlay
+
+            return Explanation(ex.classes[c], c, heat, overlay(img, heat)).png(), ex.classes[c].name
+
+    @app.post("/v1/explain", summary="Heat-map of where the model looked, as a PNG overlay the photo's size",
+              response_class=Response, responses={200: {"content": {"image/png": {}},
+                                                         "description": "The photo with the heat-map blended in; "
+                                                         "header X-Dogbreed-Breed names the breed explained"},
+                                                   **_errors(400, 413, 415, 422, 500)})
+    async def explain(
+        request: Request,
+        file: UploadFile | None = File(None, description="The photo."),
+        breed: str | None = Query(None, max_length=200, description="Breed to explain (name or wnid); default: "
+                                  "the top breed."),
+    ) -> Response:
+        ((name, data),) = await _read_uploads(request, [file] if file else None)
+        top = ("", "")
+        if not breed:
+            (pred,) = await batcher.predict([await run_in_threadpool(_decode, name, data)])
+            top = (pred.breeds[0].wnid, pred.breeds[0].name)
+        png, explained = await run_in_threadpool(_explain, data, name, breed, top)
+        return Response(png, media_type="image/png", headers={"X-Dogbreed-Breed": explained,
+                                                              "Cache-Control": "no-store"})
+
+    @app.get("/v1/gallery/{photo_id}.jpg", summary="Thumbnail of a gallery photo named in look_alikes",
+             response_class=Response, responses={200: {"content": {"image/jpeg": {}}}, 404: {"model": ErrorDetail}})
+    async def gallery_photo(photo_id: int) -> Response:
+        g = predictor.gallery
+        if g is None or not 0 <= photo_id < len(g):
+            raise HTTPException(404, "no such gallery photo" if g is not None else "no gallery loaded "
+                                     "(start the server with --gallery)")
+        return Response(g.thumbnail(photo_id), media_type="image/jpeg",
+                        headers={"Cache-Control": "public, max-age=86400"})
+
     @app.get("/v1/breeds", summary="The breeds the model knows")
     async def breeds() -> dict[str, Any]:
         return {"breeds": [{"id": i, "wnid": b.wnid, "name": b.name} for i, b in enumerate(classes)]}
@@ -291,7 +346,8 @@ def create_app(
     @app.get("/healthz", summary="Liveness and model summary")
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "model": model, "quality": quality, "runtime": runtime, "breeds": n_classes,
-                "max_bytes": max_bytes, "max_pixels": max_pixels, "max_files": max_files}
+                "max_bytes": max_bytes, "max_pixels": max_pixels, "max_files": max_files,
+                "gallery_photos": len(predictor.gallery) if predictor.gallery is not None else 0}
 
     @app.post("/v1/feedback", summary="Confirm or correct a prediction (stores the photo for retraining)",
               responses=_errors(400, 413, 415, 422, 500))

@@ -20,6 +20,12 @@
   const figure = preview.closest("figure");
   const grid = result.querySelector(".result-grid");
   const upload = dropzone.closest(".upload");
+  const overlayImg = $("overlay");
+  const explainLabel = $("explain-label");
+  const explainToggle = $("explain-toggle");
+  const explainStatus = $("explain-status");
+  const lookalikes = $("lookalikes");
+  let overlayUrl = null;
 
   let current = null; // {file, prediction}
   let requestSeq = 0; // a newer photo wins over a slower, older request
@@ -95,6 +101,74 @@
     fbMessage.className = "fb-message";
     fbBreed.value = "";
     for (const b of [fbYes, fbSend]) b.disabled = false;
+    resetExplain();
+    lookalikes.replaceChildren();
+    lookalikes.hidden = true;
+  }
+
+  function resetExplain() {
+    explainToggle.checked = false;
+    explainLabel.hidden = true;
+    explainStatus.textContent = "";
+    overlayImg.hidden = true;
+    overlayImg.removeAttribute("src");
+    if (overlayUrl) URL.revokeObjectURL(overlayUrl);
+    overlayUrl = null;
+    preview.hidden = false;
+  }
+
+  function showOverlay(on) {
+    overlayImg.hidden = !on;
+    preview.hidden = on;
+  }
+
+  // The heat-map is computed only when the toggle is switched on (a second, slower request), then kept.
+  async function toggleExplain() {
+    if (!explainToggle.checked) { showOverlay(false); return; }
+    if (overlayUrl) { showOverlay(true); return; }
+    if (!current || !current.prediction) return;
+    const seq = requestSeq;
+    const form = new FormData();
+    form.append("file", current.file, current.file.name || "pasted-image");
+    explainStatus.textContent = "Drawing the heat-map\u2026";
+    try {
+      const resp = await fetch("/v1/explain", { method: "POST", body: form });
+      if (!resp.ok) throw new Error(await errorMessage(resp));
+      const blob = await resp.blob();
+      if (seq !== requestSeq) return;
+      overlayUrl = URL.createObjectURL(blob);
+      overlayImg.onload = () => {
+        if (seq !== requestSeq || !explainToggle.checked) return;
+        showOverlay(true);
+        explainStatus.textContent = "Warm colours: where the model looked for the " +
+          (resp.headers.get("X-Dogbreed-Breed") || "top breed") + ".";
+      };
+      overlayImg.src = overlayUrl;
+    } catch (e) {
+      if (seq !== requestSeq) return;
+      explainToggle.checked = false;
+      explainStatus.textContent = "No heat-map: " + e.message;
+    }
+  }
+
+  function renderLookAlikes(list) {
+    lookalikes.replaceChildren();
+    const rows = (list || []).filter((b) => b.photos && b.photos.length);
+    if (!rows.length) { lookalikes.hidden = true; return; }
+    lookalikes.append(el("h3", null, "What these breeds look like"));
+    for (const b of rows) {
+      const row = el("div", "lookalike-row");
+      row.append(el("span", "breed-label", b.name));
+      for (const ph of b.photos.slice(0, 3)) {
+        const img = el("img");
+        img.src = "/v1/gallery/" + ph.id + ".jpg";
+        img.alt = b.name + ", example photo";
+        img.loading = "lazy";
+        row.append(img);
+      }
+      lookalikes.append(row);
+    }
+    lookalikes.hidden = false;
   }
 
   function showError(message) {
@@ -115,6 +189,8 @@
   function render(p) {
     showBusy(false);
     requestAnimationFrame(reveal);
+    explainLabel.hidden = figure.hidden;
+    renderLookAlikes(p.verdict === "no_dog" ? null : p.look_alikes);
     const top = p.breeds[0];
     const second = p.breeds[1];
     if (p.verdict === "no_dog") {
@@ -236,6 +312,8 @@
       for (const b of [fbYes, fbSend]) b.disabled = false;
     }
   }
+
+  explainToggle.addEventListener("change", toggleExplain);
 
   fbYes.addEventListener("click", () => {
     if (current && current.prediction) sendFeedback(current.prediction.breeds[0].name);

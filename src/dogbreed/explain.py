@@ -1,0 +1,168 @@
+"""Heat-maps: which pixels drove a breed answer (Grad-CAM on the backbone's last feature map, in PyTorch).
+
+Loaded only when a heat-map is asked for (`predict --explain`, `POST /v1/explain`), so plain prediction never
+imports it. The model is always run in PyTorch here, also when predictions come from ONNX Runtime: ONNX gives no
+gradients, and the PyTorch weights are the same ones that were exported.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .breeds import Breed, normalize_key
+from .models import DEFAULT_BACKBONE, Classifier, default_classifier, is_model_dir, load_model_dir
+from .transforms import Preprocess, load_image, preprocess_image, to_tensor
+
+# Colour ramp for the overlay (dark blue -> cyan -> yellow -> red), interpolated in numpy so the heat-map needs
+# no plotting library.
+_RAMP = np.array([[0, 0, 130], [0, 90, 255], [0, 220, 220], [250, 230, 0], [255, 120, 0], [220, 0, 0]], np.float32)
+
+
+@dataclass
+class Explanation:
+    """A heat-map for one breed: ``heat`` is (H, W) in [0, 1] at the photo's size; ``overlay`` is the photo with
+    the heat-map blended in, same size."""
+
+    breed: Breed
+    class_index: int
+    heat: np.ndarray
+    overlay: Image.Image
+
+    def png(self) -> bytes:
+        buf = io.BytesIO()
+        self.overlay.save(buf, format="PNG", optimize=False, compress_level=3)
+        return buf.getvalue()
+
+
+def torch_classifier(model: str = "default") -> Classifier:
+    """The PyTorch classifier behind a model spec ("default", "imagenet", a run or model directory).
+
+    For `quality="best"` heat-maps come from the first member (Lite0): one map, the same breed as the ensemble's.
+    """
+    if model in ("default", "imagenet"):
+        return default_classifier(DEFAULT_BACKBONE, adapted=model == "default").eval()
+    if is_model_dir(model):
+        return load_model_dir(model)[0].eval()
+    if str(model).lower().endswith(".onnx"):
+        raise ValueError("heat-maps need the PyTorch weights: pass the run or model directory the .onnx was "
+                         "exported from, not the .onnx file")
+    raise FileNotFoundError(f"model {model!r}: not 'default' and no model/run directory there")
+
+
+class Explainer:
+    """Grad-CAM for a `Classifier`: the breed logit's gradient, averaged over each channel of the backbone's last
+    4-D feature map, weights that map's channels; ReLU keeps the evidence for the breed.
+
+    The photo is resized by its shorter side and not cropped, so the map covers the whole photo (the prediction's
+    center crop would leave the borders unexplained); EfficientNet's pooling accepts any aspect ratio. ``scale``
+    runs it at that multiple of the model's input size for a finer map: on 11 imagenet-val-dogs photos pasted into
+    a 640x480 grey canvas (dog box 12-18% of it), the heat mass inside the box was 0.60 on average at 1x, 0.80 at
+    1.5x and 0.88 at 2x.
+    """
+
+    def __init__(self, classifier: Classifier, device: str = "cpu", scale: float = 2.0) -> None:
+        self.clf = classifier.to(device).eval()
+        self.device = device
+        self.classes = list(classifier.classes)
+        cfg: Preprocess = classifier.preprocess_cfg
+        # Square inputs (from-scratch CNNs with a flatten layer) must stay square: squash instead.
+        any_size = _pools_any_size(classifier)
+        self.cfg = replace(cfg, resize="shorter" if any_size else "squash", box_crop=False,
+                           size=round(cfg.size * scale) if any_size else cfg.size)
+
+    def class_index(self, breed: str | int | None, default: int | None = None) -> int | None:
+        """A breed given as index, wnid or name -> class index; None -> ``default`` (the top breed)."""
+        if breed is None or breed == "":
+            return default
+        if isinstance(breed, int):
+            if not 0 <= breed < len(self.classes):
+                raise ValueError(f"breed index {breed} out of range 0..{len(self.classes) - 1}")
+            return breed
+        key = normalize_key(str(breed))
+        for i, b in enumerate(self.classes):
+            if str(breed) == b.wnid or normalize_key(b.name) == key:
+                return i
+        raise ValueError(f"unknown breed {breed!r}")
+
+    def heatmap(self, img: Image.Image, class_index: int | None = None) -> tuple[np.ndarray, int]:
+        """(H, W) heat in [0, 1] at the photo's size, and the class it explains (the top breed when not given)."""
+        x = to_tensor(preprocess_image(img, self.cfg), self.cfg.mean, self.cfg.std)[None].to(self.device)
+        fmap, logits = self._forward(x)
+        c = int(logits[0].argmax()) if class_index is None else class_index
+        (grad,) = torch.autograd.grad(logits[0, c], fmap)
+        weights = grad.mean((2, 3), keepdim=True)
+        cam = F.relu((weights * fmap).sum(1, keepdim=True)).detach()
+        cam = F.interpolate(cam, size=(img.height, img.width), mode="bilinear", align_corners=False)[0, 0]
+        peak = float(cam.max())
+        heat = (cam / peak).cpu().numpy() if peak > 0 else np.zeros((img.height, img.width), np.float32)
+        return heat.astype(np.float32), c
+
+    def explain(self, src: Any, breed: str | int | None = None) -> Explanation:
+        """Photo (path, bytes or PIL image) -> heat-map and overlay for ``breed`` (default: the top breed)."""
+        img = load_image(src)
+        heat, c = self.heatmap(img, self.class_index(breed))
+        return Explanation(self.classes[c], c, heat, overlay(img, heat))
+
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Breed logits and the last 4-D activation inside the backbone, recorded by forward hooks."""
+        seen: list[torch.Tensor] = []
+
+        def hook(_m: torch.nn.Module, _inp: Any, out: Any) -> None:
+            if isinstance(out, torch.Tensor) and out.dim() == 4:
+                seen.append(out)
+
+        handles = [m.register_forward_hook(hook) for m in self.clf.backbone.body.modules()
+                   if m is not self.clf.backbone.body]
+        try:
+            with torch.enable_grad():
+                x = x.requires_grad_(True)  # so the feature map carries a graph even if the weights are frozen
+                logits = self.clf(x)[0]
+        finally:
+            for h in handles:
+                h.remove()
+        if not seen:
+            raise ValueError(f"{self.clf.backbone.spec.name}: no 4-D feature map found to explain")
+        return seen[-1], logits
+
+
+def _pools_any_size(clf: Classifier) -> bool:
+    return clf.backbone.spec.name.startswith(("efficientnet", "resnet"))
+
+
+def overlay(img: Image.Image, heat: np.ndarray, strength: float = 0.6) -> Image.Image:
+    """Blend a colour-mapped heat-map into the photo; cold areas keep the photo as it is (same size as ``img``)."""
+    h = np.clip(heat, 0, 1)
+    pos = h * (len(_RAMP) - 1)
+    lo = np.floor(pos).astype(int).clip(0, len(_RAMP) - 2)
+    frac = (pos - lo)[..., None]
+    colour = _RAMP[lo] * (1 - frac) + _RAMP[lo + 1] * frac
+    alpha = (strength * (0.25 + 0.75 * h))[..., None]
+    photo = np.asarray(img.convert("RGB"), dtype=np.float32)
+    out = photo * (1 - alpha) + colour * alpha
+    return Image.fromarray(out.round().clip(0, 255).astype(np.uint8))
+
+
+def mass_inside(heat: np.ndarray, box: tuple[int, int, int, int]) -> float:
+    """Share of the heat-map's total mass inside (x0, y0, x1, y1)."""
+    x0, y0, x1, y1 = box
+    total = float(heat.sum())
+    return float(heat[y0:y1, x0:x1].sum()) / total if total > 0 else 0.0
+
+
+def overlay_name(path: str, used: set[str]) -> str:
+    """<stem>.png for a photo, numbered (<stem>-2.png, ...) when an earlier photo in ``used`` took the name."""
+    stem = Path(path).stem or "photo"
+    name, n = f"{stem}.png", 1
+    while name in used:
+        n += 1
+        name = f"{stem}-{n}.png"
+    used.add(name)
+    return name

@@ -1,0 +1,143 @@
+"""Heat-maps (`dogbreed.explain`): Grad-CAM overlays from the CLI, the API and the library."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from typer.testing import CliRunner
+
+from dogbreed.cli import app as cli_app
+from dogbreed.explain import Explainer, mass_inside, overlay, overlay_name, torch_classifier
+
+runner = CliRunner()
+# Four breeds of different build and colour; ImageNet *validation* photos (no backbone trained on them).
+DOGS = ["n02111889-Samoyed/ILSVRC2012_val_00003808.jpg", "n02088364-beagle", "n02099601-golden_retriever",
+        "n02105641-Old_English_sheepdog"]
+
+
+@pytest.fixture(scope="module")
+def explainer() -> Explainer:
+    return Explainer(torch_classifier("default"))
+
+
+def noise(size: tuple[int, int], seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+
+
+def test_overlay_and_heat_have_the_photos_size(explainer: Explainer) -> None:
+    img = noise((333, 250))
+    e = explainer.explain(img)
+    assert e.overlay.size == (333, 250)
+    assert e.heat.shape == (250, 333)
+    assert 0 <= e.heat.min() and e.heat.max() <= 1
+    png = Image.open(io.BytesIO(e.png()))
+    assert png.format == "PNG" and png.size == (333, 250)
+
+
+def test_breed_can_be_named_and_unknown_breed_is_an_error(explainer: Explainer) -> None:
+    img = noise((200, 180), seed=1)
+    e = explainer.explain(img, "Golden retriever")
+    assert e.breed.name == "Golden retriever"
+    assert explainer.explain(img, e.breed.wnid).class_index == e.class_index
+    with pytest.raises(ValueError, match="unknown breed"):
+        explainer.explain(img, "Not a breed")
+
+
+def test_overlay_keeps_the_photo_where_there_is_no_heat() -> None:
+    img = noise((50, 40), seed=2)
+    heat = np.zeros((40, 50), np.float32)
+    heat[10:20, 10:20] = 1.0
+    out = np.asarray(overlay(img, heat), dtype=float)
+    photo = np.asarray(img, dtype=float)
+    # cold pixels are lightly tinted, hot ones mostly colour: the hot square differs far more from the photo
+    cold = np.abs(out[30:, 30:] - photo[30:, 30:]).mean()
+    hot = np.abs(out[10:20, 10:20] - photo[10:20, 10:20]).mean()
+    assert hot > 2 * cold
+
+
+@pytest.mark.real
+def test_heat_mass_falls_inside_a_pasted_dog(explainer: Explainer, real_data: Path) -> None:
+    """A real dog photo pasted at a known box on a plain background: most of the heat lies on the dog."""
+    shares = []
+    for i, item in enumerate(DOGS):
+        p = real_data / "imagenet-val-dogs" / item
+        path = p if p.is_file() else sorted(p.glob("*.jpg"))[0]
+        dog = Image.open(path).convert("RGB")
+        dog.thumbnail((240, 240))
+        canvas = Image.new("RGB", (640, 480), (200, 200, 200))
+        x0, y0 = [(360, 180), (20, 20), (200, 120), (380, 30)][i]
+        canvas.paste(dog, (x0, y0))
+        box = (x0, y0, x0 + dog.width, y0 + dog.height)
+        area = dog.width * dog.height / (640 * 480)
+        heat, _ = explainer.heatmap(canvas)
+        shares.append(mass_inside(heat, box))
+        assert shares[-1] > 0.5, f"{path.name}: {shares[-1]:.2f} of the heat on a dog covering {area:.0%}"
+    assert np.mean(shares) > 0.7
+
+
+def test_overlay_names_do_not_collide() -> None:
+    used: set[str] = set()
+    assert [overlay_name(p, used) for p in ("a/x.jpg", "b/x.jpg", "c/y.png", "x.jpg")] == \
+        ["x.png", "x-2.png", "y.png", "x-3.png"]
+
+
+def test_cli_explain_writes_an_overlay_per_photo(tmp_path: Path, chelsea_jpeg: bytes) -> None:
+    photos = tmp_path / "in"
+    photos.mkdir()
+    (photos / "cat.jpg").write_bytes(chelsea_jpeg)
+    noise((120, 90)).save(photos / "noise.png")
+    (photos / "broken.jpg").write_bytes(b"not an image")
+    out = tmp_path / "heat"
+    r = runner.invoke(cli_app, ["predict", str(photos), "--explain", str(out), "--format", "json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    by_name = {Path(x["path"]).name: x for x in rows}
+    assert "explanation" not in by_name["broken.jpg"]
+    for name, size in (("cat.jpg", Image.open(io.BytesIO(chelsea_jpeg)).size), ("noise.png", (120, 90))):
+        png = Path(by_name[name]["explanation"])
+        assert png.parent == out and png.suffix == ".png"
+        assert Image.open(png).size == size
+    assert sorted(p.name for p in out.iterdir()) == ["cat.png", "noise.png"]
+
+
+def test_cli_explain_unknown_breed_fails_before_reading_photos(tmp_path: Path, chelsea_jpeg: bytes) -> None:
+    (tmp_path / "cat.jpg").write_bytes(chelsea_jpeg)
+    r = runner.invoke(cli_app, ["predict", str(tmp_path / "cat.jpg"), "--explain", str(tmp_path / "o"),
+                                "--explain-breed", "Unicorn"])
+    assert r.exit_code == 2 and "unknown breed" in r.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_api_explain_returns_a_png_the_photos_size(default_predictor, chelsea_jpeg: bytes) -> None:
+    from dogbreed.serve.app import create_app
+
+    with TestClient(create_app(predictor=default_predictor)) as c:
+        r = c.post("/v1/explain", files={"file": ("cat.jpg", chelsea_jpeg, "image/jpeg")})
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        assert Image.open(io.BytesIO(r.content)).size == Image.open(io.BytesIO(chelsea_jpeg)).size
+        top = c.post("/v1/predict", files={"file": ("cat.jpg", chelsea_jpeg, "image/jpeg")}).json()
+        assert r.headers["x-dogbreed-breed"] == top["predictions"][0]["breeds"][0]["name"]
+        r = c.post("/v1/explain?breed=Beagle", files={"file": ("cat.jpg", chelsea_jpeg, "image/jpeg")})
+        assert r.status_code == 200 and r.headers["x-dogbreed-breed"] == "Beagle"
+        r = c.post("/v1/explain?breed=Unicorn", files={"file": ("cat.jpg", chelsea_jpeg, "image/jpeg")})
+        assert r.status_code == 422 and "unknown breed" in r.json()["detail"]
+        assert c.post("/v1/explain").status_code == 400
+        r = c.post("/v1/explain", files={"file": ("x.jpg", b"not an image", "image/jpeg")})
+        assert r.status_code == 415 and "x.jpg" in r.json()["detail"]
+        assert "/v1/explain" in c.get("/openapi.json").json()["paths"]
+
+
+def test_plain_prediction_does_not_load_explain_or_gallery() -> None:
+    code = ("import sys, dogbreed, dogbreed.cli, dogbreed.predict, dogbreed.serve.app; "
+            "print(sorted(m for m in sys.modules if m in ('dogbreed.explain', 'dogbreed.gallery')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
