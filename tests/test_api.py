@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from dogbreed.serve.app import INTERNAL_ERROR, MicroBatcher, create_app
+from dogbreed.serve.limits import Limits
 
 SAMOYED = "imagenet-val-dogs/n02111889-Samoyed/ILSVRC2012_val_00003808.jpg"
 PREDICTION_KEYS = {"path", "verdict", "dog_probability", "breeds", "several_breeds_likely"}
@@ -60,6 +61,7 @@ def client(default_predictor, feedback_db: Path):
 def small_client(default_predictor, tmp_path_factory: pytest.TempPathFactory):
     """Same model, tiny limits, to exercise the 413 paths without huge uploads."""
     app = create_app(predictor=default_predictor, max_bytes=60_000, max_pixels=100_000, max_files=2,
+                     limits=Limits(max_body_bytes=150_000, max_request_pixels=150_000),
                      feedback_db=tmp_path_factory.mktemp("fb2") / "fb.sqlite3")
     with TestClient(app) as c:
         yield c

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,3 +46,37 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` as UTF-8 to ``path`` atomically (see `atomic_write`)."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def path_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be read as a photo, in a few words; None when it is a readable, non-empty regular file.
+
+    Checked with stat before anything opens the path: opening a named pipe would block, and Python's own messages
+    ("[Errno 36] File name too long") are not what a user needs to see.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return f"broken symbolic link (its target {os.readlink(path)} does not exist)"
+        return f"file not found: {path}"
+    except OSError as e:
+        reason = {errno.ELOOP: "symbolic link loop", errno.ENAMETOOLONG: "file name too long",
+                  errno.EACCES: "permission denied", errno.ENOTDIR: "a part of the path is not a folder"}
+        return reason.get(e.errno or 0, f"cannot read the file ({e.strerror or e})")
+    kind = None
+    if stat.S_ISDIR(st.st_mode):
+        kind = "a folder"
+    elif stat.S_ISFIFO(st.st_mode):
+        kind = "a named pipe (FIFO)"
+    elif stat.S_ISSOCK(st.st_mode):
+        kind = "a socket"
+    elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+        kind = "a device"
+    if kind:
+        return f"not a regular file: {kind}"
+    if not os.access(path, os.R_OK):
+        return "permission denied"
+    if st.st_size == 0:
+        return "empty file (0 bytes)"
+    return None

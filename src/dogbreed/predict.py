@@ -86,19 +86,29 @@ def dog_mass(imagenet_logits: torch.Tensor) -> torch.Tensor:
 def expand_inputs(inputs: Iterable[str | Path]) -> list[str]:
     """Files, folders (recursive, images only, sorted) and globs -> paths, in the order given.
 
-    A path that does not exist is kept so that it is reported as an error in its place.
+    A path that cannot be read (missing, too long, a link loop or a dangling link, a FIFO, no permission) is kept,
+    so that it is reported as an error in its place; so is an image-named entry of a folder that is not a regular
+    file. Nothing here raises for a bad path.
     """
     out: list[str] = []
     for item in inputs:
         s = str(item)
         p = Path(s)
-        if p.is_dir():
-            out += sorted(str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
-        elif not p.exists() and any(c in s for c in "*?["):
-            out += sorted(f for f in glob.glob(s, recursive=True) if os.path.isfile(f))
+        if _is_dir(p):
+            out += sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS and not _is_dir(f))
+        elif not os.path.lexists(s) and any(c in s for c in "*?["):
+            # A pattern that matches nothing stays, so it is reported ("file not found") rather than dropped.
+            out += sorted(f for f in glob.glob(s, recursive=True) if not os.path.isdir(f)) or [s]
         else:
             out.append(s)
     return out
+
+
+def _is_dir(p: Path) -> bool:
+    try:
+        return p.is_dir()
+    except OSError:  # e.g. "File name too long": not a folder; reading it reports why
+        return False
 
 
 @dataclass

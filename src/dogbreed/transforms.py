@@ -15,6 +15,7 @@ import torch
 from PIL import Image, ImageEnhance, ImageFile, ImageOps, UnidentifiedImageError
 
 from .errors import EmptyImage, ImageDecodeError, ImageNotFound, ImageTooLarge, UnreadableImage, UnsupportedImage
+from .fileio import path_problem
 
 # Pillow's guard against decompression bombs stays on; we only make the limit explicit and configurable.
 DEFAULT_MAX_PIXELS = 89_478_485
@@ -29,6 +30,15 @@ LITE_MEAN = (127.0 / 255.0,) * 3
 LITE_STD = (128.0 / 255.0,) * 3
 
 RESIZE_MODES = ("center_crop", "squash", "pad", "shorter")
+
+
+def _path_error(problem: str) -> ImageDecodeError:
+    """The typed error for a path that cannot be read (see `fileio.path_problem`)."""
+    if problem.startswith(("file not found", "broken symbolic link")):
+        return ImageNotFound(problem)
+    if problem.startswith(("empty file", "not a regular file: a folder")):
+        return EmptyImage(problem)
+    return UnreadableImage(problem)
 
 
 def load_image(
@@ -51,12 +61,10 @@ def load_image(
                     raise EmptyImage("empty file (0 bytes)")
                 img = Image.open(io.BytesIO(bytes(src)))
             else:
-                p = Path(src)
-                if p.is_dir():
-                    raise EmptyImage(f"{p} is a directory")
-                if p.stat().st_size == 0:
-                    raise EmptyImage("empty file (0 bytes)")
-                img = Image.open(p)
+                problem = path_problem(src)
+                if problem:
+                    raise _path_error(problem)
+                img = Image.open(Path(src))
         except ImageDecodeError:
             raise
         except FileNotFoundError as e:

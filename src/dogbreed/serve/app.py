@@ -1,4 +1,9 @@
-"""FastAPI app: the prediction API, the breed list, feedback, and the static page, all offline."""
+"""FastAPI app: the prediction API, heat-maps, the breed list, feedback, and the static page, all offline.
+
+Every upload goes through the same budgets (serve/limits.py) in the same order: body bytes while it arrives, then
+files per request and bytes per file, then pixels from the headers, then a place in the queue, and only then
+decoding, at most ``decode_workers`` photos at full size at a time.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,35 +26,32 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
-from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import EmptyImage, ImageDecodeError, ImageTooLarge, UnsupportedImage
 from ..predict import Prediction, Predictor
 from ..transforms import load_image
-from .feedback import FeedbackStore, find_breed
+from .feedback import FeedbackQuotaExceeded, FeedbackStorageError, FeedbackStore, find_breed
+from .limits import (
+    INTERNAL_ERROR,
+    Admission,
+    DecodeSlots,
+    GuardMiddleware,
+    Limits,
+    check_pixels,
+    decoded_size,
+    fmt_bytes,
+    shrink_for_model,
+)
+from .schemas import BreedsResponse, ErrorDetail, FeedbackResponse, HealthResponse, PredictResponse, errors
+
+__all__ = ["INTERNAL_ERROR", "ErrorDetail", "Limits", "MicroBatcher", "create_app"]
 
 log = logging.getLogger("dogbreed.serve")
 
 STATIC_DIR = Path(__file__).parent / "static"
-DEFAULT_MAX_BYTES = 20 * 1024 * 1024  # a 50 MP phone JPEG is ~15 MB
-DEFAULT_MAX_PIXELS = 50_000_000
-DEFAULT_MAX_FILES = 32
 READABLE_FORMATS = "JPEG, PNG, WebP, GIF, BMP or TIFF"
-INTERNAL_ERROR = "internal error while processing the request; the details are in the server log"
-
-
-class ErrorDetail(BaseModel):
-    """Every 4xx/5xx answer: one readable sentence."""
-
-    detail: str
-
-
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    text = {400: "No file, or a corrupt/empty image", 413: "File, photo or request too large",
-            415: "Not an image, or not a multipart/form-data request", 422: "Invalid parameter",
-            500: "Internal error (details only in the server log)"}
-    return {c: {"model": ErrorDetail, "description": text[c]} for c in codes}
+NO_FILE = "no file uploaded: send the photo as multipart/form-data field 'file'"
 
 
 class MicroBatcher:
@@ -138,6 +141,8 @@ class MicroBatcher:
                 pass
 
 
+
+
 def _decode_error(e: ImageDecodeError, filename: str) -> HTTPException:
     """Map a decode failure, by its type, to the status a client can act on."""
     if isinstance(e, ImageTooLarge):
@@ -145,13 +150,9 @@ def _decode_error(e: ImageDecodeError, filename: str) -> HTTPException:
     if isinstance(e, UnsupportedImage):
         return HTTPException(415, f"{filename}: not an image, or a format that cannot be read "
                                   f"(send {READABLE_FORMATS})")
-    if isinstance(e, EmptyImage):
-        return HTTPException(400, f"{filename}: {e}")
+    if isinstance(e, EmptyImage) or str(e).startswith("corrupt or truncated"):
+        return HTTPException(400, f"{filename}: {e}")  # the decoder's sentence already says what is wrong
     return HTTPException(400, f"{filename}: corrupt or truncated image ({e})")
-
-
-def _fmt_bytes(n: int) -> str:
-    return f"{n / 1024 / 1024:.1f} MB" if n >= 1024 * 1024 else f"{n / 1024:.0f} KB"
 
 
 def _offline_docs_dir() -> Path | None:
@@ -163,22 +164,131 @@ def _offline_docs_dir() -> Path | None:
     return d if (d / "swagger-ui-bundle.js").exists() else None
 
 
+def _validation_status(request: Request, exc: RequestValidationError) -> tuple[int, str]:
+    """A missing file is 400 (415 when the body is not a form at all); anything else is 422, in one sentence."""
+    errs = exc.errors()
+    if any(e.get("type") == "missing" and tuple(e.get("loc", ()))[-1:] == ("file",) for e in errs):
+        ctype = request.headers.get("content-type", "")
+        if ctype and not ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+            return 415, (f"unsupported content type {ctype.split(';')[0]!r}: send the photo as multipart/form-data "
+                         "field 'file'")
+        return 400, NO_FILE
+    parts = []
+    for err in errs:
+        loc = ".".join(str(x) for x in err.get("loc", ()) if x not in ("body", "query"))
+        parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
+    return 422, "; ".join(parts) or "invalid request"
+
+
+@dataclass
+class Service:
+    """What the routes share: the model, the batcher, the budgets and the feedback store."""
+
+    predictor: Predictor
+    limits: Limits
+    store: FeedbackStore
+    labels: dict[str, str]  # model, quality, runtime as given, for /healthz
+    batcher: MicroBatcher
+    admission: Admission = field(init=False)
+    slots: DecodeSlots = field(init=False)
+    classes: list = field(init=False)
+    explain_lock: threading.Lock = field(default_factory=threading.Lock)
+    explainers: list[Any] = field(default_factory=list)  # built on the first heat-map request
+
+    def __post_init__(self) -> None:
+        self.admission = Admission(self.limits.max_queue)
+        self.slots = DecodeSlots(self.limits.decode_workers)
+        self.classes = list(self.predictor.classes)
+
+    def check_uploads(self, files: list[UploadFile]) -> list[tuple[str, UploadFile]]:
+        """Count and size checks that need no reading: 400 without a file, 413 over a budget."""
+        files = [f for f in files if f is not None]
+        if not files:
+            raise HTTPException(400, NO_FILE)
+        if len(files) > self.limits.max_files:
+            raise HTTPException(413, f"too many files ({len(files)}); at most {self.limits.max_files} per request")
+        out = []
+        for i, f in enumerate(files):
+            name = f.filename or f"file {i + 1}"
+            if f.size is not None and f.size > self.limits.max_file_bytes:
+                raise HTTPException(413, f"{name}: file is {fmt_bytes(f.size)}; the limit is "
+                                         f"{fmt_bytes(self.limits.max_file_bytes)}")
+            out.append((name, f))
+        return out
+
+    def read(self, f: UploadFile, name: str) -> bytes:
+        """The upload's bytes (call it in a worker thread: the spooled file may be on disk)."""
+        f.file.seek(0)
+        limit = self.limits.max_file_bytes
+        data = f.file.read(limit + 1)
+        if len(data) > limit:
+            raise HTTPException(413, f"{name}: file is larger than the limit of {fmt_bytes(limit)}")
+        return data
+
+    async def check_pixels(self, uploads: list[tuple[str, UploadFile]], draft: bool = True) -> None:
+        """413 from the headers alone, before anything is decoded."""
+        size = self.predictor.draft_size if draft else None
+
+        def sizes() -> list:
+            out = []
+            for name, f in uploads:
+                f.file.seek(0)
+                out.append((name, decoded_size(f.file, size)))
+            return out
+
+        check_pixels(await run_in_threadpool(sizes), self.limits)
+
+    async def decode(self, name: str, f: UploadFile) -> Image.Image:
+        """Decode in a slot (at most ``decode_workers`` full-size photos at once) and keep a reduced copy."""
+        draft = self.predictor.draft_size
+
+        def work() -> Image.Image:
+            try:
+                img = load_image(self.read(f, name), draft_size=draft, max_pixels=self.limits.max_pixels)
+            except ImageDecodeError as e:
+                raise _decode_error(e, name) from e
+            return shrink_for_model(img, draft)
+
+        async with self.slots.get():
+            return await run_in_threadpool(work)
+
+    async def predict(self, uploads: list[tuple[str, UploadFile]]) -> list[Prediction]:
+        """Budgets, then a place in the queue (503 when full), then decoding and the batched forward pass."""
+        await self.check_pixels(uploads)
+        self.admission.enter(len(uploads))
+        try:
+            images = [await self.decode(name, f) for name, f in uploads]
+            try:
+                return await self.batcher.predict(images)
+            except Exception:
+                log.exception("prediction failed")
+                raise HTTPException(500, INTERNAL_ERROR) from None
+        finally:
+            self.admission.leave(len(uploads))
+
+
 def create_app(
     model: str = "default",
     quality: str = "fast",
     runtime: str = "auto",
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int | None = None,
+    max_pixels: int | None = None,
     feedback_db: str | Path | None = None,
     *,
-    max_files: int = DEFAULT_MAX_FILES,
+    max_files: int | None = None,
+    limits: Limits | None = None,
     max_batch: int = 16,
     max_wait_ms: float = 5.0,
     predictor: Predictor | None = None,
     gallery: str | Path | None = None,
 ) -> FastAPI:
     """Build the app; the model is loaded here, once. ``predictor`` lets a caller pass one already loaded (its models
-    are shared, not copied). ``gallery``: a file from `dogbreed gallery build`; answers then carry look-alikes."""
+    are shared, not copied). ``gallery``: a file from `dogbreed gallery build`; answers then carry look-alikes.
+    ``limits`` holds every budget; ``max_bytes``/``max_pixels``/``max_files`` override its per-file bytes, per-photo
+    pixels and files per request."""
+    limits = limits or Limits()
+    overrides = {"max_file_bytes": max_bytes, "max_pixels": max_pixels, "max_files": max_files}
+    limits = dataclasses.replace(limits, **{k: v for k, v in overrides.items() if v is not None})
     if predictor is None:
         # The batch carries the most breeds any request may ask for; each response is cut to its own top_k.
         predictor = Predictor(model=model, quality=quality, runtime=runtime, top_k=10**6, gallery=gallery)
@@ -186,98 +296,60 @@ def create_app(
         # A copy sharing the loaded models, so the caller's own top_k is left alone.
         predictor = dataclasses.replace(predictor, top_k=max(predictor.top_k, len(predictor.classes)),
                                         gallery=gallery if gallery is not None else predictor.gallery)
-    classes = list(predictor.classes)
-    n_classes = len(classes)
-    batcher = MicroBatcher(predictor, max_batch=max_batch, max_wait_s=max_wait_ms / 1000)
-    draft = predictor.draft_size
-    store = FeedbackStore(feedback_db)
+    svc = Service(predictor, limits,
+                  FeedbackStore(feedback_db, max_bytes=limits.feedback_max_bytes, per_day=limits.feedback_per_day),
+                  {"model": model, "quality": quality, "runtime": runtime},
+                  MicroBatcher(predictor, max_batch=max_batch, max_wait_s=max_wait_ms / 1000))
     docs_dir = _offline_docs_dir()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
-        await batcher.stop()
+        await svc.batcher.stop()
 
     app = FastAPI(
         lifespan=lifespan,
         title="dogbreed",
         version=_version(),
         description="Tell a dog's breed from a photo. `POST /v1/predict` with one or more photos as multipart "
-                    "field `file`.",
+                    "field `file`. Every error is `{\"detail\": \"one sentence\"}`; the limits are in `/healthz`.",
         docs_url=None if docs_dir else "/docs",
         redoc_url=None,
     )
     app.state.predictor = predictor
-    app.state.batcher = batcher
-    app.state.feedback = store
+    app.state.batcher = svc.batcher
+    app.state.feedback = svc.store
+    app.state.service = svc
+    # Outermost of our layers: counts the body as it arrives and turns escaped errors into one logged 500.
+    app.add_middleware(GuardMiddleware, max_body_bytes=limits.max_body_bytes)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         # FastAPI's default is a list of error objects; one readable sentence keeps {"detail": "..."} uniform.
-        parts = []
-        for err in exc.errors():
-            loc = ".".join(str(x) for x in err.get("loc", ()) if x not in ("body", "query"))
-            parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
-        return JSONResponse({"detail": "; ".join(parts) or "invalid request"}, status_code=422)
+        status, detail = _validation_status(request, exc)
+        return JSONResponse({"detail": detail}, status_code=status)
 
-    @app.exception_handler(Exception)
-    async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": INTERNAL_ERROR}, status_code=500)
+    _add_predict_routes(app, svc)
+    _add_explain_routes(app, svc)
+    _add_feedback_route(app, svc)
+    _add_page_routes(app, docs_dir)
+    return app
 
-    async def _read_uploads(request: Request, files: list[UploadFile] | None) -> list[tuple[str, bytes]]:
-        files = [f for f in (files or []) if f is not None]
-        if not files:
-            ctype = request.headers.get("content-type", "")
-            # A form without the file is a missing field (400); any other body is the wrong kind of request (415).
-            if ctype and not ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
-                raise HTTPException(415, f"unsupported content type {ctype.split(';')[0]!r}: send the photo as "
-                                         "multipart/form-data field 'file'")
-            raise HTTPException(400, "no file uploaded: send the photo as multipart/form-data field 'file'")
-        if len(files) > max_files:
-            raise HTTPException(413, f"too many files ({len(files)}); at most {max_files} per request")
-        out = []
-        for i, f in enumerate(files):
-            name = f.filename or f"file {i + 1}"
-            if f.size is not None and f.size > max_bytes:
-                raise HTTPException(413, f"{name}: file is {_fmt_bytes(f.size)}; the limit is {_fmt_bytes(max_bytes)}")
-            data = await f.read(max_bytes + 1)
-            if len(data) > max_bytes:
-                raise HTTPException(413, f"{name}: file is larger than the limit of {_fmt_bytes(max_bytes)}")
-            out.append((name, data))
-        return out
 
-    def _decode(name: str, data: bytes) -> Image.Image:
-        try:
-            return load_image(data, draft_size=draft, max_pixels=max_pixels)
-        except ImageDecodeError as e:
-            raise _decode_error(e, name) from e
+def _add_predict_routes(app: FastAPI, svc: Service) -> None:
+    limits, n_classes = svc.limits, len(svc.classes)
 
-    @app.middleware("http")
-    async def _limit_body(request: Request, call_next: Any) -> Any:
-        # Refuse an oversized upload from its Content-Length before the multipart parser spools it to disk.
-        length = request.headers.get("content-length")
-        if request.method == "POST" and length and length.isdigit() and int(length) > max_bytes * max_files + 65536:
-            return JSONResponse({"detail": f"request body too large ({_fmt_bytes(int(length))})"}, status_code=413)
-        return await call_next(request)
-
-    # No response_model for predictions: they are `Prediction.to_dict()` as is, so a field added there shows here too.
-    @app.post("/v1/predict", summary="Predict the breed of the dog in each photo",
-              responses=_errors(400, 413, 415, 422, 500))
+    @app.post("/v1/predict", summary="Predict the breed of the dog in each photo", response_model=None,
+              responses={200: {"model": PredictResponse}, **errors(400, 413, 415, 422, 500, 503)})
     async def predict(
-        request: Request,
-        file: list[UploadFile] | None = File(None, description="One or more photos (repeat the field)."),
+        file: list[UploadFile] = File(..., description=f"One to {limits.max_files} photos (repeat the field); each "
+                                      f"at most {fmt_bytes(limits.max_file_bytes)} and "
+                                      f"{limits.max_pixels / 1e6:.0f} megapixels.",
+                                      json_schema_extra={"minItems": 1, "maxItems": limits.max_files}),
         top_k: int = Query(5, ge=1, le=n_classes, description="How many breeds to return per photo."),
     ) -> dict[str, list[dict[str, Any]]]:
-        uploads = await _read_uploads(request, file)
-        images = []
-        for name, data in uploads:
-            images.append(await run_in_threadpool(_decode, name, data))
-        try:
-            preds = await batcher.predict(images)
-        except Exception:
-            log.exception("prediction failed")
-            raise HTTPException(500, INTERNAL_ERROR) from None
+        uploads = svc.check_uploads(file)
+        preds = await svc.predict(uploads)
         out = []
         for (name, _), p in zip(uploads, preds, strict=True):
             d = p.to_dict()
@@ -286,87 +358,114 @@ def create_app(
             out.append(d)
         return {"predictions": out}
 
-    explain_lock = threading.Lock()
-    explainers: list[Any] = []  # built on the first heat-map request: plain prediction never loads explain.py
+    @app.get("/v1/breeds", summary="The breeds the model knows", response_model=BreedsResponse)
+    async def breeds() -> dict[str, Any]:
+        return {"breeds": [{"id": i, "wnid": b.wnid, "name": b.name} for i, b in enumerate(svc.classes)]}
 
-    def _explain(data: bytes, name: str, breed: str | None, top: tuple[str | None, str]) -> tuple[bytes, str]:
-        from ..explain import Explainer, torch_classifier
-
-        with explain_lock:  # one heat-map at a time: a backward pass is heavy, and torch uses every core already
-            if not explainers:
-                explainers.append(Explainer(torch_classifier(predictor.model)))
-            ex = explainers[0]
-            try:
-                c = ex.class_index(breed) if breed else ex.class_index(top[0] or top[1])
-            except ValueError as e:
-                raise HTTPException(422, f"{e}; see GET /v1/breeds") from None
-            try:  # full size (no JPEG draft): the overlay has the photo's own size
-                img = load_image(data, max_pixels=max_pixels)
-            except ImageDecodeError as e:
-                raise _decode_error(e, name) from e
-            heat, c = ex.heatmap(img, c)
-            from ..explain import Explanation, overlay
-
-            return Explanation(ex.classes[c], c, heat, overlay(img, heat)).png(), ex.classes[c].name
-
-    @app.post("/v1/explain", summary="Heat-map of where the model looked, as a PNG overlay the photo's size",
-              response_class=Response, responses={200: {"content": {"image/png": {}},
-                                                         "description": "The photo with the heat-map blended in; "
-                                                         "header X-Dogbreed-Breed names the breed explained"},
-                                                   **_errors(400, 413, 415, 422, 500)})
-    async def explain(
-        request: Request,
-        file: UploadFile | None = File(None, description="The photo."),
-        breed: str | None = Query(None, max_length=200, description="Breed to explain (name or wnid); default: "
-                                  "the top breed."),
-    ) -> Response:
-        ((name, data),) = await _read_uploads(request, [file] if file else None)
-        top = ("", "")
-        if not breed:
-            (pred,) = await batcher.predict([await run_in_threadpool(_decode, name, data)])
-            top = (pred.breeds[0].wnid, pred.breeds[0].name)
-        png, explained = await run_in_threadpool(_explain, data, name, breed, top)
-        return Response(png, media_type="image/png", headers={"X-Dogbreed-Breed": explained,
-                                                              "Cache-Control": "no-store"})
+    @app.get("/healthz", summary="Liveness, model summary and every limit", response_model=None,
+             responses={200: {"model": HealthResponse}})
+    async def healthz() -> dict[str, Any]:
+        g = svc.predictor.gallery
+        return {"status": "ok", **svc.labels, "breeds": n_classes, "limits": limits.to_dict(),
+                "queue": {"in_flight": svc.admission.in_flight, "refused": svc.admission.refused},
+                "gallery_photos": len(g) if g is not None else 0,
+                # the older flat keys, kept for clients that read them
+                "max_bytes": limits.max_file_bytes, "max_pixels": limits.max_pixels, "max_files": limits.max_files}
 
     @app.get("/v1/gallery/{photo_id}.jpg", summary="Thumbnail of a gallery photo named in look_alikes",
-             response_class=Response, responses={200: {"content": {"image/jpeg": {}}}, 404: {"model": ErrorDetail}})
+             response_class=Response, responses={200: {"content": {"image/jpeg": {}}}, **errors(404, 422)})
     async def gallery_photo(photo_id: int) -> Response:
-        g = predictor.gallery
+        g = svc.predictor.gallery
         if g is None or not 0 <= photo_id < len(g):
             raise HTTPException(404, "no such gallery photo" if g is not None else "no gallery loaded "
                                      "(start the server with --gallery)")
         return Response(g.thumbnail(photo_id), media_type="image/jpeg",
                         headers={"Cache-Control": "public, max-age=86400"})
 
-    @app.get("/v1/breeds", summary="The breeds the model knows")
-    async def breeds() -> dict[str, Any]:
-        return {"breeds": [{"id": i, "wnid": b.wnid, "name": b.name} for i, b in enumerate(classes)]}
 
-    @app.get("/healthz", summary="Liveness and model summary")
-    async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "model": model, "quality": quality, "runtime": runtime, "breeds": n_classes,
-                "max_bytes": max_bytes, "max_pixels": max_pixels, "max_files": max_files,
-                "gallery_photos": len(predictor.gallery) if predictor.gallery is not None else 0}
+def _explain_png(svc: Service, data: bytes, name: str, breed: str | None, top: tuple[str | None, str],
+                 ) -> tuple[bytes, str]:
+    from ..explain import Explainer, Explanation, overlay, torch_classifier
+
+    with svc.explain_lock:  # one heat-map at a time: a backward pass is heavy, and torch uses every core already
+        if not svc.explainers:
+            svc.explainers.append(Explainer(torch_classifier(svc.predictor.model)))
+        ex = svc.explainers[0]
+        try:
+            c = ex.class_index(breed) if breed else ex.class_index(top[0] or top[1])
+        except ValueError as e:
+            raise HTTPException(422, f"{e}; see GET /v1/breeds") from None
+        try:  # full size (no JPEG draft): the overlay has the photo's own size
+            img = load_image(data, max_pixels=svc.limits.max_pixels)
+        except ImageDecodeError as e:
+            raise _decode_error(e, name) from e
+        heat, c = ex.heatmap(img, c)
+        return Explanation(ex.classes[c], c, heat, overlay(img, heat)).png(), ex.classes[c].name
+
+
+def _add_explain_routes(app: FastAPI, svc: Service) -> None:
+    @app.post("/v1/explain", summary="Heat-map of where the model looked, as a PNG overlay the photo's size",
+              response_class=Response, responses={200: {"content": {"image/png": {}},
+                                                         "description": "The photo with the heat-map blended in; "
+                                                         "header X-Dogbreed-Breed names the breed explained"},
+                                                   **errors(400, 413, 415, 422, 500, 503)})
+    async def explain(
+        file: UploadFile = File(..., description="The photo."),
+        breed: str | None = Query(None, max_length=200, description="Breed to explain (name or wnid); default: "
+                                  "the top breed."),
+    ) -> Response:
+        ((name, f),) = svc.check_uploads([file])
+        await svc.check_pixels([(name, f)], draft=False)  # the heat-map decodes the photo at full size
+        top: tuple[str | None, str] = ("", "")
+        if not breed:
+            (pred,) = await svc.predict([(name, f)])
+            top = (pred.breeds[0].wnid, pred.breeds[0].name)
+        svc.admission.enter(1)  # the full-size decode and the backward pass hold memory: they take a place too
+        try:
+            async with svc.slots.get():
+                data = await run_in_threadpool(svc.read, f, name)
+                png, explained = await run_in_threadpool(_explain_png, svc, data, name, breed, top)
+        finally:
+            svc.admission.leave(1)
+        return Response(png, media_type="image/png", headers={"X-Dogbreed-Breed": explained,
+                                                              "Cache-Control": "no-store"})
+
+
+def _add_feedback_route(app: FastAPI, svc: Service) -> None:
+    breed_values = sorted({b.name for b in svc.classes} | {b.wnid for b in svc.classes if b.wnid})
 
     @app.post("/v1/feedback", summary="Confirm or correct a prediction (stores the photo for retraining)",
-              responses=_errors(400, 413, 415, 422, 500))
+              response_model=FeedbackResponse, responses=errors(400, 413, 415, 422, 429, 500, 503, 507))
     async def feedback(
-        request: Request,
-        file: UploadFile | None = File(None, description="The photo the prediction was for."),
-        breed: str = Form(..., max_length=200, description="The right breed: name or wnid."),
+        file: UploadFile = File(..., description="The photo the prediction was for."),
+        breed: str = Form(..., min_length=1, max_length=200, json_schema_extra={"enum": breed_values},
+                          description="The right breed: its name or wnid, as in GET /v1/breeds (any spelling of "
+                                      "the name is accepted)."),
         predicted: str = Form("", max_length=200, description="What the model said (top breed or verdict)."),
     ) -> dict[str, Any]:
-        ((name, data),) = await _read_uploads(request, [file] if file else None)
-        await run_in_threadpool(_decode, name, data)  # only readable photos go into the dataset
-        right = find_breed(classes, breed)
+        ((name, f),) = svc.check_uploads([file])
+        right = find_breed(svc.classes, breed)
         if right is None:
             raise HTTPException(422, f"unknown breed {breed!r}; see GET /v1/breeds")
+        await svc.check_pixels([(name, f)])
+        await svc.decode(name, f)  # only readable photos go into the dataset
+        data = await run_in_threadpool(svc.read, f, name)
         sha = hashlib.sha256(data).hexdigest()
-        rec = await run_in_threadpool(store.add, data, _format_of(data), sha, predicted.strip(), right)
+        try:
+            rec = await run_in_threadpool(svc.store.add, data, _format_of(data), sha, predicted.strip(), right)
+        except FeedbackQuotaExceeded as e:
+            if e.daily:
+                raise HTTPException(429, str(e), headers={"Retry-After": str(e.retry_after_s)}) from None
+            raise HTTPException(507, str(e)) from None
+        except FeedbackStorageError as e:
+            log.error("feedback not stored: %s", e)  # once, here; the client gets a sentence without paths
+            raise HTTPException(503, "feedback cannot be stored right now; nothing was saved",
+                                headers={"Retry-After": "60"}) from None
         return {"id": rec.id, "sha256": sha, "predicted": rec.predicted, "breed": {"wnid": right.wnid,
                 "name": right.name}, "created_at": rec.created_at}
 
+
+def _add_page_routes(app: FastAPI, docs_dir: Path | None) -> None:
     if docs_dir is not None:
         app.mount("/docs-static", StaticFiles(directory=docs_dir), name="docs-static")
 
@@ -386,8 +485,6 @@ def create_app(
     @app.get("/favicon.ico", include_in_schema=False)
     async def favicon() -> FileResponse:
         return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml")
-
-    return app
 
 
 def _format_of(data: bytes) -> str | None:

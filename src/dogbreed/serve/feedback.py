@@ -11,7 +11,7 @@ import shutil
 import sqlite3
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from ..breeds import Breed, normalize_key
@@ -27,7 +27,8 @@ CREATE TABLE IF NOT EXISTS feedback (
     breed_wnid TEXT,
     breed_name TEXT NOT NULL,
     breed_folder TEXT NOT NULL,
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    size_bytes INTEGER
 );
 CREATE INDEX IF NOT EXISTS feedback_sha256 ON feedback (sha256);
 """
@@ -65,6 +66,19 @@ def find_breed(classes: list[Breed], name_or_wnid: str) -> Breed | None:
     return None
 
 
+class FeedbackQuotaExceeded(Exception):
+    """The store is full (``daily`` False) or today's quota is used up (``daily`` True, ``retry_after_s`` set)."""
+
+    def __init__(self, message: str, daily: bool, retry_after_s: int = 0) -> None:
+        super().__init__(message)
+        self.daily = daily
+        self.retry_after_s = retry_after_s
+
+
+class FeedbackStorageError(Exception):
+    """The database or the photo folder cannot be written (read-only, disk full...); nothing was stored."""
+
+
 @dataclass
 class FeedbackRecord:
     id: int
@@ -76,11 +90,17 @@ class FeedbackRecord:
 
 
 class FeedbackStore:
-    """SQLite-backed store; one short-lived connection per call so it is safe from any worker thread."""
+    """SQLite-backed store; one short-lived connection per call so it is safe from any worker thread.
 
-    def __init__(self, db_path: str | Path | None = None) -> None:
+    ``max_bytes`` caps all stored photos together, ``per_day`` the photos accepted per UTC day (None: no cap).
+    """
+
+    def __init__(self, db_path: str | Path | None = None, max_bytes: int | None = None,
+                 per_day: int | None = None) -> None:
         self.db_path = Path(db_path) if db_path else default_feedback_db()
         self.images_dir = images_dir_for(self.db_path)
+        self.max_bytes = max_bytes
+        self.per_day = per_day
         self._lock = threading.Lock()
 
     def _connect(self) -> sqlite3.Connection:
@@ -88,26 +108,63 @@ class FeedbackStore:
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         con = sqlite3.connect(self.db_path, timeout=10)
         con.executescript(SCHEMA)
+        if "size_bytes" not in {r[1] for r in con.execute("PRAGMA table_info(feedback)")}:
+            con.execute("ALTER TABLE feedback ADD COLUMN size_bytes INTEGER")  # a database from before quotas
+            con.commit()
         return con
 
+    def _check_quota(self, con: sqlite3.Connection, sha256: str, size: int, now: datetime) -> None:
+        day = now.date().isoformat()
+        if self.per_day is not None:
+            (today,) = con.execute("SELECT COUNT(*) FROM feedback WHERE created_at >= ?", (day,)).fetchone()
+            if today >= self.per_day:
+                midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), timezone.utc)
+                raise FeedbackQuotaExceeded(f"the daily feedback quota ({self.per_day} photos) is used up; it resets"
+                                            " at midnight UTC", daily=True,
+                                            retry_after_s=max(1, int((midnight - now).total_seconds())))
+        if self.max_bytes is not None:
+            if con.execute("SELECT 1 FROM feedback WHERE sha256 = ? LIMIT 1", (sha256,)).fetchone():
+                return  # the photo is stored already; another row for it costs no space
+            (used,) = con.execute("SELECT COALESCE(SUM(s), 0) FROM (SELECT MAX(size_bytes) AS s FROM feedback"
+                                  " GROUP BY sha256)").fetchone()
+            if used + size > self.max_bytes:
+                raise FeedbackQuotaExceeded(f"feedback storage is full ({used / 1e6:.0f} of "
+                                            f"{self.max_bytes / 1e6:.0f} MB used)", daily=False)
+
     def add(self, image: bytes, image_format: str | None, sha256: str, predicted: str, breed: Breed) -> FeedbackRecord:
+        """Store the photo and its row together: if either cannot be written, neither is kept."""
         ext = _EXT.get((image_format or "").upper(), ".img")
         name = f"{sha256}{ext}"
-        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        now = datetime.now(timezone.utc)
+        created = now.isoformat(timespec="seconds")
+        target = self.images_dir / name
+        wrote_photo = False
         with self._lock:
-            self.images_dir.mkdir(parents=True, exist_ok=True)
-            target = self.images_dir / name
-            if not target.exists():
-                atomic_write_bytes(target, image)  # so an export never sees half a photo
-            con = self._connect()
             try:
-                with con:
-                    cur = con.execute(
-                        "INSERT INTO feedback (sha256, image_file, predicted, breed_wnid, breed_name, breed_folder,"
-                        " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (sha256, name, predicted, breed.wnid, breed.name, breed_folder(breed), created),
-                    )
-                    row_id = int(cur.lastrowid or 0)
+                con = self._connect()
+            except (sqlite3.Error, OSError) as e:
+                raise FeedbackStorageError(f"cannot open the feedback database {self.db_path}: {e}") from e
+            try:
+                con.execute("BEGIN IMMEDIATE")  # the quota check and the insert see the same table
+                self._check_quota(con, sha256, len(image), now)
+                cur = con.execute(
+                    "INSERT INTO feedback (sha256, image_file, predicted, breed_wnid, breed_name, breed_folder,"
+                    " created_at, size_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (sha256, name, predicted, breed.wnid, breed.name, breed_folder(breed), created, len(image)),
+                )
+                row_id = int(cur.lastrowid or 0)
+                if not target.exists():
+                    atomic_write_bytes(target, image)  # atomic, so an export never sees half a photo
+                    wrote_photo = True
+                con.commit()
+            except FeedbackQuotaExceeded:
+                con.rollback()
+                raise
+            except (sqlite3.Error, OSError) as e:
+                con.rollback()
+                if wrote_photo:
+                    target.unlink(missing_ok=True)  # no photo without its row
+                raise FeedbackStorageError(f"cannot store feedback in {self.db_path}: {e}") from e
             finally:
                 con.close()
         return FeedbackRecord(row_id, sha256, predicted, breed.wnid, breed.name, created)

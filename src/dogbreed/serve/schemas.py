@@ -1,0 +1,98 @@
+"""Response models of the HTTP API, so /openapi.json describes every answer a client can get.
+
+Predictions are returned as `Prediction.to_dict()`; these models document them (extra fields are allowed, so a
+field added to `Prediction` appears in answers without breaking clients generated from the schema).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ErrorDetail(BaseModel):
+    """Every 4xx/5xx answer: one readable sentence."""
+
+    detail: str
+
+
+class BreedScoreOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    wnid: str | None = Field(description="WordNet id; null for a breed added with add-breed.")
+    name: str
+    probability: float = Field(ge=0, le=1)
+
+
+class PredictionOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    path: str = Field(description="The uploaded file's name.")
+    verdict: Literal["dog", "no_dog", "uncertain_breed"]
+    dog_probability: float = Field(ge=0, le=1)
+    breeds: list[BreedScoreOut] = Field(description="top_k breeds, most likely first.")
+    several_breeds_likely: bool
+
+
+class PredictResponse(BaseModel):
+    predictions: list[PredictionOut] = Field(description="One per uploaded file, in upload order.")
+
+
+class BreedOut(BaseModel):
+    id: int
+    wnid: str | None
+    name: str
+
+
+class BreedsResponse(BaseModel):
+    breeds: list[BreedOut]
+
+
+class HealthResponse(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    status: Literal["ok"]
+    model: str
+    quality: str
+    runtime: str
+    breeds: int
+    limits: dict[str, int] = Field(description="Every per-request budget (see `dogbreed serve --help`).")
+    queue: dict[str, int] = Field(description="Photos admitted now, and requests refused with 503 so far.")
+
+
+class FeedbackBreed(BaseModel):
+    wnid: str | None
+    name: str
+
+
+class FeedbackResponse(BaseModel):
+    id: int
+    sha256: str
+    predicted: str
+    breed: FeedbackBreed
+    created_at: str
+
+
+_TEXT = {
+    400: "No file, or a corrupt, truncated or empty image",
+    404: "No such item",
+    413: "A file, a photo's pixels, the request's total pixels, the number of files or the body is over its limit",
+    415: "Not an image, or not a multipart/form-data request",
+    422: "A parameter out of range, or an unknown breed",
+    429: "The daily feedback quota is used up (Retry-After says when it resets)",
+    500: "Internal error (details only in the server log)",
+    503: "The server is busy (Retry-After says when to retry)",
+    507: "Feedback storage is full, or cannot be written",
+}
+_RETRY = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for the given error statuses, all with the `{"detail": "..."}` body."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for c in codes:
+        out[c] = {"model": ErrorDetail, "description": _TEXT[c]}
+        if c in (429, 503):
+            out[c]["headers"] = _RETRY
+    return out

@@ -1,0 +1,110 @@
+"""Every input path that cannot be read is reported in its place, by the CLI and the library; good files still work."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dogbreed.cli import app
+from dogbreed.fileio import path_problem
+from dogbreed.predict import expand_inputs, predict
+
+runner = CliRunner()
+LONG_NAME = "x" * 300 + ".jpg"  # over the 255-byte limit of a file name
+
+
+def _hostile_folder(tmp_path: Path, chelsea_jpeg: bytes) -> tuple[Path, dict[str, str]]:
+    """A folder of one good photo and every kind of unreadable entry, with the message each must get."""
+    d = tmp_path / "photos"
+    d.mkdir()
+    (d / "a-good.jpg").write_bytes(chelsea_jpeg)
+    (d / "loop.jpg").symlink_to("loop.jpg")
+    (d / "dangling.jpg").symlink_to("nowhere.jpg")
+    os.mkfifo(d / "pipe.jpg")
+    (d / "truncated.jpg").write_bytes(chelsea_jpeg[: len(chelsea_jpeg) // 2])
+    (d / "empty.jpg").write_bytes(b"")
+    (d / "notes.txt").write_text("not a photo, and not named like one: skipped")
+    expected = {
+        "loop.jpg": "symbolic link loop",
+        "dangling.jpg": "broken symbolic link (its target nowhere.jpg does not exist)",
+        "pipe.jpg": "not a regular file: a named pipe (FIFO)",
+        "truncated.jpg": "corrupt or truncated image",
+        "empty.jpg": "empty file (0 bytes)",
+    }
+    return d, expected
+
+
+def test_expand_inputs_never_raises_and_keeps_bad_entries(tmp_path: Path, chelsea_jpeg: bytes) -> None:
+    d, expected = _hostile_folder(tmp_path, chelsea_jpeg)
+    files = expand_inputs([d, LONG_NAME, str(tmp_path / "nomatch*.jpg")])
+    names = [Path(f).name for f in files]
+    assert names == ["a-good.jpg", "dangling.jpg", "empty.jpg", "loop.jpg", "pipe.jpg", "truncated.jpg", LONG_NAME,
+                     "nomatch*.jpg"]
+
+
+def test_cli_reports_each_bad_path_in_its_place(tmp_path: Path, chelsea_jpeg: bytes) -> None:
+    d, expected = _hostile_folder(tmp_path, chelsea_jpeg)
+    good = tmp_path / "good.jpg"
+    good.write_bytes(chelsea_jpeg)
+    res = runner.invoke(app, ["predict", str(good), LONG_NAME, str(d), "--format", "json"])
+    assert res.exit_code == 0, res.output  # good files were predicted
+    assert "Traceback" not in res.output
+    out = json.loads(res.stdout)
+    by_name = {Path(p["path"]).name: p for p in out}
+    assert by_name["good.jpg"]["verdict"] == "no_dog" and by_name["a-good.jpg"]["verdict"] == "no_dog"
+    assert by_name[LONG_NAME]["error"] == "file name too long"
+    for name, message in expected.items():
+        assert by_name[name]["error"].startswith(message), by_name[name]
+    # The decoder's sentence is not wrapped in itself.
+    assert by_name["truncated.jpg"]["error"].count("corrupt or truncated") == 1
+    assert [Path(p["path"]).name for p in out][:2] == ["good.jpg", LONG_NAME]
+
+
+def test_cli_table_and_csv_name_the_problem(tmp_path: Path, chelsea_jpeg: bytes) -> None:
+    good = tmp_path / "good.jpg"
+    good.write_bytes(chelsea_jpeg)
+    res = runner.invoke(app, ["predict", str(good), LONG_NAME])
+    assert res.exit_code == 0, res.output
+    assert f"{LONG_NAME}: ERROR file name too long" in res.stdout
+    res = runner.invoke(app, ["predict", str(good), LONG_NAME, "--format", "csv", "-k", "1"])
+    rows = res.stdout.strip().splitlines()
+    assert rows[0].endswith(",error") and rows[-1] == f"{LONG_NAME},error,,,,,,file name too long"
+
+
+def test_only_bad_paths_exit_non_zero(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["predict", LONG_NAME, str(tmp_path / "missing.jpg")])
+    assert res.exit_code == 1
+    assert "file name too long" in res.stdout and "file not found" in res.stdout
+
+
+def test_library_reports_bad_paths(tmp_path: Path, chelsea_jpeg: bytes) -> None:
+    d, expected = _hostile_folder(tmp_path, chelsea_jpeg)
+    out = predict([str(d / "pipe.jpg"), str(d / "a-good.jpg"), LONG_NAME], top_k=1)
+    assert out[0]["error"] == "not a regular file: a named pipe (FIFO)"
+    assert out[1]["verdict"] == "no_dog"
+    assert out[2]["error"] == "file name too long"
+
+
+def test_permission_denied_is_named(tmp_path: Path, chelsea_jpeg: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    locked = tmp_path / "locked.jpg"
+    locked.write_bytes(chelsea_jpeg)
+    locked.chmod(0o000)
+    good = tmp_path / "good.jpg"
+    good.write_bytes(chelsea_jpeg)
+    if os.geteuid() == 0:
+        # root reads anything (and CI runs as root): make the access check answer as it would for a normal user.
+        import dogbreed.fileio
+
+        real_access = os.access
+        monkeypatch.setattr(dogbreed.fileio.os, "access",
+                            lambda p, mode: False if Path(p) == locked else real_access(p, mode))
+    assert path_problem(locked) == "permission denied"
+    res = runner.invoke(app, ["predict", str(locked), str(good), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out[0] == {"path": str(locked), "error": "permission denied"}
+    assert out[1]["verdict"] == "no_dog"

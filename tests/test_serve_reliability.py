@@ -1,0 +1,346 @@
+"""Hostile uploads against a real `dogbreed serve` process on loopback: each probe checks the status, the message,
+and the server's resident memory (from /proc) after the request. Feedback storage faults run in-process."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from dogbreed.serve.app import create_app
+from dogbreed.serve.limits import Limits
+
+RSS_LIMIT_MB = 1500  # issue 16: the server stays under 1.5 GB whatever a request carries
+MB = 1024 * 1024
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def proc_status_kb(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def written_bytes(pid: int) -> int:
+    """Bytes the process has passed to write() calls: files (the multipart spool) and sockets alike."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    raise KeyError("wchar")
+
+
+class Server:
+    def __init__(self, proc: subprocess.Popen, port: int, log: Path) -> None:
+        self.proc, self.port, self.log = proc, port, log
+        self.url = f"http://127.0.0.1:{port}"
+
+    def rss_mb(self) -> float:
+        return proc_status_kb(self.proc.pid, "VmRSS") / 1024
+
+    def post(self, files: list[tuple[str, bytes]], **kw) -> httpx.Response:
+        return httpx.post(self.url + "/v1/predict", files=[("file", (n, b)) for n, b in files], timeout=120, **kw)
+
+
+def start_server(tmp: Path, *args: str) -> Server:
+    port = free_port()
+    log = tmp / "server.log"
+    cmd = [sys.executable, "-m", "dogbreed.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+           "--feedback-db", str(tmp / "fb.sqlite3"), *args]
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                return Server(proc, port, log)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError("server did not start in 180 s")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    s = start_server(tmp_path_factory.mktemp("serve"))
+    yield s
+    s.proc.terminate()
+    try:
+        s.proc.wait(20)
+    except subprocess.TimeoutExpired:
+        s.proc.kill()
+
+
+def png(img: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", **kw)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def bomb_png() -> bytes:
+    """One-colour 7000x7000 PNG: 160 KB on the wire, 147 MB decoded (the probe of issue 16)."""
+    return png(Image.new("RGB", (7000, 7000)), optimize=True)
+
+
+def check(r: httpx.Response, status: int, *phrases: str) -> str:
+    assert r.status_code == status, r.text[:500]
+    detail = r.json()["detail"]
+    assert isinstance(detail, str) and "Traceback" not in detail
+    for p in phrases:
+        assert p in detail, detail
+    return detail
+
+
+def test_pixel_bomb_request_is_refused_before_decoding(server: Server, bomb_png: bytes) -> None:
+    before = server.rss_mb()
+    t0 = time.monotonic()
+    r = server.post([(f"b{i}.png", bomb_png) for i in range(32)])
+    check(r, 413, "request too large", "1568 megapixels", "limit is 200")
+    assert time.monotonic() - t0 < 10  # refused from the headers, not after decoding 1.6 gigapixels
+    assert server.rss_mb() < RSS_LIMIT_MB
+    assert server.rss_mb() - before < 100
+
+
+def test_one_huge_photo_is_answered_within_memory(server: Server, bomb_png: bytes) -> None:
+    r = server.post([("big.png", bomb_png)])
+    assert r.status_code == 200, r.text
+    assert r.json()["predictions"][0]["path"] == "big.png"
+    assert server.rss_mb() < RSS_LIMIT_MB
+
+
+def test_concurrent_huge_photos_stay_within_memory(server: Server, bomb_png: bytes) -> None:
+    """Three requests of two 49-megapixel photos at once: at most two photos are decoded at full size at a time,
+    and each is reduced before the next one, so the peak (VmHWM) stays far below what six full photos take."""
+    with ThreadPoolExecutor(3) as pool:
+        rs = list(pool.map(lambda i: server.post([(f"{i}-{j}.png", bomb_png) for j in range(2)]), range(3)))
+    assert [r.status_code for r in rs] == [200, 200, 200]
+    assert server.rss_mb() < RSS_LIMIT_MB
+    assert proc_status_kb(server.proc.pid, "VmHWM") / 1024 < RSS_LIMIT_MB
+
+
+def _chunked_upload(port: int, total_mb: int) -> tuple[bytes, int]:
+    """Send a multipart body of ``total_mb`` MB with chunked transfer encoding; returns (response, bytes sent)."""
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+              b"Content-Type: multipart/form-data; boundary=bnd\r\n\r\n")
+    head = b'--bnd\r\nContent-Disposition: form-data; name="file"; filename="huge.png"\r\n' \
+           b"Content-Type: image/png\r\n\r\n"
+    s.sendall(b"%x\r\n%s\r\n" % (len(head), head))
+    chunk = b"\0" * MB
+    response = bytearray()
+
+    def read() -> None:
+        s.settimeout(60)
+        try:
+            while data := s.recv(65536):
+                response.extend(data)
+        except OSError:
+            pass
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    sent = 0
+    try:
+        for _ in range(total_mb):
+            s.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            sent += len(chunk)
+        s.sendall(b"0\r\n\r\n")
+    except OSError:
+        pass  # the server closed the connection: what we want
+    reader.join(60)
+    s.close()
+    return bytes(response), sent
+
+
+def test_chunked_400mb_upload_is_refused_before_30mb_is_written(server: Server) -> None:
+    pid = server.proc.pid
+    w0 = written_bytes(pid)
+    response, sent = _chunked_upload(server.port, 400)
+    assert response.startswith(b"HTTP/1.1 413"), response[:300]
+    body = json.loads(response.split(b"\r\n\r\n", 1)[1])
+    assert "request body larger than the limit of 25.0 MB" in body["detail"]
+    assert written_bytes(pid) - w0 < 30 * MB  # spooled to a temporary file: at most the 25 MB limit
+    assert sent < 400 * MB  # the server closed the connection instead of reading on
+    assert server.rss_mb() < RSS_LIMIT_MB
+
+
+def test_honest_content_length_over_the_limit_is_refused_unread(server: Server) -> None:
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        s.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 419430400\r\n"
+                  b"Content-Type: multipart/form-data; boundary=bnd\r\n\r\n")
+        s.settimeout(30)
+        data = s.recv(65536)
+    assert data.startswith(b"HTTP/1.1 413") and b"request body too large (400.0 MB)" in data
+
+
+def test_many_files_and_big_files(server: Server) -> None:
+    tiny = png(Image.new("RGB", (8, 8)))
+    check(server.post([(f"{i}.png", tiny) for i in range(33)]), 413, "too many files (33)", "at most 32")
+    noise = os.urandom(21 * MB)  # over the 20 MB per-file limit, under the 25 MB body limit
+    check(server.post([("noise.jpg", noise)]), 413, "noise.jpg: file is 21.0 MB; the limit is 20.0 MB")
+    assert server.rss_mb() < RSS_LIMIT_MB
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "status", "phrases"),
+    [
+        ("notes.txt", b"hello, I am a text file\n", 415, ("notes.txt: not an image",)),
+        ("doc.pdf", b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n", 415, ("doc.pdf: not an image",)),
+        ("v.svg", b'<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"/>', 415, ("not an image",)),
+        ("empty.jpg", b"", 400, ("empty.jpg: empty file (0 bytes)",)),
+        ("claims-huge.png", "header-bomb", 413, ("claims-huge.png: image too large", "900000000 pixels")),
+        ("cut.jpg", "truncated", 400, ("cut.jpg: corrupt or truncated image (",)),
+    ],
+)
+def test_corrupt_and_wrong_type_files(server: Server, chelsea_jpeg: bytes, name: str, body: bytes | str,
+                                      status: int, phrases: tuple[str, ...]) -> None:
+    if body == "truncated":
+        body = chelsea_jpeg[: len(chelsea_jpeg) // 2]
+    elif body == "header-bomb":
+        import struct
+        import zlib
+
+        data = bytearray(png(Image.new("RGB", (1, 1))))
+        ihdr = struct.pack(">II", 30_000, 30_000) + bytes(data[24:29])
+        data[16:29] = ihdr
+        data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+        body = bytes(data)
+    detail = check(server.post([(name, body)]), status, *phrases)
+    assert detail.count("corrupt or truncated") <= 1
+    assert server.rss_mb() < RSS_LIMIT_MB
+
+
+def test_long_file_name_and_odd_requests(server: Server, chelsea_jpeg: bytes) -> None:
+    long_name = "x" * 300 + ".jpg"
+    r = server.post([(long_name, chelsea_jpeg)])
+    assert r.status_code == 200 and r.json()["predictions"][0]["path"] == long_name
+    check(httpx.post(server.url + "/v1/predict", timeout=30), 400, "no file uploaded")
+    check(httpx.post(server.url + "/v1/predict", json={"file": "x"}, timeout=30), 415, "multipart/form-data")
+    check(server.post([("c.jpg", chelsea_jpeg)], params={"top_k": 0}), 422, "top_k")
+
+
+def test_healthz_shows_every_limit(server: Server) -> None:
+    h = httpx.get(server.url + "/healthz", timeout=10).json()
+    assert h["limits"] == Limits().to_dict()
+    assert set(h["queue"]) == {"in_flight", "refused"}
+
+
+def test_a_burst_gets_503_with_retry_after_not_more_memory(server: Server, chelsea_jpeg: bytes) -> None:
+    """Twelve simultaneous requests of 32 photos against a queue of 128: those that do not fit are told to come
+    back later, and the rest are answered."""
+    photos = [(f"{j}.jpg", chelsea_jpeg) for j in range(32)]
+    barrier = threading.Barrier(12)
+
+    def one(_: int) -> httpx.Response:
+        barrier.wait()
+        return server.post(photos)
+
+    with ThreadPoolExecutor(12) as pool:
+        rs = list(pool.map(one, range(12)))
+    statuses = [r.status_code for r in rs]
+    assert set(statuses) <= {200, 503}, statuses
+    assert 200 in statuses and 503 in statuses, statuses
+    busy = next(r for r in rs if r.status_code == 503)
+    assert busy.headers["retry-after"].isdigit()
+    check(busy, 503, "the server is busy", "at most 128")
+    health = httpx.get(server.url + "/healthz", timeout=10).json()
+    assert health["queue"]["in_flight"] == 0 and health["queue"]["refused"] == statuses.count(503)
+    assert server.rss_mb() < RSS_LIMIT_MB
+
+
+def test_peak_memory_and_log_after_the_whole_corpus(server: Server) -> None:
+    """Runs last against this server: the peak RSS over every probe above, and not one traceback in its log."""
+    assert proc_status_kb(server.proc.pid, "VmHWM") / 1024 < RSS_LIMIT_MB
+    assert "Traceback" not in server.log.read_text()
+
+
+# -- feedback storage (in-process: the faults are in the store, not in the transport) --------------------------
+
+def _client(default_predictor, db: Path, **limits: int) -> TestClient:
+    return TestClient(create_app(predictor=default_predictor, feedback_db=db, limits=Limits(**limits)),
+                      raise_server_exceptions=False)
+
+
+def _noise_png(seed: int) -> bytes:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return png(Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)))
+
+
+def _send(c: TestClient, photo: bytes, breed: str = "Samoyed"):
+    return c.post("/v1/feedback", files={"file": ("p.png", photo, "image/png")}, data={"breed": breed})
+
+
+def test_feedback_daily_quota(default_predictor, tmp_path: Path) -> None:
+    with _client(default_predictor, tmp_path / "fb.sqlite3", feedback_per_day=2) as c:
+        assert [_send(c, _noise_png(i)).status_code for i in range(2)] == [200, 200]
+        r = _send(c, _noise_png(3))
+        check(r, 429, "daily feedback quota (2 photos)")
+        assert 0 < int(r.headers["retry-after"]) <= 86400
+    assert len(list((tmp_path / "feedback-images").iterdir())) == 2
+
+
+def test_feedback_total_size_cap(default_predictor, tmp_path: Path) -> None:
+    photos = [_noise_png(i) for i in range(3)]
+    cap = len(photos[0]) + len(photos[1]) + 100  # room for two photos, not three
+    with _client(default_predictor, tmp_path / "fb.sqlite3", feedback_max_bytes=cap) as c:
+        assert [_send(c, p).status_code for p in photos[:2]] == [200, 200]
+        assert _send(c, photos[0], "Shih-Tzu").status_code == 200  # the same photo again takes no new space
+        check(_send(c, photos[2]), 507, "feedback storage is full")
+    stored = sorted(p.name for p in (tmp_path / "feedback-images").iterdir())
+    assert stored == sorted(f"{hashlib.sha256(p).hexdigest()}.png" for p in photos[:2])
+
+
+def test_feedback_on_a_read_only_database_leaves_no_orphan(default_predictor, tmp_path: Path,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    db = tmp_path / "fb.sqlite3"
+    with _client(default_predictor, db) as c:
+        assert _send(c, _noise_png(1)).status_code == 200
+    # Open the same database read-only, as a mounted read-only volume would be.
+    app = create_app(predictor=default_predictor, feedback_db=db)
+    store = app.state.feedback
+    real_connect = store._connect
+
+    def read_only() -> sqlite3.Connection:
+        con = real_connect()
+        con.execute("PRAGMA query_only = ON")
+        return con
+
+    store._connect = read_only
+    caplog.clear()
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = _send(c, _noise_png(2))
+    check(r, 503, "feedback cannot be stored right now; nothing was saved")
+    assert str(tmp_path) not in r.text
+    assert sorted(p.name for p in (tmp_path / "feedback-images").iterdir()) == [
+        f"{hashlib.sha256(_noise_png(1)).hexdigest()}.png"]  # no orphan photo
+    assert not list((tmp_path / "feedback-images").glob("*.tmp"))
+    errors = [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    assert len(errors) == 1 and "feedback not stored" in errors[0].getMessage()
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT COUNT(*) FROM feedback").fetchone() == (1,)
