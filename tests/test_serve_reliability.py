@@ -344,3 +344,22 @@ def test_feedback_on_a_read_only_database_leaves_no_orphan(default_predictor, tm
     assert len(errors) == 1 and "feedback not stored" in errors[0].getMessage()
     with sqlite3.connect(db) as con:
         assert con.execute("SELECT COUNT(*) FROM feedback").fetchone() == (1,)
+
+
+def test_every_limit_is_a_serve_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    import dogbreed.serve
+    from dogbreed.cli import app as cli
+
+    seen: dict = {}
+    monkeypatch.setattr(dogbreed.serve, "run", lambda **kw: seen.update(kw))
+    res = CliRunner().invoke(cli, ["serve", "--max-mb", "5", "--max-request-mb", "6", "--max-files", "3",
+                                   "--max-megapixels", "7", "--max-request-megapixels", "8", "--max-queue", "9",
+                                   "--decode-workers", "1", "--feedback-max-mb", "10", "--feedback-per-day", "11"])
+    assert res.exit_code == 0, res.output
+    assert seen["limits"] == Limits(max_file_bytes=5 * MB, max_body_bytes=6 * MB, max_files=3, max_pixels=7_000_000,
+                                    max_request_pixels=8_000_000, max_queue=9, decode_workers=1,
+                                    feedback_max_bytes=10 * MB, feedback_per_day=11)
+    res = CliRunner().invoke(cli, ["serve", "--max-queue", "0"])
+    assert res.exit_code == 2 and "max-queue" in res.output

@@ -340,17 +340,33 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 for all)."),
     port: int = typer.Option(8000, min=1, max=65535),
     feedback_db: str | None = typer.Option(None, help="SQLite file for feedback (default: under the cache dir)."),
-    max_mb: float = typer.Option(20.0, help="Largest upload per photo, in MB."),
-    max_megapixels: float = typer.Option(50.0, help="Largest photo, in megapixels."),
+    max_mb: float = typer.Option(20.0, min=0.001, help="Largest upload per photo, in MB."),
+    max_request_mb: float = typer.Option(25.0, min=0.001, help="Largest request body, in MB, counted as it "
+                                         "arrives (chunked uploads too)."),
+    max_files: int = typer.Option(32, min=1, help="Most photos per request."),
+    max_megapixels: float = typer.Option(50.0, min=0.000001, help="Largest photo, in megapixels."),
+    max_request_megapixels: float = typer.Option(200.0, min=0.000001, help="Most pixels per request, all photos "
+                                                 "together as they will be decoded, checked before decoding."),
+    max_queue: int = typer.Option(128, min=1, help="Most photos decoding, waiting or in inference at once; "
+                                  "beyond that requests get 503 with Retry-After."),
+    decode_workers: int = typer.Option(2, min=1, help="Photos decoded at full size at once."),
+    feedback_max_mb: float = typer.Option(1024.0, min=0.001, help="Most MB of feedback photos stored in all."),
+    feedback_per_day: int = typer.Option(1000, min=1, help="Most feedback photos accepted per UTC day."),
     gallery: str | None = typer.Option(None, help="A gallery from `dogbreed gallery build`: the page shows "
                                        "example photos of the top breeds."),
 ) -> None:
-    """Serve the web page and the HTTP API (docs at /docs)."""
+    """Serve the web page and the HTTP API (docs at /docs; every limit at /healthz)."""
     from .serve import run
+    from .serve.limits import MB, Limits
 
     try:
+        limits = Limits(max_file_bytes=int(max_mb * MB), max_body_bytes=int(max_request_mb * MB),
+                        max_files=max_files, max_pixels=int(max_megapixels * 1e6),
+                        max_request_pixels=int(max_request_megapixels * 1e6), max_queue=max_queue,
+                        decode_workers=decode_workers, feedback_max_bytes=int(feedback_max_mb * MB),
+                        feedback_per_day=feedback_per_day)
         run(model=model, quality=quality, runtime=runtime, host=host, port=port, feedback_db=feedback_db,
-            max_bytes=int(max_mb * 1024 * 1024), max_pixels=int(max_megapixels * 1_000_000), gallery=gallery)
+            limits=limits, gallery=gallery)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         _err(f"cannot start: {e}")
         raise typer.Exit(2) from e

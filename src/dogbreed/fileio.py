@@ -64,10 +64,10 @@ def path_problem(path: str | Path) -> str | None:
         reason = {errno.ELOOP: "symbolic link loop", errno.ENAMETOOLONG: "file name too long",
                   errno.EACCES: "permission denied", errno.ENOTDIR: "a part of the path is not a folder"}
         return reason.get(e.errno or 0, f"cannot read the file ({e.strerror or e})")
-    kind = None
     if stat.S_ISDIR(st.st_mode):
-        kind = "a folder"
-    elif stat.S_ISFIFO(st.st_mode):
+        return f"{path} is a directory"
+    kind = None
+    if stat.S_ISFIFO(st.st_mode):
         kind = "a named pipe (FIFO)"
     elif stat.S_ISSOCK(st.st_mode):
         kind = "a socket"

@@ -36,7 +36,7 @@ def _path_error(problem: str) -> ImageDecodeError:
     """The typed error for a path that cannot be read (see `fileio.path_problem`)."""
     if problem.startswith(("file not found", "broken symbolic link")):
         return ImageNotFound(problem)
-    if problem.startswith(("empty file", "not a regular file: a folder")):
+    if problem.startswith("empty file") or problem.endswith("is a directory"):
         return EmptyImage(problem)
     return UnreadableImage(problem)
 
