@@ -48,7 +48,7 @@ def run_one(preset: str, data: Path, honest: Path, out: Path, device: str, overr
     honest_dir = train.evaluate_run(run, data=str(honest), device=device)
     honest_rep = json.loads((honest_dir / "report.json").read_text())
     return {
-        "preset": preset, "backbone": cfg.get("backbone"), "run_dir": str(run),
+        "preset": preset, "backbone": getattr(cfg, "backbone", None), "run_dir": str(run),
         "photos": summary["photos"], "classes": summary["classes"],
         "epochs": summary["epochs"], "best_epoch": summary["best_epoch"], "best_val_top1": summary["best_val_acc"],
         "test_top1": test["top1"], "test_top5": test["top5"], "test_macro_f1": test["macro_f1"], "test_n": test["n"],

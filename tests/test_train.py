@@ -19,6 +19,7 @@ from dogbreed import features, train
 from dogbreed.cli import app
 from dogbreed.models import count_parameters, load_model_dir
 from dogbreed.predict import Predictor
+from dogbreed.train import strategies
 
 CNN_PRESETS = ["baseline", "dropout", "pool6", "stride4", "filters9", "filters128", "tanh", "adam", "dense256",
                "blocks4", "gap", "batchnorm", "combined"]
@@ -89,7 +90,7 @@ def _expected_cnn_params(arch: dict, size: int, classes: int) -> int:
 @pytest.mark.parametrize("name", CNN_PRESETS)
 def test_cnn_presets_build_with_exact_parameter_counts(name: str) -> None:
     cfg = train.load_preset(name)
-    assert cfg["kind"] == "cnn" and cfg["image_size"] == 128
+    assert cfg.kind == "cnn" and cfg.image_size == 128
     clf = train.build_preset_model(name)
     assert count_parameters(clf) == _expected_cnn_params(clf.backbone.arch, 128, 120)
     clf.eval()
@@ -111,12 +112,12 @@ def test_baseline_parameter_count_matches_hand_math() -> None:
 
 def test_preset_inheritance_and_overrides() -> None:
     cfg = train.load_preset("dropout", ["cnn.dense=[64]", "lr=0.01", "image_size=32"])
-    assert cfg["cnn"]["conv_dropout"] == 0.2 and cfg["cnn"]["dense"] == [64]  # base merged, override wins
-    assert cfg["lr"] == 0.01 and cfg["image_size"] == 32 and cfg["optimizer"] == "sgd"
+    assert cfg.cnn["conv_dropout"] == 0.2 and cfg.cnn["dense"] == [64]  # base merged, override wins
+    assert cfg.lr == 0.01 and cfg.image_size == 32 and cfg.optimizer == "sgd"
     assert set(CNN_PRESETS) | {"transfer_lite0", "transfer_lite2", "transfer_resnet50",
                                "finetune_lite0"} <= set(train.list_presets())
-    with pytest.raises(KeyError):
-        train.load_preset("no_such_preset")
+    with pytest.raises(train.ConfigError, match="did you mean 'baseline'"):
+        train.load_preset("baselin")
     with pytest.raises(ValueError):
         train.parse_overrides(["lr"])
 
@@ -215,7 +216,7 @@ def test_transfer_uses_the_feature_cache(dataset: Path, tmp_path: Path, monkeypa
         clf.register_forward_hook(lambda m, inp, out: computed.extend([1] * len(inp[0])))
         return clf
 
-    monkeypatch.setattr(train, "extractor_for", counting_extractor)
+    monkeypatch.setattr(strategies, "extractor_for", counting_extractor)
     cfg = train.load_preset("transfer_lite0", {"max_epochs": 3, "feature_views": ["plain"], "feature_runtime": "torch",
                                                 "split": {"ratios": [0.5, 0.25, 0.25]}})
     run = train.train(cfg, str(few), out=tmp_path / "runs")
@@ -226,7 +227,7 @@ def test_transfer_uses_the_feature_cache(dataset: Path, tmp_path: Path, monkeypa
     losses = [[h["train_loss"], h["val_loss"]] for h in json.loads((run / "metrics.json").read_text())]
     losses2 = [[h["train_loss"], h["val_loss"]] for h in json.loads((run2 / "metrics.json").read_text())]
     assert losses2 == losses  # same features, same seeds: the same run
-    clf = train.extractor_for(cfg)
+    clf = strategies.extractor_for(cfg)
     clf.preprocess_cfg.autocontrast = True  # a preprocessing change must not reuse stale features
     features.extract([str(p) for p in sorted(few.rglob("*.jpg"))[:2]], clf, runtime="torch")
     assert len(computed) == 2
@@ -310,4 +311,4 @@ def test_finetune_unfreezes_only_the_last_blocks(dataset: Path, tmp_path: Path) 
     assert not torch.equal(before._conv_head.weight, after._conv_head.weight)  # the last unit learned
     lr_rows = json.loads((run / "metrics.json").read_text())
     # one warm-up epoch up to the base LR, then cosine decay to zero at the last epoch
-    assert [r["lr"] for r in lr_rows] == pytest.approx([cfg["lr"], 0.0], abs=1e-9)
+    assert [r["lr"] for r in lr_rows] == pytest.approx([cfg.lr, 0.0], abs=1e-9)

@@ -403,18 +403,22 @@ def train(
 ) -> None:
     """Train a preset; writes a run directory usable by `predict --model RUN_DIR`."""
     from . import train as tr
+    from .errors import DogbreedError
 
+    extra = [f"max_epochs={epochs}"] if epochs else []
+    extra += [f"seed={seed}"] if seed is not None else []
     try:
         if resume:
-            over: dict = {"max_epochs": epochs} if epochs else {}
-            run = tr.train(over, data=data, resume=resume, device=device)
+            # Only settings a resumed run can honour are accepted (max_epochs, patience, num_workers).
+            run = tr.train(tr.parse_overrides([*set_, *extra]), data=data, resume=resume, device=device)
         else:
-            if not preset or not data:
-                raise ValueError("--preset and --data are needed (or --resume RUN_DIR)")
-            extra = [f"max_epochs={epochs}"] if epochs else []
-            extra += [f"seed={seed}"] if seed is not None else []
-            run = tr.train(tr.load_preset(preset, [*set_, *extra]), data, out=out, device=device)
-    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as e:
+            if not preset:
+                raise tr.ConfigError("--preset is needed (or --resume RUN_DIR)")
+            cfg = tr.load_preset(preset, [*set_, *extra])  # settings are checked first, data second
+            if not data:
+                raise tr.ConfigError("--data is needed: a dataset folder to train on")
+            run = tr.train(cfg, data, out=out, device=device)
+    except (DogbreedError, FileNotFoundError) as e:
         _err(f"train: {e}")
         raise typer.Exit(2) from e
     typer.echo(str(run))
@@ -428,11 +432,12 @@ def evaluate_cmd(
     device: str = typer.Option("cpu", help="cpu | cuda | auto"),
 ) -> None:
     """Metrics, confusion matrix, mistakes grid and report for a trained run."""
-    from .train import evaluate_run
+    from .errors import DogbreedError
+    from .train.reports import evaluate_run
 
     try:
         out = evaluate_run(run_dir, split=split, data=data, device=device)
-    except (KeyError, ValueError, FileNotFoundError) as e:
+    except (DogbreedError, FileNotFoundError) as e:
         _err(f"evaluate: {e}")
         raise typer.Exit(2) from e
     rep = json.loads((out / "report.json").read_text())
@@ -444,7 +449,7 @@ def evaluate_cmd(
 def compare(run_dirs: list[str] = typer.Argument(..., help="Run directories.")) -> None:
     """Table of runs: preset, parameters, best val accuracy, test accuracy, epochs, time."""
     from .evaluate import format_table
-    from .train import COMPARE_COLUMNS, compare_runs
+    from .train.reports import COMPARE_COLUMNS, compare_runs
 
     typer.echo(format_table(compare_runs(run_dirs), COMPARE_COLUMNS))
 

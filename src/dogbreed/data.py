@@ -26,11 +26,11 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from .breeds import clean_name, lookup
+from .errors import DataError, DataNotFound, ImageDecodeError
 from .fileio import atomic_write, atomic_write_text
 from .paths import cache_dir
 from .transforms import (
     Augment,
-    ImageDecodeError,
     Preprocess,
     augment_image,
     crop_box,
@@ -169,16 +169,16 @@ def detect_layout(path: str | Path) -> str:
     """'stanford', 'kaggle' or 'folders'; raises ValueError when the folder holds none of them."""
     root = Path(path)
     if not root.exists():
-        raise FileNotFoundError(f"no such folder: {root}")
+        raise DataNotFound(f"no such folder: {root}")
     if not root.is_dir():
-        raise ValueError(f"{root} is not a folder")
+        raise DataError(f"{root} is not a folder")
     if _stanford_images_dir(root):
         return "stanford"
     if _kaggle_csv(root):
         return "kaggle"
     if any(d.is_dir() and not _is_hidden(d) for d in root.iterdir()):
         return "folders"
-    raise ValueError(
+    raise DataError(
         f"{root}: no dataset found; expected Images/<wnid>-<Breed>/ (Stanford Dogs), labels.csv + train/ (Kaggle) "
         "or one sub-folder of images per breed"
     )
@@ -232,7 +232,7 @@ def _load_kaggle(root: Path, index: DatasetIndex) -> None:
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         if not reader.fieldnames or not {"id", "breed"} <= set(reader.fieldnames):
-            raise ValueError(f"{csv_path}: expected columns id,breed; found {reader.fieldnames}")
+            raise DataError(f"{csv_path}: expected columns id,breed; found {reader.fieldnames}")
         labels = {row["id"].strip(): row["breed"].strip() for row in reader if row.get("id")}
     files = {p.stem: p for p in _image_files(train, index.problems)}
     names: dict[str, tuple[str, str | None]] = {}
@@ -406,7 +406,7 @@ def inspect_dataset(path: str | Path, *, full: bool = False, workers: int | None
 
 def _parse_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
     if len(ratios) != 3 or any(r < 0 or not math.isfinite(r) for r in ratios) or sum(ratios) <= 0:
-        raise ValueError(f"ratios must be three non-negative numbers (train, val, test); got {tuple(ratios)}")
+        raise DataError(f"ratios must be three non-negative numbers (train, val, test); got {tuple(ratios)}")
     total = float(sum(ratios))
     return ratios[0] / total, ratios[1] / total, ratios[2] / total
 
@@ -496,7 +496,7 @@ def load_manifest(path: str | Path) -> dict[str, list[Sample]]:
         reader = csv.DictReader(f)
         missing = {"path", "breed", "split"} - set(reader.fieldnames or [])
         if missing:
-            raise ValueError(f"{path}: not a dogbreed manifest (missing columns {sorted(missing)})")
+            raise DataError(f"{path}: not a dogbreed manifest (missing columns {sorted(missing)})")
         for row in reader:
             p = row["path"]
             if not os.path.isabs(p):
@@ -506,7 +506,7 @@ def load_manifest(path: str | Path) -> dict[str, list[Sample]]:
             if box_txt:
                 vals = [float(v) for v in box_txt.split()]
                 if len(vals) != 4:
-                    raise ValueError(f"{path}: bad box {box_txt!r} for {row['path']}")
+                    raise DataError(f"{path}: bad box {box_txt!r} for {row['path']}")
                 box = (vals[0], vals[1], vals[2], vals[3])
             out.setdefault(row["split"], []).append(Sample(p, row["breed"], row.get("wnid") or None, box))
     return out
@@ -596,7 +596,7 @@ class BreedDataset(Dataset):
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
         unknown = sorted({s.breed for s in self.samples} - set(self.class_to_idx))
         if unknown:
-            raise ValueError(f"breeds not in classes: {unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
+            raise DataError(f"breeds not in classes: {unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
         self.labels = [self.class_to_idx[s.breed] for s in self.samples]
         self.preprocess = preprocess
         self.augment = augment
@@ -740,7 +740,7 @@ def preview_grid(
     aug = augment if augment is not None else Augment()
     chosen = pick_preview(samples, n, seed)
     if not chosen:
-        raise ValueError("no samples to preview")
+        raise DataError("no samples to preview")
     ds = BreedDataset(chosen, sorted({s.breed for s in chosen}), cfg, aug, seed=seed)
     tiles: list[tuple[Image.Image | None, str]] = []
     for i, s in enumerate(chosen):

@@ -45,3 +45,7 @@ class ConfigError(DogbreedError, ValueError):
 
 class DataError(DogbreedError, ValueError):
     """A data set is missing, empty or cannot be trained on (e.g. fewer than two breeds)."""
+
+
+class DataNotFound(DataError, FileNotFoundError):
+    """The data set folder or file does not exist."""

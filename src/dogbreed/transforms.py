@@ -6,7 +6,7 @@ import io
 import math
 import random
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -267,7 +267,6 @@ class Augment:
     rrc_scale: tuple[float, float] = (0.5, 1.0)  # random-resized-crop area range; (1, 1) disables it
     rrc_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     color_jitter: float = 0.3  # brightness/contrast/saturation strength
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,0 +1,169 @@
+"""What a training run reads: the split, labels, cached backbone features, and batches of features or photos."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ..breeds import Breed, clean_name, lookup, normalize_key
+from ..data import Sample, load_dataset, load_manifest, make_loader, make_split, save_manifest
+from ..errors import DataError
+from ..features import extract
+from ..models import Classifier
+from ..transforms import Augment, Preprocess
+from .config import TrainConfig
+
+MIN_BREEDS = 2  # one breed is not a classification problem: the model would answer it for every photo
+
+
+@dataclass
+class Split:
+    samples: list[Any]
+    labels: np.ndarray
+    features: np.ndarray | None = None  # (N, V, D) for the cached-features path
+
+
+def log(msg: str) -> None:
+    tqdm.write(msg, file=sys.stderr)
+
+
+def run_classes(class_names: Sequence[str]) -> list[Breed]:
+    """Breeds for a run's class names: one of the 120 keeps its wnid/ImageNet index, any other gets wnid None."""
+    out = []
+    for name in class_names:
+        b = lookup(str(name))
+        out.append(Breed(b.wnid, b.name, b.imagenet_index) if b else Breed(None, clean_name(str(name)), None))
+    return out
+
+
+def labels_of(samples: Sequence[Any], class_names: Sequence[str]) -> np.ndarray:
+    index = {str(n): i for i, n in enumerate(class_names)}
+    return np.array([index[str(s.breed)] for s in samples], dtype=np.int64)
+
+
+def new_split(cfg: TrainConfig, data: str) -> dict[str, list[Sample]]:
+    """Split a dataset as the config says; refuses data a run cannot learn from, before anything is written."""
+    if not Path(data).exists():
+        raise DataError(f"{data}: no such dataset folder")
+    index = load_dataset(data)
+    breeds = sorted({str(s.breed) for s in index.samples})
+    if len(breeds) < MIN_BREEDS:
+        found = f"1 ({breeds[0]})" if breeds else "none"
+        raise DataError(f"{data}: training needs photos of at least {MIN_BREEDS} breeds; found {found}")
+    sp = cfg.split
+    splits = make_split(index.samples, ratios=sp.ratios, seed=sp.seed, use_official=sp.use_official)
+    if not splits.get("train") or not splits.get("val"):
+        raise DataError(f"{data}: the split has {len(splits.get('train', []))} training and "
+                        f"{len(splits.get('val', []))} validation photos; both must be non-empty")
+    return splits
+
+
+def recorded_split(run_dir: Path) -> dict[str, list[Sample]]:
+    return load_manifest(run_dir / "split.csv")
+
+
+def save_split(splits: dict[str, list[Sample]], run_dir: Path) -> None:
+    save_manifest(splits, run_dir / "split.csv")
+
+
+def class_names_of(cfg: TrainConfig, splits: dict[str, list[Sample]]) -> list[str]:
+    return list(cfg.classes or sorted({str(s.breed) for part in splits.values() for s in part}))
+
+
+def match_classes(samples: Sequence[Any], class_names: Sequence[str]) -> tuple[list[Any], np.ndarray, int]:
+    """Samples of another dataset whose breed is one of the run's classes (by wnid or normalised name)."""
+    by_key = {normalize_key(clean_name(n)): i for i, n in enumerate(class_names)}
+    by_wnid = {b.wnid: i for i, b in enumerate(run_classes(class_names)) if b.wnid}
+    kept, labels = [], []
+    for s in samples:
+        i = by_wnid.get(getattr(s, "wnid", None)) if getattr(s, "wnid", None) else None
+        if i is None:
+            i = by_key.get(normalize_key(clean_name(str(s.breed))))
+        if i is not None:
+            kept.append(s)
+            labels.append(i)
+    return kept, np.array(labels, dtype=np.int64), len(samples) - len(kept)
+
+
+def attach_features(extractor: Classifier, parts: dict[str, Split], views: Sequence[str], runtime: str) -> None:
+    """Backbone features for every photo of every split, from the on-disk cache where possible."""
+    order = [k for k in ("train", "val", "test") if k in parts]
+    paths = [str(s.path) for k in order for s in parts[k].samples]
+    ex = extract(paths, extractor, views=tuple(views), runtime=runtime, progress=True)
+    start = 0
+    for k in order:
+        n = len(parts[k].samples)
+        ok = ex.ok[start:start + n]
+        if not ok.all():
+            log(f"{k}: skipping {int((~ok).sum())} unreadable photos")
+        sp = parts[k]
+        parts[k] = Split([s for s, g in zip(sp.samples, ok, strict=True) if g], sp.labels[ok],
+                         ex.features[start:start + n][ok])
+        start += n
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Batches and inference
+
+
+class Logits(nn.Module):
+    """image batch -> breed logits only (the ImageNet head is not needed while training)."""
+
+    def __init__(self, clf: Classifier):
+        super().__init__()
+        self.clf = clf
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.clf.breed_head(self.clf.backbone(x))
+
+
+def feature_batches(split: Split, views: Sequence[int], batch_size: int, shuffle: bool,
+                    seed: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    assert split.features is not None
+    x = torch.from_numpy(split.features[:, list(views)].reshape(-1, split.features.shape[-1]))
+    y = torch.from_numpy(np.repeat(split.labels, len(views)))
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed)) if shuffle else torch.arange(len(y))
+    for i in range(0, len(y), batch_size):
+        idx = order[i:i + batch_size]
+        yield x[idx], y[idx]
+
+
+def image_batches(split: Split, class_names: Sequence[str], pre: Preprocess, augment: Augment | None,
+                  batch_size: int, shuffle: bool, seed: int, num_workers: int) -> Iterable[Any]:
+    return make_loader(split.samples, list(class_names), pre, augment=augment, batch_size=batch_size,
+                       shuffle=shuffle, num_workers=num_workers, seed=seed)
+
+
+@torch.inference_mode()
+def predict_logits(net: nn.Module, batches: Iterable[Any], device: str) -> tuple[np.ndarray, np.ndarray]:
+    net.eval()
+    logits, labels = [], []
+    for x, y in batches:
+        logits.append(net(x.to(device)).float().cpu())
+        labels.append(torch.as_tensor(y))
+    if not logits:
+        return np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
+    return torch.cat(logits).numpy(), torch.cat(labels).numpy()
+
+
+def head_probs(head: nn.Module, features: np.ndarray) -> np.ndarray:
+    head.eval()
+    with torch.inference_mode():
+        return head(torch.from_numpy(features[:, 0])).float().softmax(-1).numpy()
+
+
+def image_probs(clf: Classifier, samples: Sequence[Any], class_names: Sequence[str], device: str,
+                workers: int = 0) -> np.ndarray:
+    split = Split(list(samples), np.zeros(len(samples), np.int64))
+    batches = image_batches(split, class_names, clf.preprocess_cfg, None, 32, False, 0, workers)
+    logits, _ = predict_logits(Logits(clf).to(device), batches, device)
+    clf.cpu()
+    return torch.from_numpy(logits).softmax(-1).numpy()
