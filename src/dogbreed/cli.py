@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import sys
+import textwrap
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,6 +14,7 @@ import typer
 
 if TYPE_CHECKING:
     from .data import DatasetIndex
+    from .predict import Prediction, Predictor
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Tell a dog's breed from a photo.")
 data_app = typer.Typer(no_args_is_help=True, help="Inspect, split and preview datasets.")
@@ -27,7 +30,7 @@ def _err(msg: str) -> None:
 VERDICT_TEXT = {"dog": "dog", "no_dog": "NO DOG FOUND", "uncertain_breed": "dog, mixed or uncertain breed"}
 
 
-def _print_table(preds: list[dict]) -> None:
+def _print_table(preds: Iterable[dict]) -> None:
     for p in preds:
         if "error" in p:
             typer.echo(f"{p['path']}: ERROR {p['error']}")
@@ -48,7 +51,7 @@ def _print_table(preds: list[dict]) -> None:
             typer.echo(f"  heat-map: {p['explanation']}")
 
 
-def _print_csv(preds: list[dict]) -> None:
+def _print_csv(preds: Iterable[dict]) -> None:
     w = csv.writer(sys.stdout, lineterminator="\n")
     w.writerow(["path", "verdict", "dog_probability", "rank", "wnid", "name", "probability", "error"])
     for p in preds:
@@ -60,9 +63,20 @@ def _print_csv(preds: list[dict]) -> None:
                         b["probability"], ""])
 
 
+def _print_json(preds: Iterable[dict]) -> None:
+    """The same text as ``json.dumps(list, indent=2)``, written element by element as answers arrive."""
+    first = True
+    for p in preds:
+        sys.stdout.write(("[\n" if first else ",\n") + textwrap.indent(json.dumps(p, indent=2), "  "))
+        first = False
+    sys.stdout.write("[]\n" if first else "\n]\n")
+    sys.stdout.flush()
+
+
 @app.command()
 def predict(
-    paths: list[str] = typer.Argument(..., help="Image files, folders (recursive) or globs."),
+    paths: list[str] = typer.Argument(..., help="Image files, folders (recursive), globs, or CSV/Parquet manifests "
+                                      "(see --path-column)."),
     model: str = typer.Option("default", help="'default' (heads adapted on Stanford Dogs photos), 'imagenet' "
                                "(plain ImageNet head), a run directory, or an .onnx file."),
     top_k: int = typer.Option(5, "--top-k", "-k", min=1),
@@ -70,7 +84,7 @@ def predict(
     quality: str = typer.Option("fast", help="fast (one model) | best (ensemble + flip TTA)"),
     runtime: str = typer.Option("auto", help="torch | onnx | auto (ONNX Runtime on CPU when installed: faster)"),
     device: str = typer.Option("cpu", help="cpu | cuda | auto"),
-    batch_size: int = typer.Option(16, min=1),
+    batch_size: int | None = typer.Option(None, min=1, help="Photos per forward pass [16 on CPU, 256 on CUDA]."),
     dog_threshold: float | None = typer.Option(None, help="Override the model's dog/no-dog threshold."),
     dog_detector: str = typer.Option("default", help="'default', 'none' (plain dog mass) or a detector written by "
                                      "fit-dog-detector."),
@@ -82,48 +96,66 @@ def predict(
                                              "instead of the top one."),
     gallery: str | None = typer.Option(None, help="A gallery from `dogbreed gallery build`: list the nearest "
                                        "labelled photos of the top breeds with each answer."),
+    out: str | None = typer.Option(None, "--out", "-o", help="Write rows to .csv, .jsonl or .parquet (a folder of "
+                                   "parts) as they are produced; rerunning resumes after the rows already there."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="With --out: start over instead of resuming."),
+    workers: int | None = typer.Option(None, min=0, help="Decode/preprocess worker processes [1 on CPU, cores-1 "
+                                       "on CUDA]; 0 decodes in the main process."),
+    path_column: str = typer.Option("path", help="Manifest column holding the photo paths."),
+    precision: str = typer.Option("auto", help="Torch runtime: auto (bf16 autocast on CUDA) | fp32 | bf16."),
+    engine: str = typer.Option("local", help="local | ray (Ray Data; needs --out DIR.parquet and dogbreed[ray])."),
+    ray_address: str | None = typer.Option(None, help="With --engine ray: join this cluster (e.g. "
+                                           "ray://head:10001 or auto); default starts a local Ray."),
 ) -> None:
     """Predict the breed of the dog in each photo."""
-    from .predict import Predictor, expand_inputs
+    from .batch import BatchError, iter_sources
 
     if fmt not in ("table", "json", "csv"):
         raise typer.BadParameter("--format must be table, json or csv")
-    files = expand_inputs(paths)
-    if not files:
-        _err("no images found in the given paths")
-        raise typer.Exit(2)
     try:
-        pred = Predictor(model=model, quality=quality, runtime=runtime, device=device, top_k=top_k,
-                         batch_size=batch_size, dog_detector=dog_detector, dog_target_recall=target_recall,
-                         gallery=gallery)
+        if next(iter(iter_sources(paths, path_column)), None) is None:
+            _err("no images found in the given paths")
+            raise typer.Exit(2)
+    except BatchError as e:
+        _err(str(e))
+        raise typer.Exit(2) from e
+    opts = dict(model=model, quality=quality, runtime=runtime, device=device, top_k=top_k,
+                batch_size=batch_size, dog_detector=dog_detector, dog_target_recall=target_recall,
+                precision=precision, gallery=gallery)
+    if engine == "ray":
+        if explain:
+            raise typer.BadParameter("--explain runs with the local engine only")
+        _predict_ray(paths, out, opts, dog_threshold, ray_address, path_column, overwrite)
+        return
+    if engine != "local":
+        raise typer.BadParameter("--engine must be local or ray")
+    pred = _load_predictor(opts, dog_threshold)
+    try:
         explainer = _explainer(model, device, explain_breed) if explain else None
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        _err(f"cannot load model: {e}")
+        raise typer.Exit(2) from e
+    on_row = _explain_hook(explainer, explain_breed, explain) if explainer is not None else None
+    if out is not None:
+        _predict_to_file(pred, paths, out, workers, path_column, overwrite, on_row)
+        return
+    _predict_to_stdout(pred, paths, fmt, workers, path_column, on_row)
+
+
+def _load_predictor(opts: dict, dog_threshold: float | None) -> Predictor:
+    from .accel import CUDA_BATCH_SIZE, is_cuda
+    from .predict import Predictor, resolve_device
+
+    try:
+        device = resolve_device(opts["device"])
+        batch_size = opts["batch_size"] or (CUDA_BATCH_SIZE if is_cuda(device) else 16)
+        pred = Predictor(**{**opts, "device": device, "batch_size": batch_size})
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         _err(f"cannot load model: {e}")
         raise typer.Exit(2) from e
     if dog_threshold is not None:
         pred.decision.dog_threshold = dog_threshold
-    results: list[dict] = []
-    written: set[str] = set()
-    it = pred.iter_predict(files)
-    if len(files) > 1 and fmt == "table" or len(files) > pred.batch_size:
-        from tqdm import tqdm
-
-        it = tqdm(it, total=len(files), unit="img", file=sys.stderr, disable=None)
-    for r in it:
-        if explainer is not None and r.error is None and r.path is not None:
-            r.explanation = _write_overlay(explainer, r.path, explain_breed or r.breeds[0].wnid or r.breeds[0].name,
-                                           explain, written)
-        results.append(r.to_dict())
-        if "error" in results[-1] and fmt != "table":
-            _err(f"{r.path}: {r.error}")
-    if fmt == "json":
-        typer.echo(json.dumps(results, indent=2))
-    elif fmt == "csv":
-        _print_csv(results)
-    else:
-        _print_table(results)
-    if all("error" in r for r in results):
-        raise typer.Exit(1)
+    return pred
 
 
 def _explainer(model: str, device: str, breed: str | None):  # noqa: ANN202 - explain is imported lazily
@@ -143,6 +175,81 @@ def _write_overlay(explainer, path: str, breed: str, out_dir: str, written: set[
     target = Path(out_dir) / overlay_name(path, written)
     atomic_write_bytes(target, explainer.explain(path, breed).png())
     return str(target)
+
+
+def _explain_hook(explainer, breed: str | None, out_dir: str) -> Callable[[Prediction], None]:  # noqa: ANN001
+    written: set[str] = set()
+
+    def on_row(r: Prediction) -> None:
+        if r.error is None and r.path is not None:
+            r.explanation = _write_overlay(explainer, r.path, breed or r.breeds[0].wnid or r.breeds[0].name,
+                                           out_dir, written)
+
+    return on_row
+
+
+def _predict_to_stdout(pred: Predictor, paths: list[str], fmt: str, workers: int | None, path_column: str,
+                       on_row: Callable[[Prediction], None] | None = None) -> None:
+    from .batch import count_sources, stream_predictions
+
+    total = count_sources(paths, path_column)
+    it: Iterable = stream_predictions(pred, paths, workers=workers, path_column=path_column)
+    if total > 1 and fmt == "table" or total > pred.batch_size:
+        from tqdm import tqdm
+
+        it = tqdm(it, total=total, unit="img", file=sys.stderr, disable=None)
+    n_ok = 0
+
+    def rows() -> Iterator[dict]:
+        nonlocal n_ok
+        for r in it:
+            if on_row is not None:
+                on_row(r)
+            if r.error is not None and fmt != "table":
+                _err(f"{r.path}: {r.error}")
+            n_ok += r.error is None
+            yield r.to_dict()
+
+    {"json": _print_json, "csv": _print_csv, "table": _print_table}[fmt](rows())
+    if n_ok == 0:
+        raise typer.Exit(1)
+
+
+def _predict_to_file(pred: Predictor, paths: list[str], out: str, workers: int | None, path_column: str,
+                     overwrite: bool, on_row: Callable[[Prediction], None] | None = None) -> None:
+    from .batch import BatchError, run_batch
+
+    try:
+        s = run_batch(pred, paths, out, workers=workers, path_column=path_column, overwrite=overwrite,
+                      progress=True, on_prediction=on_row)
+    except BatchError as e:
+        _err(str(e))
+        raise typer.Exit(2) from e
+    typer.echo(f"{s.out}: {s.total} inputs, {s.skipped} already done, {s.written} written ({s.errors} errors)",
+               err=True)
+    if s.written and s.errors == s.written:
+        raise typer.Exit(1)
+
+
+def _predict_ray(paths: list[str], out: str | None, opts: dict, dog_threshold: float | None,
+                 ray_address: str | None, path_column: str, overwrite: bool) -> None:
+    from .batch import BatchError
+
+    if out is None or not out.endswith(".parquet"):
+        raise typer.BadParameter("--engine ray writes Parquet: give --out DIR.parquet")
+    try:
+        from .batch_ray import run_ray
+    except ImportError as e:
+        _err("--engine ray needs Ray: pip install 'dogbreed[ray]'")
+        raise typer.Exit(2) from e
+    try:
+        s = run_ray(paths, out, opts, dog_threshold=dog_threshold, address=ray_address, path_column=path_column,
+                    overwrite=overwrite)
+    except BatchError as e:
+        _err(str(e))
+        raise typer.Exit(2) from e
+    typer.echo(f"{s.out}: {s.total} inputs, {s.skipped} already done, {s.written} written ({s.errors} errors)",
+               err=True)
 
 
 @app.command("fit-dog-detector")

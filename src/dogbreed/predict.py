@@ -146,6 +146,8 @@ class Predictor:
     # Look-alike photos: a gallery file written by `dogbreed gallery build` (or a loaded `gallery.Gallery`); None
     # (the default) loads nothing and changes nothing.
     gallery: Any = None
+    # Torch runtime only: "auto" = bf16 autocast on CUDA (within accel.BF16_TOLERANCE of fp32), fp32 elsewhere.
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         if self.quality not in ("fast", "best"):
@@ -245,6 +247,8 @@ class Predictor:
         clf = clf.to(self.device).eval()
         if self.device == "cpu":
             clf = optimize_for_cpu(clf)  # BatchNorm folded into convs + channels-last weights
+        else:
+            clf = clf.to(memory_format=torch.channels_last)  # cuDNN's fast NHWC kernels (bf16 tensor cores)
         return clf
 
     # -- scoring ------------------------------------------------------------------------------------------
@@ -257,13 +261,20 @@ class Predictor:
         outputs = self.outputs(images)
         return self.combine_breeds(outputs), self.dog_probability(outputs, len(images))
 
-    @torch.inference_mode()
     def outputs(self, images: Sequence[Any]) -> list[tuple[_Member, str, tuple[torch.Tensor, ...]]]:
         """(member, view, (breed logits, ImageNet logits, pooled features)) for every member and view."""
+        return self.outputs_from_tensors(self.prepare(images))
+
+    def prepare(self, images: Sequence[Any]) -> list[torch.Tensor]:
+        """Decoded RGB images -> one normalised (N, 3, H, W) batch per member (what DataLoader workers compute)."""
+        return [torch.stack([to_tensor(preprocess_image(im, m.preprocess), m.preprocess.mean, m.preprocess.std)
+                             for im in images]) for m in self.members]
+
+    @torch.inference_mode()
+    def outputs_from_tensors(self, xs: Sequence[torch.Tensor]) -> list[tuple[_Member, str, tuple[torch.Tensor, ...]]]:
+        """`prepare`'s batches -> `outputs`: the network half, which DataLoader-fed callers use directly."""
         outputs: list[tuple[_Member, str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = []
-        for m in self.members:
-            x = torch.stack([to_tensor(preprocess_image(im, m.preprocess), m.preprocess.mean, m.preprocess.std)
-                             for im in images])
+        for m, x in zip(self.members, xs, strict=True):
             views = {"plain": x, "flip": x.flip(-1)} if self.tta_flip else {"plain": x}
             for view, v in views.items():
                 outputs.append((m, view, self._run(m.model, v)))
@@ -293,10 +304,9 @@ class Predictor:
 
     def _run(self, model: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if isinstance(model, nn.Module):
-            x = x.to(self.device)
-            if self.device == "cpu":
-                x = x.contiguous(memory_format=torch.channels_last)
-            return tuple(t.cpu() for t in model(x))  # type: ignore[return-value]
+            from .accel import run_module
+
+            return run_module(model, x, self.device, self.precision)
         return model(x)
 
     # -- public -------------------------------------------------------------------------------------------
@@ -325,8 +335,12 @@ class Predictor:
         paths = list(paths) if paths is not None else [None] * len(images)
         if not images:
             return []
-        outputs = self.outputs(images)
-        preds = self.decide(self.combine_breeds(outputs), self.dog_probability(outputs, len(images)), paths)
+        return self.predict_tensors(self.prepare(images), paths)
+
+    def predict_tensors(self, xs: Sequence[torch.Tensor], paths: Sequence[str | None]) -> list[Prediction]:
+        """`prepare`'s batches (e.g. made in DataLoader workers by `batch.prepare_batch`) -> predictions."""
+        outputs = self.outputs_from_tensors(xs)
+        preds = self.decide(self.combine_breeds(outputs), self.dog_probability(outputs, len(paths)), paths)
         if self.gallery is not None:
             from .gallery import attach_look_alikes
 
