@@ -1,0 +1,208 @@
+"""Streaming, resumable batch prediction (dogbreed.batch) and the input pipeline settings (dogbreed.accel)."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from fixtures import noise_image, write_jpeg
+from typer.testing import CliRunner
+
+from dogbreed import batch
+from dogbreed.batch import BatchError, iter_sources, run_batch, stream_predictions
+from dogbreed.cli import app
+from dogbreed.predict import Predictor, expand_inputs
+
+runner = CliRunner()
+
+
+@pytest.fixture()
+def photos(tmp_path: Path, chelsea_jpeg: bytes) -> Path:
+    """Nine photos in nested folders with names whose order is easy to get wrong, and one unreadable file."""
+    d = tmp_path / "photos"
+    for i, name in enumerate(["b.jpg", "b/x.jpg", "b-c/y.jpg", "a.JPG", "c/d/e.jpg", "c 2.jpg", "z.png"]):
+        write_jpeg(d / name, noise_image(96 + 8 * i, 72, seed=i))
+    (d / "cat.jpg").write_bytes(chelsea_jpeg)
+    (d / "broken.jpg").write_bytes(chelsea_jpeg[:300])
+    (d / "notes.txt").write_text("not a photo")
+    return d
+
+
+@pytest.fixture()
+def small_batches(default_predictor: Predictor) -> Predictor:
+    """The shared predictor with batches of 2, so a handful of photos makes several batches."""
+    return dataclasses.replace(default_predictor, batch_size=2)
+
+
+def test_sources_stream_in_expand_inputs_order(photos: Path, tmp_path: Path) -> None:
+    assert list(iter_sources([photos])) == expand_inputs([photos])
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("id,file\n1,photos/cat.jpg\n2," + str(photos / "a.JPG") + "\n")
+    assert list(iter_sources([manifest], path_column="file")) == [str(photos / "cat.jpg"), str(photos / "a.JPG")]
+    with pytest.raises(BatchError, match="no 'path' column"):
+        list(iter_sources([manifest]))
+
+
+def test_parquet_manifest(photos: Path, tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    paths = expand_inputs([photos])
+    pq.write_table(pa.table({"path": paths, "label": list(range(len(paths)))}), tmp_path / "m.parquet")
+    assert list(iter_sources([tmp_path / "m.parquet"])) == paths
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_stream_equals_predictor_and_bad_file_is_an_error_row(photos: Path, small_batches: Predictor,
+                                                              workers: int) -> None:
+    want = [p.to_dict() for p in small_batches.predict(expand_inputs([photos]))]
+    got = [p.to_dict() for p in stream_predictions(small_batches, [photos], workers=workers)]
+    assert got == want
+    errors = [r for r in got if "error" in r]
+    assert [Path(r["path"]).name for r in errors] == ["broken.jpg"]
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _interrupt_after(pred: Predictor, calls: int, seen: list[str]) -> Predictor:
+    """A predictor whose network raises on batch ``calls + 1``, recording the paths it was given."""
+    real = pred.predict_tensors
+
+    def predict_tensors(xs: list[torch.Tensor], paths: list[str]) -> list:
+        if calls >= 0 and len(seen) >= calls * pred.batch_size:
+            raise _Interrupt
+        seen.extend(paths)
+        return real(xs, paths)
+
+    p = dataclasses.replace(pred)
+    p.predict_tensors = predict_tensors  # type: ignore[method-assign]
+    return p
+
+
+def _read(out: Path) -> list[dict]:
+    if out.suffix == ".jsonl":
+        return [json.loads(line) for line in out.read_text().splitlines()]
+    if out.suffix == ".csv":
+        return list(csv.DictReader(out.open()))
+    import pyarrow.parquet as pq
+
+    return pq.read_table(out).to_pylist()
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_interrupted_run_resumes_without_redoing_rows(photos: Path, tmp_path: Path, small_batches: Predictor,
+                                                      suffix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if suffix == ".parquet":
+        pytest.importorskip("pyarrow")
+        monkeypatch.setattr(batch, "PART_ROWS", 2)  # a part per batch, so the interrupted run leaves some
+    paths = expand_inputs([photos])
+    ref = tmp_path / f"ref{suffix}"
+    run_batch(small_batches, [photos], ref, workers=0)
+
+    out = tmp_path / f"out{suffix}"
+    first: list[str] = []
+    with pytest.raises(_Interrupt):
+        run_batch(_interrupt_after(small_batches, 2, first), [photos], out, workers=0)
+    second: list[str] = []
+    s = run_batch(_interrupt_after(small_batches, -1, second), [photos], out, workers=0)
+    done = s.skipped
+    assert done >= 4 and s.written == len(paths) - done and s.errors == 1
+    # No photo went through the network twice, and every good photo went through it once.
+    assert not set(first) & set(second)
+    assert sorted(first + second) == sorted(p for p in paths if not p.endswith("broken.jpg"))
+    assert _read(out) == _read(ref)
+    assert run_batch(small_batches, [photos], out, workers=0).written == 0  # a third run has nothing to do
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_torn_last_line_is_cut_and_redone(photos: Path, tmp_path: Path, small_batches: Predictor,
+                                          suffix: str) -> None:
+    ref = tmp_path / f"ref{suffix}"
+    run_batch(small_batches, [photos], ref, workers=0)
+    out = tmp_path / f"out{suffix}"
+    lines = ref.read_text().splitlines(keepends=True)
+    out.write_text("".join(lines[:4]) + lines[4][: len(lines[4]) // 2])  # killed in the middle of a write
+    s = run_batch(small_batches, [photos], out, workers=0)
+    assert s.skipped == (3 if suffix == ".csv" else 4)  # the CSV header is not a row
+    assert out.read_text() == ref.read_text()
+
+
+def test_stray_parquet_temp_part_is_ignored(photos: Path, tmp_path: Path, small_batches: Predictor) -> None:
+    pytest.importorskip("pyarrow")
+    out = tmp_path / "out.parquet"
+    out.mkdir()
+    (out / "part-000000.tmp").write_bytes(b"PAR1 half a part")
+    s = run_batch(small_batches, [photos], out, workers=0)
+    assert s.skipped == 0 and s.written == len(expand_inputs([photos]))
+    assert sorted(f.name for f in out.iterdir()) == ["part-000000.parquet"]
+
+
+def test_output_of_other_inputs_or_top_k_is_refused(photos: Path, tmp_path: Path, small_batches: Predictor,
+                                                    chelsea_jpeg: bytes) -> None:
+    out = tmp_path / "out.jsonl"
+    run_batch(small_batches, [photos / "b.jpg", photos / "cat.jpg"], out, workers=0)
+    with pytest.raises(BatchError, match="other inputs"):
+        run_batch(small_batches, [photos / "cat.jpg", photos / "b.jpg"], out, workers=0)
+    csv_out = tmp_path / "out.csv"
+    run_batch(small_batches, [photos / "b.jpg"], csv_out, workers=0)
+    with pytest.raises(BatchError, match="other columns"):
+        run_batch(dataclasses.replace(small_batches, top_k=3), [photos / "b.jpg"], csv_out, workers=0)
+    s = run_batch(small_batches, [photos / "cat.jpg"], out, workers=0, overwrite=True)
+    assert s.skipped == 0 and [r["path"] for r in _read(out)] == [str(photos / "cat.jpg")]
+    with pytest.raises(BatchError, match="suffix"):
+        run_batch(small_batches, [photos], tmp_path / "out.txt", workers=0)
+
+
+def test_cli_out_writes_rows_and_rerun_skips(photos: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.jsonl"
+    res = runner.invoke(app, ["predict", str(photos), "--out", str(out), "--workers", "0"])
+    assert res.exit_code == 0, res.output
+    rows = _read(out)
+    assert [r["path"] for r in rows] == expand_inputs([photos])
+    res = runner.invoke(app, ["predict", str(photos), "--out", str(out), "--workers", "0"])
+    assert res.exit_code == 0 and f"{len(rows)} already done, 0 written" in res.output
+
+
+def test_cli_json_is_exactly_json_dumps(photos: Path) -> None:
+    res = runner.invoke(app, ["predict", str(photos), "--format", "json", "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert res.stdout == json.dumps(data, indent=2) + "\n"
+    assert [d["path"] for d in data] == expand_inputs([photos])
+
+
+def test_loader_settings_on_cpu_and_cuda() -> None:
+    from dogbreed.accel import default_workers, loader_kwargs, resolve_precision
+
+    assert resolve_precision("auto", "cpu") == "fp32" and resolve_precision("auto", "cuda:0") == "bf16"
+    with pytest.raises(ValueError):
+        resolve_precision("fp8", "cpu")
+    assert loader_kwargs("cpu", 1)["pin_memory"] is False
+    # Pinned pages only where a CUDA device exists to copy them to.
+    assert loader_kwargs("cuda", 3)["pin_memory"] is torch.cuda.is_available()
+    assert default_workers("cuda") >= 1 and default_workers("cpu") <= 1
+
+
+@pytest.mark.real
+def test_bf16_autocast_within_tolerance(real_data: Path) -> None:
+    """The CUDA default (bf16 autocast, channels-last, non_blocking copy) through CPU autocast, against fp32."""
+    from dogbreed.accel import BF16_TOLERANCE
+
+    files = expand_inputs([real_data / "imagenet-val-dogs"])[::12][:24]
+    fp32 = Predictor(runtime="torch", precision="fp32", batch_size=12).predict(files)
+    bf16 = Predictor(runtime="torch", precision="bf16", batch_size=12).predict(files)
+    worst, agree = 0.0, 0
+    for a, b in zip(fp32, bf16, strict=True):
+        pa = {x.name: x.probability for x in a.breeds}
+        worst = max([worst, abs(a.dog_probability - b.dog_probability)]
+                    + [abs(pa[x.name] - x.probability) for x in b.breeds if x.name in pa])
+        agree += a.breeds[0].name == b.breeds[0].name
+    assert worst <= BF16_TOLERANCE["max_abs_probability"]
+    assert agree / len(files) >= BF16_TOLERANCE["top1_agreement"]
+    assert worst > 0  # bf16 really ran (identical outputs would mean autocast was off)
