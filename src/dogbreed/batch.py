@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from .errors import DogbreedError
 from .predict import IMAGE_EXTENSIONS, Prediction, expand_inputs
 from .transforms import Preprocess, load_image, preprocess_image, to_tensor
 
@@ -37,7 +38,7 @@ PART_ROWS = 1024  # rows per Parquet part: at most this many answers are redone 
 BASE_COLUMNS = ["path", "verdict", "dog_probability", "several_breeds_likely", "error"]
 
 
-class BatchError(ValueError):
+class BatchError(DogbreedError, ValueError):
     """The output cannot be resumed or written (it belongs to other inputs, another top-k, a bad suffix...)."""
 
 
