@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 import textwrap
 from collections.abc import Callable, Iterable, Iterator
@@ -507,10 +508,17 @@ def train(
     device: str = typer.Option("cpu", help="cpu | cuda | auto"),
     epochs: int | None = typer.Option(None, min=1, help="max_epochs"),
     seed: int | None = typer.Option(None, help="Random seed (initialisation, shuffling, augmentation)."),
+    nproc: int = typer.Option(1, "--nproc", min=1, help="Train with DistributedDataParallel in N processes on this "
+                              "machine (runs torchrun; one GPU each with --device cuda). batch_size stays global."),
 ) -> None:
     """Train a preset; writes a run directory usable by `predict --model RUN_DIR`."""
     from . import train as tr
     from .errors import DogbreedError
+
+    if nproc > 1:
+        from .train.distributed import launch, strip_option
+
+        raise typer.Exit(launch(nproc, strip_option(sys.argv[1:], "--nproc")))
 
     extra = [f"max_epochs={epochs}"] if epochs else []
     extra += [f"seed={seed}"] if seed is not None else []
@@ -528,7 +536,8 @@ def train(
     except (DogbreedError, FileNotFoundError) as e:
         _err(f"train: {e}")
         raise typer.Exit(2) from e
-    typer.echo(str(run))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun: printed once
+        typer.echo(str(run))
 
 
 @app.command("evaluate")

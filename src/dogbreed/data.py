@@ -695,13 +695,24 @@ def make_loader(
     num_workers: int = 0,
     seed: int = 0,
     cache: bool = False,
+    rank: int = 0,
+    world: int = 1,
+    pin_memory: bool = False,
 ) -> DataLoader:
-    """A loader over ``BreedDataset``; shuffling order and augmentations are reproducible by ``seed``."""
+    """A loader over ``BreedDataset``; shuffling order and augmentations are reproducible by ``seed``.
+
+    Shuffling goes through a `DistributedSampler` seeded with ``seed`` even in one process (``world`` 1): process
+    ``rank`` of ``world`` then takes every world-th photo of the same permutation, so with ``batch_size`` = global
+    batch / world the processes' batches at step k together are the single-process batch k (train/distributed.py).
+    """
+    from torch.utils.data.distributed import DistributedSampler
+
     ds = BreedDataset(samples, classes, preprocess, augment, seed=seed, cache=cache)
     gen = torch.Generator()
     gen.manual_seed(seed)
-    return EpochLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, generator=gen,
-                       persistent_workers=False)
+    sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=seed) if shuffle else None
+    return EpochLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=num_workers, generator=gen,
+                       persistent_workers=False, pin_memory=pin_memory)
 
 
 # ---------------------------------------------------------------------------------------------------------------

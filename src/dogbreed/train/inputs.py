@@ -19,6 +19,7 @@ from ..errors import DataError
 from ..features import extract
 from ..models import Classifier
 from ..transforms import Augment, Preprocess
+from . import distributed
 from .config import TrainConfig
 
 MIN_BREEDS = 2  # one breed is not a classification problem: the model would answer it for every photo
@@ -32,7 +33,8 @@ class Split:
 
 
 def log(msg: str) -> None:
-    tqdm.write(msg, file=sys.stderr)
+    if distributed.from_env().is_main:  # under torchrun one process speaks for the run
+        tqdm.write(msg, file=sys.stderr)
 
 
 def run_classes(class_names: Sequence[str]) -> list[Breed]:
@@ -131,15 +133,22 @@ def feature_batches(split: Split, views: Sequence[int], batch_size: int, shuffle
     x = torch.from_numpy(split.features[:, list(views)].reshape(-1, split.features.shape[-1]))
     y = torch.from_numpy(np.repeat(split.labels, len(views)))
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed)) if shuffle else torch.arange(len(y))
+    d = distributed.from_env() if shuffle else distributed.SINGLE
     for i in range(0, len(y), batch_size):
-        idx = order[i:i + batch_size]
+        idx = order[i:i + batch_size][d.rank::d.world]  # under torchrun: this process's share of the global batch
         yield x[idx], y[idx]
 
 
 def image_batches(split: Split, class_names: Sequence[str], pre: Preprocess, augment: Augment | None,
-                  batch_size: int, shuffle: bool, seed: int, num_workers: int) -> Iterable[Any]:
-    return make_loader(split.samples, list(class_names), pre, augment=augment, batch_size=batch_size,
-                       shuffle=shuffle, num_workers=num_workers, seed=seed)
+                  batch_size: int, shuffle: bool, seed: int, num_workers: int, device: str = "cpu") -> Iterable[Any]:
+    from ..accel import is_cuda
+
+    # Training batches are sharded under torchrun (batch_size is the global batch); evaluation runs whole.
+    d = distributed.from_env() if shuffle else distributed.SINGLE
+    return make_loader(split.samples, list(class_names), pre, augment=augment,
+                       batch_size=distributed.per_rank_batch(batch_size, d), shuffle=shuffle,
+                       num_workers=num_workers, seed=seed, rank=d.rank, world=d.world,
+                       pin_memory=is_cuda(device) and torch.cuda.is_available())
 
 
 @torch.inference_mode()

@@ -21,7 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from ..accel import is_cuda, to_device
 from ..errors import ConfigError
+from . import distributed
 from .config import TrainConfig
 from .inputs import log, predict_logits
 from .rundir import save_checkpoint, write_metrics
@@ -112,6 +114,12 @@ class _Trainer:
 
     def __init__(self, cfg: TrainConfig, strategy: Strategy, plan: Plan, device: str) -> None:
         self.cfg, self.plan, self.device = cfg, plan, device
+        self.dist = distributed.from_env()
+        if is_cuda(device):
+            plan.net.to(memory_format=torch.channels_last)  # cuDNN's NHWC kernels, with to_device's NHWC input
+        # Under torchrun: DDP around the net for the training forward/backward; plan.net stays the plain module
+        # (the same parameters) for the optimizer, validation and checkpoints.
+        self.train_net = distributed.wrap(plan.net, self.dist, device)
         self.opt = build_optimizer(cfg, plan.net, plan.head, strategy.backbone_lr(cfg))
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg, plan.n_train_batches))
         self.use_amp, self.amp_dtype = amp_settings(cfg.amp, device)
@@ -128,16 +136,18 @@ class _Trainer:
 
     def train_epoch(self, epoch: int) -> tuple[float, float]:
         """One pass over the training batches; returns (mean loss, accuracy)."""
-        net, device = self.plan.net, self.device
+        net, device = self.train_net, self.device
         net.train()
         if self.plan.freeze_bn_of is not None:
             self.plan.freeze_bn_of.eval()  # pretrained BatchNorm statistics stay as learned on ImageNet
         tot_loss, tot_ok, tot_n = 0.0, 0, 0
         bar = tqdm(self.plan.train_batches(epoch), total=self.plan.n_train_batches,
                    desc=f"epoch {epoch}/{self.cfg.max_epochs}", unit="batch", leave=False, file=sys.stderr,
-                   disable=None)
+                   disable=None if self.dist.is_main else True)
         for x, y in bar:
-            x, y = x.to(device, non_blocking=True), torch.as_tensor(y).to(device)
+            # Pinned batches (on CUDA) copy without blocking; channels-last to match the weights there.
+            x = to_device(x, device) if is_cuda(device) and x.dim() == 4 else x.to(device, non_blocking=True)
+            y = torch.as_tensor(y).to(device, non_blocking=True)
             with torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=self.amp_dtype,
                                 enabled=self.use_amp):
                 logits = net(x)
@@ -153,6 +163,7 @@ class _Trainer:
             tot_n += n
             bar.set_postfix(loss=f"{tot_loss / tot_n:.3f}", acc=f"{tot_ok / tot_n:.1%}")
         bar.close()
+        tot_loss, tot_ok, tot_n = distributed.sum_all([tot_loss, tot_ok, tot_n], self.dist, device)
         return tot_loss / max(tot_n, 1), tot_ok / max(tot_n, 1)
 
     def checkpoint_info(self, state: State) -> dict[str, Any]:
@@ -180,6 +191,7 @@ def fit(cfg: TrainConfig, strategy: Strategy, plan: Plan, run_dir: Path, device:
         row = {"epoch": epoch, "train_loss": round(train_loss, 5), "train_acc": round(train_acc, 5),
                "val_loss": round(val_loss, 5), "val_acc": round(val_acc, 5), "lr": trainer.opt.param_groups[0]["lr"],
                "seconds": round(time.time() - t0, 2)}
+        row = distributed.from_main(row, trainer.dist)  # one early-stopping decision for every process
         state.history.append(row)
         state.epoch = epoch
         state.elapsed_s += time.time() - t0
@@ -188,6 +200,8 @@ def fit(cfg: TrainConfig, strategy: Strategy, plan: Plan, run_dir: Path, device:
         else:
             state.bad_epochs += 1
         state.stopped_early = state.bad_epochs >= cfg.patience
+        if not trainer.dist.is_main:
+            continue  # rank 0 alone writes checkpoints, metrics and the log
         info = trainer.checkpoint_info(state)
         if state.best["epoch"] == epoch:
             save_checkpoint(run_dir / "ckpt", "best", plan.net, trainer.opt, info)

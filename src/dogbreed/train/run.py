@@ -11,6 +11,7 @@ from ..data import Sample
 from ..errors import ConfigError
 from ..models import count_parameters, save_model_dir
 from ..runtime import resolve_device
+from . import distributed
 from .config import TrainConfig, from_dict, resume_overrides
 from .inputs import Split, class_names_of, labels_of, log, new_split, recorded_split, run_classes, save_split
 from .loop import State, fit, seed_all
@@ -37,8 +38,21 @@ def train(config: TrainConfig | dict[str, Any] | None, data: str | None = None, 
     Bad settings and unusable data are refused before a run directory exists; a run that fails later is removed, or
     kept and marked failed when it has a checkpoint to resume from.
     """
-    device = resolve_device(device)
-    t_start = time.time()
+    d, device = distributed.init(resolve_device(device))
+    try:
+        if d.enabled and not d.is_main:
+            return _follow_main(d, device, resume, time.time())
+        run_dir = _train_main(config, data, out, resume, device, time.time())
+        distributed.from_main(str(run_dir), d)
+        return run_dir
+    finally:
+        distributed.shutdown(d)
+
+
+def _train_main(config: TrainConfig | dict[str, Any] | None, data: str | None, out: str | Path,
+                resume: str | Path | None, device: str, t_start: float) -> Path:
+    """`train` in one process, or as rank 0 of a torchrun launch (the only one that writes the run directory)."""
+    d = distributed.from_env()
     if resume is not None:
         run_dir = Path(resume)
         if config is not None and not isinstance(config, dict):
@@ -60,8 +74,18 @@ def train(config: TrainConfig | dict[str, Any] | None, data: str | None = None, 
             save_split(splits, run_dir)
         cfg = cfg.replace(classes=class_names_of(cfg, splits))
         write_config(run_dir, cfg)
+        # Under torchrun the other processes wait here for the run directory, then read config and split from it.
+        distributed.from_main(str(run_dir), d)
         _train_run(cfg, run_dir, splits, device, resume is not None, t_start)
     return run_dir
+
+
+def _follow_main(d: distributed.Dist, device: str, resume: str | Path | None, t_start: float) -> Path:
+    """Ranks 1..N-1 of a torchrun launch: the same run as rank 0, read from the directory rank 0 prepared."""
+    run_dir = Path(distributed.from_main(None, d))
+    cfg = read_config(run_dir)
+    _train_run(cfg, run_dir, recorded_split(run_dir), device, resume is not None, t_start)
+    return Path(distributed.from_main(None, d))
 
 
 def _train_run(cfg: TrainConfig, run_dir: Path, splits: dict[str, list[Sample]], device: str, resuming: bool,
@@ -88,6 +112,8 @@ def _train_run(cfg: TrainConfig, run_dir: Path, splits: dict[str, list[Sample]],
         f"{len(parts['test'].samples) if 'test' in parts else 0} test photos, {len(classes)} classes; device {device}")
     plan = strategy.plan(cfg, clf, parts, class_names, device)
     state = fit(cfg, strategy, plan, run_dir, device, state, checkpoint)
+    if not distributed.from_env().is_main:
+        return  # the model, plots, evaluation and report are rank 0's
 
     # The best epoch's weights become the run's model.
     plan.net.load_state_dict(load_weights(run_dir / "ckpt", "best"))

@@ -21,6 +21,7 @@ from ..backbones import Backbone, create_backbone
 from ..breeds import Breed, stanford_breeds
 from ..models import Classifier, build_cnn_classifier, build_head, default_classifier, imagenet_breed_head
 from ..transforms import Augment
+from . import distributed
 from .config import CnnConfig, FinetuneConfig, TrainConfig, TransferConfig
 from .inputs import (
     Logits,
@@ -78,10 +79,10 @@ class Strategy:
 
         def train_batches(epoch: int) -> Iterable[Any]:
             return image_batches(parts["train"], class_names, pre, augment, bs, True, epoch_seed(cfg.seed, epoch),
-                                 workers)
+                                 workers, device)
 
         def val_batches() -> Iterable[Any]:
-            return image_batches(parts["val"], class_names, pre, None, bs, False, 0, workers)
+            return image_batches(parts["val"], class_names, pre, None, bs, False, 0, workers, device)
 
         def test_probs(split: Split) -> np.ndarray:
             return image_probs(clf, split.samples, class_names, device, workers)
@@ -158,7 +159,8 @@ class TransferStrategy(Strategy):
         if not self.uses_cached_features(cfg):
             return super().plan(cfg, clf, parts, class_names, device)
         assert self.extractor is not None, "build() first"
-        attach_features(self.extractor, parts, cfg.feature_views, cfg.feature_runtime)
+        with distributed.main_first(distributed.from_env()):  # under torchrun rank 0 fills the feature cache
+            attach_features(self.extractor, parts, cfg.feature_views, cfg.feature_runtime)
         views = list(range(len(cfg.feature_views)))
         bs = cfg.batch_size
 

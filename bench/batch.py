@@ -1,0 +1,179 @@
+"""Batch prediction at scale: peak memory on a big manifest, resume after an interruption, end-to-end speed.
+
+    python bench/batch.py                       # 50,000-row manifest, interrupted once, resumed; ~6-8 min quiet
+    python bench/batch.py --rows 2000           # a quick look
+    python bench/batch.py --speed-only          # just `dogbreed predict FOLDER --format json` timings
+
+1. Memory: a CSV manifest of ``--rows`` rows that repeats the real photos in ../shared/data/real (not-dogs/other,
+   not-dogs/cat, imagenet-val-dogs; no photo is copied) goes through
+   ``dogbreed predict MANIFEST --out results.parquet`` in a subprocess. /proc is sampled every 0.25 s for the
+   resident memory of the whole process tree (the main process and its decode workers), so the JSON holds the
+   peak and RSS against rows done: a flat line is what bounded memory looks like.
+2. Resume: the first run gets SIGINT after ``--interrupt-after`` seconds; the rerun of the same command must skip
+   exactly the rows already on disk and finish the rest (rows checked: count, order, no duplicates).
+3. Speed: ``dogbreed predict FOLDER --format json`` over not-dogs/other + not-dogs/cat, wall time with process start
+   included (what a user waits), for the old single-threaded decode (--workers 0) and the default.
+The load average before and after each run is recorded: the machine is shared, timings are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL = ROOT / ".." / "shared" / "data" / "real"
+SOURCES = ("not-dogs/other", "not-dogs/cat", "imagenet-val-dogs")
+SPEED_FOLDERS = ("not-dogs/other", "not-dogs/cat")
+
+
+def dogbreed_cmd() -> list[str]:
+    return [sys.executable, "-m", "dogbreed.cli"]
+
+
+def photos() -> list[str]:
+    sys.path.insert(0, str(ROOT / "src"))
+    from dogbreed.predict import expand_inputs
+
+    return expand_inputs([(REAL / s).resolve() for s in SOURCES])
+
+
+def write_manifest(path: Path, rows: int) -> int:
+    ph = photos()
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "copy"])
+        for i in range(rows):
+            w.writerow([ph[i % len(ph)], i // len(ph)])
+    return len(ph)
+
+
+def tree_memory_kb(pid: int) -> tuple[int, int]:
+    """(main process RSS, PSS summed over the process tree) in KiB, from /proc. PSS splits pages shared between the
+    main process and its forked decode workers, so the sum is the tree's real footprint; summed RSS would count the
+    shared torch/ONNX pages once per process."""
+    main_rss, pss, todo = 0, 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    pss += int(line.split()[1])
+                if p == pid and line.startswith("Rss:"):
+                    main_rss = int(line.split()[1])
+            for t in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (t / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError, PermissionError, ValueError):
+            continue
+    return main_rss, pss
+
+
+def rows_done(out: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(out.glob("part-*.parquet")))
+
+
+def run_sampled(cmd: list[str], out: Path, interrupt_after: float | None) -> dict[str, Any]:
+    load0 = os.getloadavg()
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    samples: list[tuple[float, int, int, int]] = []  # (seconds, main RSS KiB, tree PSS KiB, rows on disk)
+    last_rows_check = 0.0
+    n_rows = 0
+    while proc.poll() is None:
+        now = time.perf_counter() - t0
+        if now - last_rows_check > 2.0 and out.exists():
+            n_rows, last_rows_check = rows_done(out), now
+        samples.append((round(now, 2), *tree_memory_kb(proc.pid), n_rows))
+        if interrupt_after is not None and now > interrupt_after:
+            proc.send_signal(signal.SIGINT)
+            interrupt_after = None
+        time.sleep(0.25)
+    err = proc.stderr.read() if proc.stderr else ""
+    wall = time.perf_counter() - t0
+    return {"cmd": cmd[3:], "returncode": proc.returncode, "wall_s": round(wall, 2),
+            "peak_main_rss_mb": round(max((s[1] for s in samples), default=0) / 1024, 1),
+            "peak_tree_pss_mb": round(max((s[2] for s in samples), default=0) / 1024, 1),
+            "samples": samples[:: max(1, len(samples) // 200)], "load_before": load0, "load_after": os.getloadavg(),
+            "stderr_tail": err.strip().splitlines()[-1:] if err else []}
+
+
+def bench_memory(rows: int, interrupt_after: float, workdir: Path) -> dict[str, Any]:
+    import pyarrow.parquet as pq
+
+    manifest, out = workdir / "manifest.csv", workdir / "results.parquet"
+    n_photos = write_manifest(manifest, rows)
+    cmd = dogbreed_cmd() + ["predict", str(manifest), "--out", str(out)]
+    first = run_sampled(cmd, out, interrupt_after)
+    done_after_first = rows_done(out)
+    second = run_sampled(cmd, out, None)
+    table = pq.read_table(out, columns=["path", "error"])
+    paths = table.column("path").to_pylist()
+    want = [r["path"] for r in csv.DictReader(open(manifest))]
+    return {"rows": rows, "distinct_photos": n_photos, "sources": list(SOURCES), "first_run": first,
+            "rows_after_interrupt": done_after_first, "resumed_run": second,
+            "resumed_summary": second["stderr_tail"], "rows_in_output": len(paths),
+            "output_matches_manifest_order": paths == want,
+            "error_rows": sum(e is not None for e in table.column("error").to_pylist())}
+
+
+def bench_speed(repeats: int) -> dict[str, Any]:
+    folders = [str((REAL / f).resolve()) for f in SPEED_FOLDERS]
+    sys.path.insert(0, str(ROOT / "src"))
+    from dogbreed.predict import expand_inputs
+
+    n = len(expand_inputs(folders))
+    runs = []
+    for _ in range(repeats):
+        for workers in ("0", None):
+            cmd = dogbreed_cmd() + ["predict", *folders, "--format", "json"] + (["--workers", workers] if workers
+                                                                                  else [])
+            load0 = os.getloadavg()
+            t0 = time.perf_counter()
+            subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+            wall = time.perf_counter() - t0
+            runs.append({"workers": workers or "default", "wall_s": round(wall, 2),
+                         "images_per_s": round(n / wall, 1), "load_before": load0, "load_after": os.getloadavg()})
+            print(runs[-1], flush=True)
+    return {"photos": n, "folders": list(SPEED_FOLDERS), "runs": runs}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=50_000)
+    ap.add_argument("--interrupt-after", type=float, default=60.0, help="seconds before the first run's SIGINT")
+    ap.add_argument("--speed-only", action="store_true")
+    ap.add_argument("--memory-only", action="store_true")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "batch.json"))
+    args = ap.parse_args()
+    # Parts run separately (--speed-only / --memory-only) update their own key of one JSON file.
+    result: dict[str, Any] = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
+    result.update({"cpu_count": os.cpu_count(), "python": sys.version.split()[0]})
+    if not args.memory_only:
+        result["speed"] = bench_speed(args.repeats)
+    if not args.speed_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            result["memory"] = bench_memory(args.rows, args.interrupt_after, Path(tmp))
+        m = result["memory"]
+        print(f"{m['rows']} rows ({m['distinct_photos']} distinct photos): peak main RSS / tree PSS "
+              f"{m['first_run']['peak_main_rss_mb']} / {m['first_run']['peak_tree_pss_mb']} MB, resumed run "
+              f"{m['resumed_run']['peak_main_rss_mb']} / {m['resumed_run']['peak_tree_pss_mb']} MB; "
+              f"{m['rows_after_interrupt']} rows before the interrupt, resumed: {m['resumed_summary']}; "
+              f"order ok: {m['output_matches_manifest_order']}")
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
