@@ -52,6 +52,8 @@ log = logging.getLogger("dogbreed.serve")
 STATIC_DIR = Path(__file__).parent / "static"
 READABLE_FORMATS = "JPEG, PNG, WebP, GIF, BMP or TIFF"
 NO_FILE = "no file uploaded: send the photo as multipart/form-data field 'file'"
+# An upload must hold at least one byte (an empty one is refused with 400); the schema says so.
+NON_EMPTY_FILE = {"type": "string", "format": "binary", "minLength": 1}
 
 
 class MicroBatcher:
@@ -192,6 +194,7 @@ class Service:
     admission: Admission = field(init=False)
     slots: DecodeSlots = field(init=False)
     classes: list = field(init=False)
+    breed_values: list[str] = field(init=False)
     explain_lock: threading.Lock = field(default_factory=threading.Lock)
     explainers: list[Any] = field(default_factory=list)  # built on the first heat-map request
 
@@ -199,6 +202,8 @@ class Service:
         self.admission = Admission(self.limits.max_queue)
         self.slots = DecodeSlots(self.limits.decode_workers)
         self.classes = list(self.predictor.classes)
+        # What the schema lists for a breed field; the routes also accept other spellings of a name.
+        self.breed_values = sorted({b.name for b in self.classes} | {b.wnid for b in self.classes if b.wnid})
 
     def check_uploads(self, files: list[UploadFile]) -> list[tuple[str, UploadFile]]:
         """Count and size checks that need no reading: 400 without a file, 413 over a budget."""
@@ -345,7 +350,8 @@ def _add_predict_routes(app: FastAPI, svc: Service) -> None:
         file: list[UploadFile] = File(..., description=f"One to {limits.max_files} photos (repeat the field); each "
                                       f"at most {fmt_bytes(limits.max_file_bytes)} and "
                                       f"{limits.max_pixels / 1e6:.0f} megapixels.",
-                                      json_schema_extra={"minItems": 1, "maxItems": limits.max_files}),
+                                      json_schema_extra={"minItems": 1, "maxItems": limits.max_files,
+                                                         "items": NON_EMPTY_FILE}),
         top_k: int = Query(5, ge=1, le=n_classes, description="How many breeds to return per photo."),
     ) -> dict[str, list[dict[str, Any]]]:
         uploads = svc.check_uploads(file)
@@ -410,9 +416,10 @@ def _add_explain_routes(app: FastAPI, svc: Service) -> None:
                                                          "header X-Dogbreed-Breed names the breed explained"},
                                                    **errors(400, 413, 415, 422, 500, 503)})
     async def explain(
-        file: UploadFile = File(..., description="The photo."),
-        breed: str | None = Query(None, max_length=200, description="Breed to explain (name or wnid); default: "
-                                  "the top breed."),
+        file: UploadFile = File(..., description="The photo.", json_schema_extra=NON_EMPTY_FILE),
+        breed: str | None = Query(None, max_length=200, json_schema_extra={"enum": svc.breed_values},
+                                  description="Breed to explain (name or wnid, as in GET /v1/breeds; any spelling "
+                                  "of the name is accepted); default: the top breed."),
     ) -> Response:
         ((name, f),) = svc.check_uploads([file])
         await svc.check_pixels([(name, f)], draft=False)  # the heat-map decodes the photo at full size
@@ -432,13 +439,12 @@ def _add_explain_routes(app: FastAPI, svc: Service) -> None:
 
 
 def _add_feedback_route(app: FastAPI, svc: Service) -> None:
-    breed_values = sorted({b.name for b in svc.classes} | {b.wnid for b in svc.classes if b.wnid})
-
     @app.post("/v1/feedback", summary="Confirm or correct a prediction (stores the photo for retraining)",
               response_model=FeedbackResponse, responses=errors(400, 413, 415, 422, 429, 500, 503, 507))
     async def feedback(
-        file: UploadFile = File(..., description="The photo the prediction was for."),
-        breed: str = Form(..., min_length=1, max_length=200, json_schema_extra={"enum": breed_values},
+        file: UploadFile = File(..., description="The photo the prediction was for.",
+                                json_schema_extra=NON_EMPTY_FILE),
+        breed: str = Form(..., min_length=1, max_length=200, json_schema_extra={"enum": svc.breed_values},
                           description="The right breed: its name or wnid, as in GET /v1/breeds (any spelling of "
                                       "the name is accepted)."),
         predicted: str = Form("", max_length=200, description="What the model said (top breed or verdict)."),
