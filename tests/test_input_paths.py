@@ -108,3 +108,15 @@ def test_permission_denied_is_named(tmp_path: Path, chelsea_jpeg: bytes, monkeyp
     out = json.loads(res.stdout)
     assert out[0] == {"path": str(locked), "error": "permission denied"}
     assert out[1]["verdict"] == "no_dog"
+
+
+def test_batch_output_has_an_error_row_per_bad_path(tmp_path: Path, chelsea_jpeg: bytes) -> None:
+    d, expected = _hostile_folder(tmp_path, chelsea_jpeg)
+    out = tmp_path / "rows.jsonl"
+    res = runner.invoke(app, ["predict", str(d), LONG_NAME, "--out", str(out), "--workers", "0"])
+    assert res.exit_code == 0, res.output
+    rows = {Path(r["path"]).name: r for r in map(json.loads, out.read_text().splitlines())}
+    assert rows["a-good.jpg"]["verdict"] == "no_dog" and "error" not in rows["a-good.jpg"]
+    assert rows[LONG_NAME]["error"] == "file name too long"
+    for name, message in expected.items():
+        assert rows[name]["error"].startswith(message), rows[name]

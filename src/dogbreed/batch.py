@@ -47,7 +47,7 @@ class BatchError(DogbreedError, ValueError):
 
 
 def is_manifest(item: str) -> bool:
-    return Path(item).suffix.lower() in MANIFEST_SUFFIXES and Path(item).is_file()
+    return Path(item).suffix.lower() in MANIFEST_SUFFIXES and os.path.isfile(item)  # False, not an error, for bad paths
 
 
 def walk_images(root: str | Path) -> Iterator[str]:
@@ -60,12 +60,21 @@ def walk_images(root: str | Path) -> Iterator[str]:
         entries = list(os.scandir(root))
     except OSError:
         return
-    keyed = sorted(((e.name + "/" if e.is_dir() else e.name), e) for e in entries)
+    keyed = sorted(((e.name + "/" if _real_dir(e) else e.name), e) for e in entries)
     for _, e in keyed:
-        if e.is_dir():
+        if _real_dir(e):
             yield from walk_images(e.path)
-        elif e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS:
+        elif os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS:
+            # Not only regular files: a dangling link, a link loop or a FIFO named like a photo gets an error row.
             yield os.path.join(str(root), e.name)
+
+
+def _real_dir(e: os.DirEntry) -> bool:
+    """A folder to descend into; symlinked folders are not followed (as pathlib's rglob), so a link cycle ends."""
+    try:
+        return e.is_dir(follow_symlinks=False)
+    except OSError:
+        return False
 
 
 def read_manifest(path: str | Path, column: str = "path") -> Iterator[str]:
