@@ -26,8 +26,8 @@ from dogbreed.models import (
     shipped_decision,
     shipped_heads,
 )
-from dogbreed.predict import BEST_BACKBONES, Decision, Predictor
-from dogbreed.transforms import load_image
+from dogbreed.predict import BEST_BACKBONES, Decision, Member, MemberOutput, ModelOutputs, Predictor
+from dogbreed.transforms import Preprocess, load_image
 
 LITE0 = DEFAULT_BACKBONE
 
@@ -92,7 +92,8 @@ def test_temperature_keeps_top1_and_changes_probabilities() -> None:
     # The Predictor applies the same rule: feed it the same raw logits through combine_breeds.
     pred = Predictor.__new__(Predictor)
     pred.decision = Decision(temperature=0.6)
-    outs = [(type("M", (), {"weight": 1.0})(), "plain", (p, torch.zeros(50, 0), torch.zeros(50, 0))) for p in parts]
+    member = Member(model=lambda x: (x,), preprocess=Preprocess(), backbone="efficientnet_lite0")
+    outs = [MemberOutput(member, "plain", ModelOutputs(p, torch.zeros(50, 0), torch.zeros(50, 0))) for p in parts]
     assert torch.allclose(pred.combine_breeds(outs), cold, atol=1e-5)
 
 

@@ -18,6 +18,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from dogbreed.cli import app
+from dogbreed.errors import ModelLoadError
 from dogbreed.export import OnnxModel, max_abs_diff, parity_inputs, sidecar_path
 from dogbreed.models import default_classifier
 from dogbreed.predict import Predictor
@@ -112,7 +113,7 @@ def test_export_cli_round_trip_predict_json(exported: tuple[Path, str], tmp_path
 def test_onnx_file_without_sidecar_is_refused(exported: tuple[Path, str], tmp_path: Path) -> None:
     lone = tmp_path / "lone.onnx"
     lone.write_bytes(exported[0].read_bytes())
-    with pytest.raises(FileNotFoundError, match="sidecar"):
+    with pytest.raises(ModelLoadError, match="sidecar"):
         Predictor(model=str(lone))
 
 

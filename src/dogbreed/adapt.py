@@ -21,13 +21,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from .breeds import Breed, clean_name, lookup, normalize_key
-from .models import DEFAULT_BACKBONE, Classifier, default_classifier, is_model_dir, load_model_dir, save_model_dir
+from .data import load_dataset
+from .errors import DataError
+from .features import extract
+from .models import DEFAULT_BACKBONE, Classifier, save_model_dir
+from .resolve import PACKAGED, resolve_model
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 MIN_NEW_BREED_PHOTOS = 3
 
 
-class AdaptError(ValueError):
+class AdaptError(DataError):
     """Bad input for adapt/add-breed; the message says what to fix."""
 
 
@@ -62,22 +66,17 @@ def _voc_box(xml_path: Path) -> tuple[float, float, float, float] | None:
 def load_labelled(path: str | Path) -> list[LabelledImage]:
     """Stanford layout (`Images/` + optional `Annotation/` boxes) or one folder per breed -> labelled images.
 
-    Uses `data.load_dataset` (all layouts it knows) when present; the local walk below is the fallback.
+    Uses `data.load_dataset` (all layouts it knows); the local walk below is the fallback when it finds nothing.
     """
     root = Path(path)
     if not root.is_dir():
         raise AdaptError(f"{root}: not a folder")
-    try:
-        from .data import load_dataset
-    except ImportError:
-        load_dataset = None  # type: ignore[assignment]
-    if load_dataset is not None:
-        index = load_dataset(root)
-        items = [LabelledImage(s.path, (lookup(s.wnid) if s.wnid else None) or _folder_breed(s.breed),
-                               tuple(s.box) if s.box is not None else None)  # type: ignore[arg-type]
-                 for s in index.samples]
-        if items:
-            return items
+    index = load_dataset(root)
+    items = [LabelledImage(s.path, (lookup(s.wnid) if s.wnid else None) or _folder_breed(s.breed),
+                           tuple(s.box) if s.box is not None else None)  # type: ignore[arg-type]
+             for s in index.samples]
+    if items:
+        return items
     images_root = root / "Images" if (root / "Images").is_dir() else root
     ann_root = root / "Annotation"
     out: list[LabelledImage] = []
@@ -180,14 +179,16 @@ def _linear_of(clf: Classifier) -> nn.Linear:
 
 
 def load_base(model: str | Classifier = "default", backbone: str = DEFAULT_BACKBONE) -> tuple[Classifier, dict]:
-    """'default' (ImageNet head on ``backbone``), a model dir, or a Classifier -> (classifier, its config)."""
+    """A model spec (see `resolve.resolve_model`; ``backbone`` for "default"/"imagenet") or a Classifier ->
+    (classifier, its config, whose "decision" and "extra" the adapted model keeps)."""
     if isinstance(model, Classifier):
         return model, {}
-    if model == "default":
-        return default_classifier(backbone), {}
-    if is_model_dir(model):
-        return load_model_dir(model)
-    raise AdaptError(f"model {model!r}: not 'default' and no model directory there")
+    if str(model).lower().endswith(".onnx"):
+        raise AdaptError(f"{model}: adapting needs the PyTorch weights; give the run or model dir it came from")
+    resolved = resolve_model(model, backbone=backbone if model in PACKAGED else None)
+    clf = resolved.classifier
+    assert isinstance(clf, Classifier)
+    return clf, {**resolved.config, "decision": resolved.decision}
 
 
 def _runtime_for(n_images: int) -> str:
@@ -250,8 +251,6 @@ def adapt(
 
     Returns the classifier and a summary; writes a model dir to ``out`` when given.
     """
-    from .features import extract
-
     cfg = cfg or AdaptConfig()
     items = load_labelled(data) if isinstance(data, (str, Path)) else list(data)
     base, base_cfg = load_base(model, backbone)
@@ -368,8 +367,6 @@ def add_breed(
     cfg: AddBreedConfig | None = None,
 ) -> tuple[Classifier, dict[str, Any]]:
     """Add breed ``name`` learnt from the photos in ``folder``; writes a model dir to ``out`` when given."""
-    from .features import extract
-
     cfg = cfg or AddBreedConfig()
     base, base_cfg = load_base(model, backbone)
     clean = _check_new_name(name, base.classes)  # fail before the (slower) feature extraction

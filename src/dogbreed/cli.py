@@ -74,23 +74,32 @@ def _print_json(preds: Iterable[dict]) -> None:
     sys.stdout.flush()
 
 
+# The options of `PredictOptions`, declared once and used by both `predict` and `serve`.
+MODEL_OPT = typer.Option("default", help="'default' (heads adapted on Stanford Dogs photos), 'imagenet' (plain "
+                         "ImageNet head), a run directory, a model directory, or an .onnx file.")
+QUALITY_OPT = typer.Option("fast", help="fast (one model) | best (ensemble + flip TTA)")
+RUNTIME_OPT = typer.Option("auto", help="torch | onnx | auto (ONNX Runtime on CPU when installed: faster)")
+DEVICE_OPT = typer.Option("cpu", help="cpu | cuda | auto")
+DOG_THRESHOLD_OPT = typer.Option(None, help="Override the model's dog/no-dog threshold.")
+DOG_DETECTOR_OPT = typer.Option("default", help="'default', 'none' (plain dog mass) or a detector written by "
+                                "fit-dog-detector.")
+TARGET_RECALL_OPT = typer.Option(None, min=0.5, max=0.999, help="Dog threshold keeping this share of validation dogs.")
+
+
 @app.command()
 def predict(
     paths: list[str] = typer.Argument(..., help="Image files, folders (recursive), globs, or CSV/Parquet manifests "
                                       "(see --path-column)."),
-    model: str = typer.Option("default", help="'default' (heads adapted on Stanford Dogs photos), 'imagenet' "
-                               "(plain ImageNet head), a run directory, or an .onnx file."),
+    model: str = MODEL_OPT,
     top_k: int = typer.Option(5, "--top-k", "-k", min=1),
     fmt: str = typer.Option("table", "--format", "-f", help="table | json | csv"),
-    quality: str = typer.Option("fast", help="fast (one model) | best (ensemble + flip TTA)"),
-    runtime: str = typer.Option("auto", help="torch | onnx | auto (ONNX Runtime on CPU when installed: faster)"),
-    device: str = typer.Option("cpu", help="cpu | cuda | auto"),
+    quality: str = QUALITY_OPT,
+    runtime: str = RUNTIME_OPT,
+    device: str = DEVICE_OPT,
     batch_size: int | None = typer.Option(None, min=1, help="Photos per forward pass [16 on CPU, 256 on CUDA]."),
-    dog_threshold: float | None = typer.Option(None, help="Override the model's dog/no-dog threshold."),
-    dog_detector: str = typer.Option("default", help="'default', 'none' (plain dog mass) or a detector written by "
-                                     "fit-dog-detector."),
-    target_recall: float | None = typer.Option(None, min=0.5, max=0.999,
-                                               help="Dog threshold keeping this share of validation dogs."),
+    dog_threshold: float | None = DOG_THRESHOLD_OPT,
+    dog_detector: str = DOG_DETECTOR_OPT,
+    target_recall: float | None = TARGET_RECALL_OPT,
     explain: str | None = typer.Option(None, "--explain", help="Write a heat-map overlay PNG per photo into this "
                                        "folder (Grad-CAM: which pixels drove the top breed)."),
     explain_breed: str | None = typer.Option(None, help="With --explain: the breed to explain (name or wnid) "
@@ -110,6 +119,8 @@ def predict(
 ) -> None:
     """Predict the breed of the dog in each photo."""
     from .batch import BatchError, iter_sources
+    from .errors import DogbreedError
+    from .predict import PredictOptions
 
     if fmt not in ("table", "json", "csv"):
         raise typer.BadParameter("--format must be table, json or csv")
@@ -120,9 +131,9 @@ def predict(
     except BatchError as e:
         _err(str(e))
         raise typer.Exit(2) from e
-    opts = dict(model=model, quality=quality, runtime=runtime, device=device, top_k=top_k,
-                batch_size=batch_size, dog_detector=dog_detector, dog_target_recall=target_recall,
-                precision=precision, gallery=gallery)
+    opts = vars(PredictOptions(model=model, quality=quality, runtime=runtime, device=device, top_k=top_k,
+                               batch_size=batch_size, dog_detector=dog_detector, dog_target_recall=target_recall,
+                               dog_threshold=dog_threshold, precision=precision, gallery=gallery))
     if engine == "ray":
         if explain:
             raise typer.BadParameter("--explain runs with the local engine only")
@@ -133,7 +144,7 @@ def predict(
     pred = _load_predictor(opts, dog_threshold)
     try:
         explainer = _explainer(model, device, explain_breed) if explain else None
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
+    except (DogbreedError, FileNotFoundError, ValueError, RuntimeError) as e:
         _err(f"cannot load model: {e}")
         raise typer.Exit(2) from e
     on_row = _explain_hook(explainer, explain_breed, explain) if explainer is not None else None
@@ -145,13 +156,15 @@ def predict(
 
 def _load_predictor(opts: dict, dog_threshold: float | None) -> Predictor:
     from .accel import CUDA_BATCH_SIZE, is_cuda
-    from .predict import Predictor, resolve_device
+    from .errors import DogbreedError
+    from .predict import Predictor
+    from .runtime import resolve_device
 
     try:
         device = resolve_device(opts["device"])
         batch_size = opts["batch_size"] or (CUDA_BATCH_SIZE if is_cuda(device) else 16)
         pred = Predictor(**{**opts, "device": device, "batch_size": batch_size})
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
+    except (DogbreedError, FileNotFoundError, ValueError, RuntimeError) as e:
         _err(f"cannot load model: {e}")
         raise typer.Exit(2) from e
     if dog_threshold is not None:
@@ -161,7 +174,7 @@ def _load_predictor(opts: dict, dog_threshold: float | None) -> Predictor:
 
 def _explainer(model: str, device: str, breed: str | None):  # noqa: ANN202 - explain is imported lazily
     from .explain import Explainer, torch_classifier
-    from .predict import resolve_device
+    from .runtime import resolve_device
 
     ex = Explainer(torch_classifier(model), device=resolve_device(device))
     ex.class_index(breed)  # an unknown breed fails here, before any photo is read
@@ -441,10 +454,13 @@ def gallery_build(
 
 @app.command()
 def serve(
-    model: str = typer.Option("default", help="'default' (heads adapted on Stanford Dogs photos), 'imagenet' "
-                               "(plain ImageNet head), a run directory, or an .onnx file."),
-    quality: str = typer.Option("fast", help="fast | best"),
-    runtime: str = typer.Option("auto", help="torch | onnx | auto (ONNX Runtime on CPU when installed: faster)"),
+    model: str = MODEL_OPT,
+    quality: str = QUALITY_OPT,
+    runtime: str = RUNTIME_OPT,
+    device: str = DEVICE_OPT,
+    dog_threshold: float | None = DOG_THRESHOLD_OPT,
+    dog_detector: str = DOG_DETECTOR_OPT,
+    target_recall: float | None = TARGET_RECALL_OPT,
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 for all)."),
     port: int = typer.Option(8000, min=1, max=65535),
     feedback_db: str | None = typer.Option(None, help="SQLite file for feedback (default: under the cache dir)."),
@@ -464,6 +480,7 @@ def serve(
                                        "example photos of the top breeds."),
 ) -> None:
     """Serve the web page and the HTTP API (docs at /docs; every limit at /healthz)."""
+    from .predict import PredictOptions
     from .serve import run
     from .serve.limits import MB, Limits
 
@@ -473,8 +490,10 @@ def serve(
                         max_request_pixels=int(max_request_megapixels * 1e6), max_queue=max_queue,
                         decode_workers=decode_workers, feedback_max_bytes=int(feedback_max_mb * MB),
                         feedback_per_day=feedback_per_day)
-        run(model=model, quality=quality, runtime=runtime, host=host, port=port, feedback_db=feedback_db,
-            limits=limits, gallery=gallery)
+        options = PredictOptions(model=model, quality=quality, runtime=runtime, device=device,
+                                 dog_detector=dog_detector, dog_target_recall=target_recall,
+                                 dog_threshold=dog_threshold, gallery=gallery)
+        run(options=options, host=host, port=port, feedback_db=feedback_db, limits=limits)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         _err(f"cannot start: {e}")
         raise typer.Exit(2) from e
@@ -576,16 +595,18 @@ def adapt(
                                        "folder per breed. Folders that are not one of the 120 breeds become new ones."),
     out: str = typer.Option(..., help="Model directory to write (use it with predict --model)."),
     backbone: str = typer.Option("efficientnet_lite0", help="Backbone whose ImageNet dog rows the head starts from."),
-    model: str = typer.Option("default", help="'default' or a model directory to adapt further."),
+    model: str = typer.Option("default", help="'default' (the shipped adapted heads), 'imagenet' (the plain "
+                              "ImageNet head), or a model/run directory to adapt further."),
     l2: float = typer.Option(0.1, help="Pull toward the starting head; larger keeps closer to it."),
 ) -> None:
     """Adapt the breed head to your labelled photos (all 120 breeds stay covered)."""
     from .adapt import AdaptConfig, AdaptError
     from .adapt import adapt as run_adapt
+    from .errors import DogbreedError
 
     try:
         clf, summary = run_adapt(data, out, backbone=backbone, model=model, cfg=AdaptConfig(l2=l2), progress=True)
-    except (AdaptError, FileNotFoundError, KeyError) as e:
+    except (DogbreedError, AdaptError, FileNotFoundError, KeyError) as e:
         _err(str(e))
         raise typer.Exit(2) from e
     info = summary["adapt"]
@@ -599,16 +620,18 @@ def adapt(
 def add_breed_cmd(
     name: str = typer.Argument(..., help="Name of the new breed."),
     folder: str = typer.Argument(..., help="Folder with at least 3 photos of it."),
-    model: str = typer.Option("default", help="'default' or a model directory to grow."),
+    model: str = typer.Option("default", help="'default' (the shipped adapted heads), 'imagenet' (the plain "
+                              "ImageNet head), or a model/run directory to grow."),
     out: str = typer.Option(..., help="Model directory to write."),
-    backbone: str = typer.Option("efficientnet_lite0", help="Backbone when --model is default."),
+    backbone: str = typer.Option("efficientnet_lite0", help="Backbone when --model is default or imagenet."),
 ) -> None:
     """Teach the model one more breed from a few photos, keeping the others as they are."""
     from .adapt import AdaptError, add_breed
+    from .errors import DogbreedError
 
     try:
         clf, summary = add_breed(name, folder, model=model, backbone=backbone, out=out)
-    except (AdaptError, FileNotFoundError) as e:
+    except (DogbreedError, AdaptError, FileNotFoundError) as e:
         _err(str(e))
         raise typer.Exit(2) from e
     typer.echo(f"added {summary['name']!r} from {summary['photos']} photos ({summary['unreadable']} unreadable); "
@@ -626,8 +649,9 @@ def export_cmd(
     backbone: str = typer.Option("efficientnet_lite0", help="Backbone when MODEL is default."),
 ) -> None:
     """Export a model to ONNX, check its outputs against PyTorch, and write the sidecar predict needs."""
+    from .errors import DogbreedError, ModelLoadError
     from .export import PARITY_TOLERANCE, export_classifier, sidecar_path
-    from .models import DEFAULT_BACKBONE, default_classifier, is_model_dir, load_model_dir, shipped_decision
+    from .resolve import PACKAGED, resolve_model
 
     if fmt != "onnx":
         raise typer.BadParameter("--format must be onnx")
@@ -635,22 +659,22 @@ def export_cmd(
         _err("only --quality fast exports (the 'best' ensemble runs several backbones at different sizes)")
         raise typer.Exit(2)
     try:
-        if model in ("default", "imagenet"):
-            adapted = model == "default"
-            clf = default_classifier(backbone, adapted=adapted)
-            # The shipped temperature/threshold were fitted for `fast` (Lite0 alone); other backbones keep defaults.
-            decision = shipped_decision("fast") if adapted and backbone == DEFAULT_BACKBONE else {}
+        if str(model).lower().endswith(".onnx"):
+            raise ModelLoadError(f"{model}: already an ONNX export; give the run or model dir it came from")
+        packaged = model in PACKAGED
+        resolved = resolve_model(model, backbone=backbone if packaged else None)
+        clf = resolved.classifier
+        if packaged:
             extra = {"source": f"{model}:{backbone}"}
             target = out or f"dogbreed-{backbone}.onnx"
-        elif is_model_dir(model):
-            clf, cfg = load_model_dir(model)
-            decision = cfg.get("decision", {})
-            extra = {"source": model, "backbone_in_weights": bool(cfg.get("backbone_in_weights"))}
-            target = out or str(Path(model) / "model.onnx")
         else:
-            _err(f"model {model!r}: not 'default'/'imagenet' and no model/run directory there")
-            raise typer.Exit(2)
-        info = export_classifier(clf, target, decision=decision, extra=extra)
+            extra = {"source": model, "backbone_in_weights": resolved.backbone_in_weights}
+            target = out or str(Path(model) / "model.onnx")
+    except DogbreedError as e:
+        _err(f"export: {e}")
+        raise typer.Exit(2) from e
+    try:
+        info = export_classifier(clf, target, decision=resolved.decision, extra=extra)
     except (FileNotFoundError, ValueError, RuntimeError, KeyError) as e:
         _err(f"export failed: {e}")
         raise typer.Exit(1) from e

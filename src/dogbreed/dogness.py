@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .breeds import BIG_CAT_INDICES, DOG_INDICES, DOMESTIC_CAT_INDICES, WOLF_FOX_INDICES
+from .errors import ModelLoadError
 from .fileio import atomic_write_bytes
 
 FORMAT = "dogbreed-dog-detector/1"
@@ -176,13 +177,26 @@ class DogDetector:
         base = _base(path)
         js, st = base.with_suffix(".json"), base.with_suffix(".safetensors")
         if not js.is_file() or not st.is_file():
-            raise FileNotFoundError(f"dog detector {path}: need both {js.name} and {st.name}")
-        return cls._from(json.loads(js.read_text()), load(st.read_bytes()))
+            raise ModelLoadError(f"dog detector {path}: need both {js.name} and {st.name}")
+        try:
+            cfg = json.loads(js.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ModelLoadError(f"dog detector {js}: not readable JSON ({e})") from None
+        try:
+            tensors = load(st.read_bytes())
+        except Exception as e:  # safetensors raises its own error type for a truncated or empty file
+            raise ModelLoadError(f"dog detector {st}: not a readable safetensors file, perhaps truncated "
+                                 f"({e})") from None
+        try:
+            return cls._from(cfg, tensors)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ModelLoadError(f"dog detector {js}: {e}") from None
 
     @classmethod
     def _from(cls, cfg: dict[str, Any], tensors: dict[str, torch.Tensor]) -> DogDetector:
-        if cfg.get("format") != FORMAT:
-            raise ValueError(f"not a dog detector (format {cfg.get('format')!r}, expected {FORMAT!r})")
+        if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
+            found = cfg.get("format") if isinstance(cfg, dict) else None
+            raise ModelLoadError(f"not a dog detector (format {found!r}, expected {FORMAT!r})")
         heads = {}
         for name, hc in cfg["heads"].items():
             def t(k: str, name: str = name) -> torch.Tensor | None:

@@ -18,7 +18,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .breeds import Breed, normalize_key
-from .models import DEFAULT_BACKBONE, Classifier, default_classifier, is_model_dir, load_model_dir
+from .errors import ModelLoadError
+from .models import Classifier
+from .resolve import resolve_model
 from .transforms import Preprocess, load_image, preprocess_image, to_tensor
 
 # Colour ramp for the overlay (dark blue -> cyan -> yellow -> red), interpolated in numpy so the heat-map needs
@@ -47,14 +49,12 @@ def torch_classifier(model: str = "default") -> Classifier:
 
     For `quality="best"` heat-maps come from the first member (Lite0): one map, the same breed as the ensemble's.
     """
-    if model in ("default", "imagenet"):
-        return default_classifier(DEFAULT_BACKBONE, adapted=model == "default").eval()
-    if is_model_dir(model):
-        return load_model_dir(model)[0].eval()
     if str(model).lower().endswith(".onnx"):
-        raise ValueError("heat-maps need the PyTorch weights: pass the run or model directory the .onnx was "
-                         "exported from, not the .onnx file")
-    raise FileNotFoundError(f"model {model!r}: not 'default' and no model/run directory there")
+        raise ModelLoadError("heat-maps need the PyTorch weights: pass the run or model directory the .onnx was "
+                             "exported from, not the .onnx file")
+    clf = resolve_model(model).classifiers[0]
+    assert isinstance(clf, Classifier)
+    return clf.eval()
 
 
 class Explainer:

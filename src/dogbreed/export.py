@@ -14,9 +14,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from .breeds import Breed
+from .errors import ModelLoadError
 from .fileio import atomic_write, atomic_write_text
 from .paths import cache_dir, model_fingerprint
 from .runtime import eval_mode, physical_cores
+from .transforms import Preprocess
 
 OUTPUT_NAMES = ["breed_logits", "imagenet_logits", "features"]
 SIDECAR_FORMAT = "dogbreed-onnx/1"
@@ -183,29 +186,37 @@ def export_classifier(clf: nn.Module, out: str | Path, *, decision: dict[str, An
     return cfg
 
 
-class _SpecName:
-    def __init__(self, name: str):
-        self.spec = type("Spec", (), {"name": name})()
-
-
 class OnnxClassifier(OnnxModel):
     """An exported classifier: the session plus what `Predictor` reads off a `Classifier` (classes, preprocessing,
-    backbone name) and the sidecar's decision thresholds."""
+    backbone name) and the sidecar's decision thresholds.
+
+    Any problem with the graph or its sidecar raises `ModelLoadError` naming the file.
+    """
 
     def __init__(self, path: str | Path, threads: int | None = None):
-        from .breeds import Breed
-        from .transforms import Preprocess
-
         side = sidecar_path(path)
+        if not Path(path).is_file():
+            raise ModelLoadError(f"{path}: no such .onnx file")
         if not side.is_file():
-            raise FileNotFoundError(f"{path}: no sidecar {side.name} next to it (write both with dogbreed export)")
-        self.config: dict[str, Any] = json.loads(side.read_text())
-        if self.config.get("format") != SIDECAR_FORMAT:
-            raise ValueError(f"{side}: not a dogbreed ONNX sidecar (format {self.config.get('format')!r})")
-        super().__init__(path, threads)
-        self.classes = [Breed(c.get("wnid"), c["name"], c.get("imagenet_index")) for c in self.config["classes"]]
-        self.preprocess_cfg = Preprocess.from_dict(self.config["preprocess"])
-        self.backbone = _SpecName(self.config.get("backbone", "onnx"))
+            raise ModelLoadError(f"{path}: no sidecar {side.name} next to it (write both with dogbreed export)")
+        try:
+            self.config: dict[str, Any] = json.loads(side.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ModelLoadError(f"{side}: not a readable sidecar ({e})") from None
+        if not isinstance(self.config, dict) or self.config.get("format") != SIDECAR_FORMAT:
+            found = self.config.get("format") if isinstance(self.config, dict) else None
+            raise ModelLoadError(f"{side}: not a dogbreed ONNX sidecar (format {found!r}, expected {SIDECAR_FORMAT!r})")
+        try:
+            super().__init__(path, threads)
+        except Exception as e:  # onnxruntime raises its own types for a garbage, empty or truncated graph
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise ModelLoadError(f"{path}: not a loadable ONNX model, perhaps truncated ({first})") from None
+        try:
+            self.classes = [Breed(c.get("wnid"), c["name"], c.get("imagenet_index")) for c in self.config["classes"]]
+            self.preprocess_cfg = Preprocess.from_dict(self.config["preprocess"])
+        except (KeyError, TypeError, AttributeError) as e:
+            raise ModelLoadError(f"{side}: sidecar lacks a valid {e} entry; re-export with dogbreed export") from None
+        self.backbone_name: str = str(self.config.get("backbone", "onnx"))
         self.decision: dict[str, Any] = dict(self.config.get("decision") or {})
 
 

@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from .backbones import Backbone, create_backbone, get_spec
 from .breeds import Breed, stanford_breeds
+from .errors import ModelLoadError
 from .fileio import atomic_write_bytes
 from .transforms import Preprocess
 
@@ -34,6 +36,10 @@ class Classifier(nn.Module):
         self.breed_head = breed_head
         self.classes = list(classes)
         self.preprocess_cfg = preprocess
+
+    @property
+    def backbone_name(self) -> str:
+        return self.backbone.spec.name
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         f = self.backbone(x)
@@ -116,9 +122,21 @@ def shipped_decision(quality: str) -> dict[str, Any]:
 # model.safetensors (breed head; backbone weights only when they were changed by fine-tuning).
 
 
-def is_model_dir(path: str | Path) -> bool:
+def model_dir_of(path: str | Path) -> Path | None:
+    """The model dir ``path`` names: itself when it holds model.json, a run dir's ``model/``, else None.
+
+    The one place that tells a run dir from a model dir.
+    """
     p = Path(path)
-    return (p / MODEL_CONFIG).is_file() or (p / "model" / MODEL_CONFIG).is_file()
+    if (p / MODEL_CONFIG).is_file():
+        return p
+    if (p / "model" / MODEL_CONFIG).is_file():
+        return p / "model"
+    return None
+
+
+def is_model_dir(path: str | Path) -> bool:
+    return model_dir_of(path) is not None
 
 
 def save_model_dir(clf: Classifier, path: str | Path, *, decision: dict[str, Any] | None = None,
@@ -165,26 +183,55 @@ def build_head(cfg: dict[str, Any], in_features: int, num_classes: int) -> nn.Mo
     return head
 
 
-def load_model_dir(path: str | Path) -> tuple[Classifier, dict[str, Any]]:
-    """Load a saved classifier; returns it with its config (decision thresholds under 'decision')."""
-    from safetensors.torch import load_file
+def _read_model_json(path: Path) -> dict[str, Any]:
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"{path}: not a readable model config ({e})") from None
+    if not isinstance(cfg, dict):
+        raise ModelLoadError(f"{path}: not a model config (a JSON object is expected)")
+    missing = [k for k in ("backbone", "preprocess", "classes") if k not in cfg]
+    if missing:
+        raise ModelLoadError(f"{path}: not a model config (missing {', '.join(missing)}); "
+                             "write model dirs with dogbreed train, adapt or add-breed")
+    return cfg
 
-    p = Path(path)
-    if not (p / MODEL_CONFIG).is_file() and (p / "model" / MODEL_CONFIG).is_file():
-        p = p / "model"
-    cfg = json.loads((p / MODEL_CONFIG).read_text())
-    tensors = load_file(str(p / MODEL_WEIGHTS))
-    if cfg["backbone"] == CNN_BACKBONE:
-        pre = cfg["preprocess"]
-        bb = build_cnn_backbone(cfg.get("cnn"), pre["size"], pre["mean"], pre["std"])
-    else:
-        bb = create_backbone(cfg["backbone"], pretrained=not cfg.get("backbone_in_weights", False))
-    if cfg.get("backbone_in_weights"):
-        bb.load_state_dict({k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")})
-    classes = [Breed(c.get("wnid"), c["name"], c.get("imagenet_index")) for c in cfg["classes"]]
-    head = build_head(cfg.get("head", {"type": "linear"}), bb.spec.feature_dim, len(classes))
-    head.load_state_dict({k[len("breed_head."):]: v for k, v in tensors.items() if k.startswith("breed_head.")})
-    clf = Classifier(bb, head, classes, Preprocess.from_dict(cfg["preprocess"]))
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise ModelLoadError(f"{path}: missing (a model dir holds model.json and model.safetensors)") from None
+    except Exception as e:  # safetensors raises its own error type for a truncated or empty file
+        raise ModelLoadError(f"{path}: not a readable safetensors file, perhaps truncated ({e})") from None
+
+
+def load_model_dir(path: str | Path) -> tuple[Classifier, dict[str, Any]]:
+    """Load a saved classifier (a model dir, or a run dir's ``model/``); returns it with its config.
+
+    Raises `ModelLoadError` naming the file when anything is missing, truncated or inconsistent.
+    """
+    p = model_dir_of(path)
+    if p is None:
+        raise ModelLoadError(f"{path}: no {MODEL_CONFIG} there (nor in model/); not a model or run dir")
+    cfg = _read_model_json(p / MODEL_CONFIG)
+    tensors = _read_weights(p / MODEL_WEIGHTS)
+    try:
+        if cfg["backbone"] == CNN_BACKBONE:
+            pre = cfg["preprocess"]
+            bb = build_cnn_backbone(cfg.get("cnn"), pre["size"], pre["mean"], pre["std"])
+        else:
+            bb = create_backbone(cfg["backbone"], pretrained=not cfg.get("backbone_in_weights", False))
+        if cfg.get("backbone_in_weights"):
+            bb.load_state_dict({k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")})
+        classes = [Breed(c.get("wnid"), c["name"], c.get("imagenet_index")) for c in cfg["classes"]]
+        head = build_head(cfg.get("head", {"type": "linear"}), bb.spec.feature_dim, len(classes))
+        head.load_state_dict({k[len("breed_head."):]: v for k, v in tensors.items() if k.startswith("breed_head.")})
+        clf = Classifier(bb, head, classes, Preprocess.from_dict(cfg["preprocess"]))
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        # RuntimeError: load_state_dict on missing/mis-shaped tensors; KeyError/TypeError: a damaged model.json.
+        raise ModelLoadError(f"{p}: model.json and model.safetensors do not make a model "
+                             f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
     return clf.eval(), cfg
 
 

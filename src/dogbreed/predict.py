@@ -2,31 +2,33 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .accel import run_module
 from .breeds import DOG_INDICES, Breed
-from .errors import ImageDecodeError
-from .models import DEFAULT_BACKBONE, Classifier, default_classifier, is_model_dir, load_model_dir, shipped_decision
+from .dogness import DogDetector, default_detector
+from .errors import ImageDecodeError, ModelLoadError
+from .export import onnx_session_for
+from .models import Classifier
+from .resolve import BEST_BACKBONES, QUALITIES, ResolvedModel, resolve_model
 from .runtime import optimize_for_cpu, resolve_device
 from .transforms import Preprocess, load_image, preprocess_image, to_tensor
 
-# `quality="best"`: all three packaged backbones at their own resolutions, equal weights, plain + flip views,
-# mean of log-probabilities. Chosen on stanford-subset (2,410 photos: 83.2% vs 79.5% for Lite0 alone; every
-# subset of members and logit/log-prob/prob averaging measured in bench/accuracy.py), not on imagenet-val-dogs.
-BEST_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+__all__ = ["BEST_BACKBONES", "Decision", "Member", "MemberOutput", "ModelOutputs", "PredictOptions", "Prediction",
+           "Predictor", "expand_inputs", "predict"]
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-VERDICTS = ("dog", "no_dog", "uncertain_breed")
 
 
 @dataclass
@@ -111,11 +113,60 @@ def _is_dir(p: Path) -> bool:
         return False
 
 
+class ModelOutputs(NamedTuple):
+    """What every classifier returns for an image batch (the ONNX graph's three outputs, in this order)."""
+
+    breed_logits: torch.Tensor  # (N, classes)
+    imagenet_logits: torch.Tensor  # (N, 1000), or (N, 0) when the backbone has no ImageNet head
+    features: torch.Tensor  # (N, D) pooled backbone features
+
+
+class PredictionModel(Protocol):
+    """A member's runnable model: an eager `Classifier` or an `OnnxModel` session, image batch -> three outputs."""
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]: ...
+
+
 @dataclass
-class _Member:
-    model: Any  # Classifier, or an ONNX session wrapper with the same call signature
+class Member:
+    """One model of the ensemble, with the preprocessing its input needs and the backbone that names it."""
+
+    model: PredictionModel
     preprocess: Preprocess
+    backbone: str
     weight: float = 1.0
+
+
+class MemberOutput(NamedTuple):
+    member: Member
+    view: str  # "plain" or "flip"
+    out: ModelOutputs
+
+
+@dataclass
+class PredictOptions:
+    """Every option a user can give a prediction, shared by `dogbreed predict`, `dogbreed serve` and `predict()`:
+    a new option added here (and read in `Predictor`) reaches every front end."""
+
+    model: str = "default"  # see `resolve.resolve_model`
+    quality: str = "fast"  # fast (one model) | best (ensemble + flip TTA)
+    runtime: str = "auto"  # torch | onnx | auto
+    device: str = "cpu"
+    top_k: int = 5
+    batch_size: int = 16
+    # Dog detector: "default" (shipped with the package), a path written by `dogbreed fit-dog-detector`, or
+    # "none" for the plain ImageNet dog mass. dog_target_recall picks its threshold (None: the one stored).
+    dog_detector: str = "default"
+    dog_target_recall: float | None = None
+    dog_threshold: float | None = None  # overrides the model's (and the detector's) dog/no-dog threshold
+    # Look-alike photos: a gallery file written by `dogbreed gallery build` (or a loaded `gallery.Gallery`); None
+    # (the default) loads nothing and changes nothing.
+    gallery: Any = None
+    # Torch runtime only: "auto" = bf16 autocast on CUDA (within accel.BF16_TOLERANCE of fp32), fp32 elsewhere.
+    precision: str = "auto"
+
+    def predictor(self, **overrides: Any) -> Predictor:
+        return Predictor(**{**{f: getattr(self, f) for f in self.__dataclass_fields__}, **overrides})
 
 
 @dataclass
@@ -127,89 +178,75 @@ class Predictor:
     ``dogbreed adapt``, or an ``.onnx`` file written by ``dogbreed export``.
     """
 
+    # The fields of `PredictOptions`, in the same order and with the same meaning.
     model: str = "default"
     quality: str = "fast"
-    device: str = "cpu"
     runtime: str = "auto"
+    device: str = "cpu"
     top_k: int = 5
     batch_size: int = 16
-    decision: Decision = field(default_factory=Decision)
-    tta_flip: bool = False
-    members: list[_Member] = field(default_factory=list, repr=False)
-    classes: list[Breed] = field(default_factory=list, repr=False)
-    # Dog detector: "default" (shipped with the package), a path written by `dogbreed fit-dog-detector`, or
-    # "none" for the plain ImageNet dog mass. dog_target_recall picks its threshold (None: the one stored).
     dog_detector: str = "default"
     dog_target_recall: float | None = None
-    detector: Any = field(default=None, repr=False)
-    member_backbones: list[str | None] = field(default_factory=list, repr=False)
-    # Look-alike photos: a gallery file written by `dogbreed gallery build` (or a loaded `gallery.Gallery`); None
-    # (the default) loads nothing and changes nothing.
+    dog_threshold: float | None = None
     gallery: Any = None
-    # Torch runtime only: "auto" = bf16 autocast on CUDA (within accel.BF16_TOLERANCE of fp32), fp32 elsewhere.
     precision: str = "auto"
+    # Filled in by loading.
+    decision: Decision = field(default_factory=Decision)
+    tta_flip: bool = False
+    members: list[Member] = field(default_factory=list, repr=False)
+    classes: list[Breed] = field(default_factory=list, repr=False)
+    detector: DogDetector | None = field(default=None, repr=False)
+    resolved: ResolvedModel | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        if self.quality not in ("fast", "best"):
+        if self.quality not in QUALITIES:
             raise ValueError("quality must be 'fast' or 'best'")
         self.device = resolve_device(self.device)
         if not self.members:
             self._load()
+        if self.dog_threshold is not None:
+            self.decision.dog_threshold = self.dog_threshold
         if self.gallery is not None:
             self._load_gallery()
 
+    @property
+    def member_backbones(self) -> list[str]:
+        return [m.backbone for m in self.members]
+
+    @property
+    def fine_tuned(self) -> bool:
+        """The backbone's weights were changed by training: parts fitted on the pretrained one do not apply."""
+        return self.resolved is not None and self.resolved.backbone_in_weights
+
     # -- loading ------------------------------------------------------------------------------------------
     def _load(self) -> None:
-        if self.model in ("default", "imagenet"):
-            # "default": the heads adapted on stanford-subset that ship with the package, with their fitted
-            # temperature and uncertain threshold; "imagenet": the plain zero-training ImageNet head, kept one flag
-            # away for comparison (its probabilities are not calibrated).
-            adapted = self.model == "default"
-            names = [DEFAULT_BACKBONE] if self.quality == "fast" else list(BEST_BACKBONES)
-            self.tta_flip = self.tta_flip or self.quality == "best"
-            clfs = [default_classifier(n, adapted=adapted) for n in names]
-            if adapted:
-                self.decision = Decision.from_dict({**vars(self.decision), **shipped_decision(self.quality)})
-        elif is_model_dir(self.model):
-            clf, cfg = load_model_dir(self.model)
-            clfs = [clf]
-            # One head, so "best" can only add the flip view (+0.2-0.8 pt on stanford-subset, see bench/accuracy.py).
-            self.tta_flip = self.tta_flip or self.quality == "best"
-            self.decision = Decision.from_dict({**vars(self.decision), **cfg.get("decision", {})})
-        elif str(self.model).lower().endswith(".onnx"):
-            # Written by `dogbreed export`: graph + JSON sidecar (classes, preprocessing, decision); ONNX Runtime only.
-            from .export import load_onnx_classifier
+        # "default": the heads adapted on stanford-subset that ship with the package, with their fitted temperature
+        # and uncertain threshold; "imagenet": the plain zero-training ImageNet head, kept one flag away for
+        # comparison (its probabilities are not calibrated); else a model dir, run dir or exported .onnx file.
+        self.resolved = resolved = resolve_model(self.model, quality=self.quality)
+        # "best" runs three backbones where the model has them; a single head can only add the flip view
+        # (+0.2-0.8 pt on stanford-subset, see bench/accuracy.py).
+        self.tta_flip = self.tta_flip or self.quality == "best"
+        self.decision = Decision.from_dict({**vars(self.decision), **resolved.decision})
+        if resolved.kind == "onnx":
+            self.runtime = "onnx"  # the graph is all there is
+        self.classes = list(resolved.classifiers[0].classes)
+        self.members = [Member(self._place(c), c.preprocess_cfg, c.backbone_name) for c in resolved.classifiers]
+        self._load_dog_detector()
 
-            onnx_clf = load_onnx_classifier(self.model)
-            clfs = [onnx_clf]  # type: ignore[list-item]
-            self.runtime = "onnx"
-            self.tta_flip = self.tta_flip or self.quality == "best"
-            self.decision = Decision.from_dict({**vars(self.decision), **onnx_clf.decision})
-            if onnx_clf.config.get("backbone_in_weights") and self.dog_detector == "default":
-                self.dog_detector = "none"  # the shipped detector reads an unchanged pretrained backbone
-        else:
-            raise FileNotFoundError(f"model {self.model!r}: not 'default' and no model/run directory there")
-        self.classes = list(clfs[0].classes)
-        self.members = [_Member(self._place(c), c.preprocess_cfg) for c in clfs]
-        self._load_dog_detector(clfs)
-
-    def _load_dog_detector(self, clfs: Sequence[Classifier]) -> None:
+    def _load_dog_detector(self) -> None:
         """Attach the dog detector and take its threshold for this member/view combination.
 
         Its heads read the ImageNet head of an unchanged pretrained backbone, so a fine-tuned backbone keeps the
         plain dog mass.
         """
-        from .dogness import DogDetector, default_detector
-
-        self.member_backbones = [c.backbone.spec.name for c in clfs]
-        fine_tuned = self.model != "default" and _backbone_in_weights(self.model)
-        if self.dog_detector == "none" or (fine_tuned and self.dog_detector == "default"):
+        if self.dog_detector == "none" or (self.fine_tuned and self.dog_detector == "default"):
             self.detector = None
             return
         self.detector = default_detector() if self.dog_detector == "default" else DogDetector.load(self.dog_detector)
         if self.detector is None or not any(b in self.detector.heads for b in self.member_backbones):
             if self.dog_detector != "default":
-                raise ValueError(f"dog detector {self.dog_detector} has no head for {self.member_backbones}")
+                raise ModelLoadError(f"dog detector {self.dog_detector} has no head for {self.member_backbones}")
             self.detector = None
             return
         views = ("plain", "flip") if self.tta_flip else ("plain",)
@@ -223,10 +260,10 @@ class Predictor:
         if self.gallery.backbone not in self.member_backbones:
             raise ValueError(f"gallery was built with {self.gallery.backbone}; this model runs "
                              f"{self.member_backbones}")
-        if self.model not in ("default", "imagenet") and _backbone_in_weights(self.model):
+        if self.fine_tuned:
             raise ValueError("gallery features come from the pretrained backbone; this model fine-tuned it")
 
-    def _place(self, clf: Classifier) -> Any:
+    def _place(self, clf: Classifier | Any) -> PredictionModel:
         if not isinstance(clf, nn.Module):  # already an ONNX Runtime session (an exported .onnx model)
             return clf
         runtime = self.runtime
@@ -236,8 +273,6 @@ class Predictor:
         if runtime not in ("torch", "onnx"):
             raise ValueError(f"runtime must be torch, onnx or auto, not {self.runtime!r}")
         if runtime == "onnx":
-            from .export import onnx_session_for
-
             try:
                 return onnx_session_for(clf)
             except Exception as e:  # e.g. a read-only cache dir: "auto" still answers, just slower
@@ -261,7 +296,7 @@ class Predictor:
         outputs = self.outputs(images)
         return self.combine_breeds(outputs), self.dog_probability(outputs, len(images))
 
-    def outputs(self, images: Sequence[Any]) -> list[tuple[_Member, str, tuple[torch.Tensor, ...]]]:
+    def outputs(self, images: Sequence[Any]) -> list[MemberOutput]:
         """(member, view, (breed logits, ImageNet logits, pooled features)) for every member and view."""
         return self.outputs_from_tensors(self.prepare(images))
 
@@ -271,43 +306,41 @@ class Predictor:
                              for im in images]) for m in self.members]
 
     @torch.inference_mode()
-    def outputs_from_tensors(self, xs: Sequence[torch.Tensor]) -> list[tuple[_Member, str, tuple[torch.Tensor, ...]]]:
+    def outputs_from_tensors(self, xs: Sequence[torch.Tensor]) -> list[MemberOutput]:
         """`prepare`'s batches -> `outputs`: the network half, which DataLoader-fed callers use directly."""
-        outputs: list[tuple[_Member, str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = []
+        outputs: list[MemberOutput] = []
         for m, x in zip(self.members, xs, strict=True):
             views = {"plain": x, "flip": x.flip(-1)} if self.tta_flip else {"plain": x}
             for view, v in views.items():
-                outputs.append((m, view, self._run(m.model, v)))
+                outputs.append(MemberOutput(m, view, self._run(m.model, v)))
         return outputs
 
-    def combine_breeds(self, outputs: list) -> torch.Tensor:
+    def combine_breeds(self, outputs: Sequence[MemberOutput]) -> torch.Tensor:
         """Weighted mean of temperature-scaled log-probabilities over members and views.
 
         Log-probabilities rather than raw logits so members with differently scaled heads (an adapted head next to
         an ImageNet one) count alike; on stanford-subset the two tie and beat averaging probabilities by 0.1 pt.
         """
-        total = sum(m.weight for m, _, _ in outputs)
-        logp = sum(m.weight / total * F.log_softmax(o[0].float() / self.decision.temperature, -1)
-                   for m, _, o in outputs)
+        total = sum(o.member.weight for o in outputs)
+        logp = sum(o.member.weight / total * F.log_softmax(o.out.breed_logits.float() / self.decision.temperature, -1)
+                   for o in outputs)
         return logp.log_softmax(-1)
 
-    def dog_probability(self, outputs: list, n: int) -> torch.Tensor:
+    def dog_probability(self, outputs: Sequence[MemberOutput], n: int) -> torch.Tensor:
         """Calibrated dog detector over members and views when loaded; else mean ImageNet dog mass (ones when no
         member has an ImageNet head)."""
+        with_imagenet = [o for o in outputs if o.out.imagenet_logits.shape[-1]]
         if self.detector is not None:
-            named = [(self.member_backbones[next(i for i, mm in enumerate(self.members) if mm is m)], o[1], o[2])
-                     for m, _, o in outputs if o[1].shape[-1]]
+            named = [(o.member.backbone, o.out.imagenet_logits, o.out.features) for o in with_imagenet]
             if any(b in self.detector.heads for b, _, _ in named):
                 return self.detector.combine(named)
-        dogs = [dog_mass(o[1]) for _, _, o in outputs if o[1].shape[-1]]
+        dogs = [dog_mass(o.out.imagenet_logits) for o in with_imagenet]
         return torch.stack(dogs).mean(0) if dogs else torch.ones(n)
 
-    def _run(self, model: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _run(self, model: PredictionModel, x: torch.Tensor) -> ModelOutputs:
         if isinstance(model, nn.Module):
-            from .accel import run_module
-
-            return run_module(model, x, self.device, self.precision)
-        return model(x)
+            return ModelOutputs(*run_module(model, x, self.device, self.precision))
+        return ModelOutputs(*model(x))
 
     # -- public -------------------------------------------------------------------------------------------
     def decide(self, logp: torch.Tensor, dog: torch.Tensor, paths: Sequence[str | None]) -> list[Prediction]:
@@ -344,8 +377,8 @@ class Predictor:
         if self.gallery is not None:
             from .gallery import attach_look_alikes
 
-            i = self.member_backbones.index(self.gallery.backbone)
-            feats = next(o[2] for m, view, o in outputs if m is self.members[i] and view == "plain")
+            feats = next(o.out.features for o in outputs
+                         if o.member.backbone == self.gallery.backbone and o.view == "plain")
             attach_look_alikes(preds, feats, self.gallery)
         return preds
 
@@ -381,41 +414,35 @@ class Predictor:
         return list(self.iter_predict(sources, names))
 
 
-def _backbone_in_weights(model_dir: str) -> bool:
-    import json
-
-    from .models import MODEL_CONFIG
-
-    p = Path(model_dir)
-    cfg = p / MODEL_CONFIG if (p / MODEL_CONFIG).is_file() else p / "model" / MODEL_CONFIG
-    return cfg.is_file() and bool(json.loads(cfg.read_text()).get("backbone_in_weights"))
-
-
 def _onnxruntime_available() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("onnxruntime") is not None
 
 
-_DEFAULT_PREDICTORS: dict[tuple, Predictor] = {}
+_PREDICTORS: dict[tuple, Predictor] = {}
 
 
-def get_predictor(model: str = "default", **kwargs: Any) -> Predictor:
-    """A cached `Predictor` so repeated library calls don't reload weights."""
-    key = (model, tuple(sorted(kwargs.items())))
-    if key not in _DEFAULT_PREDICTORS:
-        _DEFAULT_PREDICTORS[key] = Predictor(model=model, **kwargs)
-    return _DEFAULT_PREDICTORS[key]
+def get_predictor(options: PredictOptions | None = None, **kwargs: Any) -> Predictor:
+    """A cached `Predictor` per set of options (top_k aside), so repeated library calls don't reload weights."""
+    opts = dataclasses.replace(options or PredictOptions(), **kwargs)
+    key = tuple(sorted((k, repr(v)) for k, v in vars(opts).items() if k != "top_k"))
+    if key not in _PREDICTORS:
+        _PREDICTORS[key] = opts.predictor()
+    return _PREDICTORS[key]
 
 
 def predict(images: str | Path | bytes | Sequence[str | Path | bytes], top_k: int = 5, model: str = "default",
             quality: str = "fast", **kwargs: Any) -> list[dict[str, Any]]:
-    """Library entry point: paths/folders/globs/bytes -> list of plain-dict predictions, in input order."""
+    """Library entry point: paths/folders/globs/bytes -> list of plain-dict predictions, in input order.
+
+    ``kwargs`` are the other `PredictOptions` fields (runtime, device, dog_detector, ...).
+    """
     if isinstance(images, (str, Path, bytes)):
         images = [images]
     sources: list[str | Path | bytes] = []
     for item in images:
         sources += [item] if isinstance(item, bytes) else expand_inputs([item])
-    pred = get_predictor(model, quality=quality, **kwargs)
+    pred = get_predictor(PredictOptions(model=model, quality=quality, top_k=top_k, **kwargs))
     pred.top_k = top_k
     return [p.to_dict() for p in pred.predict(sources)]

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..predict import PredictOptions
 from .app import create_app
 
 __all__ = ["create_app", "run"]
 
 
-def run(model: str = "default", quality: str = "fast", runtime: str = "auto", host: str = "127.0.0.1",
-        port: int = 8000, feedback_db: str | Path | None = None, **kwargs: object) -> None:
+def run(options: PredictOptions | None = None, host: str = "127.0.0.1", port: int = 8000,
+        feedback_db: str | Path | None = None, **kwargs: object) -> None:
     """Load the model once and serve the API and page until interrupted."""
-    import uvicorn
+    import uvicorn  # only here: building the app (tests) needs no server
 
-    app = create_app(model=model, quality=quality, runtime=runtime, feedback_db=feedback_db, **kwargs)  # type: ignore[arg-type]
+    app = create_app(options=options, feedback_db=feedback_db, **kwargs)  # type: ignore[arg-type]
     # One process: the model lives in memory once and the micro-batcher needs every request on one event loop.
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -29,7 +29,7 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import EmptyImage, ImageDecodeError, ImageTooLarge, UnsupportedImage
-from ..predict import Prediction, Predictor
+from ..predict import Prediction, PredictOptions, Predictor
 from ..transforms import load_image
 from .feedback import FeedbackQuotaExceeded, FeedbackStorageError, FeedbackStore, find_breed
 from .limits import (
@@ -286,6 +286,7 @@ def create_app(
     max_wait_ms: float = 5.0,
     predictor: Predictor | None = None,
     gallery: str | Path | None = None,
+    options: PredictOptions | None = None,
 ) -> FastAPI:
     """Build the app; the model is loaded here, once. ``predictor`` lets a caller pass one already loaded (its models
     are shared, not copied). ``gallery``: a file from `dogbreed gallery build`; answers then carry look-alikes.
@@ -294,16 +295,19 @@ def create_app(
     limits = limits or Limits()
     overrides = {"max_file_bytes": max_bytes, "max_pixels": max_pixels, "max_files": max_files}
     limits = dataclasses.replace(limits, **{k: v for k, v in overrides.items() if v is not None})
+    # ``options`` (what `dogbreed serve` passes) carries every prediction option; the loose arguments remain for
+    # callers that only pick a model.
+    options = options or PredictOptions(model=model, quality=quality, runtime=runtime, gallery=gallery)
     if predictor is None:
         # The batch carries the most breeds any request may ask for; each response is cut to its own top_k.
-        predictor = Predictor(model=model, quality=quality, runtime=runtime, top_k=10**6, gallery=gallery)
+        predictor = options.predictor(top_k=10**6)
     elif dataclasses.is_dataclass(predictor):
         # A copy sharing the loaded models, so the caller's own top_k is left alone.
         predictor = dataclasses.replace(predictor, top_k=max(predictor.top_k, len(predictor.classes)),
                                         gallery=gallery if gallery is not None else predictor.gallery)
     svc = Service(predictor, limits,
                   FeedbackStore(feedback_db, max_bytes=limits.feedback_max_bytes, per_day=limits.feedback_per_day),
-                  {"model": model, "quality": quality, "runtime": runtime},
+                  {"model": options.model, "quality": options.quality, "runtime": options.runtime},
                   MicroBatcher(predictor, max_batch=max_batch, max_wait_s=max_wait_ms / 1000))
     docs_dir = _offline_docs_dir()
 

@@ -1,0 +1,85 @@
+"""One place that turns a model spec into loaded classifiers: every front end and job resolves ``--model`` here.
+
+Specs: ``"default"`` (the packaged backbones with the adapted breed heads and the decision settings fitted for them),
+``"imagenet"`` (the plain ImageNet head restricted to the 120 breeds, uncalibrated), a model dir, a run dir (its
+``model/``), or an ``.onnx`` file written by ``dogbreed export``. Any failure to load is a `ModelLoadError` that
+names the file and says what is wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelLoadError
+from .export import OnnxClassifier
+from .models import DEFAULT_BACKBONE, Classifier, default_classifier, load_model_dir, model_dir_of, shipped_decision
+
+PACKAGED = ("default", "imagenet")
+# `quality="best"`: all three packaged backbones at their own resolutions, equal weights, plain + flip views,
+# mean of log-probabilities. Chosen on stanford-subset (2,410 photos: 83.2% vs 79.5% for Lite0 alone; every
+# subset of members and logit/log-prob/prob averaging measured in bench/accuracy.py), not on imagenet-val-dogs.
+BEST_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+QUALITIES = ("fast", "best")
+
+
+@dataclass
+class ResolvedModel:
+    """What a spec loads to: one classifier per ensemble member, and the settings that travel with the model."""
+
+    spec: str
+    kind: str  # "default" | "imagenet" | "model_dir" | "onnx"
+    classifiers: list[Classifier | OnnxClassifier]
+    decision: dict[str, Any] = field(default_factory=dict)  # `predict.Decision` fields stored with the model
+    config: dict[str, Any] = field(default_factory=dict)  # model.json or the .onnx sidecar; {} when packaged
+    path: Path | None = None  # the model dir (a run dir's model/) or the .onnx file
+    # A fine-tuned backbone: the shipped dog detector and galleries, which read the pretrained one, do not apply.
+    backbone_in_weights: bool = False
+
+    @property
+    def classifier(self) -> Classifier | OnnxClassifier:
+        """The single classifier of a one-member model (everything but ``default``/``imagenet`` at quality best)."""
+        if len(self.classifiers) != 1:
+            raise ModelLoadError(f"model {self.spec!r} is an ensemble of {len(self.classifiers)} classifiers here; "
+                                 "use quality 'fast' for one")
+        return self.classifiers[0]
+
+
+def _packaged(spec: str, quality: str, backbone: str | None) -> ResolvedModel:
+    adapted = spec == "default"
+    names = [backbone] if backbone else ([DEFAULT_BACKBONE] if quality == "fast" else list(BEST_BACKBONES))
+    try:
+        clfs: list[Classifier | OnnxClassifier] = [default_classifier(n, adapted=adapted) for n in names]
+    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as e:
+        raise ModelLoadError(f"model {spec!r} with backbone {', '.join(names)}: {e}") from e
+    # The shipped temperature and threshold were fitted per quality mode for exactly these backbones.
+    fitted = backbone is None or (quality == "fast" and backbone == DEFAULT_BACKBONE)
+    decision = shipped_decision(quality) if adapted and fitted else {}
+    return ResolvedModel(spec, spec, clfs, decision)
+
+
+def resolve_model(spec: str | Path, *, quality: str = "fast", backbone: str | None = None) -> ResolvedModel:
+    """Load what ``spec`` names (see the module docstring).
+
+    ``quality`` ("fast" or "best") picks one packaged backbone or the three-backbone ensemble for ``default`` and
+    ``imagenet``; ``backbone`` asks for one packaged backbone by name instead. Both are ignored for files.
+    """
+    if quality not in QUALITIES:
+        raise ModelLoadError(f"quality must be 'fast' or 'best', not {quality!r}")
+    text = str(spec)
+    if text in PACKAGED:
+        return _packaged(text, quality, backbone)
+    if text.lower().endswith(".onnx"):
+        onnx = OnnxClassifier(text)  # raises ModelLoadError itself
+        return ResolvedModel(text, "onnx", [onnx], dict(onnx.decision), dict(onnx.config), Path(text),
+                             bool(onnx.config.get("backbone_in_weights")))
+    model_dir = model_dir_of(text)
+    if model_dir is None:
+        path = Path(text)
+        why = ("that folder has no model.json (nor model/model.json)" if path.is_dir()
+               else "no such file or folder" if not path.exists() else "not a model dir, run dir or .onnx file")
+        raise ModelLoadError(f"model {text!r}: not 'default' or 'imagenet', and {why}")
+    clf, cfg = load_model_dir(model_dir)
+    return ResolvedModel(text, "model_dir", [clf], dict(cfg.get("decision") or {}), cfg, model_dir,
+                         bool(cfg.get("backbone_in_weights")))

@@ -1,0 +1,123 @@
+"""resolve_model: one resolver for every spec, and one clear ModelLoadError (CLI: exit 2, no traceback) for every
+model file that cannot be loaded."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from dogbreed.breeds import stanford_breeds
+from dogbreed.cli import app
+from dogbreed.dogness import DogDetector
+from dogbreed.errors import ModelLoadError
+from dogbreed.export import export_classifier, sidecar_path
+from dogbreed.models import build_cnn_classifier, model_dir_of, save_model_dir
+from dogbreed.resolve import resolve_model
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny valid model dir, run dir, .onnx export and photo, to damage copies of."""
+    root = tmp_path_factory.mktemp("models")
+    clf = build_cnn_classifier({"blocks": [{"filters": 4}], "dense": [8]}, list(stanford_breeds())[:3], 32)
+    model_dir = save_model_dir(clf, root / "model-dir", decision={"temperature": 2.0})
+    run = root / "run"
+    shutil.copytree(model_dir, run / "model")
+    (run / "config.json").write_text("{}")
+    onnx = root / "tiny.onnx"
+    export_classifier(clf, onnx)
+    photo = root / "photo.jpg"
+    Image.fromarray(np.full((40, 40, 3), 128, np.uint8)).save(photo)
+    return {"model_dir": model_dir, "run": run, "onnx": onnx, "photo": photo}
+
+
+def test_specs_resolve_in_one_place(files: dict[str, Path]) -> None:
+    assert model_dir_of(files["run"]) == files["run"] / "model"
+    assert model_dir_of(files["model_dir"]) == files["model_dir"]
+    for spec in (files["run"], files["model_dir"]):
+        r = resolve_model(str(spec))
+        assert r.kind == "model_dir" and len(r.classifier.classes) == 3 and r.decision == {"temperature": 2.0}
+    r = resolve_model(str(files["onnx"]))
+    assert r.kind == "onnx" and r.classifier.backbone_name == "cnn" and len(r.classifier.classes) == 3
+    default, plain = resolve_model("default"), resolve_model("imagenet")
+    assert default.decision and "temperature" in default.decision and plain.decision == {}
+    assert not np.allclose(default.classifier.breed_head.weight.detach(), plain.classifier.breed_head.weight.detach())
+    assert len(resolve_model("imagenet", quality="best").classifiers) == 3
+
+
+def _damaged(files: dict[str, Path], tmp: Path) -> dict[str, tuple[str, str]]:
+    """name -> (spec, a phrase the error must contain); each is a copy of a good file with one thing wrong."""
+    out: dict[str, tuple[str, str]] = {}
+    for name, body in (("garbage", b"this is not a protobuf"), ("truncated", files["onnx"].read_bytes()[:300])):
+        f = tmp / f"{name}.onnx"
+        f.write_bytes(body)
+        shutil.copy(sidecar_path(files["onnx"]), sidecar_path(f))
+        out[f"{name} onnx"] = (str(f), "not a loadable ONNX model")
+    lone = tmp / "lone.onnx"
+    shutil.copy(files["onnx"], lone)
+    out["onnx without sidecar"] = (str(lone), "no sidecar")
+    for name, cut in (("empty", 0), ("truncated", 100)):
+        d = tmp / f"{name}-weights"
+        shutil.copytree(files["model_dir"], d)
+        w = d / "model.safetensors"
+        w.write_bytes(w.read_bytes()[:cut])
+        out[f"{name} safetensors"] = (str(d), "model.safetensors")
+    d = tmp / "empty-json"
+    shutil.copytree(files["model_dir"], d)
+    (d / "model.json").write_text("{}")
+    out["model.json {}"] = (str(d), "missing backbone")
+    d = tmp / "bad-run"
+    d.mkdir()
+    (d / "config.json").write_text("{}")
+    out["run dir without model"] = (str(d), "has no model.json")
+    out["missing path"] = (str(tmp / "nowhere"), "no such file or folder")
+    return out
+
+
+def test_every_damaged_model_raises_model_load_error(files: dict[str, Path], tmp_path: Path) -> None:
+    for name, (spec, phrase) in _damaged(files, tmp_path).items():
+        with pytest.raises(ModelLoadError) as info:
+            resolve_model(spec)
+        msg = str(info.value)
+        assert phrase in msg and "\n" not in msg, (name, msg)
+
+
+def test_damaged_dog_detector_raises_model_load_error(tmp_path: Path) -> None:
+    (tmp_path / "det.json").write_text(json.dumps({"format": "something else"}))
+    (tmp_path / "det.safetensors").write_bytes(b"\x00" * 5)
+    with pytest.raises(ModelLoadError, match="det.safetensors: not a readable safetensors"):
+        DogDetector.load(tmp_path / "det.json")
+    (tmp_path / "det.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="det.json: not readable JSON"):
+        DogDetector.load(tmp_path / "det")
+    with pytest.raises(ModelLoadError, match="need both"):
+        DogDetector.load(tmp_path / "missing.json")
+
+
+def test_cli_exits_2_with_one_sentence_and_no_traceback(files: dict[str, Path], tmp_path: Path) -> None:
+    damaged = _damaged(files, tmp_path)
+    spec, phrase = damaged["truncated safetensors"]
+    photos = tmp_path / "photos" / "beagle"
+    photos.mkdir(parents=True)
+    shutil.copy(files["photo"], photos / "a.jpg")
+    commands = {
+        "predict": ["predict", "--model", spec, str(files["photo"])],
+        "serve": ["serve", "--model", spec, "--port", "1"],
+        "export": ["export", spec, "--out", str(tmp_path / "x.onnx")],
+        "adapt": ["adapt", "--model", spec, "--data", str(tmp_path / "photos"), "--out", str(tmp_path / "o")],
+        "evaluate": ["evaluate", damaged["run dir without model"][0]],
+        "predict onnx": ["predict", "--model", damaged["garbage onnx"][0], str(files["photo"])],
+        "predict detector": ["predict", "--dog-detector", str(tmp_path / "nodet.json"), str(files["photo"])],
+    }
+    for name, args in commands.items():
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 2, (name, res.output, res.exception)
+        assert "Traceback" not in res.output and res.output.strip(), (name, res.output)
+    res = CliRunner().invoke(app, commands["predict"])
+    assert phrase in res.output and spec in res.output
