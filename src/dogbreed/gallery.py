@@ -85,7 +85,8 @@ class Gallery:
 
         meta = {"format": FORMAT, "backbone": self.backbone, "root": self.root,
                 "breeds": json.dumps(self.breeds), "paths": json.dumps(self.paths)}
-        tensors = {"features": self.features.contiguous(), "labels": self.labels.contiguous(),
+        # float16 on disk halves the file (14,400 Lite0 features: 37 MB instead of 74); cosine ranks barely move.
+        tensors = {"features": self.features.half().contiguous(), "labels": self.labels.contiguous(),
                    "offsets": self.offsets.contiguous(),
                    "thumbs": torch.frombuffer(bytearray(self.thumbs), dtype=torch.uint8) if self.thumbs
                    else torch.zeros(0, dtype=torch.uint8)}
