@@ -3,7 +3,7 @@
 Groups follow MANIFEST.tsv's ``source_repo`` so no test photo shares a source with a fitting photo:
   A = Kaggle dogs-vs-cats (dogs-any + kaggle-* cats) + Imagenette (9 object classes, English springer dogs)
   B = Cerberus (Bengal/Siamese/Sphynx cats, husky + toy poodle dogs) + the 90-class set (objects, animals, 9 breeds)
-      + Imagewoof (the other dog breeds, incl. all imagenet-val-dogs but English springer)
+      + Imagewoof (the other dog breeds, incl. all imagenet-val-dogs but English springer) + web-dogs (Wikipedia)
 Reads backbone outputs from the feature cache (scripts/warm_feature_cache.py fills it). Writes
 bench/results/dog_or_not.json and prints a Markdown table.
 
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
-from dogbreed.dogness import fit_dog_detector_arrays
+from dogbreed.dogness import DEFAULT_CASCADE, fit_dog_detector_arrays
 from dogbreed.features import extract
 from dogbreed.models import default_classifier
 from dogbreed.predict import BEST_BACKBONES, dog_mass
@@ -111,6 +111,12 @@ def main() -> None:
     }
     if len(args.backbones) > 1:
         methods[f"detector ({'+'.join(args.backbones)}, plain+flip) - best"] = (args.backbones, VIEWS, None)
+    cas = DEFAULT_CASCADE
+    cas_bbs = [cas.first, *cas.extra_backbones()]
+    if set(cas_bbs) <= set(args.backbones):
+        second = "+".join(f"{b.removeprefix('efficientnet_')} {v}" for b, v in cas.second)
+        methods[f"cascade: {cas.first.removeprefix('efficientnet_')} plain; in band {list(cas.band)}: {second} "
+                f"- fast"] = ("cascade", VIEWS, None)
     results = []
     for fit_a in (True, False):
         fit, test = (group_a, ~group_a) if fit_a else (~group_a, group_a)
@@ -118,7 +124,15 @@ def main() -> None:
         counts = {k: int(((kind == k) & test).sum()) for k in ("dog", "cat", "other")}
         for name, (bbs, views, fl2) in methods.items():
             vi = [VIEWS.index(v) for v in views]
-            if bbs is None:
+            band = None
+            if bbs == "cascade":
+                det, _ = fit_dog_detector_arrays({b: (out[b]["imnet"][fit], None) for b in cas_bbs},
+                                                 kind[fit] == "dog", target_recall=args.target_recall)
+                det.cascade = cas
+                p, band_t = det.cascade_probability({(b, v): torch.as_tensor(out[b]["imnet"][:, VIEWS.index(v)])
+                                                     for b in cas_bbs for v in VIEWS})
+                s, band, t_fit = p.numpy(), band_t.numpy(), cas.threshold
+            elif bbs is None:
                 s = dog_mass(torch.as_tensor(out[lite0]["imnet"][:, 0])).numpy()
                 t_fit = float(np.quantile(s[fit & (kind == "dog")], 1 - args.target_recall, method="lower"))
             else:
@@ -132,6 +146,12 @@ def main() -> None:
             row = {"direction": direction, "method": name, "test_counts": counts,
                    **with_ci(st, kt, args.boot, rng), "ece": ece(st, kt == "dog"),
                    "at_fitted_threshold": at_threshold(st, kt, t_fit)}
+            if band is not None:  # share of test photos that ran the second member, overall and per kind
+                row["slow_path_share"] = {"all": float(band[test].mean()),
+                                          **{k: float(band[test & (kind == k)].mean()) for k in counts}}
+                row["wrong_at_fitted_threshold"] = [
+                    {"path": files[i].split("real/")[-1], "kind": str(kind[i]), "p": round(float(s[i]), 4)}
+                    for i in np.where(test & ((s >= t_fit) != (kind == "dog")))[0]]
             # Breed accuracy (lite0 ImageNet breed rows) on honest imagenet-val dogs of the test group: all vs kept.
             vm = test & val
             if vm.any():
@@ -165,6 +185,12 @@ def print_table(results: list[dict]) -> None:
               f"{au[0]:.4f} ({au[1]:.4f}-{au[2]:.4f}) | {_ci(r['cats_rejected_at_99_dogs'])} | "
               f"{_ci(r['others_rejected_at_99_dogs'])} | {_ci(r['dogs_kept_at_99_cats_rejected'])} | "
               f"{r['ece']:.3f} | {a['dogs_kept']:.1%} / {a['cats_rejected']:.1%} / {a['others_rejected']:.1%} |")
+    for r in results:
+        if "slow_path_share" in r:
+            sh = r["slow_path_share"]
+            print(f"\n{r['direction']}, cascade: second member ran on {sh['all']:.1%} of test photos (dogs "
+                  f"{sh['dog']:.1%}, cats {sh['cat']:.1%}, other {sh['other']:.1%}); wrong at the fitted threshold: "
+                  + ", ".join(f"{w['kind']} {w['path']} ({w['p']:.2f})" for w in r["wrong_at_fitted_threshold"]))
     for r in results:
         b = r.get("breed_top1_val_dogs")
         if b and "baseline" not in r["method"]:

@@ -1,8 +1,9 @@
 """Fit what the package ships in src/dogbreed/data/: the dog detector and the adapted breed heads.
 
---part detector: dog_detector.{json,safetensors}, fitted on every photo in ../shared/data/real (dogs:
-  stanford-subset, imagenet-val-dogs, dogs-any; not dogs: not-dogs/cat and not-dogs/other); only the small head's
-  weights and thresholds are written, never the photos. Cross-source figures for this recipe: bench/dog_or_not.py.
+--part detector: dog_detector.{json,safetensors}, fitted on ../shared/data/real (dogs: the 2,400 photos of
+  stanford-dogs' official test list (20 per breed, all 120), imagenet-val-dogs, dogs-any; not dogs: not-dogs/cat and
+  not-dogs/other), with `fast`'s cascade (dogness.DEFAULT_CASCADE); only the small heads' weights and thresholds
+  are written, never the photos. Cross-source figures for this recipe: bench/dog_or_not.py.
 --part heads: breed_heads.{json,safetensors}. For each `best` backbone, the ImageNet head's breed rows adapted on ALL
   of stanford-subset (`adapt.adapt_features`, default AdaptConfig: only photographed breeds move, L2 pull toward the
   ImageNet rows); only the rows that changed are stored. Then, for the shipped heads, the breed temperature and the
@@ -51,11 +52,19 @@ def labelled(folder: Path) -> tuple[list[str], np.ndarray]:
 
 
 def fit_detector(real: Path, backbones: list[str], target_recall: float, out: str) -> None:
-    dogs = sorted(str(p) for d in ("stanford-subset", "imagenet-val-dogs", "dogs-any")
-                  for p in (real / d).rglob("*.jpg"))
+    from dogbreed.data import _mat_file_list
+    from dogbreed.dogness import DEFAULT_CASCADE
+
+    # Stanford: the official test list only (2,400, every breed), so Stanford's 14,400 do not swamp the other dogs.
+    stanford = [str(real / "stanford-dogs" / "Images" / f)
+                for f in _mat_file_list(real / "stanford-dogs" / "lists" / "test_list.mat")]
+    dogs = sorted(stanford + [str(p) for d in ("imagenet-val-dogs", "dogs-any") for p in (real / d).rglob("*.jpg")])
     not_dogs = sorted(str(p) for p in (real / "not-dogs").rglob("*.jpg"))
     det = fit_dog_detector(dogs, not_dogs, backbones=backbones, target_recall=target_recall, progress=True)
-    det.meta["fitted_on"] = "../shared/data/real (all sources), scripts/fit_default_heads.py --part detector"
+    if {DEFAULT_CASCADE.first, *DEFAULT_CASCADE.extra_backbones()} <= set(det.heads):
+        det.cascade = DEFAULT_CASCADE
+    det.meta["fitted_on"] = ("../shared/data/real: stanford-dogs test list, imagenet-val-dogs, dogs-any vs not-dogs; "
+                             "scripts/fit_default_heads.py --part detector")
     path = det.save(out)
     print(f"wrote {path} ({len(dogs)} dogs, {len(not_dogs)} not dogs)")
     print(json.dumps({k: round(v, 4) for k, v in det.thresholds.items()}, indent=1))

@@ -60,9 +60,14 @@ def test_shipped_detector_sets_the_thresholds(default_predictor: Predictor) -> N
     det = default_detector()
     assert det is not None and LITE0 in det.heads
     assert default_predictor.detector is not None
-    assert default_predictor.decision.dog_threshold == pytest.approx(det.threshold([LITE0], ("plain",)))
-    looser = Predictor(dog_target_recall=0.9)
-    assert looser.decision.dog_threshold >= default_predictor.decision.dog_threshold
+    if det.cascade is not None:  # `fast` runs the cascade: one threshold, the cascade's, decides every photo
+        assert default_predictor.dog_cascade
+        assert default_predictor.decision.dog_threshold == pytest.approx(det.cascade.threshold)
+    else:
+        assert default_predictor.decision.dog_threshold == pytest.approx(det.threshold([LITE0], ("plain",)))
+    looser = Predictor(dog_target_recall=0.9)  # a recall target asks for the first member's own threshold
+    assert not looser.dog_cascade
+    assert looser.decision.dog_threshold == pytest.approx(det.threshold([LITE0], ("plain",), 0.9))
 
 
 def _cli_predict(files: list[Path], *extra: str) -> list[dict]:
@@ -135,3 +140,57 @@ def test_cross_source_cats_rejected_better_than_dog_mass(real_data: Path) -> Non
     auroc = {n: float(np.mean(s[:nd, None] > s[None, nd:])) for n, s in scores.items()}
     assert rejected["detector"] >= rejected["mass"] + 0.05, (rejected, auroc)
     assert auroc["detector"] >= auroc["mass"], auroc
+
+
+LITE2 = "efficientnet_lite2"
+
+
+def _with_cascade(tmp_path: Path, band: tuple[float, float]) -> Path:
+    """The shipped detector's heads with a cascade over ``band`` (Lite0 plain + Lite2 plain/flip in it)."""
+    from dogbreed.dogness import Cascade
+
+    det = default_detector()
+    assert det is not None and LITE2 in det.heads
+    det.cascade = Cascade(LITE0, band, [(LITE0, "plain"), (LITE2, "plain"), (LITE2, "flip")], 0.5)
+    return det.save(tmp_path / "cascade")
+
+
+def test_cascade_round_trips_and_refuses_a_band_without_its_threshold(tmp_path: Path) -> None:
+    from dogbreed.dogness import Cascade
+
+    det = DogDetector.load(_with_cascade(tmp_path, (0.1, 0.97)))
+    assert det.cascade is not None and det.cascade.band == (0.1, 0.97)
+    assert det.cascade.second[1] == (LITE2, "plain") and det.cascade.extra_backbones() == [LITE2]
+    with pytest.raises(ValueError, match="must hold its threshold"):
+        Cascade.from_dict({"first": LITE0, "band": [0.6, 0.9], "second": [[LITE0, "plain"]], "threshold": 0.5})
+
+
+def test_cascade_runs_the_second_member_only_inside_the_band(tmp_path: Path, chelsea_jpeg: bytes) -> None:
+    from dogbreed.models import default_classifier
+    from dogbreed.transforms import load_image, preprocess_image, to_tensor
+
+    photo = tmp_path / "chelsea.jpg"
+    photo.write_bytes(chelsea_jpeg)
+    plain = Predictor(dog_cascade=False).predict([str(photo)])[0].dog_probability
+    # A band that holds nothing: the answer is the first member's, and the second member is never loaded.
+    empty = Predictor(dog_detector=str(_with_cascade(tmp_path / "e", (0.5, 0.5))))
+    assert empty.dog_cascade and empty.decision.dog_threshold == 0.5
+    assert empty.predict([str(photo)])[0].dog_probability == pytest.approx(plain, abs=1e-5)
+    assert empty._cascade_models == {}
+    # A band that holds everything: the answer is the mean calibrated logit of Lite0 plain + Lite2 plain and flip.
+    full = Predictor(dog_detector=str(_with_cascade(tmp_path / "f", (0.0, 1.0))), runtime="torch")
+    got_bytes = full.predict([chelsea_jpeg])[0].dog_probability  # the decoded image handed over
+    img = load_image(chelsea_jpeg, draft_size=full.draft_size)
+    # tensors only (the DataLoader-fed batch path): the in-band photo is decoded again from its path
+    got_file = full.predict_tensors(full.prepare([img]), [str(photo)])[0].dog_probability
+    det = full.detector
+    named = []
+    for bb, view in det.cascade.second:
+        clf = default_classifier(bb).eval()
+        x = to_tensor(preprocess_image(img, clf.preprocess_cfg), clf.preprocess_cfg.mean, clf.preprocess_cfg.std)
+        with torch.no_grad():
+            named.append((bb, clf(x[None].flip(-1) if view == "flip" else x[None])[1], None))
+    want = float(det.combine(named)[0])
+    assert got_bytes == pytest.approx(want, abs=1e-4)
+    assert got_file == pytest.approx(want, abs=1e-4)
+    assert list(full._cascade_models) == [LITE2]

@@ -84,6 +84,9 @@ DOG_THRESHOLD_OPT = typer.Option(None, help="Override the model's dog/no-dog thr
 DOG_DETECTOR_OPT = typer.Option("default", help="'default', 'none' (plain dog mass) or a detector written by "
                                 "fit-dog-detector.")
 TARGET_RECALL_OPT = typer.Option(None, min=0.5, max=0.999, help="Dog threshold keeping this share of validation dogs.")
+DOG_CASCADE_OPT = typer.Option(True, "--dog-cascade/--no-dog-cascade",
+                               help="fast: check photos with an uncertain dog score again with Lite2 (rejects more "
+                                    "cats; only those photos pay).")
 
 
 @app.command()
@@ -100,6 +103,7 @@ def predict(
     dog_threshold: float | None = DOG_THRESHOLD_OPT,
     dog_detector: str = DOG_DETECTOR_OPT,
     target_recall: float | None = TARGET_RECALL_OPT,
+    dog_cascade: bool = DOG_CASCADE_OPT,
     explain: str | None = typer.Option(None, "--explain", help="Write a heat-map overlay PNG per photo into this "
                                        "folder (Grad-CAM: which pixels drove the top breed)."),
     explain_breed: str | None = typer.Option(None, help="With --explain: the breed to explain (name or wnid) "
@@ -133,7 +137,8 @@ def predict(
         raise typer.Exit(2) from e
     opts = vars(PredictOptions(model=model, quality=quality, runtime=runtime, device=device, top_k=top_k,
                                batch_size=batch_size, dog_detector=dog_detector, dog_target_recall=target_recall,
-                               dog_threshold=dog_threshold, precision=precision, gallery=gallery))
+                               dog_threshold=dog_threshold, precision=precision, gallery=gallery,
+                               dog_cascade=dog_cascade))
     if engine == "ray":
         if explain:
             raise typer.BadParameter("--explain runs with the local engine only")
@@ -461,6 +466,7 @@ def serve(
     dog_threshold: float | None = DOG_THRESHOLD_OPT,
     dog_detector: str = DOG_DETECTOR_OPT,
     target_recall: float | None = TARGET_RECALL_OPT,
+    dog_cascade: bool = DOG_CASCADE_OPT,
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 for all)."),
     port: int = typer.Option(8000, min=1, max=65535),
     feedback_db: str | None = typer.Option(None, help="SQLite file for feedback (default: under the cache dir)."),
@@ -492,7 +498,7 @@ def serve(
                         feedback_per_day=feedback_per_day)
         options = PredictOptions(model=model, quality=quality, runtime=runtime, device=device,
                                  dog_detector=dog_detector, dog_target_recall=target_recall,
-                                 dog_threshold=dog_threshold, gallery=gallery)
+                                 dog_threshold=dog_threshold, gallery=gallery, dog_cascade=dog_cascade)
         run(options=options, host=host, port=port, feedback_db=feedback_db, limits=limits)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         _err(f"cannot start: {e}")

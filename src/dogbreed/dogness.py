@@ -88,6 +88,43 @@ def combo_key(backbones: Sequence[str], views: Sequence[str]) -> str:
 
 
 @dataclass
+class Cascade:
+    """Fast detector first; a stronger member only for photos whose first dog probability is in ``band``.
+
+    Outside the band the first probability stands (it is far from ``threshold`` on either side); inside it the
+    photo's dog probability is the detector's mean calibrated logit over ``second`` ((backbone, view) pairs, which may
+    reuse the first member's output), compared with ``threshold``. So one threshold decides every photo.
+    """
+
+    first: str
+    band: tuple[float, float]
+    second: list[tuple[str, str]]
+    threshold: float = 0.5
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"first": self.first, "band": list(self.band), "second": [list(p) for p in self.second],
+                "threshold": self.threshold}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Cascade:
+        lo, hi = (float(x) for x in d["band"])
+        if not 0 <= lo <= float(d.get("threshold", 0.5)) <= hi <= 1:
+            raise ValueError(f"dog cascade: band {d['band']} must hold its threshold {d.get('threshold')}")
+        return cls(str(d["first"]), (lo, hi), [(str(b), str(v)) for b, v in d["second"]],
+                   float(d.get("threshold", 0.5)))
+
+    def extra_backbones(self) -> list[str]:
+        return sorted({b for b, _ in self.second if b != self.first})
+
+
+# The cascade `fast` ships: Lite0 plain first; Lite0 plain + Lite2 plain + Lite2 flip in the band. Chosen with
+# bench/dog_or_not.py (both cross-source directions; see README "Dog or not" for the grid it was picked from).
+DEFAULT_CASCADE = Cascade("efficientnet_lite0", (0.1, 0.97),
+                          [("efficientnet_lite0", "plain"), ("efficientnet_lite2", "plain"),
+                           ("efficientnet_lite2", "flip")], 0.5)
+
+
+@dataclass
 class DogDetector:
     """Per-backbone calibrated heads plus dog-recall thresholds for each backbone/view combination."""
 
@@ -96,6 +133,7 @@ class DogDetector:
     thresholds: dict[str, float] = field(default_factory=dict)  # combo_key -> threshold at target_recall
     recall_curve: dict[str, list[list[float]]] = field(default_factory=dict)  # combo_key -> [[recall, threshold]]
     meta: dict[str, Any] = field(default_factory=dict)
+    cascade: Cascade | None = None  # used by a one-member plain-view Predictor whose backbone is cascade.first
 
     # -- scoring ---------------------------------------------------------------------------------------------
     def logit(self, imagenet_logits: torch.Tensor, features: torch.Tensor | None = None,
@@ -116,6 +154,19 @@ class DogDetector:
         if not zs:
             raise ValueError(f"dog detector has heads for {sorted(self.heads)}, none of the given backbones")
         return torch.sigmoid(torch.stack(zs).mean(0))
+
+    def cascade_probability(self, outputs: dict[tuple[str, str], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """ImageNet logits for every (backbone, view) the cascade names -> (its dog probability, in-band mask).
+
+        Computes the second stage for every photo (for benchmarks); `Predictor` runs it only inside the band.
+        """
+        c = self.cascade
+        if c is None:
+            raise ValueError("this dog detector has no cascade")
+        p = self.probability(outputs[(c.first, "plain")], None, c.first)
+        band = (p >= c.band[0]) & (p <= c.band[1])
+        p2 = self.combine([(b, outputs[(b, v)], None) for b, v in c.second])
+        return torch.where(band, p2, p), band
 
     def _head(self, backbone: str | None) -> DogHead:
         if backbone is None:
@@ -164,7 +215,8 @@ class DogDetector:
             heads_cfg[name] = {"bias": h.bias, "uses_features": h.feature_weight is not None}
         cfg = {"format": FORMAT, "imagenet_features": list(IMAGENET_FEATURES), "heads": heads_cfg,
                "target_recall": self.target_recall, "thresholds": self.thresholds,
-               "recall_curve": self.recall_curve, "meta": self.meta}
+               "recall_curve": self.recall_curve, "meta": self.meta,
+               "cascade": self.cascade.to_dict() if self.cascade is not None else None}
         atomic_write_bytes(base.with_suffix(".safetensors"), save(tensors))
         atomic_write_bytes(base.with_suffix(".json"), json.dumps(cfg, indent=1).encode())
         return base.with_suffix(".json")
@@ -204,8 +256,11 @@ class DogDetector:
 
             heads[name] = DogHead(name, t("mean"), t("std"), t("weight"), float(hc["bias"]),
                                   t("feature_mean"), t("feature_std"), t("feature_weight"))
+        cascade = Cascade.from_dict(cfg["cascade"]) if cfg.get("cascade") else None
+        if cascade is not None and not {b for b, _ in cascade.second} | {cascade.first} <= set(heads):
+            raise ValueError(f"dog cascade names backbones without a head: {cascade.to_dict()}")
         return cls(heads, float(cfg.get("target_recall", 0.99)), dict(cfg.get("thresholds", {})),
-                   dict(cfg.get("recall_curve", {})), dict(cfg.get("meta", {})))
+                   dict(cfg.get("recall_curve", {})), dict(cfg.get("meta", {})), cascade)
 
 
 def _base(path: str | Path) -> Path:

@@ -109,7 +109,8 @@ class Gallery:
             raise
         except Exception as e:  # a truncated or foreign file: say so plainly
             raise ValueError(f"gallery {p}: unreadable ({e})") from e
-        return cls(t["features"].float(), t["labels"].long(), json.loads(meta["breeds"]), json.loads(meta["paths"]),
+        feats = torch.nn.functional.normalize(t["features"].float(), dim=1)  # unit length again after float16
+        return cls(feats, t["labels"].long(), json.loads(meta["breeds"]), json.loads(meta["paths"]),
                    t["thumbs"].numpy().tobytes(), t["offsets"].long(), meta.get("backbone", DEFAULT_BACKBONE),
                    meta.get("root", ""))
 

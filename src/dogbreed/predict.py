@@ -20,7 +20,7 @@ from .breeds import DOG_INDICES, Breed
 from .dogness import DogDetector, default_detector
 from .errors import ImageDecodeError, ModelLoadError
 from .export import onnx_session_for
-from .models import Classifier
+from .models import Classifier, default_classifier
 from .resolve import BEST_BACKBONES, QUALITIES, ResolvedModel, resolve_model
 from .runtime import optimize_for_cpu, resolve_device
 from .transforms import Preprocess, load_image, preprocess_image, to_tensor
@@ -159,6 +159,10 @@ class PredictOptions:
     dog_detector: str = "default"
     dog_target_recall: float | None = None
     dog_threshold: float | None = None  # overrides the model's (and the detector's) dog/no-dog threshold
+    # The detector's cascade (a stronger member only for photos with an uncertain first dog score), used when the
+    # detector has one, the predictor runs its first backbone alone on the plain view, and no other recall target
+    # is asked for. False: the first member alone (faster, rejects fewer cats).
+    dog_cascade: bool = True
     # Look-alike photos: a gallery file written by `dogbreed gallery build` (or a loaded `gallery.Gallery`); None
     # (the default) loads nothing and changes nothing.
     gallery: Any = None
@@ -188,6 +192,7 @@ class Predictor:
     dog_detector: str = "default"
     dog_target_recall: float | None = None
     dog_threshold: float | None = None
+    dog_cascade: bool = True
     gallery: Any = None
     precision: str = "auto"
     # Filled in by loading.
@@ -197,6 +202,7 @@ class Predictor:
     classes: list[Breed] = field(default_factory=list, repr=False)
     detector: DogDetector | None = field(default=None, repr=False)
     resolved: ResolvedModel | None = field(default=None, repr=False)
+    _cascade_models: dict[str, tuple[Any, Preprocess]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.quality not in QUALITIES:
@@ -240,6 +246,7 @@ class Predictor:
         Its heads read the ImageNet head of an unchanged pretrained backbone, so a fine-tuned backbone keeps the
         plain dog mass.
         """
+        cascade_wanted, self.dog_cascade = self.dog_cascade, False  # on only once a detector with a cascade fits
         if self.dog_detector == "none" or (self.fine_tuned and self.dog_detector == "default"):
             self.detector = None
             return
@@ -251,6 +258,12 @@ class Predictor:
             return
         views = ("plain", "flip") if self.tta_flip else ("plain",)
         self.decision.dog_threshold = self.detector.threshold(self.member_backbones, views, self.dog_target_recall)
+        c = self.detector.cascade
+        self._cascade_models = {}
+        if (cascade_wanted and c is not None and self.member_backbones == [c.first] and not self.tta_flip
+                and self.dog_target_recall is None):
+            self.dog_cascade = True
+            self.decision.dog_threshold = c.threshold
 
     def _load_gallery(self) -> None:
         from .gallery import Gallery
@@ -368,12 +381,55 @@ class Predictor:
         paths = list(paths) if paths is not None else [None] * len(images)
         if not images:
             return []
-        return self.predict_tensors(self.prepare(images), paths)
+        return self.predict_tensors(self.prepare(images), paths, images)
 
-    def predict_tensors(self, xs: Sequence[torch.Tensor], paths: Sequence[str | None]) -> list[Prediction]:
-        """`prepare`'s batches (e.g. made in DataLoader workers by `batch.prepare_batch`) -> predictions."""
+    def _cascade(self, dog: torch.Tensor, outputs: list, paths: Sequence[str | None],
+                 images: Sequence[Any] | None) -> torch.Tensor:
+        """Replace the dog probability of in-band photos by the cascade's second stage (its own preprocessing)."""
+        c = self.detector.cascade
+        band = torch.nonzero((dog >= c.band[0]) & (dog <= c.band[1])).flatten().tolist()
+        ims: dict[int, Any] = {}
+        for r in band:
+            if images is not None:
+                ims[r] = images[r]
+                continue
+            try:  # decode again only what the band needs; a photo that fails now keeps its first score
+                ims[r] = load_image(str(paths[r]), draft_size=self.draft_size)
+            except (ImageDecodeError, OSError, TypeError):
+                continue
+        rows = list(ims)
+        if not rows:
+            return dog
+        have: dict[tuple[str, str], torch.Tensor] = {
+            (c.first, "plain"): next(o[1] for _, view, o in outputs if view == "plain")[rows]}
+        for bb in c.extra_backbones():
+            model, pre = self._cascade_member(bb)
+            x = torch.stack([to_tensor(preprocess_image(ims[r], pre), pre.mean, pre.std) for r in rows])
+            for view in {v for b, v in c.second if b == bb}:
+                have[(bb, view)] = self._run(model, x.flip(-1) if view == "flip" else x)[1]
+        dog = dog.clone()
+        dog[rows] = self.detector.combine([(b, have[(b, v)], None) for b, v in c.second]).to(dog.dtype)
+        return dog
+
+    def _cascade_member(self, backbone: str) -> tuple[Any, Preprocess]:
+        """The cascade's extra backbone (plain ImageNet head), loaded on first use so clear photos never pay."""
+        if backbone not in self._cascade_models:
+            clf = default_classifier(backbone)
+            self._cascade_models[backbone] = (self._place(clf), clf.preprocess_cfg)
+        return self._cascade_models[backbone]
+
+    def predict_tensors(self, xs: Sequence[torch.Tensor], paths: Sequence[str | None],
+                        images: Sequence[Any] | None = None) -> list[Prediction]:
+        """`prepare`'s batches (e.g. made in DataLoader workers by `batch.prepare_batch`) -> predictions.
+
+        ``images``: the decoded photos, when at hand, for the dog cascade's second member; otherwise the few photos
+        it needs are decoded again from ``paths``.
+        """
         outputs = self.outputs_from_tensors(xs)
-        preds = self.decide(self.combine_breeds(outputs), self.dog_probability(outputs, len(paths)), paths)
+        dog = self.dog_probability(outputs, len(paths))
+        if self.dog_cascade:
+            dog = self._cascade(dog, outputs, paths, images)
+        preds = self.decide(self.combine_breeds(outputs), dog, paths)
         if self.gallery is not None:
             from .gallery import attach_look_alikes
 
@@ -385,7 +441,12 @@ class Predictor:
     @property
     def draft_size(self) -> int:
         """Shorter side JPEGs may be decoded at: enough for the largest member's input."""
-        return max(m.preprocess.draft_size for m in self.members)
+        sizes = [m.preprocess.draft_size for m in self.members]
+        if self.dog_cascade:  # the cascade's member reads the same decoded photo at its own, larger size
+            from .backbones import get_spec
+
+            sizes += [get_spec(b).preprocess().draft_size for b in self.detector.cascade.extra_backbones()]
+        return max(sizes)
 
     def iter_predict(self, sources: Sequence[str | Path | bytes], names: Sequence[str | None] | None = None,
                      ) -> Iterator[Prediction]:
