@@ -206,3 +206,20 @@ def test_bf16_autocast_within_tolerance(real_data: Path) -> None:
     assert worst <= BF16_TOLERANCE["max_abs_probability"]
     assert agree / len(files) >= BF16_TOLERANCE["top1_agreement"]
     assert worst > 0  # bf16 really ran (identical outputs would mean autocast was off)
+
+
+def test_default_model_starts_from_its_cached_export(photos: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dogbreed import export, resolve
+
+    files = expand_inputs([photos])
+    with monkeypatch.context() as m:  # the slow path: build the PyTorch model, export (cached), record it
+        m.setattr(resolve, "cached_default_model", lambda *a, **k: None)
+        built = Predictor()
+    fast = Predictor()
+    assert isinstance(fast.members[0].model, export.CachedDefaultModel)
+    assert not isinstance(built.members[0].model, export.CachedDefaultModel)
+    assert [p.to_dict() for p in fast.predict(files)] == [p.to_dict() for p in built.predict(files)]
+    assert fast.classes == built.classes and fast.decision == built.decision
+    # Anything the weights follow from changes the key: then the model is built again, never a stale export used.
+    monkeypatch.setattr(export, "EXPORT_VERSION", export.EXPORT_VERSION + 1000)
+    assert export.cached_default_model("efficientnet_lite0", True) is None

@@ -229,7 +229,9 @@ class Predictor:
         # "default": the heads adapted on stanford-subset that ship with the package, with their fitted temperature
         # and uncertain threshold; "imagenet": the plain zero-training ImageNet head, kept one flag away for
         # comparison (its probabilities are not calibrated); else a model dir, run dir or exported .onnx file.
-        self.resolved = resolved = resolve_model(self.model, quality=self.quality)
+        onnx = self.runtime == "onnx" or (self.runtime == "auto" and self.device == "cpu" and _onnxruntime_available())
+        # On ONNX Runtime the packaged models start from their cached export, without building the PyTorch model.
+        self.resolved = resolved = resolve_model(self.model, quality=self.quality, cached_onnx=onnx)
         # "best" runs three backbones where the model has them; a single head can only add the flip view
         # (+0.2-0.8 pt on stanford-subset, see bench/accuracy.py).
         self.tta_flip = self.tta_flip or self.quality == "best"
@@ -238,6 +240,12 @@ class Predictor:
             self.runtime = "onnx"  # the graph is all there is
         self.classes = list(resolved.classifiers[0].classes)
         self.members = [Member(self._place(c), c.preprocess_cfg, c.backbone_name) for c in resolved.classifiers]
+        if resolved.kind in ("default", "imagenet"):
+            from .export import OnnxModel, record_default_model
+
+            for c, m in zip(resolved.classifiers, self.members, strict=True):
+                if isinstance(c, Classifier) and isinstance(m.model, OnnxModel):  # built and exported this time
+                    record_default_model(c, m.model, resolved.kind == "default")
         self._load_dog_detector()
 
     def _load_dog_detector(self) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ModelLoadError
-from .export import OnnxClassifier
+from .export import OnnxClassifier, cached_default_model
 from .models import DEFAULT_BACKBONE, Classifier, default_classifier, load_model_dir, model_dir_of, shipped_decision
 
 PACKAGED = ("default", "imagenet")
@@ -46,11 +46,14 @@ class ResolvedModel:
         return self.classifiers[0]
 
 
-def _packaged(spec: str, quality: str, backbone: str | None) -> ResolvedModel:
+def _packaged(spec: str, quality: str, backbone: str | None, cached_onnx: bool = False) -> ResolvedModel:
     adapted = spec == "default"
     names = [backbone] if backbone else ([DEFAULT_BACKBONE] if quality == "fast" else list(BEST_BACKBONES))
     try:
-        clfs: list[Classifier | OnnxClassifier] = [default_classifier(n, adapted=adapted) for n in names]
+        cached = [cached_default_model(n, adapted) for n in names] if cached_onnx else []
+        clfs: list[Classifier | OnnxClassifier] = (
+            cached if cached and all(c is not None for c in cached)  # type: ignore[misc]
+            else [default_classifier(n, adapted=adapted) for n in names])
     except (ValueError, KeyError, FileNotFoundError, RuntimeError) as e:
         raise ModelLoadError(f"model {spec!r} with backbone {', '.join(names)}: {e}") from e
     # The shipped temperature and threshold were fitted per quality mode for exactly these backbones.
@@ -59,17 +62,21 @@ def _packaged(spec: str, quality: str, backbone: str | None) -> ResolvedModel:
     return ResolvedModel(spec, spec, clfs, decision)
 
 
-def resolve_model(spec: str | Path, *, quality: str = "fast", backbone: str | None = None) -> ResolvedModel:
+def resolve_model(spec: str | Path, *, quality: str = "fast", backbone: str | None = None,
+                  cached_onnx: bool = False) -> ResolvedModel:
     """Load what ``spec`` names (see the module docstring).
 
     ``quality`` ("fast" or "best") picks one packaged backbone or the three-backbone ensemble for ``default`` and
     ``imagenet``; ``backbone`` asks for one packaged backbone by name instead. Both are ignored for files.
+    ``cached_onnx``: for a packaged model, return ONNX Runtime sessions of its cached export when every member has
+    one (`export.cached_default_model`) instead of building the PyTorch models: a faster start for callers that
+    would run ONNX Runtime anyway.
     """
     if quality not in QUALITIES:
         raise ModelLoadError(f"quality must be 'fast' or 'best', not {quality!r}")
     text = str(spec)
     if text in PACKAGED:
-        return _packaged(text, quality, backbone)
+        return _packaged(text, quality, backbone, cached_onnx)
     if text.lower().endswith(".onnx"):
         onnx = OnnxClassifier(text)  # raises ModelLoadError itself
         return ResolvedModel(text, "onnx", [onnx], dict(onnx.decision), dict(onnx.config), Path(text),
