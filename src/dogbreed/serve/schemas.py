@@ -25,6 +25,19 @@ class BreedScoreOut(BaseModel):
     probability: float = Field(ge=0, le=1)
 
 
+class LookAlikePhoto(BaseModel):
+    id: int = Field(description="Gallery photo id; its thumbnail is GET /v1/gallery/{id}.jpg.")
+    path: str = Field(description="Path of the photo inside the gallery's data folder.")
+    similarity: float = Field(description="Cosine similarity of pooled features, -1..1, higher is closer.")
+
+
+class LookAlikes(BaseModel):
+    wnid: str | None
+    name: str
+    photos: list[LookAlikePhoto] = Field(description="Nearest gallery photos of this breed, best first; empty when "
+                                         "the gallery has none.")
+
+
 class PredictionOut(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -33,6 +46,8 @@ class PredictionOut(BaseModel):
     dog_probability: float = Field(ge=0, le=1)
     breeds: list[BreedScoreOut] = Field(description="top_k breeds, most likely first.")
     several_breeds_likely: bool
+    look_alikes: list[LookAlikes] | None = Field(None, description="Only when the server runs with --gallery: for "
+                                                 "each of the top 3 breeds, its nearest gallery photos.")
 
 
 class PredictResponse(BaseModel):
