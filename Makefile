@@ -5,7 +5,7 @@ PIP := $(PY) -m pip
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint bench browser-deps
+.PHONY: install run test test-fast lint bench browser-deps
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,11 @@ lint: install
 
 test: install browser-deps lint
 	$(VENV)/bin/pytest
+
+# The developer's lane (under a minute): no training, serving, benchmarks, real photos or browser.
+# One module's tests: $(VENV)/bin/pytest tests/test_<module>.py (files are named after the modules they test).
+test-fast: install
+	$(VENV)/bin/pytest -m "not slow and not real and not browser" -q
 
 bench: install
 	$(PY) bench/speed.py

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.browser
+# Real photos are used when ../shared/data/real is there (generated ones otherwise), so these are `real` too.
+pytestmark = [pytest.mark.browser, pytest.mark.real]
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"

@@ -39,7 +39,6 @@ from dogbreed.data import (
 )
 from dogbreed.transforms import Augment, Preprocess, load_image
 
-REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real"
 RAW = Preprocess(size=32, resize="squash", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # tensor*255 == pixels
 
 
@@ -320,8 +319,8 @@ def test_cli_inspect_split_preview(tmp_path: Path) -> None:
 
 
 @pytest.mark.real
-def test_real_stanford_subset() -> None:
-    root = REAL / "stanford-subset"
+def test_real_stanford_subset(real_data: Path) -> None:
+    root = real_data / "stanford-subset"
     if not root.is_dir():
         pytest.skip("../shared/data/real/stanford-subset not present")
     idx = load_dataset(root)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD, Preprocess
@@ -66,8 +68,6 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not p.exists():
         raise FileNotFoundError(f"weights file not found: {p}")
     if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         return load_file(str(p))
     try:
         obj = torch.load(str(p), map_location="cpu", weights_only=True)
@@ -92,8 +92,6 @@ _LITE_PACKAGES = {
 
 
 def lite_weights_path(name: str) -> Path:
-    import importlib
-
     pkg, cls, _ = _LITE_PACKAGES[name]
     try:
         mod = importlib.import_module(pkg)
@@ -103,7 +101,7 @@ def lite_weights_path(name: str) -> Path:
 
 
 def _build_lite(name: str, pretrained: bool, weights: str | Path | None) -> Backbone:
-    from efficientnet_lite_pytorch import EfficientNet
+    from efficientnet_lite_pytorch import EfficientNet  # lazy: only the Lite backbones need this package
 
     net = EfficientNet.from_name(name.replace("_", "-"))
     if weights is not None:

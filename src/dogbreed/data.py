@@ -136,7 +136,7 @@ def _parse_voc_box(path: Path) -> Box | None:
 
 
 def _mat_file_list(path: Path) -> list[str]:
-    from scipy.io import loadmat
+    from scipy.io import loadmat  # lazy: only Stanford's .mat file lists need scipy, and it is slow to import
 
     m = loadmat(str(path))
     if "file_list" not in m:

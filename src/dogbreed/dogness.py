@@ -27,10 +27,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load, save
 
 from .breeds import BIG_CAT_INDICES, DOG_INDICES, DOMESTIC_CAT_INDICES, WOLF_FOX_INDICES
 from .errors import ModelLoadError
+from .features import extract
 from .fileio import atomic_write_bytes
+from .models import default_classifier
 
 FORMAT = "dogbreed-dog-detector/1"
 DEFAULT_NAME = "dog_detector"
@@ -201,8 +204,6 @@ class DogDetector:
     # -- storage ---------------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write ``<path>.safetensors`` and ``<path>.json`` (a suffix on ``path`` is dropped); returns the JSON."""
-        from safetensors.torch import save
-
         base = _base(path)
         base.parent.mkdir(parents=True, exist_ok=True)
         tensors: dict[str, torch.Tensor] = {}
@@ -224,8 +225,6 @@ class DogDetector:
     @classmethod
     def load(cls, path: str | Path) -> DogDetector:
         """Read a detector written by `save` (give the .json, the .safetensors or the common stem)."""
-        from safetensors.torch import load
-
         base = _base(path)
         js, st = base.with_suffix(".json"), base.with_suffix(".safetensors")
         if not js.is_file() or not st.is_file():
@@ -274,8 +273,6 @@ def default_detector() -> DogDetector | None:
     js, st = root.joinpath(f"{DEFAULT_NAME}.json"), root.joinpath(f"{DEFAULT_NAME}.safetensors")
     if not (js.is_file() and st.is_file()):
         return None
-    from safetensors.torch import load
-
     return DogDetector._from(json.loads(js.read_text()), load(st.read_bytes()))
 
 
@@ -415,9 +412,6 @@ def fit_dog_detector(dog_paths: Sequence[str | Path], not_dog_paths: Sequence[st
                      target_recall: float = 0.99, feature_l2: float | None = None, use_cache: bool = True,
                      progress: bool = False) -> DogDetector:
     """Fit a dog detector on photo files (dogs vs anything else) for each backbone; unreadable photos are skipped."""
-    from .features import extract
-    from .models import default_classifier
-
     dog_paths, not_dog_paths = [str(p) for p in dog_paths], [str(p) for p in not_dog_paths]
     if not dog_paths or not not_dog_paths:
         raise ValueError(f"need dog and not-dog photos; got {len(dog_paths)} dog and {len(not_dog_paths)} "

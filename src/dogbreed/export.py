@@ -80,7 +80,7 @@ class OnnxModel:
     """
 
     def __init__(self, path: str | Path, threads: int | None = None):
-        import onnxruntime as ort
+        import onnxruntime as ort  # lazy: ~0.3 s to import, and torch-only callers never open a session
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from .errors import ImageDecodeError
 from .export import onnx_session_for
@@ -112,8 +113,6 @@ def extract(
         dl = DataLoader(ds, batch_size=batch_size, num_workers=num_workers, shuffle=False)
         it: Any = dl
         if progress:
-            from tqdm import tqdm
-
             it = tqdm(dl, total=len(dl), unit="batch", desc=f"features {len(todo)} imgs")
         for x, local_idx, errs in it:
             good = [j for j, e in enumerate(errs) if not e]

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load, load_file, save
 from torch import nn
 
-from .backbones import Backbone, create_backbone, get_spec
+from .backbones import Backbone, BackboneSpec, create_backbone, get_spec
 from .breeds import Breed, stanford_breeds
 from .errors import ModelLoadError
 from .fileio import atomic_write_bytes
@@ -87,9 +88,6 @@ SHIPPED_HEADS = "breed_heads"
 
 def shipped_heads() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(JSON metadata, tensors) of the adapted heads in the package; raises FileNotFoundError when absent."""
-    from importlib import resources
-
-    from safetensors.torch import load
 
     root = resources.files("dogbreed").joinpath("data")
     js, st = root.joinpath(f"{SHIPPED_HEADS}.json"), root.joinpath(f"{SHIPPED_HEADS}.safetensors")
@@ -142,8 +140,6 @@ def is_model_dir(path: str | Path) -> bool:
 def save_model_dir(clf: Classifier, path: str | Path, *, decision: dict[str, Any] | None = None,
                    save_backbone: bool = False, extra: dict[str, Any] | None = None) -> Path:
     """Write a classifier so `Predictor(model=path)` and `dogbreed predict --model path` can load it."""
-    from safetensors.torch import save
-
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {f"breed_head.{k}": v.detach().cpu().contiguous() for k, v in clf.breed_head.state_dict().items()}
@@ -275,8 +271,6 @@ def build_cnn_backbone(cfg: dict[str, Any] | None, input_size: int = 128,
                        mean: Sequence[float] = (0.485, 0.456, 0.406),
                        std: Sequence[float] = (0.229, 0.224, 0.225)) -> Backbone:
     """Conv ('same' padding) [+BN] + activation + max-pool ('valid') per block, then flatten/GAP + dense layers."""
-    from .backbones import BackboneSpec
-
     arch = cnn_arch(cfg)
     act = _ACTIVATIONS[arch["activation"]]
     layers: list[nn.Module] = []

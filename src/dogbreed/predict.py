@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import importlib.util
 import os
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
@@ -484,8 +485,6 @@ class Predictor:
 
 
 def _onnxruntime_available() -> bool:
-    import importlib.util
-
     return importlib.util.find_spec("onnxruntime") is not None
 
 

@@ -1,0 +1,107 @@
+"""ONNX export (export.py): parity with PyTorch, the sidecar, `dogbreed export`, .onnx models in Predictor."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from dogbreed.cli import app
+from dogbreed.errors import ModelLoadError
+from dogbreed.export import OnnxModel, max_abs_diff, parity_inputs, sidecar_path
+from dogbreed.models import default_classifier
+from dogbreed.paths import cache_dir
+from dogbreed.predict import Predictor
+from dogbreed.transforms import preprocess_image, to_tensor
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """`dogbreed export default --out X.onnx`, run once: (path, CLI output)."""
+    out = tmp_path_factory.mktemp("export") / "lite0.onnx"
+    res = CliRunner().invoke(app, ["export", "default", "--format", "onnx", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    return out, res.output
+
+
+def _photos() -> list[tuple[str, bytes]]:
+    from skimage import data
+
+    def jpeg(img: Image.Image) -> bytes:
+        buf = io.BytesIO()
+        img.convert("RGB").save(buf, "JPEG", quality=90)
+        return buf.getvalue()
+
+    return [(n, jpeg(Image.fromarray(getattr(data, n)()))) for n in ("chelsea", "coffee", "astronaut")]
+
+
+def test_export_matches_pytorch_on_random_and_image_like_inputs(exported: tuple[Path, str]) -> None:
+    path, _ = exported
+    clf = default_classifier("efficientnet_lite0", adapted=True).eval()  # what `export default` writes
+    cfg = clf.preprocess_cfg
+    photos = torch.stack([to_tensor(preprocess_image(Image.open(io.BytesIO(b)).convert("RGB"), cfg), cfg.mean,
+                                    cfg.std) for _, b in _photos()])
+    x = torch.cat([parity_inputs(cfg.size, seed=1), photos])
+    diffs = max_abs_diff(clf, OnnxModel(path), x)
+    assert set(diffs) == {"breed_logits", "imagenet_logits", "features"}
+    assert max(diffs.values()) < 1e-4, diffs
+
+
+def test_export_cli_writes_sidecar_and_reports_parity(exported: tuple[Path, str]) -> None:
+    path, output = exported
+    m = re.search(r"max abs diff ([0-9.e+-]+)", output)
+    assert m and float(m.group(1)) < 1e-4, output
+    side = json.loads(sidecar_path(path).read_text())
+    assert side["backbone"] == "efficientnet_lite0"
+    assert len(side["classes"]) == 120 and side["preprocess"]["size"] == 224
+    assert side["parity"]["max_abs_diff"]["breed_logits"] < 1e-4
+    assert side["outputs"] == ["breed_logits", "imagenet_logits", "features"]
+
+
+def test_onnx_file_and_pytorch_predictors_agree(exported: tuple[Path, str]) -> None:
+    path, _ = exported
+    photos = _photos()
+    names = [n for n, _ in photos]
+    torch_preds = Predictor(runtime="torch").predict([b for _, b in photos], names)
+    onnx_pred = Predictor(model=str(path))
+    assert isinstance(onnx_pred.members[0].model, OnnxModel)
+    onnx_preds = onnx_pred.predict([b for _, b in photos], names)
+    for t, o in zip(torch_preds, onnx_preds, strict=True):
+        assert [b.name for b in t.breeds] == [b.name for b in o.breeds], t.path
+        assert np.allclose([b.probability for b in t.breeds], [b.probability for b in o.breeds], atol=1e-3)
+        assert t.verdict == o.verdict and abs(t.dog_probability - o.dog_probability) < 1e-3
+
+
+def test_export_cli_round_trip_predict_json(exported: tuple[Path, str], tmp_path: Path) -> None:
+    path, _ = exported
+    name, jpeg = _photos()[0]
+    photo = tmp_path / f"{name}.jpg"
+    photo.write_bytes(jpeg)
+    res = CliRunner().invoke(app, ["predict", "--model", str(path), str(photo), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.output[res.output.index("["):])
+    want = Predictor().predict([str(photo)])[0]
+    assert got[0]["path"] == str(photo) and len(got[0]["breeds"]) == 5
+    assert got[0]["breeds"][0]["name"] == want.breeds[0].name
+
+
+def test_onnx_file_without_sidecar_is_refused(exported: tuple[Path, str], tmp_path: Path) -> None:
+    lone = tmp_path / "lone.onnx"
+    lone.write_bytes(exported[0].read_bytes())
+    with pytest.raises(ModelLoadError, match="sidecar"):
+        Predictor(model=str(lone))
+
+
+def test_runtime_auto_uses_onnx_runtime_on_cpu() -> None:
+    pred = Predictor(runtime="auto")
+    assert isinstance(pred.members[0].model, OnnxModel)
+    assert list((cache_dir() / "onnx").glob("*.onnx")), "the export is cached under $DOGBREED_CACHE/onnx"
+    with pytest.raises(ValueError, match="runtime"):
+        Predictor(runtime="tensorflow")

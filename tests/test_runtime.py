@@ -1,0 +1,41 @@
+"""runtime.py: eager-PyTorch CPU preparation keeps outputs; BatchNorm folding refuses what it cannot prove."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dogbreed.export import parity_inputs
+from dogbreed.models import default_classifier
+from dogbreed.runtime import fold_batchnorm, optimize_for_cpu
+
+
+def test_optimize_for_cpu_keeps_outputs() -> None:
+    ref = default_classifier("efficientnet_lite0").eval()
+    fast = optimize_for_cpu(default_classifier("efficientnet_lite0"))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules()), "BatchNorm folded away"
+    x = parity_inputs(224, n_random=1)
+    with torch.inference_mode():
+        a, b = ref(x), fast(x.contiguous(memory_format=torch.channels_last))
+    assert max(float((u - v).abs().max()) for u, v in zip(a, b, strict=True)) < 1e-4
+
+
+def test_fold_batchnorm_refuses_a_bn_that_runs_before_its_conv() -> None:
+    class BnFirst(nn.Module):  # registration order says conv -> bn, forward does bn -> conv
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(4, 4, 3, padding=1)
+            self.bn = nn.BatchNorm2d(4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(self.bn(x))
+
+    m = BnFirst().eval()
+    with torch.no_grad():
+        m.bn.running_mean.uniform_(-1, 1)
+        m.bn.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 4, 8, 8)
+    before = m(x).detach()
+    assert fold_batchnorm(m, check=x) == 0
+    assert isinstance(m.bn, nn.BatchNorm2d)
+    assert torch.equal(m(x).detach(), before)
