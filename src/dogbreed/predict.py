@@ -392,7 +392,7 @@ class Predictor:
             return []
         return self.predict_tensors(self.prepare(images), paths, images)
 
-    def _cascade(self, dog: torch.Tensor, outputs: list, paths: Sequence[str | None],
+    def _cascade(self, dog: torch.Tensor, outputs: Sequence[MemberOutput], paths: Sequence[str | None],
                  images: Sequence[Any] | None) -> torch.Tensor:
         """Replace the dog probability of in-band photos by the cascade's second stage (its own preprocessing)."""
         c = self.detector.cascade
@@ -410,12 +410,12 @@ class Predictor:
         if not rows:
             return dog
         have: dict[tuple[str, str], torch.Tensor] = {
-            (c.first, "plain"): next(o[1] for _, view, o in outputs if view == "plain")[rows]}
+            (c.first, "plain"): next(o.out.imagenet_logits for o in outputs if o.view == "plain")[rows]}
         for bb in c.extra_backbones():
             model, pre = self._cascade_member(bb)
             x = torch.stack([to_tensor(preprocess_image(ims[r], pre), pre.mean, pre.std) for r in rows])
             for view in {v for b, v in c.second if b == bb}:
-                have[(bb, view)] = self._run(model, x.flip(-1) if view == "flip" else x)[1]
+                have[(bb, view)] = self._run(model, x.flip(-1) if view == "flip" else x).imagenet_logits
         dog = dog.clone()
         dog[rows] = self.detector.combine([(b, have[(b, v)], None) for b, v in c.second]).to(dog.dtype)
         return dog
