@@ -38,6 +38,7 @@ def _schema(pred: dict) -> tuple:
     return tuple(sorted(pred)), tuple(tuple(sorted(b)) for b in pred["breeds"])
 
 
+@pytest.mark.slow
 def test_best_ensemble_with_tta_has_single_model_schema(tmp_path: Path) -> None:
     photos = [str(_photo(tmp_path / f"{i}.jpg", i)) for i in range(2)]
     fast = Predictor(quality="fast")
@@ -52,6 +53,7 @@ def test_best_ensemble_with_tta_has_single_model_schema(tmp_path: Path) -> None:
         assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-5
 
 
+@pytest.mark.slow
 def test_flip_tta_of_symmetric_image_equals_plain() -> None:
     half = np.random.default_rng(3).integers(0, 255, (256, 128, 3), dtype=np.uint8)
     img = Image.fromarray(np.concatenate([half, half[:, ::-1]], axis=1))  # 256 x 256: crop stays centred
@@ -64,6 +66,7 @@ def test_flip_tta_of_symmetric_image_equals_plain() -> None:
     assert not np.allclose(plain.scores([asym])[0].numpy(), flip.scores([asym])[0].numpy(), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_add_breed_grows_round_trips_and_refuses(tmp_path: Path) -> None:
     new_dir = _folder(tmp_path / "kokoni", 4, seed=7)
     out = tmp_path / "model"
@@ -90,6 +93,7 @@ def test_add_breed_grows_round_trips_and_refuses(tmp_path: Path) -> None:
     assert not (tmp_path / "z").exists()
 
 
+@pytest.mark.slow
 def test_adapt_on_folder_per_breed_gives_loadable_model(tmp_path: Path) -> None:
     data = tmp_path / "data"
     for seed, breed in enumerate(["golden_retriever", "beagle", "Samoyed"]):

@@ -11,6 +11,7 @@ pytest.importorskip("ray")
 pq = pytest.importorskip("pyarrow.parquet")
 
 
+@pytest.mark.slow
 def test_ray_rows_equal_single_process_rows(tmp_path: Path, chelsea_jpeg: bytes) -> None:
     import ray
 

@@ -34,6 +34,7 @@ def _torchrun_train(args: list[str]) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_and_resume(tmp_path: Path) -> None:
     data = make_folder_tree(tmp_path / "data", breeds=("beagle", "pug", "My mutt"), per_breed=8)
     one = tr.train(tr.load_preset("baseline", [*SETTINGS, "max_epochs=3"]), str(data), out=tmp_path / "one")

@@ -86,6 +86,7 @@ def test_cli_three_answers(tmp_path: Path, chelsea_jpeg: bytes, grey_jpeg: bytes
     assert all(o["verdict"] in ("dog", "no_dog", "uncertain_breed") for o in out)
 
 
+@pytest.mark.slow
 def test_cli_refit_on_tiny_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chelsea_jpeg: bytes) -> None:
     monkeypatch.setenv("DOGBREED_CACHE", str(tmp_path / "cache"))
     dogs, not_dogs, empty = tmp_path / "dogs", tmp_path / "not", tmp_path / "empty"

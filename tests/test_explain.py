@@ -90,6 +90,7 @@ def test_overlay_names_do_not_collide() -> None:
         ["x.png", "x-2.png", "y.png", "x-3.png"]
 
 
+@pytest.mark.slow
 def test_cli_explain_writes_an_overlay_per_photo(tmp_path: Path, chelsea_jpeg: bytes) -> None:
     photos = tmp_path / "in"
     photos.mkdir()
@@ -109,6 +110,7 @@ def test_cli_explain_writes_an_overlay_per_photo(tmp_path: Path, chelsea_jpeg: b
     assert sorted(p.name for p in out.iterdir()) == ["cat.png", "noise.png"]
 
 
+@pytest.mark.slow
 def test_cli_explain_unknown_breed_fails_before_reading_photos(tmp_path: Path, chelsea_jpeg: bytes) -> None:
     (tmp_path / "cat.jpg").write_bytes(chelsea_jpeg)
     r = runner.invoke(cli_app, ["predict", str(tmp_path / "cat.jpg"), "--explain", str(tmp_path / "o"),
@@ -117,6 +119,7 @@ def test_cli_explain_unknown_breed_fails_before_reading_photos(tmp_path: Path, c
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_api_explain_returns_a_png_the_photos_size(default_predictor, chelsea_jpeg: bytes) -> None:
     from dogbreed.serve.app import create_app
 
@@ -136,6 +139,7 @@ def test_api_explain_returns_a_png_the_photos_size(default_predictor, chelsea_jp
         assert "/v1/explain" in c.get("/openapi.json").json()["paths"]
 
 
+@pytest.mark.slow
 def test_plain_prediction_does_not_load_explain_or_gallery() -> None:
     code = ("import sys, dogbreed, dogbreed.cli, dogbreed.predict, dogbreed.serve.app; "
             "print(sorted(m for m in sys.modules if m in ('dogbreed.explain', 'dogbreed.gallery')))")

@@ -90,6 +90,7 @@ def test_predictor_adds_look_alikes_only_with_a_gallery(default_predictor: Predi
         assert len(la["photos"]) <= 3
 
 
+@pytest.mark.slow
 def test_cli_gallery_build_and_predict(tmp_path: Path, photo_dir: Path) -> None:
     r = runner.invoke(cli_app, ["gallery", "build", "--data", str(photo_dir), "--out", str(tmp_path / "gal")])
     assert r.exit_code == 0, r.output

@@ -64,6 +64,7 @@ def test_cli_reports_each_bad_path_in_its_place(tmp_path: Path, chelsea_jpeg: by
     assert [Path(p["path"]).name for p in out][:2] == ["good.jpg", LONG_NAME]
 
 
+@pytest.mark.slow
 def test_cli_table_and_csv_name_the_problem(tmp_path: Path, chelsea_jpeg: bytes) -> None:
     good = tmp_path / "good.jpg"
     good.write_bytes(chelsea_jpeg)

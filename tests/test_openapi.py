@@ -57,6 +57,7 @@ def test_schema_declares_required_fields_constraints_and_responses(tmp_path: Pat
     assert len(breed["enum"]) == 240
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("st", path=os.path.dirname(sys.executable)) is None,
                     reason="schemathesis is not installed (pip install -e '.[test]')")
 def test_schemathesis_all_checks_pass(tmp_path: Path) -> None:

@@ -56,6 +56,7 @@ def check(r: httpx.Response, status: int, *phrases: str) -> str:
     return detail
 
 
+@pytest.mark.slow
 def test_pixel_bomb_request_is_refused_before_decoding(server: Server, bomb_png: bytes) -> None:
     before = server.rss_mb()
     t0 = time.monotonic()
@@ -66,6 +67,7 @@ def test_pixel_bomb_request_is_refused_before_decoding(server: Server, bomb_png:
     assert server.rss_mb() - before < 100
 
 
+@pytest.mark.slow
 def test_one_huge_photo_is_answered_within_memory(server: Server, bomb_png: bytes) -> None:
     r = server.post([("big.png", bomb_png)])
     assert r.status_code == 200, r.text
@@ -73,6 +75,7 @@ def test_one_huge_photo_is_answered_within_memory(server: Server, bomb_png: byte
     assert server.rss_mb() < RSS_LIMIT_MB
 
 
+@pytest.mark.slow
 def test_concurrent_huge_photos_stay_within_memory(server: Server, bomb_png: bytes) -> None:
     """Three requests of two 49-megapixel photos at once: at most two photos are decoded at full size at a time,
     and each is reduced before the next one, so the peak (VmHWM) stays far below what six full photos take."""
@@ -117,6 +120,7 @@ def _chunked_upload(port: int, total_mb: int) -> tuple[bytes, int]:
     return bytes(response), sent
 
 
+@pytest.mark.slow
 def test_chunked_400mb_upload_is_refused_before_30mb_is_written(server: Server) -> None:
     pid = server.proc.pid
     w0 = written_bytes(pid)
@@ -129,6 +133,7 @@ def test_chunked_400mb_upload_is_refused_before_30mb_is_written(server: Server) 
     assert server.rss_mb() < RSS_LIMIT_MB
 
 
+@pytest.mark.slow
 def test_honest_content_length_over_the_limit_is_refused_unread(server: Server) -> None:
     with socket.create_connection(("127.0.0.1", server.port)) as s:
         s.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 419430400\r\n"
@@ -140,6 +145,7 @@ def test_honest_content_length_over_the_limit_is_refused_unread(server: Server) 
     assert data.startswith(b"HTTP/1.1 413") and b"request body too large (400.0 MB)" in data
 
 
+@pytest.mark.slow
 def test_many_files_and_big_files(server: Server) -> None:
     tiny = png(Image.new("RGB", (8, 8)))
     check(server.post([(f"{i}.png", tiny) for i in range(33)]), 413, "too many files (33)", "at most 32")
@@ -159,6 +165,7 @@ def test_many_files_and_big_files(server: Server) -> None:
         ("cut.jpg", "truncated", 400, ("cut.jpg: corrupt or truncated image (",)),
     ],
 )
+@pytest.mark.slow
 def test_corrupt_and_wrong_type_files(server: Server, chelsea_jpeg: bytes, name: str, body: bytes | str,
                                       status: int, phrases: tuple[str, ...]) -> None:
     if body == "truncated":
@@ -177,6 +184,7 @@ def test_corrupt_and_wrong_type_files(server: Server, chelsea_jpeg: bytes, name:
     assert server.rss_mb() < RSS_LIMIT_MB
 
 
+@pytest.mark.slow
 def test_long_file_name_and_odd_requests(server: Server, chelsea_jpeg: bytes) -> None:
     long_name = "x" * 300 + ".jpg"
     r = server.post([(long_name, chelsea_jpeg)])
@@ -186,12 +194,14 @@ def test_long_file_name_and_odd_requests(server: Server, chelsea_jpeg: bytes) ->
     check(server.post([("c.jpg", chelsea_jpeg)], params={"top_k": 0}), 422, "top_k")
 
 
+@pytest.mark.slow
 def test_healthz_shows_every_limit(server: Server) -> None:
     h = httpx.get(server.url + "/healthz", timeout=10).json()
     assert h["limits"] == Limits().to_dict()
     assert set(h["queue"]) == {"in_flight", "refused"}
 
 
+@pytest.mark.slow
 def test_a_burst_gets_503_with_retry_after_not_more_memory(server: Server, chelsea_jpeg: bytes) -> None:
     """Twelve simultaneous requests of 32 photos against a queue of 128: those that do not fit are told to come
     back later, and the rest are answered."""
@@ -215,6 +225,7 @@ def test_a_burst_gets_503_with_retry_after_not_more_memory(server: Server, chels
     assert server.rss_mb() < RSS_LIMIT_MB
 
 
+@pytest.mark.slow
 def test_peak_memory_and_log_after_the_whole_corpus(server: Server) -> None:
     """Runs last against this server: the peak RSS over every probe above, and not one traceback in its log."""
     assert proc_status_kb(server.proc.pid, "VmHWM") / 1024 < RSS_LIMIT_MB

@@ -152,6 +152,7 @@ def cnn_run(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_cnn_training_learns_and_writes_a_complete_run(cnn_run: Path) -> None:
     hist = json.loads((cnn_run / "metrics.json").read_text())
     assert len(hist) == 4 and [h["epoch"] for h in hist] == list(range(1, 5))
@@ -169,6 +170,7 @@ def test_cnn_training_learns_and_writes_a_complete_run(cnn_run: Path) -> None:
     assert report["n"] == 16 and len(report["per_class"]) == 4 and 0 <= report["top1"] <= report["top5"] == 1.0
 
 
+@pytest.mark.slow
 def test_trained_run_predicts_with_the_standard_schema(cnn_run: Path, dataset: Path) -> None:
     photos = sorted(dataset.glob("beagle/*.jpg"))[:3]
     pred = Predictor(model=str(cnn_run), top_k=3)
@@ -181,6 +183,7 @@ def test_trained_run_predicts_with_the_standard_schema(cnn_run: Path, dataset: P
     assert all(p["dog_probability"] == 1.0 for p in out)  # no ImageNet head on a from-scratch CNN
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly_where_it_stopped(dataset: Path, tmp_path: Path) -> None:
     over = {**FAST, "max_epochs": 2, "patience": 10, "cnn": {"dense": [16]}, "run_name": "r"}
     run = train.train(train.load_preset("baseline", over), str(dataset), out=tmp_path / "a")
@@ -200,6 +203,7 @@ def test_resume_continues_exactly_where_it_stopped(dataset: Path, tmp_path: Path
         train.train({"lr": 0.5}, resume=str(run))
 
 
+@pytest.mark.slow
 def test_transfer_uses_the_feature_cache(dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOGBREED_CACHE", str(tmp_path / "cache"))
     few = tmp_path / "few"
@@ -271,6 +275,7 @@ def test_confusion_plot_with_120_classes_shows_the_most_confused(tmp_path: Path)
     assert png.stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_cli_evaluate_and_compare(cnn_run: Path) -> None:
     runner = CliRunner()
     res = runner.invoke(app, ["evaluate", str(cnn_run), "--split", "val"])
@@ -282,6 +287,7 @@ def test_cli_evaluate_and_compare(cnn_run: Path) -> None:
     assert "baseline" in res.output and "best_val_acc" in res.output
 
 
+@pytest.mark.slow
 def test_cli_train_runs_a_preset(dataset: Path, tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["train", "--preset", "gap", "--data", str(dataset), "--out", str(tmp_path),
                                    "--epochs", "1", "--set", "image_size=32", "--set", "batch_size=16",
@@ -293,6 +299,7 @@ def test_cli_train_runs_a_preset(dataset: Path, tmp_path: Path) -> None:
     assert (run / "model" / "model.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_finetune_unfreezes_only_the_last_blocks(dataset: Path, tmp_path: Path) -> None:
     few = tmp_path / "few"
     for folder in list(BREEDS)[:2]:

@@ -80,6 +80,7 @@ def test_one_breed_empty_or_missing_data_fail_clearly(tmp_path: Path) -> None:
     assert not runs.exists() or list(runs.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_resume_honours_what_it_can_and_refuses_the_rest(two_breeds: Path, tmp_path: Path) -> None:
     code, out = _train("--preset", "baseline", "--data", str(two_breeds), "--out", str(tmp_path), "--epochs", "1",
                        "--set", "patience=5", *FAST)
@@ -94,6 +95,7 @@ def test_resume_honours_what_it_can_and_refuses_the_rest(two_breeds: Path, tmp_p
     assert not list(run.rglob("*.tmp*"))
 
 
+@pytest.mark.slow
 def test_a_failed_run_is_removed_or_marked(two_breeds: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = train.load_preset("baseline", {"image_size": 32, "batch_size": 8, "max_epochs": 1, "cnn": {"dense": [8]},
                                          "split": {"ratios": [0.6, 0.2, 0.2]}})
