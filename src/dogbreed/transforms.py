@@ -87,7 +87,7 @@ def load_image(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img.load()
-        img = ImageOps.exif_transpose(img)
+        ImageOps.exif_transpose(img, in_place=True)  # no full-size copy (a 49 MP photo's would be 196 MB)
         return to_rgb(img)
     except ImageDecodeError:
         raise

@@ -15,6 +15,9 @@ def run(options: PredictOptions | None = None, host: str = "127.0.0.1", port: in
     """Load the model once and serve the API and page until interrupted."""
     import uvicorn  # only here: building the app (tests) needs no server
 
+    from .limits import return_freed_memory_to_the_os
+
+    return_freed_memory_to_the_os()
     app = create_app(options=options, feedback_db=feedback_db, **kwargs)  # type: ignore[arg-type]
     # One process: the model lives in memory once and the micro-batcher needs every request on one event loop.
     uvicorn.run(app, host=host, port=port, log_level="info")

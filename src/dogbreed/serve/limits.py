@@ -195,6 +195,24 @@ def shrink_for_model(img: Image.Image, short_side: int) -> Image.Image:
     return img.reduce(factor) if factor >= 2 else img
 
 
+def return_freed_memory_to_the_os() -> bool:
+    """Make glibc give big freed blocks back to the OS at once (a fixed mmap threshold of 4 MB).
+
+    By default glibc raises its mmap threshold after the first big free, so the next decoded photos (Pillow allocates
+    them in 16 MB blocks) come from per-thread heaps that keep their pages: measured, RSS stayed at 836 MB after
+    eight 49-megapixel PNGs, against 436 MB with this. Process-wide, so `serve.run` calls it, not `create_app`.
+    Returns False where there is no glibc (the service works the same, only keeps more memory).
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(-3, 4 * MB))  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
+
+
 class DecodeSlots:
     """At most ``n`` photos decoded at full size at once, across all requests (one asyncio loop)."""
 
