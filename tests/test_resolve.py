@@ -94,7 +94,7 @@ def test_damaged_dog_detector_raises_model_load_error(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="det.safetensors: not a readable safetensors"):
         DogDetector.load(tmp_path / "det.json")
     (tmp_path / "det.json").write_text("{not json")
-    with pytest.raises(ModelLoadError, match="det.json: not readable JSON"):
+    with pytest.raises(ModelLoadError, match="det.json: not a readable dog detector config"):
         DogDetector.load(tmp_path / "det")
     with pytest.raises(ModelLoadError, match="need both"):
         DogDetector.load(tmp_path / "missing.json")

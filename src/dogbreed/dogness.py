@@ -32,7 +32,7 @@ from safetensors.torch import load, save
 from .breeds import BIG_CAT_INDICES, DOG_INDICES, DOMESTIC_CAT_INDICES, WOLF_FOX_INDICES
 from .errors import ModelLoadError
 from .features import extract
-from .fileio import atomic_write_bytes
+from .fileio import atomic_write_bytes, read_json, read_safetensors
 from .models import default_classifier
 
 FORMAT = "dogbreed-dog-detector/1"
@@ -229,15 +229,7 @@ class DogDetector:
         js, st = base.with_suffix(".json"), base.with_suffix(".safetensors")
         if not js.is_file() or not st.is_file():
             raise ModelLoadError(f"dog detector {path}: need both {js.name} and {st.name}")
-        try:
-            cfg = json.loads(js.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ModelLoadError(f"dog detector {js}: not readable JSON ({e})") from None
-        try:
-            tensors = load(st.read_bytes())
-        except Exception as e:  # safetensors raises its own error type for a truncated or empty file
-            raise ModelLoadError(f"dog detector {st}: not a readable safetensors file, perhaps truncated "
-                                 f"({e})") from None
+        cfg, tensors = read_json(js, "dog detector config"), read_safetensors(st)
         try:
             return cls._from(cfg, tensors)
         except (KeyError, TypeError, ValueError, AttributeError) as e:

@@ -17,7 +17,7 @@ from torch import nn
 
 from .breeds import Breed
 from .errors import ModelLoadError
-from .fileio import atomic_write, atomic_write_text
+from .fileio import atomic_write, atomic_write_text, read_json
 from .paths import cache_dir, model_fingerprint
 from .runtime import eval_mode, physical_cores
 from .transforms import Preprocess
@@ -200,13 +200,10 @@ class OnnxClassifier(OnnxModel):
             raise ModelLoadError(f"{path}: no such .onnx file")
         if not side.is_file():
             raise ModelLoadError(f"{path}: no sidecar {side.name} next to it (write both with dogbreed export)")
-        try:
-            self.config: dict[str, Any] = json.loads(side.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ModelLoadError(f"{side}: not a readable sidecar ({e})") from None
-        if not isinstance(self.config, dict) or self.config.get("format") != SIDECAR_FORMAT:
-            found = self.config.get("format") if isinstance(self.config, dict) else None
-            raise ModelLoadError(f"{side}: not a dogbreed ONNX sidecar (format {found!r}, expected {SIDECAR_FORMAT!r})")
+        self.config: dict[str, Any] = read_json(side, "ONNX sidecar")
+        if self.config.get("format") != SIDECAR_FORMAT:
+            raise ModelLoadError(f"{side}: not a dogbreed ONNX sidecar (format {self.config.get('format')!r}, "
+                                 f"expected {SIDECAR_FORMAT!r})")
         try:
             super().__init__(path, threads)
         except Exception as e:  # onnxruntime raises its own types for a garbage, empty or truncated graph

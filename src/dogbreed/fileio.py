@@ -1,14 +1,22 @@
-"""Atomic file writes: a crash or a kill mid-write leaves the old file or the new one, never half of either."""
+"""Atomic file writes (a crash or a kill mid-write leaves the old file or the new one, never half of either), and
+reads of the JSON and safetensors files models are stored in, which fail as one clear `ModelLoadError`."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load
+
+from .errors import ModelLoadError
 
 
 @contextlib.contextmanager
@@ -80,3 +88,25 @@ def path_problem(path: str | Path) -> str | None:
     if st.st_size == 0:
         return "empty file (0 bytes)"
     return None
+
+
+def read_json(path: str | Path, what: str = "file") -> dict[str, Any]:
+    """A JSON object from ``path``; anything else (missing, unreadable, not JSON, not an object) is a
+    `ModelLoadError` naming the file and ``what`` it should have been."""
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"{path}: not a readable {what} ({e})") from None
+    if not isinstance(obj, dict):
+        raise ModelLoadError(f"{path}: not a {what} (a JSON object is expected)")
+    return obj
+
+
+def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; a missing, empty or truncated one is a `ModelLoadError` naming it."""
+    try:
+        return load(Path(path).read_bytes())
+    except FileNotFoundError:
+        raise ModelLoadError(f"{path}: missing") from None
+    except Exception as e:  # safetensors raises its own error type for a truncated or empty file
+        raise ModelLoadError(f"{path}: not a readable safetensors file, perhaps truncated ({e})") from None

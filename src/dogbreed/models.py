@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load, load_file, save
+from safetensors.torch import load, save
 from torch import nn
 
 from .backbones import Backbone, BackboneSpec, create_backbone, get_spec
 from .breeds import Breed, stanford_breeds
 from .errors import ModelLoadError
-from .fileio import atomic_write_bytes
+from .fileio import atomic_write_bytes, read_json, read_safetensors
 from .transforms import Preprocess
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
@@ -180,26 +180,12 @@ def build_head(cfg: dict[str, Any], in_features: int, num_classes: int) -> nn.Mo
 
 
 def _read_model_json(path: Path) -> dict[str, Any]:
-    try:
-        cfg = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelLoadError(f"{path}: not a readable model config ({e})") from None
-    if not isinstance(cfg, dict):
-        raise ModelLoadError(f"{path}: not a model config (a JSON object is expected)")
+    cfg = read_json(path, "model config")
     missing = [k for k in ("backbone", "preprocess", "classes") if k not in cfg]
     if missing:
         raise ModelLoadError(f"{path}: not a model config (missing {', '.join(missing)}); "
                              "write model dirs with dogbreed train, adapt or add-breed")
     return cfg
-
-
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        return load_file(str(path))
-    except FileNotFoundError:
-        raise ModelLoadError(f"{path}: missing (a model dir holds model.json and model.safetensors)") from None
-    except Exception as e:  # safetensors raises its own error type for a truncated or empty file
-        raise ModelLoadError(f"{path}: not a readable safetensors file, perhaps truncated ({e})") from None
 
 
 def load_model_dir(path: str | Path) -> tuple[Classifier, dict[str, Any]]:
@@ -211,7 +197,7 @@ def load_model_dir(path: str | Path) -> tuple[Classifier, dict[str, Any]]:
     if p is None:
         raise ModelLoadError(f"{path}: no {MODEL_CONFIG} there (nor in model/); not a model or run dir")
     cfg = _read_model_json(p / MODEL_CONFIG)
-    tensors = _read_weights(p / MODEL_WEIGHTS)
+    tensors = read_safetensors(p / MODEL_WEIGHTS)
     try:
         if cfg["backbone"] == CNN_BACKBONE:
             pre = cfg["preprocess"]

@@ -147,7 +147,7 @@ class MemberOutput(NamedTuple):
 @dataclass
 class PredictOptions:
     """Every option a user can give a prediction, shared by `dogbreed predict`, `dogbreed serve` and `predict()`:
-    a new option added here (and read in `Predictor`) reaches every front end."""
+    a new option added here (and read in `Predictor`, which inherits these fields) reaches every front end."""
 
     model: str = "default"  # see `resolve.resolve_model`
     quality: str = "fast"  # fast (one model) | best (ensemble + flip TTA)
@@ -171,31 +171,19 @@ class PredictOptions:
     precision: str = "auto"
 
     def predictor(self, **overrides: Any) -> Predictor:
-        return Predictor(**{**{f: getattr(self, f) for f in self.__dataclass_fields__}, **overrides})
+        fields = PredictOptions.__dataclass_fields__
+        return Predictor(**{**{f: getattr(self, f) for f in fields}, **overrides})
 
 
 @dataclass
-class Predictor:
-    """Loads a model once and predicts photos in batches.
+class Predictor(PredictOptions):
+    """Loads a model once and predicts photos in batches. Its options are the fields of `PredictOptions`.
 
     ``model``: "default" (ImageNet head restricted to the 120 breeds, with the rows adapted on stanford-subset that
     ship with the package), "imagenet" (the plain ImageNet head), a run directory written by ``dogbreed train`` /
     ``dogbreed adapt``, or an ``.onnx`` file written by ``dogbreed export``.
     """
 
-    # The fields of `PredictOptions`, in the same order and with the same meaning.
-    model: str = "default"
-    quality: str = "fast"
-    runtime: str = "auto"
-    device: str = "cpu"
-    top_k: int = 5
-    batch_size: int = 16
-    dog_detector: str = "default"
-    dog_target_recall: float | None = None
-    dog_threshold: float | None = None
-    dog_cascade: bool = True
-    gallery: Any = None
-    precision: str = "auto"
     # Filled in by loading.
     decision: Decision = field(default_factory=Decision)
     tta_flip: bool = False

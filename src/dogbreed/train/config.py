@@ -145,6 +145,11 @@ def _check_range(key: str, value: float, meta: Any) -> None:
         raise ConfigError(f"setting {key!r} must be <= {hi}, got {value!r}")
 
 
+_SCALARS: dict[type, tuple[type | tuple[type, ...], str]] = {
+    bool: (bool, "true or false"), int: (int, "a whole number"), float: ((int, float), "a number"), str: (str, "text"),
+}
+
+
 def _coerce(key: str, value: Any, tp: Any) -> Any:
     """``value`` as type ``tp`` (a type hint), or a ConfigError naming ``key``."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -171,22 +176,12 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         if origin is dict and not isinstance(value, dict):
             raise _bad(key, value, "a mapping")
         return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise _bad(key, value, "true or false")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _bad(key, value, "a whole number")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _bad(key, value, "a number")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise _bad(key, value, "text")
-        return value
+    if tp in _SCALARS:
+        accepts, expected = _SCALARS[tp]
+        # bool is an int to Python, but `max_epochs: true` is a mistake, not 1.
+        if isinstance(value, bool) is not (tp is bool) or not isinstance(value, accepts):
+            raise _bad(key, value, expected)
+        return float(value) if tp is float else value
     return value
 
 
