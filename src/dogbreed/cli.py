@@ -596,6 +596,30 @@ def compare(run_dirs: list[str] = typer.Argument(..., help="Run directories.")) 
 
 
 @app.command()
+def card(
+    data: str = typer.Option(..., help="Labelled photos: Stanford layout, Kaggle CSV or one folder per breed."),
+    out: str = typer.Option(..., help="Folder for card.md, card.json, reliability.png, confusion.png."),
+    model: str = typer.Option("default", help="'default', 'imagenet', a run/model directory or an .onnx file."),
+    quality: str = typer.Option("fast", help="fast | best"),
+    runtime: str = typer.Option("auto", help="torch | onnx | auto"),
+    device: str = typer.Option("cpu", help="cpu | cuda | auto"),
+) -> None:
+    """A per-breed model card: recall/precision per breed, confusions, calibration, breed-balanced accuracy."""
+    from .card import make_card
+    from .predict import Predictor
+
+    try:
+        pred = Predictor(model=model, quality=quality, runtime=runtime, device=device)
+        c = make_card(pred, data, out, progress=True)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        _err(f"card: {e}")
+        raise typer.Exit(2) from e
+    typer.echo(f"{c['photos']} photos of {c['breeds']} breeds: top-1 {c['top1']:.1%}, breed-balanced top-1 "
+               f"{c['macro_top1']:.1%}, ECE {c['ece']:.3f}")
+    typer.echo(f"card: {Path(out) / 'card.md'}")
+
+
+@app.command()
 def adapt(
     data: str = typer.Option(..., help="Labelled photos: Stanford layout (Images/, optional Annotation/) or one "
                                        "folder per breed. Folders that are not one of the 120 breeds become new ones."),

@@ -153,6 +153,38 @@ def plot_confusion(metrics: dict[str, Any], path: str | Path, max_classes: int =
     return _save_fig(fig, Path(path))
 
 
+def plot_reliability(probs: np.ndarray, y_true: Sequence[int], path: str | Path, bins: int = 15,
+                     title: str = "") -> Path:
+    """Reliability diagram: accuracy against top-1 probability in equal-width bins, bar width = photo share."""
+    plt = _plt()
+    probs = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(y_true)
+    conf, pred = probs.max(1), probs.argmax(1)
+    correct = pred == y
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+    fig, (ax, axn) = plt.subplots(2, 1, figsize=(5.2, 5.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], ls=":", color="grey", label="perfectly calibrated")
+    mids, accs, counts = [], [], []
+    for b in range(bins):
+        m = which == b
+        if m.any():
+            mids.append(conf[m].mean())
+            accs.append(correct[m].mean())
+            counts.append(int(m.sum()))
+    ax.plot(mids, accs, "-o", ms=4, label="observed")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.set_title(f"Reliability{': ' + title if title else ''}", fontsize=10)
+    axn.bar(edges[:-1], np.bincount(which, minlength=bins), width=1 / bins, align="edge", color="#8aa", edgecolor="w")
+    axn.set_xlabel("top-1 probability")
+    axn.set_ylabel("photos")
+    axn.set_xlim(0, 1)
+    return _save_fig(fig, Path(path))
+
+
 def _short(name: str, n: int = 22) -> str:
     return name if len(name) <= n else name[: n - 1] + "…"
 

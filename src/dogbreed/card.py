@@ -1,0 +1,167 @@
+"""A per-breed model card: run a model over a labelled folder and write what it gets right, per breed.
+
+`dogbreed card --data DIR` (or `make_card` from a notebook) scores every labelled photo with the same `Predictor`
+the CLI and the service use, then writes card.md / card.json with plain and breed-balanced (macro) top-1/top-5
+(bootstrap over breeds), per-breed recall and precision, the most-confused pairs, calibration (ECE) and a
+reliability plot. Breed-balanced figures matter because a user's dog is any of the 120 breeds, while most photo
+sets hold many photos of a few breeds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .breeds import normalize_key
+from .calibration import ece
+from .data import load_dataset
+from .evaluate import compute_metrics, fmt_pct, plot_confusion, plot_reliability
+from .fileio import atomic_write_text
+from .predict import Predictor
+from .transforms import ImageDecodeError, load_image
+
+BOOTSTRAP = 2000
+
+
+@dataclass
+class Scored:
+    """Log-probabilities over the model's classes for the photos whose breed the model knows."""
+
+    paths: list[str]
+    labels: np.ndarray
+    logp: torch.Tensor
+    unknown_breed: list[str]  # photos of breeds the model has no class for (not scored)
+    unreadable: list[dict[str, str]]
+
+
+def score_folder(predictor: Predictor, data: str | Path, progress: bool = False) -> Scored:
+    """Every labelled photo under ``data`` (any layout `data.load_dataset` knows) -> the model's breed scores."""
+    index = load_dataset(data)
+    by_key = {}
+    for i, b in enumerate(predictor.classes):
+        by_key[normalize_key(b.name)] = i
+        if b.wnid:
+            by_key[b.wnid] = i
+    known, unknown = [], []
+    for s in index.samples:
+        c = by_key.get(s.wnid or "", by_key.get(normalize_key(s.breed)))
+        (known if c is not None else unknown).append((s.path, c))
+    unreadable = [{"path": p.path, "error": p.reason} for p in index.problems]
+    paths, labels, parts = [], [], []
+    draft = predictor.draft_size
+    batches = range(0, len(known), predictor.batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        batches = tqdm(batches, unit="batch", desc=f"card {len(known)} photos")
+    for start in batches:
+        images, ok = [], []
+        for path, c in known[start:start + predictor.batch_size]:
+            try:
+                images.append(load_image(path, draft_size=draft))
+                ok.append((path, c))
+            except ImageDecodeError as e:
+                unreadable.append({"path": path, "error": str(e)})
+        if images:
+            parts.append(predictor.scores(images)[0])
+            paths += [p for p, _ in ok]
+            labels += [c for _, c in ok]
+    logp = torch.cat(parts) if parts else torch.zeros(0, len(predictor.classes))
+    return Scored(paths, np.asarray(labels, dtype=np.int64), logp, [p for p, _ in unknown], unreadable)
+
+
+def breed_balanced(hits: np.ndarray, labels: np.ndarray, n_boot: int = BOOTSTRAP, seed: int = 0,
+                   ) -> tuple[float, tuple[float, float]]:
+    """Mean over breeds of per-breed accuracy, with a 95% interval from resampling breeds (not photos)."""
+    breeds = np.unique(labels)
+    per = np.array([hits[labels == c].mean() for c in breeds])
+    rng = np.random.default_rng(seed)
+    boot = per[rng.integers(0, len(per), (n_boot, len(per)))].mean(1)
+    return float(per.mean()), (float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5)))
+
+
+def photo_interval(hits: np.ndarray, labels: np.ndarray, n_boot: int = BOOTSTRAP, seed: int = 0,
+                   ) -> tuple[float, float]:
+    """95% interval of plain accuracy, resampling breeds (photos of one breed are not independent)."""
+    breeds = np.unique(labels)
+    k = np.array([hits[labels == c].sum() for c in breeds])
+    n = np.array([(labels == c).sum() for c in breeds])
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(breeds), (n_boot, len(breeds)))
+    boot = k[idx].sum(1) / n[idx].sum(1)
+    return float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))
+
+
+def summary(logp: torch.Tensor, labels: np.ndarray) -> dict[str, Any]:
+    """Plain and breed-balanced top-1/top-5 with breed-bootstrap intervals, and ECE, for (N, C) log-probs."""
+    top5 = logp.topk(min(5, logp.shape[1]), -1).indices.numpy()
+    hit1 = top5[:, 0] == labels
+    hit5 = (top5 == labels[:, None]).any(1)
+    m1, m1_ci = breed_balanced(hit1, labels)
+    m5, m5_ci = breed_balanced(hit5, labels)
+    return {"photos": int(len(labels)), "breeds": int(len(np.unique(labels))),
+            "top1": float(hit1.mean()), "top1_ci": photo_interval(hit1, labels),
+            "top5": float(hit5.mean()), "top5_ci": photo_interval(hit5, labels),
+            "macro_top1": m1, "macro_top1_ci": m1_ci, "macro_top5": m5, "macro_top5_ci": m5_ci,
+            "ece": ece(logp, labels)}
+
+
+def make_card(predictor: Predictor, data: str | Path, out: str | Path, *, title: str | None = None,
+              progress: bool = False) -> dict[str, Any]:
+    """Score ``data`` with ``predictor`` and write card.md, card.json, reliability.png and confusion.png."""
+    scored = score_folder(predictor, data, progress)
+    if not len(scored.labels):
+        raise ValueError(f"{data}: no readable photo of a breed this model knows")
+    names = [b.name for b in predictor.classes]
+    probs = scored.logp.exp().numpy()
+    metrics = compute_metrics(scored.labels, probs, names, scored.paths)
+    head = summary(scored.logp, scored.labels)
+    outdir = Path(out)
+    outdir.mkdir(parents=True, exist_ok=True)
+    plot_reliability(probs, scored.labels, outdir / "reliability.png",
+                     title=f"{head['photos']} photos, {head['breeds']} breeds")
+    plot_confusion(metrics, outdir / "confusion.png")
+    card = {"title": title or f"Model card: {predictor.model} ({predictor.quality}) on {Path(data).name}",
+            "model": str(predictor.model), "quality": predictor.quality, "data": str(data), **head,
+            "unknown_breed_photos": len(scored.unknown_breed), "unreadable": scored.unreadable,
+            "per_breed": [r for r in metrics["per_class"] if r["support"] or r["precision"]],
+            "most_confused": metrics["most_confused"], "misclassified": metrics["misclassified"]}
+    atomic_write_text(outdir / "card.json", json.dumps(card, indent=1))
+    atomic_write_text(outdir / "card.md", card_markdown(card))
+    return card
+
+
+def _ci(lo_hi: Sequence[float]) -> str:
+    return f"{lo_hi[0]:.1%}–{lo_hi[1]:.1%}"
+
+
+def card_markdown(card: dict[str, Any]) -> str:
+    lines = [f"# {card['title']}", "",
+             f"- **photos**: {card['photos']} of {card['breeds']} breeds"
+             f" ({card['unknown_breed_photos']} of breeds the model does not know, {len(card['unreadable'])} "
+             "unreadable: not scored)",
+             f"- **top-1**: {fmt_pct(card['top1'])} ({_ci(card['top1_ci'])}); **top-5**: {fmt_pct(card['top5'])}",
+             f"- **breed-balanced top-1** (mean over breeds): {fmt_pct(card['macro_top1'])} "
+             f"({_ci(card['macro_top1_ci'])}); **top-5**: {fmt_pct(card['macro_top5'])}",
+             f"- **calibration**: ECE {card['ece']:.3f} (15 equal-width bins of the top-1 probability)",
+             "- intervals: 95%, bootstrap over breeds", "",
+             "![reliability](reliability.png)", ""]
+    if card["most_confused"]:
+        lines += ["## Most confused pairs", "", "| true | answered as | photos | share of true |", "|---|---|--:|--:|"]
+        lines += [f"| {p['true']} | {p['predicted']} | {p['count']} | {p['share_of_true']:.0%} |"
+                  for p in card["most_confused"]]
+        lines.append("")
+    lines += ["## Per breed (lowest recall first)", "", "| breed | photos | recall | precision |", "|---|--:|--:|--:|"]
+    rows = sorted((r for r in card["per_breed"] if r["support"]), key=lambda r: (r["recall"], r["class"]))
+    lines += [f"| {r['class']} | {r['support']} | {r['recall']:.0%} | {r['precision']:.0%} |" for r in rows]
+    lines += ["", "![confusion](confusion.png)", ""]
+    return "\n".join(lines)
+
+
+__all__ = ["Scored", "breed_balanced", "card_markdown", "make_card", "photo_interval", "score_folder", "summary"]
