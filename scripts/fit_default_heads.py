@@ -25,11 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dogbreed.adapt import AdaptConfig, adapt_features
+from dogbreed.adapt import BlendConfig, cross_fit_blend
 from dogbreed.breeds import stanford_breeds
 from dogbreed.calibration import combine, cross_fit, fit_temperature, head_logits, threshold_for_accuracy
 from dogbreed.dogness import DEFAULT_NAME, fit_dog_detector
 from dogbreed.features import extract
+from dogbreed.fileio import atomic_write_bytes, atomic_write_text
 from dogbreed.models import SHIPPED_HEADS, default_classifier
 from dogbreed.predict import BEST_BACKBONES
 
@@ -40,6 +41,7 @@ DATA = ROOT / "src" / "dogbreed" / "data"
 # a breed are at least this accurate (on the photos it is fitted on). 90%: a confident answer is wrong 1 time in 10.
 CONFIDENT_ACCURACY = 0.9
 VIEWS = ("plain", "flip")
+NATURAL = ("web-dogs", "imagenet-val-dogs")
 # Which member backbones and views each quality mode runs (must match Predictor: fast = Lite0 plain; best = all
 # three with flip TTA).
 MODES = {"fast": ((BEST_BACKBONES[0],), (0,)), "best": (tuple(BEST_BACKBONES), (0, 1))}
@@ -70,72 +72,96 @@ def fit_detector(real: Path, backbones: list[str], target_recall: float, out: st
     print(json.dumps({k: round(v, 4) for k, v in det.thresholds.items()}, indent=1))
 
 
-def fit_heads(real: Path, backbones: list[str]) -> None:
+def stanford_and_natural(real: Path) -> tuple[tuple[list[str], np.ndarray], tuple[list[str], np.ndarray, list[str]]]:
+    """(Stanford files, labels): all of stanford-dogs (train and test lists, 120 per breed); (natural files, labels,
+    source): web-dogs and imagenet-val-dogs, photos no backbone trained on."""
+    stanford = labelled(real / "stanford-dogs" / "Images")
+    natural: tuple[list[str], list[int], list[str]] = ([], [], [])
+    for src in NATURAL:
+        fs, ys = labelled(real / src)
+        natural[0].extend(fs)
+        natural[1].extend(ys.tolist())
+        natural[2].extend([src] * len(fs))
+    return stanford, (natural[0], np.asarray(natural[1]), natural[2])
+
+
+def oof_figures(logp: torch.Tensor, y: np.ndarray, source: list[str]) -> dict[str, dict[str, float]]:
+    """Out-of-fold top-1 per natural source: plain and breed-balanced, with photo and breed counts."""
+    from dogbreed.card import summary
+
+    out = {}
+    src = np.asarray(source)
+    for name in (*NATURAL, "all"):
+        m = np.ones(len(y), bool) if name == "all" else src == name
+        s = summary(logp[torch.as_tensor(m)], y[m])
+        out[name] = {k: s[k] for k in ("photos", "breeds", "top1", "macro_top1", "top5", "macro_top5")}
+    return out
+
+
+def fit_heads(real: Path, backbones: list[str], cfg: BlendConfig) -> None:
     from safetensors.torch import save
 
-    names = [b.name for b in stanford_breeds()]
-    fs, ys = labelled(real / "stanford-subset")
-    fv, yv = labelled(real / "imagenet-val-dogs")
-    cfg = AdaptConfig()
+    (fs, ys), (fn, yn, source) = stanford_and_natural(real)
     tensors: dict[str, torch.Tensor] = {}
-    heads: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    oof: dict[str, np.ndarray] = {}
     per_backbone = {}
     for b in backbones:
         base = default_classifier(b)
-        ex = extract(fs, base, views=VIEWS, progress=True)
-        assert ex.ok.all(), "unreadable stanford-subset photos"
-        clf = adapt_features(ex.features, ys, base, cfg)
-        w, bias = clf.breed_head.weight.detach(), clf.breed_head.bias.detach()
+        xs, xn = (extract(f, base, views=VIEWS, progress=True) for f in (fs, fn))
+        assert xs.ok.all() and xn.ok.all(), "unreadable photos in ../shared/data/real"
         w0, b0 = base.breed_head.weight.detach(), base.breed_head.bias.detach()
-        rows = torch.nonzero((w != w0).any(1) | (bias != b0)).flatten()
-        tensors.update({f"{b}.rows": rows.to(torch.int64), f"{b}.weight": w[rows].contiguous(),
-                        f"{b}.bias": bias[rows].contiguous()})
-        heads[b] = (w, bias)
-        per_backbone[b] = {"rows_changed": len(rows), "max_abs_weight_change": float((w - w0).abs().max())}
-        print(f"{b}: {len(rows)} rows changed")
-    # Calibration and threshold per quality mode, on imagenet-val-dogs with the shipped heads.
+        (w, bias), oof[b] = cross_fit_blend((xs.features, ys), (xn.features, yn), w0, b0, cfg)
+        tensors.update({f"{b}.rows": torch.arange(len(w0), dtype=torch.int64), f"{b}.weight": w.contiguous(),
+                        f"{b}.bias": bias.contiguous()})
+        plain = oof_figures(combine(head_logits(xn.features, w0, b0, (0,))), yn, source)
+        adapted = oof_figures(combine([torch.as_tensor(oof[b][:, 0])]), yn, source)
+        per_backbone[b] = {"max_abs_weight_change": float((w - w0).abs().max()),
+                           "plain_imagenet_head": plain, "adapted_out_of_fold": adapted}
+        print(f"{b}: natural photos, plain view, ImageNet head -> adapted (out of fold): "
+              + "; ".join(f"{k} {plain[k]['top1']:.1%}/{plain[k]['macro_top1']:.1%} -> "
+                          f"{adapted[k]['top1']:.1%}/{adapted[k]['macro_top1']:.1%}" for k in plain))
+    # Temperature and uncertain threshold per quality mode, on the out-of-fold logits of the natural photos.
     decision, report = {}, {}
-    val = {b: extract(fv, default_classifier(b), views=VIEWS).features for b in backbones}
     for mode, (members, views) in MODES.items():
         if not set(members) <= set(backbones):
             continue
-        parts = [p for m in members for p in head_logits(val[m], *heads[m], views)]
-        cf = cross_fit(parts, yv, k=5, target=CONFIDENT_ACCURACY)
-        t = fit_temperature(parts, yv)
+        parts = [torch.as_tensor(oof[m][:, v]) for m in members for v in views]
+        cf = cross_fit(parts, yn, k=5, target=CONFIDENT_ACCURACY)
+        t = fit_temperature(parts, yn)
         lp = combine(parts, t)
         conf, pred = lp.exp().max(-1)
-        th = threshold_for_accuracy(conf.numpy(), pred.numpy() == yv, CONFIDENT_ACCURACY)
+        th = threshold_for_accuracy(conf.numpy(), pred.numpy() == yn, CONFIDENT_ACCURACY)
         decision[mode] = {"temperature": round(t, 4), "uncertain_threshold": round(th, 4)}
         report[mode] = {"members": list(members), "views": [VIEWS[v] for v in views],
-                        "out_of_fold": {k: v for k, v in asdict(cf).items()}}
+                        "accuracy_out_of_fold": oof_figures(lp, yn, source),
+                        "calibration_out_of_fold": asdict(cf)}
         print(f"{mode}: T={t:.3f} threshold={th:.3f}; out of fold: {json.dumps(asdict(cf))}")
-    counts = {names[c]: int((ys == c).sum()) for c in np.unique(ys)}
     meta = {
-        "format": "dogbreed-breed-heads/1",
+        "format": "dogbreed-breed-heads/2",
         "fitted_by": "scripts/fit_default_heads.py --part heads",
-        "what": "rows of each backbone's ImageNet breed head that were adapted; all other rows are the ImageNet "
-                "head's, unchanged",
-        "adapted_on": {"data": "../shared/data/real/stanford-subset (Stanford Dogs Images/ layout)",
-                       "note": "these are ImageNet *training* photos (the backbones saw them in pre-training); "
-                               "no imagenet-val-dogs photo was used to fit the heads",
-                       "photos": len(fs), "breeds": len(counts), "photos_per_breed": counts,
-                       # Features come from the whole photo: stanford-subset ships no Annotation/ boxes.
-                       "adapt_config": asdict(cfg), "box_crop_used": False},
+        "what": "each backbone's 120-row breed head, started from the ImageNet head's breed rows and fitted with an "
+                "L2 pull toward them (adapt.fit_blend)",
+        "fitted_on": {
+            "stanford": {"data": "../shared/data/real/stanford-dogs (train and test lists)", "photos": len(fs),
+                         "breeds": int(len(np.unique(ys))),
+                         "note": "ImageNet *training* photos, published box-cropped and squashed to 224x224"},
+            "natural": {"data": [f"../shared/data/real/{s}" for s in NATURAL], "photos": len(fn),
+                        "breeds": int(len(np.unique(yn))),
+                        "note": "photos no backbone trained on; every figure on them here is out of fold "
+                                f"({cfg.folds} breed-stratified folds)"},
+            "config": asdict(cfg), "views": list(VIEWS)},
         "backbones": per_backbone,
         "decision": decision,
         "calibration": {
-            "data": "../shared/data/real/imagenet-val-dogs (ImageNet validation photos)", "photos": len(fv),
-            "breeds": int(len(np.unique(yv))),
-            "temperature": "fitted on all photos (minimum NLL, grid); figures below are 5 breed-stratified folds, "
-                           "out of fold",
+            "data": "out-of-fold breed logits of the natural photos",
+            "temperature": "fitted on all of them (minimum NLL, grid); figures are a second 5-fold cross-fit",
             "uncertain_threshold": f"lowest calibrated top-1 probability at which answered photos are >= "
-                                   f"{CONFIDENT_ACCURACY:.0%} accurate (at least 20 photos kept); fitted on all "
-                                   "photos, figures out of fold",
+                                   f"{CONFIDENT_ACCURACY:.0%} accurate (at least 20 photos kept)",
             "modes": report},
     }
     DATA.mkdir(parents=True, exist_ok=True)
-    (DATA / f"{SHIPPED_HEADS}.safetensors").write_bytes(save(tensors))
-    (DATA / f"{SHIPPED_HEADS}.json").write_text(json.dumps(meta, indent=1) + "\n")
+    atomic_write_bytes(DATA / f"{SHIPPED_HEADS}.safetensors", save(tensors))
+    atomic_write_text(DATA / f"{SHIPPED_HEADS}.json", json.dumps(meta, indent=1) + "\n")
     size = (DATA / f"{SHIPPED_HEADS}.safetensors").stat().st_size
     print(f"wrote {DATA / SHIPPED_HEADS}.{{json,safetensors}} ({size / 1024:.0f} KiB)")
 
@@ -153,4 +179,4 @@ if __name__ == "__main__":
     if args.part in ("detector", "all"):
         fit_detector(real, args.backbones, args.target_recall, args.out)
     if args.part in ("heads", "all"):
-        fit_heads(real, args.backbones)
+        fit_heads(real, args.backbones, BlendConfig())

@@ -319,14 +319,18 @@ def test_cli_inspect_split_preview(tmp_path: Path) -> None:
 
 
 @pytest.mark.real
-def test_real_stanford_subset(real_data: Path) -> None:
-    root = real_data / "stanford-subset"
+def test_real_stanford_dogs_official_layout(real_data: Path) -> None:
+    root = real_data / "stanford-dogs"
     if not root.is_dir():
-        pytest.skip("../shared/data/real/stanford-subset not present")
+        pytest.skip("../shared/data/real/stanford-dogs not present")
     idx = load_dataset(root)
     assert idx.layout == "stanford" and idx.problems == []
-    assert len(idx.classes()) == 22 and len(idx.samples) == 2410
+    assert len(idx.classes()) == 120 and len(idx.samples) == 14400
     assert {s.breed: s.wnid for s in idx.samples}["Golden retriever"] == "n02099601"
-    counts = split_counts(make_split(idx.samples, seed=0))
-    assert counts["Beagle"] == {"train": 144, "val": 18, "test": 18}
-    assert all(c["train"] >= 8 for c in counts.values())
+    official = [s.official_split for s in idx.samples]
+    assert official.count("train") == 12000 and official.count("test") == 2400
+    # The official lists decide test; val is carved from the official train photos, per breed.
+    splits = make_split(idx.samples, seed=0, use_official=True)
+    counts = split_counts(splits)
+    assert {s.path for s in splits["test"]} == {s.path for s in idx.samples if s.official_split == "test"}
+    assert all(c["test"] == 20 and c["val"] >= 5 and c["train"] + c["val"] == 100 for c in counts.values())
