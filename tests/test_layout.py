@@ -16,8 +16,8 @@ PKG = ROOT / "src" / "dogbreed"
 LAYERS: dict[str, int] = {
     **dict.fromkeys(["errors", "fileio", "paths", "runtime", "accel", "breeds", "transforms", "backbones"], 0),
     **dict.fromkeys(["data", "features", "models", "export", "resolve", "calibration"], 1),
-    **dict.fromkeys(["predict", "train", "adapt", "dogness", "evaluate", "explain", "gallery", "batch", "batch_ray"],
-                    2),
+    **dict.fromkeys(["predict", "train", "adapt", "dogness", "evaluate", "explain", "gallery", "batch", "batch_ray",
+                     "card"], 2),
     **dict.fromkeys(["serve", "cli", "__init__"], 3),
 }
 MAX_LINES = 80
