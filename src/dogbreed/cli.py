@@ -1,4 +1,9 @@
-"""The `dogbreed` command: a thin shell over the library (parse, call, print)."""
+"""The `dogbreed` command: a thin shell over the library (parse, call, print).
+
+Each command imports the library inside its body, on purpose: `dogbreed --help` then costs about 0.2 s of CPU
+instead of the 1.6 s that importing torch, ONNX Runtime and the models takes (measured with `time`), and a command
+loads only what it runs. tests/test_layout.py still sees these imports when it checks the layering.
+"""
 
 from __future__ import annotations
 

@@ -66,6 +66,8 @@ def read_config(run_dir: Path) -> TrainConfig:
         return from_dict(json.loads(f.read_text()))
     except json.JSONDecodeError as e:
         raise ConfigError(f"{f}: not valid JSON ({e})") from None
+    except ConfigError as e:
+        raise ConfigError(f"{f}: not a run config this version can read ({e})") from None
 
 
 def has_checkpoint(run_dir: Path, tag: str = "last") -> bool:
