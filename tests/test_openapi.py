@@ -79,8 +79,10 @@ def test_schemathesis_all_checks_pass(tmp_path: Path) -> None:
         res = subprocess.run(
             [st, "--config-file", str(TESTS / "schemathesis.toml"), "run", f"{server.url}/openapi.json",
              "--checks", "all", "--max-examples", "10", "--seed", "1", "--generation-database", "none",
-             "--request-timeout", "60", "--max-response-time", "30", "--no-color"],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+             # Response time is a hang detector here, not a speed target (those live in bench/): a heat-map on a
+             # 2-core machine busy with other work has been measured at 54 s.
+             "--request-timeout", "240", "--max-response-time", "240", "--no-color"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
         tail = res.stdout[-4000:] + res.stderr[-2000:]
         assert res.returncode == 0, tail
         assert " passed" in res.stdout and "failed" not in res.stdout.split("SUMMARY")[-1], tail

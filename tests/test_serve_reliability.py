@@ -317,3 +317,29 @@ def test_every_limit_is_a_serve_flag(monkeypatch: pytest.MonkeyPatch) -> None:
                                     feedback_max_bytes=10 * MB, feedback_per_day=11)
     res = CliRunner().invoke(cli, ["serve", "--max-queue", "0"])
     assert res.exit_code == 2 and "max-queue" in res.output
+
+
+def test_feedback_photo_write_failure_keeps_no_row(default_predictor, tmp_path: Path) -> None:
+    """The row is inserted first and committed only after the photo is on disk: a failed write leaves neither."""
+    db = tmp_path / "fb.sqlite3"
+    (tmp_path / "feedback-images").write_text("a file where the photo folder should be")
+    with _client(default_predictor, db) as c:
+        check(_send(c, _noise_png(5)), 503, "nothing was saved")
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT COUNT(*) FROM feedback").fetchone() == (0,)
+
+
+def test_an_unexpected_error_is_logged_once_and_answered_without_details(default_predictor, tmp_path: Path,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    app = create_app(predictor=default_predictor, feedback_db=tmp_path / "fb.sqlite3")
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("secret detail /etc/x")
+
+    caplog.clear()
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = c.get("/boom")
+    assert r.status_code == 500 and "secret" not in r.text and "Traceback" not in r.text
+    logged = [rec for rec in caplog.records if rec.levelname == "ERROR"]
+    assert len(logged) == 1 and "secret detail /etc/x" in caplog.text
