@@ -86,6 +86,15 @@ def test_concurrent_huge_photos_stay_within_memory(server: Server, bomb_png: byt
     assert proc_status_kb(server.proc.pid, "VmHWM") / 1024 < RSS_LIMIT_MB
 
 
+def test_heat_map_of_a_huge_photo_stays_within_memory(server: Server, bomb_png: bytes) -> None:
+    """The overlay is drawn at most 4 megapixels large: a 49-megapixel photo took the server to 7.25 GB before."""
+    r = httpx.post(server.url + "/v1/explain", files={"file": ("big.png", bomb_png)}, timeout=600)
+    assert r.status_code == 200, r.text[:300]
+    with Image.open(io.BytesIO(r.content)) as im:
+        assert im.size == (1750, 1750)  # 7000 / 4: the smallest whole factor that fits 4 megapixels
+    assert proc_status_kb(server.proc.pid, "VmHWM") / 1024 < RSS_LIMIT_MB
+
+
 def _chunked_upload(port: int, total_mb: int) -> tuple[bytes, int]:
     """Send a multipart body of ``total_mb`` MB with chunked transfer encoding; returns (response, bytes sent)."""
     s = socket.create_connection(("127.0.0.1", port))

@@ -33,6 +33,7 @@ from ..predict import Prediction, PredictOptions, Predictor
 from ..transforms import load_image
 from .feedback import FeedbackQuotaExceeded, FeedbackStorageError, FeedbackStore, find_breed
 from .limits import (
+    EXPLAIN_MAX_PIXELS,
     INTERNAL_ERROR,
     Admission,
     DecodeSlots,
@@ -41,6 +42,7 @@ from .limits import (
     check_pixels,
     decoded_size,
     fmt_bytes,
+    reduce_to_pixels,
     shrink_for_model,
 )
 from .schemas import BreedsResponse, ErrorDetail, FeedbackResponse, HealthResponse, PredictResponse, errors
@@ -405,8 +407,8 @@ def _explain_png(svc: Service, data: bytes, name: str, breed: str | None, top: t
             c = ex.class_index(breed) if breed else ex.class_index(top[0] or top[1])
         except ValueError as e:
             raise HTTPException(422, f"{e}; see GET /v1/breeds") from None
-        try:  # full size (no JPEG draft): the overlay has the photo's own size
-            img = load_image(data, max_pixels=svc.limits.max_pixels)
+        try:  # no JPEG draft: the overlay has the photo's own size, up to EXPLAIN_MAX_PIXELS
+            img = reduce_to_pixels(load_image(data, max_pixels=svc.limits.max_pixels), EXPLAIN_MAX_PIXELS)
         except ImageDecodeError as e:
             raise _decode_error(e, name) from e
         heat, c = ex.heatmap(img, c)
@@ -414,7 +416,8 @@ def _explain_png(svc: Service, data: bytes, name: str, breed: str | None, top: t
 
 
 def _add_explain_routes(app: FastAPI, svc: Service) -> None:
-    @app.post("/v1/explain", summary="Heat-map of where the model looked, as a PNG overlay the photo's size",
+    @app.post("/v1/explain", summary="Heat-map of where the model looked, as a PNG overlay the photo's size "
+              f"(reduced to at most {EXPLAIN_MAX_PIXELS / 1e6:.0f} megapixels)",
               response_class=Response, responses={200: {"content": {"image/png": {}},
                                                          "description": "The photo with the heat-map blended in; "
                                                          "header X-Dogbreed-Breed names the breed explained"},

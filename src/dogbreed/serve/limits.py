@@ -23,6 +23,9 @@ log = logging.getLogger("dogbreed.serve")
 
 MB = 1024 * 1024
 UPLOAD_METHODS = ("POST", "PUT", "PATCH")
+# The heat-map overlay is drawn at the photo's size, in float arrays several times the photo: a 49-megapixel PNG took
+# the server to 7.25 GB (measured). Bigger photos are reduced to this many pixels first (2048x1536 is 3.1 MP).
+EXPLAIN_MAX_PIXELS = 4_000_000
 INTERNAL_ERROR = "internal error while processing the request; the details are in the server log"
 
 
@@ -211,6 +214,13 @@ def return_freed_memory_to_the_os() -> bool:
         return bool(libc.mallopt(-3, 4 * MB))  # M_MMAP_THRESHOLD
     except (OSError, AttributeError):
         return False
+
+
+def reduce_to_pixels(img: Image.Image, max_pixels: int) -> Image.Image:
+    """Reduce by the smallest whole factor that brings the photo to at most ``max_pixels`` (box filter)."""
+    w, h = img.size
+    factor = math.ceil(math.sqrt(w * h / max_pixels)) if w * h > max_pixels else 1
+    return img.reduce(factor) if factor >= 2 else img
 
 
 class DecodeSlots:
