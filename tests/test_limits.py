@@ -1,0 +1,73 @@
+"""serve/limits.py on its own: header-only sizes, pixel budgets, the admission counter, photo reduction."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from fastapi import HTTPException
+from PIL import Image
+
+from dogbreed.serve.limits import (
+    Admission,
+    Limits,
+    check_pixels,
+    decoded_size,
+    reduce_to_pixels,
+    shrink_for_model,
+)
+
+
+def _encode(img: Image.Image, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def test_decoded_size_reads_headers_and_the_jpeg_draft_scale() -> None:
+    jpeg = _encode(Image.new("RGB", (4000, 3000), (10, 20, 30)), "JPEG")
+    assert decoded_size(jpeg, None) == (4000, 3000)
+    # shorter side 3000 for a 257-pixel need: the decoder's 1/8 scale, what load_image will actually decode
+    assert decoded_size(jpeg, 257) == (500, 375)
+    assert decoded_size(io.BytesIO(jpeg), 257) == (500, 375)  # a spooled upload works the same
+    png = _encode(Image.new("RGB", (4000, 3000)), "PNG")
+    assert decoded_size(png, 257) == (4000, 3000)  # no draft for PNG: it decodes at full size
+    assert decoded_size(b"not an image", 257) is None  # left for the decoder to explain
+
+
+def test_check_pixels_per_photo_and_per_request() -> None:
+    limits = Limits(max_pixels=1000, max_request_pixels=1500)
+    check_pixels([("a.png", (30, 30)), ("b.png", (20, 20)), ("c.png", None)], limits)  # 1300: fine
+    with pytest.raises(HTTPException) as e:
+        check_pixels([("big.png", (40, 30))], limits)
+    assert e.value.status_code == 413 and e.value.detail == "big.png: image too large: 40x30 pixels exceeds 1000"
+    with pytest.raises(HTTPException) as e:
+        check_pixels([("a.png", (30, 30)), ("b.png", (30, 30))], limits)
+    assert e.value.status_code == 413 and "request too large: its 2 photos" in e.value.detail
+
+
+def test_admission_refuses_with_retry_after_and_counts() -> None:
+    a = Admission(max_queue=4)
+    a.enter(3)
+    with pytest.raises(HTTPException) as e:
+        a.enter(2)
+    assert e.value.status_code == 503 and e.value.headers == {"Retry-After": "2"}
+    assert "3 photos queued, at most 4" in e.value.detail
+    a.enter(1)
+    a.leave(4)
+    assert (a.in_flight, a.refused) == (0, 1)
+
+
+def test_photos_are_reduced_by_whole_factors_only_when_far_too_big() -> None:
+    # factor 5000 // 257 = 19, sizes rounded up: the shorter side stays >= 257
+    assert shrink_for_model(Image.new("RGB", (7000, 5000)), 257).size == (369, 264)
+    small = Image.new("RGB", (500, 400))
+    assert shrink_for_model(small, 257) is small  # under twice the need: untouched, so the model sees the same
+    assert reduce_to_pixels(Image.new("RGB", (7000, 7000)), 4_000_000).size == (1750, 1750)
+    assert reduce_to_pixels(small, 4_000_000) is small
+
+
+def test_limits_must_be_positive_whole_numbers() -> None:
+    with pytest.raises(ValueError, match="max_queue"):
+        Limits(max_queue=0)
+    assert Limits().max_body_bytes < 30 * 1024 * 1024  # issue 16: a chunked body is cut before 30 MB
