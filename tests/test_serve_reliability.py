@@ -86,6 +86,7 @@ def test_concurrent_huge_photos_stay_within_memory(server: Server, bomb_png: byt
     assert proc_status_kb(server.proc.pid, "VmHWM") / 1024 < RSS_LIMIT_MB
 
 
+@pytest.mark.slow
 def test_heat_map_of_a_huge_photo_stays_within_memory(server: Server, bomb_png: bytes) -> None:
     """The overlay is drawn at most 4 megapixels large: a 49-megapixel photo took the server to 7.25 GB before."""
     r = httpx.post(server.url + "/v1/explain", files={"file": ("big.png", bomb_png)}, timeout=600)
