@@ -152,7 +152,8 @@ def main() -> None:
             proc.wait(30)
     result = {
         "clients": args.clients, "seconds": args.seconds, "photos": len(photos),
-        "photo_source": str(args.photos), "server": {k: health.get(k) for k in ("model", "quality", "runtime")},
+        "photo_source": os.path.relpath(args.photos, ROOT),
+        "server": {k: health.get(k) for k in ("model", "quality", "runtime")},
         "limits": health.get("limits"), **res,
         "rss_mb": {"before": rss_before and round(rss_before, 1), "after": rss_after and round(rss_after, 1),
                    "peak_process_lifetime": peak and round(peak, 1)},
