@@ -116,19 +116,25 @@ def make_card(predictor: Predictor, data: str | Path, out: str | Path, *, title:
               progress: bool = False) -> dict[str, Any]:
     """Score ``data`` with ``predictor`` and write card.md, card.json, reliability.png and confusion.png."""
     scored = score_folder(predictor, data, progress)
+    return write_card(scored, [b.name for b in predictor.classes], out,
+                      title=title or f"Model card: {predictor.model} ({predictor.quality}) on {Path(data).name}",
+                      about={"model": str(predictor.model), "quality": predictor.quality, "data": str(data)})
+
+
+def write_card(scored: Scored, names: Sequence[str], out: str | Path, *, title: str,
+               about: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The card's files from scores already computed (by `score_folder`, or out of fold by a benchmark)."""
     if not len(scored.labels):
-        raise ValueError(f"{data}: no readable photo of a breed this model knows")
-    names = [b.name for b in predictor.classes]
+        raise ValueError("no readable photo of a breed this model knows")
     probs = scored.logp.exp().numpy()
-    metrics = compute_metrics(scored.labels, probs, names, scored.paths)
+    metrics = compute_metrics(scored.labels, probs, list(names), scored.paths)
     head = summary(scored.logp, scored.labels)
     outdir = Path(out)
     outdir.mkdir(parents=True, exist_ok=True)
     plot_reliability(probs, scored.labels, outdir / "reliability.png",
                      title=f"{head['photos']} photos, {head['breeds']} breeds")
     plot_confusion(metrics, outdir / "confusion.png")
-    card = {"title": title or f"Model card: {predictor.model} ({predictor.quality}) on {Path(data).name}",
-            "model": str(predictor.model), "quality": predictor.quality, "data": str(data), **head,
+    card = {"title": title, **(about or {}), **head,
             "unknown_breed_photos": len(scored.unknown_breed), "unreadable": scored.unreadable,
             "per_breed": [r for r in metrics["per_class"] if r["support"] or r["precision"]],
             "most_confused": metrics["most_confused"], "misclassified": metrics["misclassified"]}
@@ -150,7 +156,7 @@ def card_markdown(card: dict[str, Any]) -> str:
              f"- **breed-balanced top-1** (mean over breeds): {fmt_pct(card['macro_top1'])} "
              f"({_ci(card['macro_top1_ci'])}); **top-5**: {fmt_pct(card['macro_top5'])}",
              f"- **calibration**: ECE {card['ece']:.3f} (15 equal-width bins of the top-1 probability)",
-             "- intervals: 95%, bootstrap over breeds", "",
+             "- intervals: 95%, bootstrap over breeds", *([f"- {card['note']}"] if card.get("note") else []), "",
              "![reliability](reliability.png)", ""]
     if card["most_confused"]:
         lines += ["## Most confused pairs", "", "| true | answered as | photos | share of true |", "|---|---|--:|--:|"]
@@ -164,4 +170,5 @@ def card_markdown(card: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Scored", "breed_balanced", "card_markdown", "make_card", "photo_interval", "score_folder", "summary"]
+__all__ = ["Scored", "breed_balanced", "card_markdown", "make_card", "photo_interval", "score_folder", "summary",
+           "write_card"]
