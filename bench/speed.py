@@ -225,7 +225,7 @@ def stage_profile(pred: Predictor, jpeg: bytes, n: int) -> dict[str, float]:
 
 
 def int8_check(threads: int, batch: int = 32) -> dict[str, Any]:
-    """Opt-in experiment: static int8 (QDQ, per-channel) Lite0 vs fp32 ONNX. Calibrated on 64 stanford-subset
+    """Opt-in experiment: static int8 (QDQ, per-channel) Lite0 vs fp32 ONNX. Calibrated on 64 stanford-dogs
     photos, judged by top-1 agreement with fp32 on the 275 imagenet-val-dogs photos, speed interleaved."""
     import contextlib
     import random
@@ -237,9 +237,9 @@ def int8_check(threads: int, batch: int = 32) -> dict[str, Any]:
 
     real = REAL_PHOTOS.parent
     evals = sorted(glob.glob(str(REAL_PHOTOS / "*" / "*.jpg")))
-    calib = sorted(glob.glob(str(real / "stanford-subset" / "**" / "*.jpg"), recursive=True))
+    calib = sorted(glob.glob(str(real / "stanford-dogs" / "Images" / "**" / "*.jpg"), recursive=True))
     if not evals or not calib:
-        return {"skipped": f"needs {REAL_PHOTOS} and stanford-subset"}
+        return {"skipped": f"needs {REAL_PHOTOS} and stanford-dogs"}
     random.Random(0).shuffle(calib)
     clf = default_classifier("efficientnet_lite0")
     cfg = clf.preprocess_cfg

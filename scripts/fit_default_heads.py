@@ -4,11 +4,13 @@
   stanford-dogs' official test list (20 per breed, all 120), imagenet-val-dogs, dogs-any; not dogs: not-dogs/cat and
   not-dogs/other), with `fast`'s cascade (dogness.DEFAULT_CASCADE); only the small heads' weights and thresholds
   are written, never the photos. Cross-source figures for this recipe: bench/dog_or_not.py.
---part heads: breed_heads.{json,safetensors}. For each `best` backbone, the ImageNet head's breed rows adapted on ALL
-  of stanford-subset (`adapt.adapt_features`, default AdaptConfig: only photographed breeds move, L2 pull toward the
-  ImageNet rows); only the rows that changed are stored. Then, for the shipped heads, the breed temperature and the
-  uncertain-breed threshold per quality mode, fitted on imagenet-val-dogs (the only honest breed set, so nothing else
-  is fitted on it), with 5 breed-stratified folds reported out of fold before the final fit on all of it.
+--part heads: breed_heads.{json,safetensors}. For each `best` backbone, all 120 rows of the ImageNet head's breed rows
+  fitted with an L2 pull toward them (`adapt.cross_fit_blend`, `adapt.BlendConfig`) on all of stanford-dogs (14,400
+  photos, 120 per breed, every breed alike) plus the natural photos of web-dogs and imagenet-val-dogs (each counting
+  as 10 Stanford photos). 5 breed-stratified folds over the natural photos give every one of them out-of-fold logits:
+  the figures printed and stored are out of fold, and the breed temperature and uncertain-breed threshold per
+  quality mode are fitted on those out-of-fold logits. About 1 minute from a warm feature cache; from scratch the
+  backbones' features of ~15,000 photos (plain + flip) take most of the time.
 --part all (default): both.
 
 Backbone outputs come from the feature cache (scripts/warm_feature_cache.py); nothing here re-runs a backbone when

@@ -263,7 +263,7 @@ class BlendConfig:
     folds over the natural photos, out of fold (bench/accuracy.py and scripts/fit_default_heads.py print the grid).
     """
 
-    l2: float = 0.3
+    l2: float = 0.1
     natural_weight: float = 10.0
     max_iter: int = 100
     refit_iter: int = 40  # per-fold refits start from the full fit, so they need fewer steps

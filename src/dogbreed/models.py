@@ -64,10 +64,10 @@ def imagenet_breed_head(backbone: Backbone, classes: Sequence[Breed]) -> nn.Line
 def default_classifier(backbone: str = DEFAULT_BACKBONE, adapted: bool = False) -> Classifier:
     """A packaged ImageNet backbone with its head restricted to the 120 breeds.
 
-    ``adapted=True`` swaps in the rows adapted on stanford-subset that ship with the package (see `shipped_heads`);
-    that is what `Predictor(model="default")` runs. The plain head stays the default here because the feature cache
-    is keyed by the weights: extraction, the dog detector and `adapt` all read the plain classifier's features,
-    which the adapted rows do not change.
+    ``adapted=True`` swaps in the heads fitted on stanford-dogs and natural photos that ship with the package (see
+    `shipped_heads`); that is what `Predictor(model="default")` runs. The plain head stays the default here because
+    the feature cache is keyed by the weights: extraction, the dog detector and `adapt` all read the plain
+    classifier's features, which the adapted rows do not change.
     """
     bb = create_backbone(backbone, pretrained=True)
     classes = stanford_breeds()

@@ -180,8 +180,8 @@ class PredictOptions:
 class Predictor(PredictOptions):
     """Loads a model once and predicts photos in batches. Its options are the fields of `PredictOptions`.
 
-    ``model``: "default" (ImageNet head restricted to the 120 breeds, with the rows adapted on stanford-subset that
-    ship with the package), "imagenet" (the plain ImageNet head), a run directory written by ``dogbreed train`` /
+    ``model``: "default" (the ImageNet head's 120 breed rows refitted on stanford-dogs and natural photos, as
+    shipped with the package), "imagenet" (the plain ImageNet head), a run directory written by ``dogbreed train`` /
     ``dogbreed adapt``, or an ``.onnx`` file written by ``dogbreed export``.
     """
 
@@ -216,9 +216,10 @@ class Predictor(PredictOptions):
 
     # -- loading ------------------------------------------------------------------------------------------
     def _load(self) -> None:
-        # "default": the heads adapted on stanford-subset that ship with the package, with their fitted temperature
-        # and uncertain threshold; "imagenet": the plain zero-training ImageNet head, kept one flag away for
-        # comparison (its probabilities are not calibrated); else a model dir, run dir or exported .onnx file.
+        # "default": the heads fitted by scripts/fit_default_heads.py that ship with the package, with their
+        # fitted temperature and uncertain threshold; "imagenet": the plain zero-training ImageNet head, kept one
+        # flag away for comparison (its probabilities are not calibrated); else a model dir,
+        # run dir or exported .onnx file.
         onnx = self.runtime == "onnx" or (self.runtime == "auto" and self.device == "cpu" and _onnxruntime_available())
         # On ONNX Runtime the packaged models start from their cached export, without building the PyTorch model.
         self.resolved = resolved = resolve_model(self.model, quality=self.quality, cached_onnx=onnx)
