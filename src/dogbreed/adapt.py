@@ -266,7 +266,6 @@ class BlendConfig:
     l2: float = 0.1
     natural_weight: float = 10.0
     max_iter: int = 100
-    refit_iter: int = 40  # per-fold refits start from the full fit, so they need fewer steps
     folds: int = 5
     seed: int = 0
 
@@ -279,7 +278,7 @@ def _rows(feats: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray
 def fit_blend(
     stanford: tuple[np.ndarray, np.ndarray], natural: tuple[np.ndarray, np.ndarray],
     w0: torch.Tensor, b0: torch.Tensor, cfg: BlendConfig | None = None,
-    start: tuple[torch.Tensor, torch.Tensor] | None = None, max_iter: int | None = None,
+    start: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One head from (features (N, V, D), labels) of Stanford photos and of natural photos, weighted per `cfg`."""
     cfg = cfg or BlendConfig()
@@ -287,7 +286,7 @@ def fit_blend(
     xn, yn = _rows(*natural)
     weights = np.r_[np.ones(len(ys)), np.full(len(yn), cfg.natural_weight)]
     return fit_head(np.concatenate([xs, xn]), np.r_[ys, yn], w0, b0, l2=cfg.l2, weights=weights, start=start,
-                    max_iter=max_iter or cfg.max_iter)
+                    max_iter=cfg.max_iter)
 
 
 def cross_fit_blend(
@@ -297,18 +296,21 @@ def cross_fit_blend(
     """The head fitted on everything, and out-of-fold logits (N_natural, V, C) for every natural photo.
 
     Each natural photo's logits come from a head fitted without its fold (breed-stratified), so figures, the
-    temperature and the uncertain threshold read from them are honest about the photos they are measured on.
+    temperature and the uncertain threshold read from them are honest about the photos they are measured on. Every
+    fit warm-starts from the Stanford-only fit, which has seen no natural photo: starting a fold from the full fit
+    would leak the held-out photos' labels through whatever the optimiser has not undone.
     """
     from .calibration import breed_stratified_folds
 
     cfg = cfg or BlendConfig()
-    full = fit_blend(stanford, natural, w0, b0, cfg)
     xn, yn = natural
+    start = fit_blend(stanford, (xn[:0], yn[:0]), w0, b0, cfg)
+    full = fit_blend(stanford, natural, w0, b0, cfg, start=start)
     fold = breed_stratified_folds(yn, cfg.folds, cfg.seed)
     oof = np.zeros((len(yn), xn.shape[1], w0.shape[0]), dtype=np.float32)
     for f in range(cfg.folds):
         tr = fold != f
-        w, b = fit_blend(stanford, (xn[tr], yn[tr]), w0, b0, cfg, start=full, max_iter=cfg.refit_iter)
+        w, b = fit_blend(stanford, (xn[tr], yn[tr]), w0, b0, cfg, start=start)
         oof[~tr] = (torch.as_tensor(xn[~tr]).float() @ w.T + b).numpy()
     return full, oof
 
