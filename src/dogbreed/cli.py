@@ -604,10 +604,10 @@ def compare(run_dirs: list[str] = typer.Argument(..., help="Run directories.")) 
 def card(
     data: str = typer.Option(..., help="Labelled photos: Stanford layout, Kaggle CSV or one folder per breed."),
     out: str = typer.Option(..., help="Folder for card.md, card.json, reliability.png, confusion.png."),
-    model: str = typer.Option("default", help="'default', 'imagenet', a run/model directory or an .onnx file."),
-    quality: str = typer.Option("fast", help="fast | best"),
-    runtime: str = typer.Option("auto", help="torch | onnx | auto"),
-    device: str = typer.Option("cpu", help="cpu | cuda | auto"),
+    model: str = MODEL_OPT,
+    quality: str = QUALITY_OPT,
+    runtime: str = RUNTIME_OPT,
+    device: str = DEVICE_OPT,
 ) -> None:
     """A per-breed model card: recall/precision per breed, confusions, calibration, breed-balanced accuracy."""
     from .card import make_card
