@@ -48,12 +48,14 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100, help="photos of each kind (dog, cat, other)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--detector", default="default", help="dog detector with a cascade (default: the shipped one)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "cascade_speed.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     files, kinds = mixed_folder(Path(args.data), args.n)
-    preds = {"without cascade (before)": Predictor(dog_cascade=False), "with cascade": Predictor()}
-    assert preds["with cascade"].dog_cascade, "the shipped detector has no cascade"
+    preds = {"without cascade (before)": Predictor(dog_cascade=False, dog_detector=args.detector),
+             "with cascade": Predictor(dog_detector=args.detector)}
+    assert preds["with cascade"].dog_cascade, f"dog detector {args.detector} has no cascade"
     answers = {name: p.predict(files) for name, p in preds.items()}  # warm-up, and the answers compared below
     times: dict[str, list[float]] = {name: [] for name in preds}
     for _ in range(args.repeats):
