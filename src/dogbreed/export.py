@@ -219,9 +219,6 @@ class OnnxClassifier(OnnxModel):
         self.decision: dict[str, Any] = dict(self.config.get("decision") or {})
 
 
-def load_onnx_classifier(path: str | Path, threads: int | None = None) -> OnnxClassifier:
-    return OnnxClassifier(path, threads)
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # The packaged default models without building them: a process that predicts with "default" or "imagenet" on ONNX

@@ -133,10 +133,6 @@ def model_dir_of(path: str | Path) -> Path | None:
     return None
 
 
-def is_model_dir(path: str | Path) -> bool:
-    return model_dir_of(path) is not None
-
-
 def save_model_dir(clf: Classifier, path: str | Path, *, decision: dict[str, Any] | None = None,
                    save_backbone: bool = False, extra: dict[str, Any] | None = None) -> Path:
     """Write a classifier so `Predictor(model=path)` and `dogbreed predict --model path` can load it."""

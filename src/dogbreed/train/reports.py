@@ -16,7 +16,8 @@ from .. import evaluate as ev
 from ..data import load_dataset
 from ..errors import DataError
 from ..fileio import atomic_write_text
-from ..models import load_model_dir
+from ..models import Classifier
+from ..resolve import resolve_model
 from ..runtime import resolve_device
 from .config import TrainConfig
 from .inputs import Split, labels_of, match_classes, recorded_split, run_classes
@@ -73,7 +74,8 @@ def evaluate_run(run_dir: str | Path, split: str = "test", data: str | None = No
         out = run / f"eval-{split}"
     if not part.samples:
         raise DataError(f"no photos to evaluate ({split})")
-    clf, _ = load_model_dir(run)
+    clf = resolve_model(str(run)).classifier
+    assert isinstance(clf, Classifier)  # a run dir always holds a PyTorch model dir
     probs, part = strategy_for(cfg).eval_probs(cfg, clf, part, class_names, device)
     write_eval(out, probs, part, class_names, cfg, split, extra)
     return out
