@@ -223,3 +223,24 @@ def test_default_model_starts_from_its_cached_export(photos: Path, monkeypatch: 
     # Anything the weights follow from changes the key: then the model is built again, never a stale export used.
     monkeypatch.setattr(export, "EXPORT_VERSION", export.EXPORT_VERSION + 1000)
     assert export.cached_default_model("efficientnet_lite0", True) is None
+
+
+def test_feature_extraction_through_the_accelerator_path(photos: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """features.extract on the torch runtime goes through accel (the CUDA path: pinned batches, non-blocking copy,
+    optional bf16); bf16 features get their own cache entries and stay close to fp32."""
+    from dogbreed.features import extract
+    from dogbreed.models import default_classifier
+
+    monkeypatch.setenv("DOGBREED_CACHE", str(tmp_path / "cache"))
+    files = [str(photos / n) for n in ("cat.jpg", "a.JPG", "broken.jpg")]
+    clf = default_classifier("efficientnet_lite0")
+    fp32 = extract(files, clf, runtime="torch", num_workers=0)
+    bf16 = extract(files, clf, runtime="torch", num_workers=0, precision="bf16")
+    assert list(fp32.ok) == list(bf16.ok) == [True, True, False] and "broken" not in str(fp32.errors[0])
+    assert len(list((tmp_path / "cache" / "features").iterdir())) == 2  # one cache key per precision
+    p32 = torch.from_numpy(fp32.breed_logits[:2, 0]).softmax(-1)
+    p16 = torch.from_numpy(bf16.breed_logits[:2, 0]).softmax(-1)
+    assert 0 < float((p32 - p16).abs().max()) <= 0.05
+    again = extract(files, clf, runtime="torch", num_workers=0)  # from the cache
+    assert (again.features == fp32.features).all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -15,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from .accel import loader_kwargs, run_module
 from .errors import ImageDecodeError
 from .export import onnx_session_for
 from .fileio import atomic_write
@@ -80,17 +82,24 @@ def extract(
     num_workers: int = 1,
     use_cache: bool = True,
     progress: bool = False,
+    device: str = "cpu",
+    precision: str = "fp32",
 ) -> Extracted:
     """Run ``model`` (a `models.Classifier`) over image files, reusing cached results where they exist.
 
     The cache lives under ``$DOGBREED_CACHE`` (default ``~/.cache/dogbreed``)/features/<key>/<sha1>.npz; a change
     of weights, preprocessing or view changes the key, so stale features are never reused.
+
+    ``runtime="torch"`` with ``device="cuda"``: batches are decoded in ``num_workers`` processes into pinned memory
+    and copied without blocking (`accel`); ``precision="bf16"`` adds autocast (and its own cache key, since the
+    features then differ from fp32 within `accel.BF16_TOLERANCE`).
     """
     cfg = cfg or model.preprocess_cfg
     paths = [str(p) for p in paths]
     n, nv = len(paths), len(views)
     digests = [file_digest(p) if os.path.isfile(p) else "" for p in paths]
-    keys = {v: cache_key(model, cfg, v, boxes is not None) for v in views}
+    keys = {v: cache_key(model, cfg, v + ("" if precision == "fp32" else f"-{precision}"), boxes is not None)
+            for v in views}
     results: dict[tuple[int, str], dict[str, np.ndarray]] = {}
     errors: list[str | None] = [None if d else f"file not found: {p}" for p, d in zip(paths, digests, strict=True)]
     todo = []
@@ -108,9 +117,13 @@ def extract(
         if missing:
             todo.append(i)
     if todo:
-        runner = onnx_session_for(model, cfg.size) if runtime == "onnx" else model.eval()
+        if runtime == "onnx":
+            runner: Any = onnx_session_for(model, cfg.size)
+        else:
+            net = model.to(device).eval()
+            runner = functools.partial(run_module, net, device=device, precision=precision)
         ds = _Images([paths[i] for i in todo], cfg, [boxes[i] for i in todo] if boxes is not None else None)
-        dl = DataLoader(ds, batch_size=batch_size, num_workers=num_workers, shuffle=False)
+        dl = DataLoader(ds, batch_size=batch_size, shuffle=False, **loader_kwargs(device, num_workers))
         it: Any = dl
         if progress:
             it = tqdm(dl, total=len(dl), unit="batch", desc=f"features {len(todo)} imgs")
