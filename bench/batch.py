@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import os
 import signal
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,48 +85,69 @@ def rows_done(out: Path) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(out.glob("part-*.parquet")))
 
 
-def run_sampled(cmd: list[str], out: Path, interrupt_after: float | None) -> dict[str, Any]:
+def run_sampled(cmd: list[str], out: Path, interrupt_after: float | None, log: Path,
+                on_sample: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run ``cmd``, sampling memory and rows on disk; SIGINT after ``interrupt_after`` seconds if given.
+
+    stderr (the progress bar) goes to ``log``, never to a pipe nobody reads while the run lasts: a full pipe
+    would block the run."""
     load0 = os.getloadavg()
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     samples: list[tuple[float, int, int, int]] = []  # (seconds, main RSS KiB, tree PSS KiB, rows on disk)
-    last_rows_check = 0.0
+    last_rows_check = last_report = 0.0
     n_rows = 0
-    while proc.poll() is None:
-        now = time.perf_counter() - t0
-        if now - last_rows_check > 2.0 and out.exists():
-            n_rows, last_rows_check = rows_done(out), now
-        samples.append((round(now, 2), *tree_memory_kb(proc.pid), n_rows))
-        if interrupt_after is not None and now > interrupt_after:
-            proc.send_signal(signal.SIGINT)
-            interrupt_after = None
-        time.sleep(0.25)
-    err = proc.stderr.read() if proc.stderr else ""
-    wall = time.perf_counter() - t0
-    return {"cmd": cmd[3:], "returncode": proc.returncode, "wall_s": round(wall, 2),
+    with open(log, "w") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        while proc.poll() is None:
+            now = time.perf_counter() - t0
+            if now - last_rows_check > 2.0 and out.exists():
+                n_rows, last_rows_check = rows_done(out), now
+            samples.append((round(now, 2), *tree_memory_kb(proc.pid), n_rows))
+            if interrupt_after is not None and now > interrupt_after:
+                proc.send_signal(signal.SIGINT)
+                interrupt_after = None
+            if on_sample is not None and now - last_report > 30:
+                on_sample(_summary(cmd, proc.returncode, now, samples, load0, log))
+                last_report = now
+            time.sleep(0.25)
+    return _summary(cmd, proc.returncode, time.perf_counter() - t0, samples, load0, log)
+
+
+def _summary(cmd: list[str], rc: int | None, wall: float, samples: list, load0: tuple, log: Path) -> dict[str, Any]:
+    lines = log.read_text(errors="replace").replace("\r", "\n").splitlines() if log.exists() else []
+    return {"cmd": cmd[3:], "returncode": rc, "wall_s": round(wall, 2),
             "peak_main_rss_mb": round(max((s[1] for s in samples), default=0) / 1024, 1),
             "peak_tree_pss_mb": round(max((s[2] for s in samples), default=0) / 1024, 1),
             "samples": samples[:: max(1, len(samples) // 200)], "load_before": load0, "load_after": os.getloadavg(),
-            "stderr_tail": err.strip().splitlines()[-1:] if err else []}
+            "stderr_tail": [ln for ln in lines if ln.strip()][-1:]}
 
 
-def bench_memory(rows: int, interrupt_after: float, workdir: Path) -> dict[str, Any]:
+def bench_memory(rows: int, interrupt_after: float, time_limit: float | None, workdir: Path,
+                 save: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """First run interrupted, then the same command resumed (stopped at ``time_limit`` seconds if given)."""
     import pyarrow.parquet as pq
 
     manifest, out = workdir / "manifest.csv", workdir / "results.parquet"
     n_photos = write_manifest(manifest, rows)
     cmd = dogbreed_cmd() + ["predict", str(manifest), "--out", str(out)]
-    first = run_sampled(cmd, out, interrupt_after)
-    done_after_first = rows_done(out)
-    second = run_sampled(cmd, out, None)
+    res: dict[str, Any] = {"rows": rows, "distinct_photos": n_photos, "sources": list(SOURCES)}
+    res["first_run"] = run_sampled(cmd, out, interrupt_after, workdir / "first.log")
+    res["rows_after_interrupt"] = rows_done(out)
+
+    def partial(run: dict[str, Any]) -> None:
+        save({**res, "resumed_run": run, "finished": False})
+
+    res["resumed_run"] = run_sampled(cmd, out, time_limit, workdir / "resumed.log", partial)
     table = pq.read_table(out, columns=["path", "error"])
     paths = table.column("path").to_pylist()
-    want = [r["path"] for r in csv.DictReader(open(manifest))]
-    return {"rows": rows, "distinct_photos": n_photos, "sources": list(SOURCES), "first_run": first,
-            "rows_after_interrupt": done_after_first, "resumed_run": second,
-            "resumed_summary": second["stderr_tail"], "rows_in_output": len(paths),
-            "output_matches_manifest_order": paths == want,
-            "error_rows": sum(e is not None for e in table.column("error").to_pylist())}
+    with open(manifest, newline="") as f:
+        want = [r["path"] for r in itertools.islice(csv.DictReader(f), len(paths))]
+    res.update({"resumed_summary": res["resumed_run"]["stderr_tail"], "rows_in_output": len(paths),
+                "finished": len(paths) == rows,
+                # the rows written are the first len(paths) manifest rows, in order, each once
+                "output_is_manifest_prefix": paths == want,
+                "error_rows": sum(e is not None for e in table.column("error").to_pylist())})
+    return res
 
 
 def bench_speed(repeats: int) -> dict[str, Any]:
@@ -152,6 +175,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=50_000)
     ap.add_argument("--interrupt-after", type=float, default=60.0, help="seconds before the first run's SIGINT")
+    ap.add_argument("--time-limit", type=float, default=None,
+                    help="stop the resumed run (SIGINT) after this many seconds; the JSON says how far it got")
     ap.add_argument("--speed-only", action="store_true")
     ap.add_argument("--memory-only", action="store_true")
     ap.add_argument("--repeats", type=int, default=2)
@@ -163,14 +188,17 @@ def main() -> None:
     if not args.memory_only:
         result["speed"] = bench_speed(args.repeats)
     if not args.speed_only:
+        def save(memory: dict[str, Any]) -> None:  # partial figures survive a run stopped from outside
+            Path(args.out).write_text(json.dumps({**result, "memory": memory}, indent=1) + "\n")
+
         with tempfile.TemporaryDirectory() as tmp:
-            result["memory"] = bench_memory(args.rows, args.interrupt_after, Path(tmp))
+            result["memory"] = bench_memory(args.rows, args.interrupt_after, args.time_limit, Path(tmp), save)
         m = result["memory"]
-        print(f"{m['rows']} rows ({m['distinct_photos']} distinct photos): peak main RSS / tree PSS "
+        print(f"{m['rows']}-row manifest ({m['distinct_photos']} distinct photos): peak main RSS / tree PSS "
               f"{m['first_run']['peak_main_rss_mb']} / {m['first_run']['peak_tree_pss_mb']} MB, resumed run "
               f"{m['resumed_run']['peak_main_rss_mb']} / {m['resumed_run']['peak_tree_pss_mb']} MB; "
               f"{m['rows_after_interrupt']} rows before the interrupt, resumed: {m['resumed_summary']}; "
-              f"order ok: {m['output_matches_manifest_order']}")
+              f"{m['rows_in_output']} rows out, a prefix of the manifest in order: {m['output_is_manifest_prefix']}")
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out}")
 

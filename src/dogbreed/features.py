@@ -70,6 +70,33 @@ class _Images(Dataset):
             return torch.zeros(3, self.cfg.size, self.cfg.size), i, str(e) or "unreadable"
 
 
+def _from_cache(digests: list[str], keys: dict[str, str], results: dict[tuple[int, str], dict[str, np.ndarray]],
+                ) -> list[int]:
+    """Fill ``results`` from the cache; returns the indices of readable files with a view still missing."""
+    todo = []
+    for i, d in enumerate(digests):
+        if not d:
+            continue
+        missing = False
+        for v, key in keys.items():
+            f = cache_dir() / "features" / key / f"{d}.npz"
+            if f.exists():
+                with np.load(f) as z:
+                    results[(i, v)] = {k: z[k] for k in z.files}
+            else:
+                missing = True
+        if missing:
+            todo.append(i)
+    return todo
+
+
+def _runner(model: Any, cfg: Preprocess, runtime: str, device: str, precision: str) -> Any:
+    """Image batch -> (breed logits, ImageNet logits, features): an ONNX Runtime session or the module on device."""
+    if runtime == "onnx":
+        return onnx_session_for(model, cfg.size)
+    return functools.partial(run_module, model.to(device).eval(), device=device, precision=precision)
+
+
 def extract(
     paths: Sequence[str | Path],
     model: Any,
@@ -102,26 +129,9 @@ def extract(
             for v in views}
     results: dict[tuple[int, str], dict[str, np.ndarray]] = {}
     errors: list[str | None] = [None if d else f"file not found: {p}" for p, d in zip(paths, digests, strict=True)]
-    todo = []
-    for i, d in enumerate(digests):
-        if not d:
-            continue
-        missing = False
-        for v in views:
-            f = cache_dir() / "features" / keys[v] / f"{d}.npz"
-            if use_cache and f.exists():
-                with np.load(f) as z:
-                    results[(i, v)] = {k: z[k] for k in z.files}
-            else:
-                missing = True
-        if missing:
-            todo.append(i)
+    todo = _from_cache(digests, keys, results) if use_cache else [i for i, d in enumerate(digests) if d]
     if todo:
-        if runtime == "onnx":
-            runner: Any = onnx_session_for(model, cfg.size)
-        else:
-            net = model.to(device).eval()
-            runner = functools.partial(run_module, net, device=device, precision=precision)
+        runner = _runner(model, cfg, runtime, device, precision)
         ds = _Images([paths[i] for i in todo], cfg, [boxes[i] for i in todo] if boxes is not None else None)
         dl = DataLoader(ds, batch_size=batch_size, shuffle=False, **loader_kwargs(device, num_workers))
         it: Any = dl
