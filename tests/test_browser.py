@@ -295,3 +295,17 @@ def test_look_alike_photos_of_the_top_breeds(page, dog_photo: Path) -> None:
     if dog_photo.name != "generated.jpg":
         assert rows.first.locator(".breed-label").inner_text() == "Samoyed"
         assert rows.first.locator("img").count() == 3
+
+
+def test_an_over_size_photo_is_refused_before_uploading(page, tmp_path: Path) -> None:
+    """The page knows the server's per-file limit (GET /healthz) and says so instead of sending 21 MB."""
+    big = tmp_path / "huge.jpg"
+    big.write_bytes(b"\xff\xd8\xff" + b"\0" * (21 * 1024 * 1024))
+    page.wait_for_load_state("networkidle")  # /healthz answered
+    posts: list[str] = []
+    page.on("request", lambda r: r.method == "POST" and posts.append(r.url))
+    page.set_input_files("#file", str(big))
+    assert wait_for_verdict(page) == "error"
+    text = page.locator("#verdict").inner_text()
+    assert "This photo is 21.0 MB; the largest the server takes is 20.0 MB" in text
+    assert posts == []

@@ -31,6 +31,7 @@
   let requestSeq = 0; // a newer photo wins over a slower, older request
   let previewUrl = null;
   let breedNames = null;
+  let limits = null; // the server's budgets (GET /healthz), so an over-size photo is refused before uploading it
 
   const ICONS = { dog: "\u2713", uncertain_breed: "?", no_dog: "\u2715", error: "!" };
 
@@ -226,6 +227,10 @@
     loadBreedNames();
   }
 
+  function mb(bytes) {
+    return (bytes / 1048576).toFixed(1) + " MB";
+  }
+
   async function errorMessage(resp) {
     try {
       const body = await resp.json();
@@ -250,6 +255,12 @@
     $("drop-title").textContent = "Drop another photo here, or";
     $("choose").textContent = "Choose another photo";
     filename.textContent = file.name || "pasted image";
+    if (limits && file.size > limits.max_file_bytes) {
+      // the server would refuse it too (413) and close the connection mid-upload; say why without sending it
+      showError("This photo is " + mb(file.size) + "; the largest the server takes is " +
+        mb(limits.max_file_bytes) + ". Try a smaller copy of it.");
+      return;
+    }
     showBusy(true);
     const form = new FormData();
     form.append("file", file, file.name || "pasted-image");
@@ -358,6 +369,9 @@
     dropzone.classList.remove("dragging");
     takeFiles(ev.dataTransfer && ev.dataTransfer.files);
   });
+
+  fetch("/healthz").then((r) => (r.ok ? r.json() : null)).then((h) => { limits = h && h.limits; })
+    .catch(() => { /* no limits known: the server still refuses what is too big */ });
 
   window.addEventListener("paste", (ev) => {
     const items = ev.clipboardData ? Array.from(ev.clipboardData.files) : [];
