@@ -150,3 +150,13 @@ def exif_rotated_jpeg(path: Path) -> Path:
     exif[0x0112] = 6
     Image.fromarray(arr, "RGB").save(path, format="JPEG", quality=95, exif=exif.tobytes())
     return path
+
+
+def smooth_photo(path: Path, seed: int, size: tuple[int, int] = (300, 260)) -> Path:
+    """A smooth photo-like JPEG (8x8 noise upsampled): centre crops and flips change it only a little."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
+    img = Image.fromarray(base).resize(size, Image.Resampling.BICUBIC)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, "JPEG", quality=90)
+    return path

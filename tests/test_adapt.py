@@ -1,55 +1,63 @@
-"""Head fitting for the shipped default: weighted L2-to-ImageNet fits and their out-of-fold cross-fit."""
+"""adapt.py: head adaptation and new breeds: model-dir round trips, refusals."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
-import torch
+import pytest
+from fixtures import smooth_photo
 
-from dogbreed.adapt import BlendConfig, cross_fit_blend, fit_blend, fit_head
-from dogbreed.calibration import breed_stratified_folds
-
-
-def _toy(n_per: int, classes: int = 4, dim: int = 8, views: int = 2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(classes, dim)) * 2
-    y = np.repeat(np.arange(classes), n_per)
-    x = centres[y][:, None, :] + rng.normal(size=(len(y), views, dim))
-    return x.astype(np.float32), y
+from dogbreed.adapt import AdaptError, adapt, add_breed
+from dogbreed.models import load_model_dir
+from dogbreed.predict import Predictor
 
 
-def test_zero_weight_rows_change_nothing_and_weights_matter() -> None:
-    x, y = _toy(20)
-    rows, ys = x.reshape(-1, x.shape[-1]), np.repeat(y, 2)
-    w0, b0 = torch.zeros(4, 8), torch.zeros(4)
-    noise = rows[:10] * 0 + 5.0  # ten loud rows labelled 0
-    w_ref, b_ref = fit_head(rows, ys, w0, b0, l2=0.1, max_iter=50)
-    w_z, b_z = fit_head(np.concatenate([rows, noise]), np.r_[ys, np.zeros(10, int)], w0, b0, l2=0.1, max_iter=50,
-                        weights=np.r_[np.ones(len(ys)), np.zeros(10)])
-    assert torch.allclose(w_ref, w_z, atol=1e-4) and torch.allclose(b_ref, b_z, atol=1e-4)
-    w_h, _ = fit_head(np.concatenate([rows, noise]), np.r_[ys, np.zeros(10, int)], w0, b0, l2=0.1, max_iter=50,
-                      weights=np.r_[np.ones(len(ys)), np.full(10, 50.0)])
-    assert not torch.allclose(w_ref, w_h, atol=1e-2)
+def _folder(root: Path, n: int, seed: int) -> Path:
+    for i in range(n):
+        smooth_photo(root / f"p{i}.jpg", seed * 100 + i)
+    return root
 
 
-def test_strong_pull_keeps_the_start_head() -> None:
-    x, y = _toy(10)
-    w0, b0 = torch.randn(4, 8), torch.randn(4)
-    w, b = fit_blend((x, y), (x[:0], y[:0]), w0, b0, BlendConfig(l2=1e6, max_iter=20))
-    assert torch.allclose(w, w0, atol=1e-3) and torch.allclose(b, b0, atol=1e-3)
+@pytest.mark.slow
+def test_add_breed_grows_round_trips_and_refuses(tmp_path: Path) -> None:
+    new_dir = _folder(tmp_path / "kokoni", 4, seed=7)
+    out = tmp_path / "model"
+    clf, summary = add_breed("Kokoni", new_dir, out=out)
+    assert len(clf.classes) == 121 and clf.classes[-1].wnid is None and summary["photos"] == 4
+    loaded, cfg = load_model_dir(out)
+    assert [b.name for b in loaded.classes] == [b.name for b in clf.classes]
+    assert cfg["extra"]["added_breeds"][-1] == {"name": "Kokoni", "photos": 4, "unreadable": 0, "win_rate": 0.95}
+    assert np.allclose(loaded.breed_head.weight.detach().numpy(), clf.breed_head.weight.detach().numpy())
+    pred = Predictor(model=str(out), top_k=121)
+    assert len(pred.classes) == 121
+    res = pred.predict([str(new_dir / "p0.jpg")])[0].to_dict()
+    kokoni = [b for b in res["breeds"] if b["name"] == "Kokoni"]
+    assert kokoni and kokoni[0]["wnid"] is None
+    json.dumps(res)
+    with pytest.raises(AdaptError, match="already exists"):
+        add_breed("golden retriever", new_dir, out=tmp_path / "x")
+    with pytest.raises(AdaptError, match="already exists"):
+        add_breed("kokoni", new_dir, model=str(out), out=tmp_path / "y")
+    few = _folder(tmp_path / "few", 2, seed=9)
+    (few / "broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(AdaptError, match="2 readable photo.*at least 3"):
+        add_breed("Aidi", few, out=tmp_path / "z")
+    assert not (tmp_path / "z").exists()
 
 
-def test_out_of_fold_logits_come_from_a_fit_without_their_fold() -> None:
-    stanford, (xn, yn) = _toy(10, seed=1), _toy(10, seed=2)
-    cfg = BlendConfig(max_iter=40, natural_weight=20.0)
-    w0, b0 = torch.zeros(4, 8), torch.zeros(4)
-    (w, b), oof = cross_fit_blend(stanford, (xn, yn), w0, b0, cfg)
-    assert oof.shape == (40, 2, 4)
-    # The reference: fold f's head is fitted on Stanford and the other folds only, from a start that saw no
-    # natural photo; the photos of fold f are then scored by it.
-    fold = breed_stratified_folds(yn, cfg.folds, cfg.seed)
-    start = fit_blend(stanford, (xn[:0], yn[:0]), w0, b0, cfg)
-    for f in range(cfg.folds):
-        tr = fold != f
-        wf, bf = fit_blend(stanford, (xn[tr], yn[tr]), w0, b0, cfg, start=start)
-        assert np.allclose(oof[~tr], (torch.as_tensor(xn[~tr]) @ wf.T + bf).numpy(), atol=1e-4)
-        assert not torch.allclose(wf, w, atol=1e-4)  # the full fit did see fold f
+@pytest.mark.slow
+def test_adapt_on_folder_per_breed_gives_loadable_model(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    for seed, breed in enumerate(["golden_retriever", "beagle", "Samoyed"]):
+        _folder(data / breed, 3, seed=seed + 20)
+    out = tmp_path / "adapted"
+    clf, summary = adapt(data, out)
+    assert len(clf.classes) == 120 and summary["adapt"]["new_breeds"] == []
+    assert summary["adapt"]["photos_per_breed"] == {"Golden retriever": 3, "Beagle": 3, "Samoyed": 3}
+    loaded, cfg = load_model_dir(out)
+    assert cfg["extra"]["adapt"]["photos"] == 9
+    pred = Predictor(model=str(out))
+    res = pred.predict([str(data / "beagle" / "p0.jpg")])[0].to_dict()
+    assert len(res["breeds"]) == 5 and res["breeds"][0]["wnid"].startswith("n0")

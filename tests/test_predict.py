@@ -5,12 +5,15 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from fixtures import smooth_photo
+from PIL import Image
 from typer.testing import CliRunner
 
 from dogbreed.cli import app
-from dogbreed.predict import Predictor, expand_inputs, predict
+from dogbreed.predict import BEST_BACKBONES, Predictor, expand_inputs, predict
 
 runner = CliRunner()
 
@@ -119,3 +122,35 @@ def test_auto_runtime_falls_back_to_torch_when_onnx_cannot_be_cached(
     assert pred.predict([chelsea_jpeg])[0].verdict == "no_dog"
     with pytest.raises(OSError):
         Predictor(runtime="onnx")
+
+
+def _schema(pred: dict) -> tuple:
+    return tuple(sorted(pred)), tuple(tuple(sorted(b)) for b in pred["breeds"])
+
+
+@pytest.mark.slow
+def test_best_ensemble_with_tta_has_single_model_schema(tmp_path: Path) -> None:
+    photos = [str(smooth_photo(tmp_path / f"{i}.jpg", i)) for i in range(2)]
+    fast = Predictor(quality="fast")
+    best = Predictor(quality="best")
+    assert [m.preprocess.size for m in best.members] == [224, 240, 260]  # each backbone at its own resolution
+    assert len(best.members) == len(BEST_BACKBONES) and best.tta_flip and not fast.tta_flip
+    pf, pb = [p.to_dict() for p in fast.predict(photos)], [p.to_dict() for p in best.predict(photos)]
+    assert [_schema(p) for p in pf] == [_schema(p) for p in pb]
+    for p in pb:
+        assert len(p["breeds"]) == 5 and p["verdict"] in ("dog", "no_dog", "uncertain_breed")
+        probs = [b["probability"] for b in p["breeds"]]
+        assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-5
+
+
+@pytest.mark.slow
+def test_flip_tta_of_symmetric_image_equals_plain() -> None:
+    half = np.random.default_rng(3).integers(0, 255, (256, 128, 3), dtype=np.uint8)
+    img = Image.fromarray(np.concatenate([half, half[:, ::-1]], axis=1))  # 256 x 256: crop stays centred
+    plain = Predictor(quality="fast", tta_flip=False)
+    flip = Predictor(quality="fast", tta_flip=True)
+    lp, _ = plain.scores([img])
+    lf, _ = flip.scores([img])
+    assert np.allclose(lp.numpy(), lf.numpy(), atol=1e-4)
+    asym = Image.fromarray(np.concatenate([half, half], axis=1))
+    assert not np.allclose(plain.scores([asym])[0].numpy(), flip.scores([asym])[0].numpy(), atol=1e-4)
