@@ -3,8 +3,8 @@
 Gallery: every photo of ../shared/data/real/stanford-dogs (14,400, 120 breeds; ImageNet training photos), built with
 `gallery.build_gallery` (Lite0 pooled features, plain view, from the feature cache). Queries: web-dogs (458
 Wikipedia photos, 99 breeds; not ImageNet photos). Reported plain and breed-balanced (mean over breeds), with
-95% Wilson intervals and counts, beside the `fast` predictor's own top-1 on the same photos (the adapted head on the
-same features, so both read one forward pass). Writes bench/results/gallery.json.
+95% Wilson intervals and counts, beside the top-1 of Lite0's zero-training ImageNet head on the same features (fitted
+on none of these photos). Writes bench/results/gallery.json.
 
 Run: python bench/gallery.py [--gallery-data DIR] [--queries DIR]
 """
@@ -80,7 +80,9 @@ def main() -> None:
         counts = {b: labels.count(b) for b in labels}
         best = max(counts.values())
         vote.append(next(b for b in labels if counts[b] == best) == w)
-    clf = default_classifier(DEFAULT_BACKBONE, adapted=True)
+    # The zero-training ImageNet head on the same features: fitted on none of these photos (the shipped adapted
+    # head has seen web-dogs; its honest, out-of-fold figure is in README's breed-accuracy section).
+    clf = default_classifier(DEFAULT_BACKBONE)
     with torch.no_grad():
         top = clf.breed_head(feats).argmax(-1).tolist()
     top1 = np.array([clf.classes[i].wnid == w for i, w in zip(top, true, strict=True)])
@@ -89,7 +91,7 @@ def main() -> None:
                        "load_s": round(load_s, 2), "search_ms_per_query": round(search_ms, 2)},
            "queries": str(Path(args.queries).name), "backbone": DEFAULT_BACKBONE, "view": "plain",
            "nearest_neighbour_breed": summary(nn1, true), "five_nn_vote_breed": summary(np.array(vote), true),
-           "fast_top1_same_photos": summary(top1, true)}
+           "imagenet_head_top1_same_photos": summary(top1, true)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
     print(json.dumps(res, indent=1))
