@@ -97,7 +97,10 @@ def run_sampled(cmd: list[str], out: Path, interrupt_after: float | None, log: P
     last_rows_check = last_report = 0.0
     n_rows = 0
     with open(log, "w") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        # SIGINT back to its default first: a shell starts background jobs with it ignored, and a Python started
+        # that way never turns it into KeyboardInterrupt, so the interruption would not happen.
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         while proc.poll() is None:
             now = time.perf_counter() - t0
             if now - last_rows_check > 2.0 and out.exists():

@@ -57,7 +57,7 @@ def run_ray(inputs: Sequence[str], out: str | Path, opts: dict[str, Any], *, dog
     import pyarrow.parquet as pq
 
     out = Path(out)
-    opts = {**opts, "top_k": int(opts.get("top_k", 5))}
+    opts = {**opts, "top_k": int(opts.get("top_k") or 5), "batch_size": opts.get("batch_size") or batch_size}
     if overwrite and out.is_dir():
         for f in out.glob("*.parquet"):
             f.unlink()
