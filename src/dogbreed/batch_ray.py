@@ -11,6 +11,7 @@ photo paths (a shared file system) and have dogbreed installed.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -73,7 +74,9 @@ def run_ray(inputs: Sequence[str], out: str | Path, opts: dict[str, Any], *, dog
         n_actors = actors or max(1, int(ray.cluster_resources().get("GPU" if _gpu(opts) else "CPU", 1)))
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # rows in input order, like the local engine
-        ds = ray.data.from_arrow(pa.table({"path": todo}))
+        # Several blocks, so every actor gets work (one block would go to one actor), but not one per batch.
+        blocks = min(math.ceil(len(todo) / batch_size), max(4 * n_actors, math.ceil(len(todo) / (16 * batch_size))))
+        ds = ray.data.from_arrow(pa.table({"path": todo})).repartition(blocks)
         ds = ds.map_batches(PredictActor, fn_constructor_kwargs={"opts": opts, "dog_threshold": dog_threshold},
                             batch_size=batch_size, batch_format="pyarrow",
                             compute=ray.data.ActorPoolStrategy(size=n_actors), num_cpus=1,
