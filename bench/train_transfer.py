@@ -46,15 +46,21 @@ def run_one(preset: str, data: Path, honest: list[Path], out: Path, device: str,
     cfg = train.load_preset(name, overrides + [kv for kv in own.split(",") if kv])
     t0 = time.time()
     run = train.train(cfg, str(data), out=out, device=device)
-    wall = time.time() - t0
+    return row_for(run, preset, honest, device, time.time() - t0)
+
+
+def row_for(run: Path, preset: str, honest: list[Path], device: str, wall: float | None) -> dict:
+    """A table row for a finished run: its own test figures, then the same model on each honest folder."""
+    cfg = json.loads((run / "config.json").read_text())
     summary = json.loads((run / "summary.json").read_text())
     test = json.loads((run / "eval-test" / "report.json").read_text())
     row = {
-        "preset": preset, "backbone": getattr(cfg, "backbone", None), "run_dir": str(run),
+        "preset": preset, "backbone": cfg.get("backbone"), "run_dir": str(run),
         "photos": summary["photos"], "classes": summary["classes"],
         "epochs": summary["epochs"], "best_epoch": summary["best_epoch"], "best_val_top1": summary["best_val_acc"],
         "test_top1": test["top1"], "test_top5": test["top5"], "test_macro_f1": test["macro_f1"], "test_n": test["n"],
-        "train_wall_s": round(wall, 1), "peak_rss_mb_so_far": round(peak_rss_mb(), 0),
+        "train_wall_s": round(wall if wall is not None else summary.get("wall_seconds_this_call", 0), 1),
+        "peak_rss_mb_so_far": round(peak_rss_mb(), 0),
     }
     for h in honest:
         rep = json.loads((train.evaluate_run(run, data=str(h), device=device) / "report.json").read_text())
@@ -71,12 +77,15 @@ def main() -> None:
                     help="preset names, each optionally with :key=value,key=value overrides")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="key=value for every preset")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--collect", nargs="+", default=None, help="finished run dirs to tabulate instead of training")
     ap.add_argument("--runs", default=None, help="keep run directories here (default: a temp folder)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "train_transfer.json"))
     args = ap.parse_args()
-    presets = args.presets
+    # --collect: rows from finished run dirs (e.g. runs trained one at a time), without training again.
+    rows = [row_for(Path(r), Path(r).name.rsplit("-", 2)[0], [Path(h) for h in args.honest], args.device, None)
+            for r in args.collect or []]
+    presets = [] if args.collect else args.presets
     runs = Path(args.runs) if args.runs else Path(tempfile.mkdtemp(prefix="dogbreed-bench-"))
-    rows = []
     for p in presets:
         print(f"== {p}", file=sys.stderr)
         rows.append(run_one(p, Path(args.data), [Path(h) for h in args.honest], runs, args.device, args.overrides))
