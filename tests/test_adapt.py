@@ -7,9 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from fixtures import smooth_photo
 
-from dogbreed.adapt import AdaptError, adapt, add_breed
+from dogbreed.adapt import AdaptError, BlendConfig, adapt, add_breed, cross_fit_blend, fit_blend, fit_head
+from dogbreed.calibration import breed_stratified_folds
 from dogbreed.models import load_model_dir
 from dogbreed.predict import Predictor
 
@@ -61,3 +63,52 @@ def test_adapt_on_folder_per_breed_gives_loadable_model(tmp_path: Path) -> None:
     pred = Predictor(model=str(out))
     res = pred.predict([str(data / "beagle" / "p0.jpg")])[0].to_dict()
     assert len(res["breeds"]) == 5 and res["breeds"][0]["wnid"].startswith("n0")
+
+
+# --- the shipped default heads: weighted fits toward ImageNet and their out-of-fold cross-fit ---
+
+
+def _toy(n_per: int, classes: int = 4, dim: int = 8, views: int = 2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(classes, dim)) * 2
+    y = np.repeat(np.arange(classes), n_per)
+    x = centres[y][:, None, :] + rng.normal(size=(len(y), views, dim))
+    return x.astype(np.float32), y
+
+
+def test_zero_weight_rows_change_nothing_and_weights_matter() -> None:
+    x, y = _toy(20)
+    rows, ys = x.reshape(-1, x.shape[-1]), np.repeat(y, 2)
+    w0, b0 = torch.zeros(4, 8), torch.zeros(4)
+    noise = rows[:10] * 0 + 5.0  # ten loud rows labelled 0
+    w_ref, b_ref = fit_head(rows, ys, w0, b0, l2=0.1, max_iter=50)
+    w_z, b_z = fit_head(np.concatenate([rows, noise]), np.r_[ys, np.zeros(10, int)], w0, b0, l2=0.1, max_iter=50,
+                        weights=np.r_[np.ones(len(ys)), np.zeros(10)])
+    assert torch.allclose(w_ref, w_z, atol=1e-4) and torch.allclose(b_ref, b_z, atol=1e-4)
+    w_h, _ = fit_head(np.concatenate([rows, noise]), np.r_[ys, np.zeros(10, int)], w0, b0, l2=0.1, max_iter=50,
+                      weights=np.r_[np.ones(len(ys)), np.full(10, 50.0)])
+    assert not torch.allclose(w_ref, w_h, atol=1e-2)
+
+
+def test_strong_pull_keeps_the_start_head() -> None:
+    x, y = _toy(10)
+    w0, b0 = torch.randn(4, 8), torch.randn(4)
+    w, b = fit_blend((x, y), (x[:0], y[:0]), w0, b0, BlendConfig(l2=1e6, max_iter=20))
+    assert torch.allclose(w, w0, atol=1e-3) and torch.allclose(b, b0, atol=1e-3)
+
+
+def test_out_of_fold_logits_come_from_a_fit_without_their_fold() -> None:
+    stanford, (xn, yn) = _toy(10, seed=1), _toy(10, seed=2)
+    cfg = BlendConfig(max_iter=40, natural_weight=20.0)
+    w0, b0 = torch.zeros(4, 8), torch.zeros(4)
+    (w, b), oof = cross_fit_blend(stanford, (xn, yn), w0, b0, cfg)
+    assert oof.shape == (40, 2, 4)
+    # The reference: fold f's head is fitted on Stanford and the other folds only, from a start that saw no
+    # natural photo; the photos of fold f are then scored by it.
+    fold = breed_stratified_folds(yn, cfg.folds, cfg.seed)
+    start = fit_blend(stanford, (xn[:0], yn[:0]), w0, b0, cfg)
+    for f in range(cfg.folds):
+        tr = fold != f
+        wf, bf = fit_blend(stanford, (xn[tr], yn[tr]), w0, b0, cfg, start=start)
+        assert np.allclose(oof[~tr], (torch.as_tensor(xn[~tr]) @ wf.T + bf).numpy(), atol=1e-4)
+        assert not torch.allclose(wf, w, atol=1e-4)  # the full fit did see fold f
