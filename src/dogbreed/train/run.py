@@ -41,9 +41,13 @@ def train(config: TrainConfig | dict[str, Any] | None, data: str | None = None, 
     d, device = distributed.init(resolve_device(device))
     try:
         if d.enabled and not d.is_main:
-            return _follow_main(d, device, resume, time.time())
-        run_dir = _train_main(config, data, out, resume, device, time.time())
-        distributed.from_main(str(run_dir), d)
+            run_dir = _follow_main(d, device, resume, time.time())
+        else:
+            run_dir = _train_main(config, data, out, resume, device, time.time())
+            distributed.from_main(str(run_dir), d)
+        # Every process is done with the group before any tears it down: a rank that destroys it while a peer's
+        # last collective is still in flight can abort in gloo ("terminate called without an active exception").
+        distributed.barrier(d)
         return run_dir
     finally:
         distributed.shutdown(d)
