@@ -69,7 +69,8 @@ def score_folder(predictor: Predictor, data: str | Path, progress: bool = False)
             except ImageDecodeError as e:
                 unreadable.append({"path": path, "error": str(e)})
         if images:
-            parts.append(predictor.scores(images)[0])
+            # Breed scores only: a card does not need the dog detector (nor its cascade's second backbone).
+            parts.append(predictor.combine_breeds(predictor.outputs(images)))
             paths += [p for p, _ in ok]
             labels += [c for _, c in ok]
     logp = torch.cat(parts) if parts else torch.zeros(0, len(predictor.classes))
