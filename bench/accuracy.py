@@ -36,7 +36,7 @@ from dogbreed.resolve import BEST_BACKBONES
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from fit_default_heads import NATURAL, VIEWS, labelled  # noqa: E402
+from fit_default_heads import NATURAL, VIEWS, stanford_and_natural  # noqa: E402
 
 REAL = ROOT / ".." / "shared" / "data" / "real"
 MODES = {"fast": (BEST_BACKBONES[:1], (0,)), "best": (tuple(BEST_BACKBONES), (0, 1))}
@@ -50,13 +50,8 @@ def load(real: Path) -> dict[str, Any]:
     s_files = [s.path for s in stan.samples]
     s_y = np.array([w2i[s.wnid] for s in stan.samples])
     s_train = np.array([s.official_split == "train" for s in stan.samples])
-    nat_files, nat_y, src = [], [], []
-    for name in NATURAL:
-        fs, ys = labelled(real / name)
-        nat_files += fs
-        nat_y += ys.tolist()
-        src += [name] * len(fs)
-    return {"s_files": s_files, "s_y": s_y, "s_train": s_train, "n_files": nat_files, "n_y": np.array(nat_y),
+    _, (nat_files, nat_y, src) = stanford_and_natural(real)
+    return {"s_files": s_files, "s_y": s_y, "s_train": s_train, "n_files": nat_files, "n_y": nat_y,
             "src": np.array(src)}
 
 
@@ -67,12 +62,10 @@ def features(files: list[str], backbone: str) -> np.ndarray:
     return ex.features
 
 
-def figures(logp: torch.Tensor, d: dict[str, Any], mask: np.ndarray | None = None) -> dict[str, Any]:
+def figures(logp: torch.Tensor, d: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for name in NATURAL:
         m = d["src"] == name
-        if mask is not None:
-            m &= mask
         if m.any():
             s = summary(logp[torch.as_tensor(m)], d["n_y"][m])
             out[name] = {k: v for k, v in s.items() if k != "ece"}
