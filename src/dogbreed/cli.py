@@ -118,8 +118,8 @@ def predict(
     out: str | None = typer.Option(None, "--out", "-o", help="Write rows to .csv, .jsonl or .parquet (a folder of "
                                    "parts) as they are produced; rerunning resumes after the rows already there."),
     overwrite: bool = typer.Option(False, "--overwrite", help="With --out: start over instead of resuming."),
-    workers: int | None = typer.Option(None, min=0, help="Decode/preprocess worker processes [1 on CPU, cores-1 "
-                                       "on CUDA]; 0 decodes in the main process."),
+    workers: int | None = typer.Option(None, min=0, help="Decode/preprocess worker processes [0 on CPU: a "
+                                       "background thread decodes; cores-1 on CUDA]."),
     path_column: str = typer.Option("path", help="Manifest column holding the photo paths."),
     precision: str = typer.Option("auto", help="Torch runtime: auto (bf16 autocast on CUDA) | fp32 | bf16."),
     engine: str = typer.Option("local", help="local | ray (Ray Data; needs --out DIR.parquet and dogbreed[ray])."),

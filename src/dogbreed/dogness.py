@@ -12,6 +12,9 @@ shipped detector does not use it.
 Calibration: Platt scaling fitted on out-of-fold scores; thresholds for a target dog recall are taken from the same
 out-of-fold scores, for every combination of backbones and views a `Predictor` can run, and stored with the
 weights (``<name>.safetensors`` + ``<name>.json``).
+
+Scoring runs on numpy arrays (prediction on ONNX Runtime never loads torch); fitting uses torch's L-BFGS and imports
+it inside the fitting functions.
 """
 
 from __future__ import annotations
@@ -22,18 +25,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from safetensors.torch import load, save
+from safetensors.numpy import load, save
 
 from .breeds import BIG_CAT_INDICES, DOG_INDICES, DOMESTIC_CAT_INDICES, WOLF_FOX_INDICES
 from .errors import ModelLoadError
-from .features import extract
 from .fileio import atomic_write_bytes, read_json, read_safetensors
-from .models import default_classifier
+
+if TYPE_CHECKING:
+    import torch
 
 FORMAT = "dogbreed-dog-detector/1"
 DEFAULT_NAME = "dog_detector"
@@ -46,19 +48,35 @@ _NON_DOG = tuple(i for i in range(1000) if i not in set(DOG_INDICES))
 _CLAMP = -30.0  # log-masses of exactly-zero probability would be -inf; the floor keeps features finite
 
 
-def imagenet_features(imagenet_logits: torch.Tensor) -> torch.Tensor:
-    """(..., 1000) ImageNet logits -> (..., 8) summary features, in the order of ``IMAGENET_FEATURES``."""
-    logits = imagenet_logits.float()
-    lp = logits.log_softmax(-1)
+def logsumexp(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    m = np.max(x, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    return np.log(np.sum(np.exp(x - m), axis=axis)) + np.squeeze(m, axis)
 
-    def log_mass(idx: Sequence[int]) -> torch.Tensor:
-        return lp[..., list(idx)].logsumexp(-1)
+
+def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    return x - np.expand_dims(logsumexp(x, axis), axis)
+
+
+def imagenet_features(imagenet_logits: np.ndarray) -> np.ndarray:
+    """(..., 1000) ImageNet logits -> (..., 8) float32 summary features, in the order of ``IMAGENET_FEATURES``."""
+    logits = np.asarray(imagenet_logits, dtype=np.float32)
+    lp = log_softmax(logits)
+
+    def log_mass(idx: Sequence[int]) -> np.ndarray:
+        return logsumexp(lp[..., list(idx)])
 
     dog = log_mass(DOG_INDICES)
-    entropy = -(lp.exp() * lp).sum(-1)
+    entropy = -(np.exp(lp) * lp).sum(-1)
     feats = [dog - log_mass(_NON_DOG), log_mass(DOMESTIC_CAT_INDICES), log_mass(BIG_CAT_INDICES),
-             log_mass(WOLF_FOX_INDICES), dog, entropy, logits.logsumexp(-1), lp.max(-1).values]
-    return torch.stack(feats, -1).clamp(min=_CLAMP)
+             log_mass(WOLF_FOX_INDICES), dog, entropy, logsumexp(logits), lp.max(-1)]
+    return np.maximum(np.stack(feats, -1), _CLAMP).astype(np.float32)
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """Logistic function without overflow, keeping tiny probabilities (ranking photos far from any threshold)."""
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1 / (1 + e), e / (1 + e))
 
 
 @dataclass
@@ -66,21 +84,28 @@ class DogHead:
     """Logistic head for one backbone; ``logit`` is already Platt-calibrated (scale and shift folded in)."""
 
     backbone: str
-    mean: torch.Tensor  # (8,) standardisation of the ImageNet summary features
-    std: torch.Tensor
-    weight: torch.Tensor  # (8,)
+    mean: np.ndarray  # (8,) standardisation of the ImageNet summary features
+    std: np.ndarray
+    weight: np.ndarray  # (8,)
     bias: float
-    feature_mean: torch.Tensor | None = None  # (D,) optional pooled-feature block
-    feature_std: torch.Tensor | None = None
-    feature_weight: torch.Tensor | None = None
+    feature_mean: np.ndarray | None = None  # (D,) optional pooled-feature block
+    feature_std: np.ndarray | None = None
+    feature_weight: np.ndarray | None = None
 
-    def logit(self, imagenet_logits: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+    def __post_init__(self) -> None:  # float32 numpy, whatever the fit handed over (torch tensors included)
+        for k in ("mean", "std", "weight", "feature_mean", "feature_std", "feature_weight"):
+            v = getattr(self, k)
+            if v is not None:
+                setattr(self, k, np.asarray(v.detach() if hasattr(v, "detach") else v, dtype=np.float32))
+        self.bias = float(self.bias)
+
+    def logit(self, imagenet_logits: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
         x = (imagenet_features(imagenet_logits) - self.mean) / self.std
-        z = x @ self.weight + self.bias
+        z = x @ self.weight + np.float32(self.bias)
         if self.feature_weight is not None:
             if features is None or features.shape[-1] != self.feature_weight.shape[0]:
                 raise ValueError(f"dog head for {self.backbone} needs its {self.feature_weight.shape[0]}-d features")
-            fz = (features.float() - self.feature_mean) / self.feature_std
+            fz = (np.asarray(features, dtype=np.float32) - self.feature_mean) / self.feature_std
             z = z + fz @ self.feature_weight
         return z
 
@@ -139,16 +164,16 @@ class DogDetector:
     cascade: Cascade | None = None  # used by a one-member plain-view Predictor whose backbone is cascade.first
 
     # -- scoring ---------------------------------------------------------------------------------------------
-    def logit(self, imagenet_logits: torch.Tensor, features: torch.Tensor | None = None,
-              backbone: str | None = None) -> torch.Tensor:
+    def logit(self, imagenet_logits: np.ndarray, features: np.ndarray | None = None,
+              backbone: str | None = None) -> np.ndarray:
         return self._head(backbone).logit(imagenet_logits, features)
 
-    def probability(self, imagenet_logits: torch.Tensor, features: torch.Tensor | None = None,
-                    backbone: str | None = None) -> torch.Tensor:
+    def probability(self, imagenet_logits: np.ndarray, features: np.ndarray | None = None,
+                    backbone: str | None = None) -> np.ndarray:
         """Calibrated P(dog in photo) for one backbone's outputs; leading dims are kept."""
-        return torch.sigmoid(self.logit(imagenet_logits, features, backbone))
+        return sigmoid(self.logit(imagenet_logits, features, backbone))
 
-    def combine(self, outputs: Sequence[tuple[str, torch.Tensor, torch.Tensor | None]]) -> torch.Tensor:
+    def combine(self, outputs: Sequence[tuple[str, np.ndarray, np.ndarray | None]]) -> np.ndarray:
         """(backbone, imagenet_logits, features) per member and view -> P(dog): mean calibrated logit, sigmoid.
 
         Outputs from backbones without a head are skipped; raises if none has one.
@@ -156,9 +181,9 @@ class DogDetector:
         zs = [self.logit(imnet, feats, bb) for bb, imnet, feats in outputs if bb in self.heads]
         if not zs:
             raise ValueError(f"dog detector has heads for {sorted(self.heads)}, none of the given backbones")
-        return torch.sigmoid(torch.stack(zs).mean(0))
+        return sigmoid(np.stack(zs).mean(0))
 
-    def cascade_probability(self, outputs: dict[tuple[str, str], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def cascade_probability(self, outputs: dict[tuple[str, str], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """ImageNet logits for every (backbone, view) the cascade names -> (its dog probability, in-band mask).
 
         Computes the second stage for every photo (for benchmarks); `Predictor` runs it only inside the band.
@@ -169,7 +194,7 @@ class DogDetector:
         p = self.probability(outputs[(c.first, "plain")], None, c.first)
         band = (p >= c.band[0]) & (p <= c.band[1])
         p2 = self.combine([(b, outputs[(b, v)], None) for b, v in c.second])
-        return torch.where(band, p2, p), band
+        return np.where(band, p2, p), band
 
     def _head(self, backbone: str | None) -> DogHead:
         if backbone is None:
@@ -206,13 +231,13 @@ class DogDetector:
         """Write ``<path>.safetensors`` and ``<path>.json`` (a suffix on ``path`` is dropped); returns the JSON."""
         base = _base(path)
         base.parent.mkdir(parents=True, exist_ok=True)
-        tensors: dict[str, torch.Tensor] = {}
+        tensors: dict[str, np.ndarray] = {}
         heads_cfg = {}
         for name, h in self.heads.items():
             for k in ("mean", "std", "weight", "feature_mean", "feature_std", "feature_weight"):
                 v = getattr(h, k)
                 if v is not None:
-                    tensors[f"{name}.{k}"] = v.detach().float().cpu().contiguous()
+                    tensors[f"{name}.{k}"] = np.ascontiguousarray(v, dtype=np.float32)
             heads_cfg[name] = {"bias": h.bias, "uses_features": h.feature_weight is not None}
         cfg = {"format": FORMAT, "imagenet_features": list(IMAGENET_FEATURES), "heads": heads_cfg,
                "target_recall": self.target_recall, "thresholds": self.thresholds,
@@ -229,20 +254,20 @@ class DogDetector:
         js, st = base.with_suffix(".json"), base.with_suffix(".safetensors")
         if not js.is_file() or not st.is_file():
             raise ModelLoadError(f"dog detector {path}: need both {js.name} and {st.name}")
-        cfg, tensors = read_json(js, "dog detector config"), read_safetensors(st)
+        cfg, tensors = read_json(js, "dog detector config"), read_safetensors(st, as_numpy=True)
         try:
             return cls._from(cfg, tensors)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ModelLoadError(f"dog detector {js}: {e}") from None
 
     @classmethod
-    def _from(cls, cfg: dict[str, Any], tensors: dict[str, torch.Tensor]) -> DogDetector:
+    def _from(cls, cfg: dict[str, Any], tensors: dict[str, np.ndarray]) -> DogDetector:
         if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
             found = cfg.get("format") if isinstance(cfg, dict) else None
             raise ModelLoadError(f"not a dog detector (format {found!r}, expected {FORMAT!r})")
         heads = {}
         for name, hc in cfg["heads"].items():
-            def t(k: str, name: str = name) -> torch.Tensor | None:
+            def t(k: str, name: str = name) -> np.ndarray | None:
                 return tensors.get(f"{name}.{k}")
 
             heads[name] = DogHead(name, t("mean"), t("std"), t("weight"), float(hc["bias"]),
@@ -275,6 +300,9 @@ def default_detector() -> DogDetector | None:
 def _fit_logistic(x: torch.Tensor, y: torch.Tensor, penalty: torch.Tensor, signs: torch.Tensor,
                   balanced: bool = True, iters: int = 300) -> tuple[torch.Tensor, float]:
     """L2-penalised logistic regression with sign constraints (w = ±softplus(u) where a sign is fixed)."""
+    import torch
+    import torch.nn.functional as F
+
     u = torch.zeros(x.shape[1], requires_grad=True)
     b = torch.zeros(1, requires_grad=True)
 
@@ -300,7 +328,9 @@ def _fit_logistic(x: torch.Tensor, y: torch.Tensor, penalty: torch.Tensor, signs
 def _fit_head(backbone: str, imnet: torch.Tensor, feats: torch.Tensor | None, y: torch.Tensor,
               feature_l2: float | None, imagenet_l2: float) -> DogHead:
     """Fit one uncalibrated head on (N, V, ...) outputs; every view is a training sample (flip augmentation)."""
-    h = imagenet_features(imnet).reshape(-1, len(IMAGENET_FEATURES))
+    import torch
+
+    h = torch.from_numpy(imagenet_features(imnet.numpy())).reshape(-1, len(IMAGENET_FEATURES))
     yy = y.repeat_interleave(imnet.shape[1])
     mean, std = h.mean(0), h.std(0).clamp(min=1e-4)
     x = (h - mean) / std
@@ -322,6 +352,8 @@ def _fit_head(backbone: str, imnet: torch.Tensor, feats: torch.Tensor | None, y:
 
 def _platt(z: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """Scale and shift of a logit so it is a calibrated probability on (out-of-fold) data; balanced classes."""
+    import torch
+
     a, b = _fit_logistic(z[:, None], y, torch.zeros(1), torch.ones(1))
     return float(a[0]), b
 
@@ -346,6 +378,8 @@ def fit_dog_detector_arrays(outputs: dict[str, tuple[np.ndarray | torch.Tensor, 
 
     Returns the detector and its out-of-fold calibrated logits per backbone, (N, V), for honest reporting.
     """
+    import torch
+
     y_np = np.asarray(is_dog, dtype=bool)
     n_dog, n_not = int(y_np.sum()), int((~y_np).sum())
     if n_dog < 2 or n_not < 2:
@@ -366,7 +400,7 @@ def fit_dog_detector_arrays(outputs: dict[str, tuple[np.ndarray | torch.Tensor, 
             tr, te = torch.as_tensor(fold != f), torch.as_tensor(fold == f)
             h = _fit_head(bb, imnet_t[tr], feats_t[tr] if feats_t is not None else None, y[tr], feature_l2,
                           imagenet_l2)
-            z[te] = h.logit(imnet_t[te], feats_t[te] if feats_t is not None else None)
+            z[te] = torch.from_numpy(h.logit(imnet_t[te].numpy(), feats_t[te].numpy() if feats_t is not None else None))
         a, c = _platt(z.reshape(-1), y.repeat_interleave(z.shape[1]))
         head = _fit_head(bb, imnet_t, feats_t, y, feature_l2, imagenet_l2)
         # Fold Platt's scale/shift into the head so DogHead.logit is calibrated on its own.
@@ -404,6 +438,9 @@ def fit_dog_detector(dog_paths: Sequence[str | Path], not_dog_paths: Sequence[st
                      target_recall: float = 0.99, feature_l2: float | None = None, use_cache: bool = True,
                      progress: bool = False) -> DogDetector:
     """Fit a dog detector on photo files (dogs vs anything else) for each backbone; unreadable photos are skipped."""
+    from .features import extract
+    from .models import default_classifier
+
     dog_paths, not_dog_paths = [str(p) for p in dog_paths], [str(p) for p in not_dog_paths]
     if not dog_paths or not not_dog_paths:
         raise ValueError(f"need dog and not-dog photos; got {len(dog_paths)} dog and {len(not_dog_paths)} "

@@ -151,9 +151,10 @@ def extract(
                     breed, imnet, feats = runner(xin)
                 for row, j in enumerate(good):
                     i = todo[int(local_idx[j])]
-                    rec = {"features": feats[row].numpy().astype(np.float32),
-                           "imagenet_logits": imnet[row].numpy().astype(np.float32),
-                           "breed_logits": breed[row].numpy().astype(np.float32)}
+                    # numpy from an ONNX Runtime session, CPU tensors from a torch module
+                    rec = {"features": np.asarray(feats[row], dtype=np.float32),
+                           "imagenet_logits": np.asarray(imnet[row], dtype=np.float32),
+                           "breed_logits": np.asarray(breed[row], dtype=np.float32)}
                     results[(i, v)] = rec
                     if use_cache:
                         with atomic_write(cache_dir() / "features" / keys[v] / f"{digests[i]}.npz",

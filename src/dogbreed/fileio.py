@@ -11,12 +11,14 @@ import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors.torch import load
+import numpy as np
 
 from .errors import ModelLoadError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @contextlib.contextmanager
@@ -102,8 +104,13 @@ def read_json(path: str | Path, what: str = "file") -> dict[str, Any]:
     return obj
 
 
-def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file; a missing, empty or truncated one is a `ModelLoadError` naming it."""
+def read_safetensors(path: str | Path, *, as_numpy: bool = False) -> dict[str, torch.Tensor] | dict[str, np.ndarray]:
+    """The tensors of a safetensors file (numpy arrays with ``as_numpy``, for callers that must not load torch); a
+    missing, empty or truncated one is a `ModelLoadError` naming it."""
+    if as_numpy:
+        from safetensors.numpy import load
+    else:
+        from safetensors.torch import load
     try:
         return load(Path(path).read_bytes())
     except FileNotFoundError:

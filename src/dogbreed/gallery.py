@@ -172,11 +172,11 @@ def build_gallery(data: str | Path, *, backbone: str = DEFAULT_BACKBONE, thumb_p
     return g, len(samples) - len(keep)
 
 
-def attach_look_alikes(predictions: list, features: torch.Tensor, gallery: Gallery, breeds: int = 3,
+def attach_look_alikes(predictions: list, features: np.ndarray | torch.Tensor, gallery: Gallery, breeds: int = 3,
                        k: int = 3) -> None:
     """Fill ``look_alikes`` of each prediction (in place) with the k nearest gallery photos of its top breeds.
 
     ``features`` holds one (D,) plain-view feature row of the gallery's backbone per prediction.
     """
-    for p, f in zip(predictions, features, strict=True):
+    for p, f in zip(predictions, torch.as_tensor(features), strict=True):
         p.look_alikes = gallery.nearest(f, [(b.wnid, b.name) for b in p.breeds[:breeds]], k)

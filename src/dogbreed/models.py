@@ -16,9 +16,9 @@ from .backbones import Backbone, BackboneSpec, create_backbone, get_spec
 from .breeds import Breed, stanford_breeds
 from .errors import ModelLoadError
 from .fileio import atomic_write_bytes, read_json, read_safetensors
+from .specs import DEFAULT_BACKBONE, SHIPPED_HEADS
 from .transforms import Preprocess
 
-DEFAULT_BACKBONE = "efficientnet_lite0"
 MODEL_CONFIG = "model.json"
 MODEL_WEIGHTS = "model.safetensors"
 
@@ -83,9 +83,6 @@ def default_classifier(backbone: str = DEFAULT_BACKBONE, adapted: bool = False) 
 # (`<backbone>.rows` int64, `<backbone>.weight`, `<backbone>.bias`), plus provenance and the decision settings
 # (temperature, uncertain threshold) per quality mode in the JSON.
 
-SHIPPED_HEADS = "breed_heads"
-
-
 def shipped_heads() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(JSON metadata, tensors) of the adapted heads in the package; raises FileNotFoundError when absent."""
 
@@ -107,12 +104,6 @@ def apply_shipped_rows(head: nn.Linear, backbone: str) -> nn.Linear:
         head.weight[rows] = tensors[f"{backbone}.weight"].to(head.weight.dtype)
         head.bias[rows] = tensors[f"{backbone}.bias"].to(head.bias.dtype)
     return head
-
-
-def shipped_decision(quality: str) -> dict[str, Any]:
-    """Decision settings (temperature, uncertain_threshold) fitted for the shipped heads in this quality mode."""
-    meta, _ = shipped_heads()
-    return dict(meta.get("decision", {}).get(quality, {}))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,4 +1,9 @@
-"""`Predictor`: photo -> `Prediction` (dog or not, top-k breeds), for the default model and trained runs."""
+"""`Predictor`: photo -> `Prediction` (dog or not, top-k breeds), for the default model and trained runs.
+
+Batches and scores are numpy arrays. On ONNX Runtime (the CPU default) nothing here imports torch, which keeps
+~1.5 s of start-up and exit off every `dogbreed predict`; torch is loaded only to build a model that has no cached
+export yet, or to run one on the torch runtime (CUDA included).
+"""
 
 from __future__ import annotations
 
@@ -10,22 +15,21 @@ import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+import numpy as np
 
-from .accel import run_module
-from .backbones import get_spec
 from .breeds import DOG_INDICES, Breed
-from .dogness import DogDetector, default_detector
+from .dogness import DogDetector, default_detector, log_softmax
 from .errors import ImageDecodeError, ModelLoadError
-from .export import OnnxModel, onnx_session_for, record_default_model
-from .models import Classifier, default_classifier
+from .onnxrun import OnnxModel, cached_default_model, record_default_model
 from .resolve import BEST_BACKBONES, QUALITIES, ResolvedModel, resolve_model
-from .runtime import optimize_for_cpu, resolve_device
-from .transforms import Preprocess, load_image, preprocess_image, to_tensor
+from .runtime import resolve_device
+from .specs import get_spec
+from .transforms import Preprocess, load_image, preprocess_image, to_array
+
+if TYPE_CHECKING:
+    from .models import Classifier
 
 __all__ = ["BEST_BACKBONES", "Decision", "Member", "MemberOutput", "ModelOutputs", "PredictOptions", "Prediction",
            "Predictor", "expand_inputs", "predict"]
@@ -81,9 +85,9 @@ class Decision:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
-def dog_mass(imagenet_logits: torch.Tensor) -> torch.Tensor:
+def dog_mass(imagenet_logits: np.ndarray) -> np.ndarray:
     """Probability the ImageNet head gives to any dog class (120 breeds + dalmatian)."""
-    p = imagenet_logits.float().softmax(-1)
+    p = np.exp(log_softmax(np.asarray(imagenet_logits, dtype=np.float32)))
     return p[:, list(DOG_INDICES)].sum(-1)
 
 
@@ -118,15 +122,16 @@ def _is_dir(p: Path) -> bool:
 class ModelOutputs(NamedTuple):
     """What every classifier returns for an image batch (the ONNX graph's three outputs, in this order)."""
 
-    breed_logits: torch.Tensor  # (N, classes)
-    imagenet_logits: torch.Tensor  # (N, 1000), or (N, 0) when the backbone has no ImageNet head
-    features: torch.Tensor  # (N, D) pooled backbone features
+    breed_logits: np.ndarray  # (N, classes)
+    imagenet_logits: np.ndarray  # (N, 1000), or (N, 0) when the backbone has no ImageNet head
+    features: np.ndarray  # (N, D) pooled backbone features
 
 
 class PredictionModel(Protocol):
-    """A member's runnable model: an eager `Classifier` or an `OnnxModel` session, image batch -> three outputs."""
+    """A member's runnable model: an eager `Classifier` or an `OnnxModel` session, image batch -> three outputs
+    (numpy arrays from a session, CPU tensors from a module; `Predictor._run` makes both numpy)."""
 
-    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]: ...
+    def __call__(self, x: Any) -> tuple[Any, ...]: ...
 
 
 @dataclass
@@ -220,9 +225,8 @@ class Predictor(PredictOptions):
         # fitted temperature and uncertain threshold; "imagenet": the plain zero-training ImageNet head, kept one
         # flag away for comparison (its probabilities are not calibrated); else a model dir,
         # run dir or exported .onnx file.
-        onnx = self.runtime == "onnx" or (self.runtime == "auto" and self.device == "cpu" and _onnxruntime_available())
         # On ONNX Runtime the packaged models start from their cached export, without building the PyTorch model.
-        self.resolved = resolved = resolve_model(self.model, quality=self.quality, cached_onnx=onnx)
+        self.resolved = resolved = resolve_model(self.model, quality=self.quality, cached_onnx=self._on_onnx())
         # "best" runs three backbones where the model has them; a single head can only add the flip view
         # (+0.2-0.8 pt on stanford-subset, see bench/accuracy.py).
         self.tta_flip = self.tta_flip or self.quality == "best"
@@ -233,7 +237,7 @@ class Predictor(PredictOptions):
         self.members = [Member(self._place(c), c.preprocess_cfg, c.backbone_name) for c in resolved.classifiers]
         if resolved.kind in ("default", "imagenet"):
             for c, m in zip(resolved.classifiers, self.members, strict=True):
-                if isinstance(c, Classifier) and isinstance(m.model, OnnxModel):  # built and exported this time
+                if not isinstance(c, OnnxModel) and isinstance(m.model, OnnxModel):  # built and exported this time
                     record_default_model(c, m.model, resolved.kind == "default")
         self._load_dog_detector()
 
@@ -273,16 +277,23 @@ class Predictor(PredictOptions):
         if self.fine_tuned:
             raise ValueError("gallery features come from the pretrained backbone; this model fine-tuned it")
 
-    def _place(self, clf: Classifier | Any) -> PredictionModel:
-        if not isinstance(clf, nn.Module):  # already an ONNX Runtime session (an exported .onnx model)
-            return clf
-        runtime = self.runtime
-        if runtime == "auto":
-            # ONNX Runtime is several times faster than eager PyTorch on CPU (bench/speed.py); export is cached.
-            runtime = "onnx" if self.device == "cpu" and _onnxruntime_available() else "torch"
-        if runtime not in ("torch", "onnx"):
+    def _on_onnx(self) -> bool:
+        """Members run on ONNX Runtime: asked for, or "auto" on CPU where it is several times faster than eager
+        PyTorch (bench/speed.py)."""
+        if self.runtime not in ("torch", "onnx", "auto"):
             raise ValueError(f"runtime must be torch, onnx or auto, not {self.runtime!r}")
-        if runtime == "onnx":
+        return self.runtime == "onnx" or (self.runtime == "auto" and self.device == "cpu" and _onnxruntime_available())
+
+    def _place(self, clf: Classifier | OnnxModel) -> PredictionModel:
+        if isinstance(clf, OnnxModel):  # already a session (an exported .onnx model or a cached default export)
+            return clf
+        import torch
+
+        from .runtime import optimize_for_cpu
+
+        if self._on_onnx():
+            from .export import onnx_session_for
+
             try:
                 return onnx_session_for(clf)
             except Exception as e:  # e.g. a read-only cache dir: "auto" still answers, just slower
@@ -297,7 +308,7 @@ class Predictor(PredictOptions):
         return clf
 
     # -- scoring ------------------------------------------------------------------------------------------
-    def scores(self, images: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    def scores(self, images: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
         """Decoded RGB images -> (breed log-probabilities (N, C), dog probability (N,)).
 
         Every member model sees every view; `combine_breeds` and `dog_probability` turn the raw outputs into the
@@ -310,33 +321,35 @@ class Predictor(PredictOptions):
         """(member, view, (breed logits, ImageNet logits, pooled features)) for every member and view."""
         return self.outputs_from_tensors(self.prepare(images))
 
-    def prepare(self, images: Sequence[Any]) -> list[torch.Tensor]:
-        """Decoded RGB images -> one normalised (N, 3, H, W) batch per member (what DataLoader workers compute)."""
-        return [torch.stack([to_tensor(preprocess_image(im, m.preprocess), m.preprocess.mean, m.preprocess.std)
-                             for im in images]) for m in self.members]
+    def prepare(self, images: Sequence[Any]) -> list[np.ndarray]:
+        """Decoded RGB images -> one normalised (N, 3, H, W) float32 batch per member (what decode workers
+        compute)."""
+        return [np.stack([to_array(preprocess_image(im, m.preprocess), m.preprocess.mean, m.preprocess.std)
+                          for im in images]) for m in self.members]
 
-    @torch.inference_mode()
-    def outputs_from_tensors(self, xs: Sequence[torch.Tensor]) -> list[MemberOutput]:
-        """`prepare`'s batches -> `outputs`: the network half, which DataLoader-fed callers use directly."""
+    def outputs_from_tensors(self, xs: Sequence[Any]) -> list[MemberOutput]:
+        """`prepare`'s batches (numpy arrays, or torch tensors from DataLoader workers) -> `outputs`: the network
+        half, which callers that decode elsewhere use directly."""
         outputs: list[MemberOutput] = []
         for m, x in zip(self.members, xs, strict=True):
-            views = {"plain": x, "flip": x.flip(-1)} if self.tta_flip else {"plain": x}
+            views = {"plain": x, "flip": _flip(x)} if self.tta_flip else {"plain": x}
             for view, v in views.items():
                 outputs.append(MemberOutput(m, view, self._run(m.model, v)))
         return outputs
 
-    def combine_breeds(self, outputs: Sequence[MemberOutput]) -> torch.Tensor:
+    def combine_breeds(self, outputs: Sequence[MemberOutput]) -> np.ndarray:
         """Weighted mean of temperature-scaled log-probabilities over members and views.
 
         Log-probabilities rather than raw logits so members with differently scaled heads (an adapted head next to
         an ImageNet one) count alike; on stanford-subset the two tie and beat averaging probabilities by 0.1 pt.
         """
         total = sum(o.member.weight for o in outputs)
-        logp = sum(o.member.weight / total * F.log_softmax(o.out.breed_logits.float() / self.decision.temperature, -1)
+        t = np.float32(self.decision.temperature)
+        logp = sum(np.float32(o.member.weight / total) * log_softmax(np.asarray(o.out.breed_logits, np.float32) / t)
                    for o in outputs)
-        return logp.log_softmax(-1)
+        return log_softmax(logp)
 
-    def dog_probability(self, outputs: Sequence[MemberOutput], n: int) -> torch.Tensor:
+    def dog_probability(self, outputs: Sequence[MemberOutput], n: int) -> np.ndarray:
         """Calibrated dog detector over members and views when loaded; else mean ImageNet dog mass (ones when no
         member has an ImageNet head)."""
         with_imagenet = [o for o in outputs if o.out.imagenet_logits.shape[-1]]
@@ -345,19 +358,25 @@ class Predictor(PredictOptions):
             if any(b in self.detector.heads for b, _, _ in named):
                 return self.detector.combine(named)
         dogs = [dog_mass(o.out.imagenet_logits) for o in with_imagenet]
-        return torch.stack(dogs).mean(0) if dogs else torch.ones(n)
+        return np.stack(dogs).mean(0) if dogs else np.ones(n, dtype=np.float32)
 
-    def _run(self, model: PredictionModel, x: torch.Tensor) -> ModelOutputs:
-        if isinstance(model, nn.Module):
-            return ModelOutputs(*run_module(model, x, self.device, self.precision))
-        return ModelOutputs(*model(x))
+    def _run(self, model: PredictionModel, x: Any) -> ModelOutputs:
+        if isinstance(model, OnnxModel):
+            return ModelOutputs(*model(x))
+        import torch
+
+        from .accel import run_module
+
+        out = run_module(model, torch.as_tensor(x), self.device, self.precision)  # type: ignore[arg-type]
+        return ModelOutputs(*(o.numpy() for o in out))
 
     # -- public -------------------------------------------------------------------------------------------
-    def decide(self, logp: torch.Tensor, dog: torch.Tensor, paths: Sequence[str | None]) -> list[Prediction]:
+    def decide(self, logp: np.ndarray, dog: np.ndarray, paths: Sequence[str | None]) -> list[Prediction]:
         out = []
         k = min(self.top_k, len(self.classes))
-        probs = logp.exp()
-        top_p, top_i = probs.topk(k, dim=-1)
+        probs = np.exp(logp)
+        top_i = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
+        top_p = np.take_along_axis(probs, top_i, -1)
         for row in range(len(paths)):
             breeds = [BreedScore(self.classes[i].wnid, self.classes[i].name, round(float(p), 6))
                       for p, i in zip(top_p[row].tolist(), top_i[row].tolist(), strict=True)]
@@ -380,11 +399,11 @@ class Predictor(PredictOptions):
             return []
         return self.predict_tensors(self.prepare(images), paths, images)
 
-    def _cascade(self, dog: torch.Tensor, outputs: Sequence[MemberOutput], paths: Sequence[str | None],
-                 images: Sequence[Any] | None) -> torch.Tensor:
+    def _cascade(self, dog: np.ndarray, outputs: Sequence[MemberOutput], paths: Sequence[str | None],
+                 images: Sequence[Any] | None) -> np.ndarray:
         """Replace the dog probability of in-band photos by the cascade's second stage (its own preprocessing)."""
         c = self.detector.cascade
-        band = torch.nonzero((dog >= c.band[0]) & (dog <= c.band[1])).flatten().tolist()
+        band = np.flatnonzero((dog >= c.band[0]) & (dog <= c.band[1])).tolist()
         ims: dict[int, Any] = {}
         for r in band:
             if images is not None:
@@ -397,25 +416,34 @@ class Predictor(PredictOptions):
         rows = list(ims)
         if not rows:
             return dog
-        have: dict[tuple[str, str], torch.Tensor] = {
+        have: dict[tuple[str, str], np.ndarray] = {
             (c.first, "plain"): next(o.out.imagenet_logits for o in outputs if o.view == "plain")[rows]}
         for bb in c.extra_backbones():
             model, pre = self._cascade_member(bb)
-            x = torch.stack([to_tensor(preprocess_image(ims[r], pre), pre.mean, pre.std) for r in rows])
+            x = np.stack([to_array(preprocess_image(ims[r], pre), pre.mean, pre.std) for r in rows])
             for view in {v for b, v in c.second if b == bb}:
-                have[(bb, view)] = self._run(model, x.flip(-1) if view == "flip" else x).imagenet_logits
-        dog = dog.clone()
-        dog[rows] = self.detector.combine([(b, have[(b, v)], None) for b, v in c.second]).to(dog.dtype)
+                have[(bb, view)] = self._run(model, _flip(x) if view == "flip" else x).imagenet_logits
+        dog = dog.copy()
+        dog[rows] = self.detector.combine([(b, have[(b, v)], None) for b, v in c.second]).astype(dog.dtype)
         return dog
 
     def _cascade_member(self, backbone: str) -> tuple[Any, Preprocess]:
         """The cascade's extra backbone (plain ImageNet head), loaded on first use so clear photos never pay."""
         if backbone not in self._cascade_models:
-            clf = default_classifier(backbone)
-            self._cascade_models[backbone] = (self._place(clf), clf.preprocess_cfg)
+            cached = cached_default_model(backbone, adapted=False) if self._on_onnx() else None
+            if cached is not None:
+                self._cascade_models[backbone] = (cached, cached.preprocess_cfg)
+            else:
+                from .models import default_classifier
+
+                clf = default_classifier(backbone)
+                model = self._place(clf)
+                if isinstance(model, OnnxModel):
+                    record_default_model(clf, model, adapted=False)
+                self._cascade_models[backbone] = (model, clf.preprocess_cfg)
         return self._cascade_models[backbone]
 
-    def predict_tensors(self, xs: Sequence[torch.Tensor], paths: Sequence[str | None],
+    def predict_tensors(self, xs: Sequence[Any], paths: Sequence[str | None],
                         images: Sequence[Any] | None = None) -> list[Prediction]:
         """`prepare`'s batches (e.g. made in DataLoader workers by `batch.prepare_batch`) -> predictions.
 
@@ -468,6 +496,11 @@ class Predictor(PredictOptions):
     def predict(self, sources: Sequence[str | Path | bytes], names: Sequence[str | None] | None = None,
                 ) -> list[Prediction]:
         return list(self.iter_predict(sources, names))
+
+
+def _flip(x: Any) -> Any:
+    """Mirror a batch left-right: numpy (contiguous, so torch and ONNX Runtime take it as is) or torch."""
+    return np.ascontiguousarray(x[..., ::-1]) if isinstance(x, np.ndarray) else x.flip(-1)
 
 
 def _onnxruntime_available() -> bool:

@@ -8,13 +8,18 @@ names the file and says what is wrong.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ModelLoadError
-from .export import OnnxClassifier, cached_default_model
-from .models import DEFAULT_BACKBONE, Classifier, default_classifier, load_model_dir, model_dir_of, shipped_decision
+from .onnxrun import OnnxClassifier, cached_default_model
+from .specs import DEFAULT_BACKBONE, SHIPPED_HEADS
+
+if TYPE_CHECKING:
+    from .models import Classifier
 
 PACKAGED = ("default", "imagenet")
 # `quality="best"`: all three packaged backbones at their own resolutions, equal weights, plain + flip views,
@@ -46,14 +51,26 @@ class ResolvedModel:
         return self.classifiers[0]
 
 
+def shipped_decision(quality: str) -> dict[str, Any]:
+    """Decision settings (temperature, uncertain_threshold) fitted for the shipped heads in this quality mode."""
+    js = resources.files("dogbreed").joinpath("data", f"{SHIPPED_HEADS}.json")
+    if not js.is_file():
+        raise FileNotFoundError(f"package data {SHIPPED_HEADS}.json missing; run scripts/fit_default_heads.py "
+                                "--part heads")
+    return dict(json.loads(js.read_text()).get("decision", {}).get(quality, {}))
+
+
 def _packaged(spec: str, quality: str, backbone: str | None, cached_onnx: bool = False) -> ResolvedModel:
     adapted = spec == "default"
     names = [backbone] if backbone else ([DEFAULT_BACKBONE] if quality == "fast" else list(BEST_BACKBONES))
     try:
         cached = [cached_default_model(n, adapted) for n in names] if cached_onnx else []
-        clfs: list[Classifier | OnnxClassifier] = (
-            cached if cached and all(c is not None for c in cached)  # type: ignore[misc]
-            else [default_classifier(n, adapted=adapted) for n in names])
+        if cached and all(c is not None for c in cached):
+            clfs: list[Classifier | OnnxClassifier] = cached  # type: ignore[assignment]
+        else:
+            from .models import default_classifier  # torch: only when no cached export will do
+
+            clfs = [default_classifier(n, adapted=adapted) for n in names]
     except (ValueError, KeyError, FileNotFoundError, RuntimeError) as e:
         raise ModelLoadError(f"model {spec!r} with backbone {', '.join(names)}: {e}") from e
     # The shipped temperature and threshold were fitted per quality mode for exactly these backbones.
@@ -81,6 +98,8 @@ def resolve_model(spec: str | Path, *, quality: str = "fast", backbone: str | No
         onnx = OnnxClassifier(text)  # raises ModelLoadError itself
         return ResolvedModel(text, "onnx", [onnx], dict(onnx.decision), dict(onnx.config), Path(text),
                              bool(onnx.config.get("backbone_in_weights")))
+    from .models import load_model_dir, model_dir_of
+
     model_dir = model_dir_of(text)
     if model_dir is None:
         path = Path(text)

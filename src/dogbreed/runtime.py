@@ -1,7 +1,8 @@
 """How this process runs models: thread count, device choice, and CPU inference preparation for eager PyTorch.
 
 The ONNX runtime (export.py) and the torch runtime (predict.py, train/) read their settings from here, so both are
-tuned in one place.
+tuned in one place. torch is imported only by the functions that use it, so choosing a device or a thread
+count for ONNX Runtime does not load it.
 """
 
 from __future__ import annotations
@@ -10,15 +11,21 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 def resolve_device(device: str) -> str:
     """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; an explicit ``cuda`` without one is an error."""
+    if device == "cpu":
+        return device
+    import torch
+
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -50,6 +57,8 @@ def fold_batchnorm(model: nn.Module, check: torch.Tensor | None = None, atol: fl
     ResNet, not guaranteed for arbitrary timm models), so with ``check`` the outputs before and after are compared
     and the original layers are put back if they differ by more than ``atol``.
     """
+    from torch import nn
+
     pairs: list[tuple[nn.Module, str, nn.Conv2d, nn.BatchNorm2d]] = []
     for parent in model.modules():
         prev: nn.Module | None = None
@@ -66,6 +75,9 @@ def fold_batchnorm(model: nn.Module, check: torch.Tensor | None = None, atol: fl
 
 def _fold_pairs(model: nn.Module, pairs: list[tuple[nn.Module, str, nn.Conv2d, nn.BatchNorm2d]],
                 check: torch.Tensor | None, atol: float) -> int:
+    import torch
+    from torch import nn
+
     before = _outputs(model, check) if check is not None else None
     saved = []
     with torch.no_grad():
@@ -88,6 +100,8 @@ def _fold_pairs(model: nn.Module, pairs: list[tuple[nn.Module, str, nn.Conv2d, n
 
 
 def _outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    import torch
+
     with torch.no_grad():
         out = model(x)
     return [o.float() for o in (out if isinstance(out, (tuple, list)) else (out,))]
@@ -99,6 +113,8 @@ def optimize_for_cpu(model: nn.Module, size: int | None = None) -> nn.Module:
     channels-last lets oneDNN run convolutions without layout reorders; folding removes one elementwise pass
     per conv. Both keep outputs within float rounding (checked on a random batch).
     """
+    import torch
+
     model.eval().requires_grad_(False)
     size = size or getattr(getattr(model, "preprocess_cfg", None), "size", None)
     check = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0)) if size else None

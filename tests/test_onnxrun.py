@@ -1,0 +1,65 @@
+"""ONNX Runtime sessions (dogbreed.onnxrun): the packaged models' cached exports, and prediction without torch."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fixtures import noise_image, write_jpeg
+
+from dogbreed.dogness import default_detector
+from dogbreed.predict import Predictor, expand_inputs
+
+
+@pytest.fixture()
+def photos(tmp_path: Path, chelsea_jpeg: bytes) -> Path:
+    d = tmp_path / "photos"
+    for i in range(3):
+        write_jpeg(d / f"{i}.jpg", noise_image(120 + 8 * i, 90, seed=i))
+    (d / "cat.jpg").write_bytes(chelsea_jpeg)
+    (d / "broken.jpg").write_bytes(chelsea_jpeg[:300])
+    return d
+
+
+def test_default_model_starts_from_its_cached_export(photos: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dogbreed import onnxrun, resolve
+
+    files = expand_inputs([photos])
+    with monkeypatch.context() as m:  # the slow path: build the PyTorch model, export (cached), record it
+        m.setattr(resolve, "cached_default_model", lambda *a, **k: None)
+        built = Predictor()
+    fast = Predictor()
+    assert isinstance(fast.members[0].model, onnxrun.CachedDefaultModel)
+    assert not isinstance(built.members[0].model, onnxrun.CachedDefaultModel)
+    assert [p.to_dict() for p in fast.predict(files)] == [p.to_dict() for p in built.predict(files)]
+    assert fast.classes == built.classes and fast.decision == built.decision
+    # Anything the weights follow from changes the key: then the model is built again, never a stale export used.
+    monkeypatch.setattr(onnxrun, "EXPORT_VERSION", onnxrun.EXPORT_VERSION + 1000)
+    assert onnxrun.cached_default_model("efficientnet_lite0", True) is None
+
+
+def test_cpu_prediction_never_imports_torch(photos: Path, tmp_path: Path, default_predictor: Predictor) -> None:
+    """torch's import and exit cost ~1.5 s per process on the 2-core machine: `dogbreed predict` on ONNX Runtime
+    (the CPU default) must not pay it, dog cascade included, once the exports are cached."""
+    det = default_detector()
+    assert det is not None and det.cascade is not None
+    det.cascade = dataclasses.replace(det.cascade, band=(0.0, 1.0))  # every photo takes the cascade's second stage
+    det_path = det.save(tmp_path / "everything-in-band")
+    want = [p.to_dict() for p in Predictor(dog_detector=str(det_path)).predict(expand_inputs([photos]))]
+    for bb in det.cascade.extra_backbones():  # its member's export is recorded now, as by a first run
+        default_predictor._cascade_member(bb)
+    code = ("import sys\n"
+            "from dogbreed.cli import main\n"
+            f"sys.argv = ['dogbreed', 'predict', {str(photos)!r}, '--format', 'json', '--dog-detector', "
+            f"{str(det_path)!r}]\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(done.stdout)
+    assert len(rows) == 5 and sum("error" in r for r in rows) == 1
+    assert rows == want
