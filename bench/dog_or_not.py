@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from scipy.stats import rankdata
 
 from dogbreed.dogness import DEFAULT_CASCADE, fit_dog_detector_arrays
@@ -129,18 +128,17 @@ def main() -> None:
                 det, _ = fit_dog_detector_arrays({b: (out[b]["imnet"][fit], None) for b in cas_bbs},
                                                  kind[fit] == "dog", target_recall=args.target_recall)
                 det.cascade = cas
-                p, band_t = det.cascade_probability({(b, v): torch.as_tensor(out[b]["imnet"][:, VIEWS.index(v)])
-                                                     for b in cas_bbs for v in VIEWS})
-                s, band, t_fit = p.numpy(), band_t.numpy(), cas.threshold
+                s, band = det.cascade_probability({(b, v): out[b]["imnet"][:, VIEWS.index(v)]
+                                                   for b in cas_bbs for v in VIEWS})
+                t_fit = cas.threshold
             elif bbs is None:
-                s = dog_mass(torch.as_tensor(out[lite0]["imnet"][:, 0])).numpy()
+                s = dog_mass(out[lite0]["imnet"][:, 0])
                 t_fit = float(np.quantile(s[fit & (kind == "dog")], 1 - args.target_recall, method="lower"))
             else:
                 det, _ = fit_dog_detector_arrays(
                     {b: (out[b]["imnet"][fit], out[b]["feats"][fit] if fl2 else None) for b in bbs},
                     kind[fit] == "dog", target_recall=args.target_recall, feature_l2=fl2)
-                s = det.combine([(b, torch.as_tensor(out[b]["imnet"][:, v]),
-                                  torch.as_tensor(out[b]["feats"][:, v])) for b in bbs for v in vi]).numpy()
+                s = det.combine([(b, out[b]["imnet"][:, v], out[b]["feats"][:, v]) for b in bbs for v in vi])
                 t_fit = det.threshold(bbs, views)
             st, kt = s[test], kind[test]
             row = {"direction": direction, "method": name, "test_counts": counts,

@@ -121,7 +121,8 @@ def predict(
     workers: int | None = typer.Option(None, min=0, help="Decode/preprocess worker processes [0 on CPU: a "
                                        "background thread decodes; cores-1 on CUDA]."),
     path_column: str = typer.Option("path", help="Manifest column holding the photo paths."),
-    precision: str = typer.Option("auto", help="Torch runtime: auto (bf16 autocast on CUDA) | fp32 | bf16."),
+    precision: str = typer.Option("auto", help="auto (bf16 where the hardware computes it natively: OpenVINO on "
+                                  "a CPU with AVX512-BF16/AMX, autocast on CUDA; else fp32) | fp32 | bf16."),
     engine: str = typer.Option("local", help="local | ray (Ray Data; needs --out DIR.parquet and dogbreed[ray])."),
     ray_address: str | None = typer.Option(None, help="With --engine ray: join this cluster (e.g. "
                                            "ray://head:10001 or auto); default starts a local Ray."),

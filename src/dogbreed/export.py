@@ -64,13 +64,14 @@ def export_onnx(model: nn.Module, path: str | Path, size: int, opset: int = 17) 
     return path
 
 
-def onnx_session_for(model: nn.Module, size: int | None = None, threads: int | None = None) -> OnnxModel:
+def onnx_session_for(model: nn.Module, size: int | None = None, threads: int | None = None,
+                     precision: str = "fp32") -> OnnxModel:
     """Export once per distinct model (cached by a weights fingerprint) and open an ONNX Runtime session."""
     size = size or model.preprocess_cfg.size  # type: ignore[union-attr]
     path = cache_dir() / "onnx" / f"{model_fingerprint(model)}-{size}-v{EXPORT_VERSION}.onnx"
     if not path.exists():
         export_onnx(model, path, size)
-    return OnnxModel(path, threads=threads)
+    return OnnxModel(path, threads=threads, precision=precision)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import numpy as np
 from .breeds import DOG_INDICES, Breed
 from .dogness import DogDetector, default_detector, log_softmax
 from .errors import ImageDecodeError, ModelLoadError
-from .onnxrun import OnnxModel, cached_default_model, record_default_model
+from .onnxrun import OnnxModel, cached_default_model, native_bf16, record_default_model
 from .resolve import BEST_BACKBONES, QUALITIES, ResolvedModel, resolve_model
 from .runtime import resolve_device
 from .specs import get_spec
@@ -173,7 +173,9 @@ class PredictOptions:
     # Look-alike photos: a gallery file written by `dogbreed gallery build` (or a loaded `gallery.Gallery`); None
     # (the default) loads nothing and changes nothing.
     gallery: Any = None
-    # Torch runtime only: "auto" = bf16 autocast on CUDA (within accel.BF16_TOLERANCE of fp32), fp32 elsewhere.
+    # "auto": on CPU with ONNX models, bf16 on OpenVINO where the CPU computes bf16 natively (~1.7x faster, within
+    # onnxrun.BF16_TOLERANCE of fp32), else fp32 on ONNX Runtime; on the torch runtime, bf16 autocast on CUDA
+    # (within accel.BF16_TOLERANCE), fp32 elsewhere. "fp32" / "bf16" ask for one.
     precision: str = "auto"
 
     def predictor(self, **overrides: Any) -> Predictor:
@@ -226,7 +228,8 @@ class Predictor(PredictOptions):
         # flag away for comparison (its probabilities are not calibrated); else a model dir,
         # run dir or exported .onnx file.
         # On ONNX Runtime the packaged models start from their cached export, without building the PyTorch model.
-        self.resolved = resolved = resolve_model(self.model, quality=self.quality, cached_onnx=self._on_onnx())
+        self.resolved = resolved = resolve_model(self.model, quality=self.quality, cached_onnx=self._on_onnx(),
+                                                 precision=self._session_precision())
         # "best" runs three backbones where the model has them; a single head can only add the flip view
         # (+0.2-0.8 pt on stanford-subset, see bench/accuracy.py).
         self.tta_flip = self.tta_flip or self.quality == "best"
@@ -284,6 +287,14 @@ class Predictor(PredictOptions):
             raise ValueError(f"runtime must be torch, onnx or auto, not {self.runtime!r}")
         return self.runtime == "onnx" or (self.runtime == "auto" and self.device == "cpu" and _onnxruntime_available())
 
+    def _session_precision(self) -> str:
+        """Precision of the ONNX sessions (`onnxrun.OnnxModel`): see `PredictOptions.precision`."""
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be auto, fp32 or bf16, not {self.precision!r}")
+        if self.precision == "auto":
+            return "bf16" if self.device == "cpu" and self._on_onnx() and native_bf16() else "fp32"
+        return self.precision
+
     def _place(self, clf: Classifier | OnnxModel) -> PredictionModel:
         if isinstance(clf, OnnxModel):  # already a session (an exported .onnx model or a cached default export)
             return clf
@@ -295,7 +306,7 @@ class Predictor(PredictOptions):
             from .export import onnx_session_for
 
             try:
-                return onnx_session_for(clf)
+                return onnx_session_for(clf, precision=self._session_precision())
             except Exception as e:  # e.g. a read-only cache dir: "auto" still answers, just slower
                 if self.runtime != "auto":
                     raise
@@ -430,7 +441,8 @@ class Predictor(PredictOptions):
     def _cascade_member(self, backbone: str) -> tuple[Any, Preprocess]:
         """The cascade's extra backbone (plain ImageNet head), loaded on first use so clear photos never pay."""
         if backbone not in self._cascade_models:
-            cached = cached_default_model(backbone, adapted=False) if self._on_onnx() else None
+            cached = (cached_default_model(backbone, adapted=False, precision=self._session_precision())
+                      if self._on_onnx() else None)
             if cached is not None:
                 self._cascade_models[backbone] = (cached, cached.preprocess_cfg)
             else:

@@ -60,11 +60,12 @@ def shipped_decision(quality: str) -> dict[str, Any]:
     return dict(json.loads(js.read_text()).get("decision", {}).get(quality, {}))
 
 
-def _packaged(spec: str, quality: str, backbone: str | None, cached_onnx: bool = False) -> ResolvedModel:
+def _packaged(spec: str, quality: str, backbone: str | None, cached_onnx: bool = False,
+              precision: str = "fp32") -> ResolvedModel:
     adapted = spec == "default"
     names = [backbone] if backbone else ([DEFAULT_BACKBONE] if quality == "fast" else list(BEST_BACKBONES))
     try:
-        cached = [cached_default_model(n, adapted) for n in names] if cached_onnx else []
+        cached = [cached_default_model(n, adapted, precision=precision) for n in names] if cached_onnx else []
         if cached and all(c is not None for c in cached):
             clfs: list[Classifier | OnnxClassifier] = cached  # type: ignore[assignment]
         else:
@@ -80,22 +81,23 @@ def _packaged(spec: str, quality: str, backbone: str | None, cached_onnx: bool =
 
 
 def resolve_model(spec: str | Path, *, quality: str = "fast", backbone: str | None = None,
-                  cached_onnx: bool = False) -> ResolvedModel:
+                  cached_onnx: bool = False, precision: str = "fp32") -> ResolvedModel:
     """Load what ``spec`` names (see the module docstring).
 
     ``quality`` ("fast" or "best") picks one packaged backbone or the three-backbone ensemble for ``default`` and
     ``imagenet``; ``backbone`` asks for one packaged backbone by name instead. Both are ignored for files.
     ``cached_onnx``: for a packaged model, return ONNX Runtime sessions of its cached export when every member has
-    one (`export.cached_default_model`) instead of building the PyTorch models: a faster start for callers that
-    would run ONNX Runtime anyway.
+    one (`onnxrun.cached_default_model`) instead of building the PyTorch models: a faster start for callers that
+    would run ONNX Runtime anyway. ``precision``: of those sessions and of an ``.onnx`` file's ("fp32" on ONNX
+    Runtime, "bf16" on OpenVINO; `onnxrun.OnnxModel`).
     """
     if quality not in QUALITIES:
         raise ModelLoadError(f"quality must be 'fast' or 'best', not {quality!r}")
     text = str(spec)
     if text in PACKAGED:
-        return _packaged(text, quality, backbone, cached_onnx)
+        return _packaged(text, quality, backbone, cached_onnx, precision)
     if text.lower().endswith(".onnx"):
-        onnx = OnnxClassifier(text)  # raises ModelLoadError itself
+        onnx = OnnxClassifier(text, precision=precision)  # raises ModelLoadError itself
         return ResolvedModel(text, "onnx", [onnx], dict(onnx.decision), dict(onnx.config), Path(text),
                              bool(onnx.config.get("backbone_in_weights")))
     from .models import load_model_dir, model_dir_of
