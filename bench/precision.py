@@ -19,6 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT / ".." / "shared" / "data" / "real"
 SETS = ("web-dogs", "imagenet-val-dogs", "dogs-any", "not-dogs/cat", "not-dogs/other")
+LABELLED = ("web-dogs", "imagenet-val-dogs")  # <wnid>-<breed> folders
 
 
 def main() -> None:
@@ -45,7 +46,7 @@ def main() -> None:
                "max_abs_dog_probability_change": round(max(abs(x.dog_probability - y.dog_probability)
                                                            for x, y in zip(a, b, strict=True)), 4),
                "no_dog_share": {k: round(sum(p.verdict == "no_dog" for p in v) / len(v), 4) for k, v in got.items()}}
-        if "dogs" in name and name != "dogs-any":  # <wnid>-<breed> folders
+        if name in LABELLED:
             wnid = [Path(f).parent.name.split("-", 1)[0] for f in files]
             row["top1_accuracy"] = {k: round(sum(p.breeds[0].wnid == w for p, w in zip(v, wnid, strict=True))
                                              / len(v), 4) for k, v in got.items()}

@@ -85,6 +85,8 @@ MODEL_OPT = typer.Option("default", help="'default' (heads adapted on Stanford D
 QUALITY_OPT = typer.Option("fast", help="fast (one model) | best (ensemble + flip TTA)")
 RUNTIME_OPT = typer.Option("auto", help="torch | onnx | auto (ONNX Runtime on CPU when installed: faster)")
 DEVICE_OPT = typer.Option("cpu", help="cpu | cuda | auto")
+PRECISION_OPT = typer.Option("auto", help="auto (bf16 where the hardware computes it natively: OpenVINO on a CPU "
+                             "with AVX512-BF16/AMX, autocast on CUDA; else fp32) | fp32 | bf16.")
 DOG_THRESHOLD_OPT = typer.Option(None, help="Override the model's dog/no-dog threshold.")
 DOG_DETECTOR_OPT = typer.Option("default", help="'default', 'none' (plain dog mass) or a detector written by "
                                 "fit-dog-detector.")
@@ -121,8 +123,7 @@ def predict(
     workers: int | None = typer.Option(None, min=0, help="Decode/preprocess worker processes [0 on CPU: a "
                                        "background thread decodes; cores-1 on CUDA]."),
     path_column: str = typer.Option("path", help="Manifest column holding the photo paths."),
-    precision: str = typer.Option("auto", help="auto (bf16 where the hardware computes it natively: OpenVINO on "
-                                  "a CPU with AVX512-BF16/AMX, autocast on CUDA; else fp32) | fp32 | bf16."),
+    precision: str = PRECISION_OPT,
     engine: str = typer.Option("local", help="local | ray (Ray Data; needs --out DIR.parquet and dogbreed[ray])."),
     ray_address: str | None = typer.Option(None, help="With --engine ray: join this cluster (e.g. "
                                            "ray://head:10001 or auto); default starts a local Ray."),
@@ -469,6 +470,7 @@ def serve(
     quality: str = QUALITY_OPT,
     runtime: str = RUNTIME_OPT,
     device: str = DEVICE_OPT,
+    precision: str = PRECISION_OPT,
     dog_threshold: float | None = DOG_THRESHOLD_OPT,
     dog_detector: str = DOG_DETECTOR_OPT,
     target_recall: float | None = TARGET_RECALL_OPT,
@@ -502,7 +504,7 @@ def serve(
                         max_request_pixels=int(max_request_megapixels * 1e6), max_queue=max_queue,
                         decode_workers=decode_workers, feedback_max_bytes=int(feedback_max_mb * MB),
                         feedback_per_day=feedback_per_day)
-        options = PredictOptions(model=model, quality=quality, runtime=runtime, device=device,
+        options = PredictOptions(model=model, quality=quality, runtime=runtime, device=device, precision=precision,
                                  dog_detector=dog_detector, dog_target_recall=target_recall,
                                  dog_threshold=dog_threshold, gallery=gallery, dog_cascade=dog_cascade)
         run(options=options, host=host, port=port, feedback_db=feedback_db, limits=limits)
