@@ -457,7 +457,7 @@ class Predictor(PredictOptions):
 
     def predict_tensors(self, xs: Sequence[Any], paths: Sequence[str | None],
                         images: Sequence[Any] | None = None) -> list[Prediction]:
-        """`prepare`'s batches (e.g. made in DataLoader workers by `batch.prepare_batch`) -> predictions.
+        """`prepare`'s batches (made by `batch.prepare_batch` in a decode thread or worker) -> predictions.
 
         ``images``: the decoded photos, when at hand, for the dog cascade's second member; otherwise the few photos
         it needs are decoded again from ``paths``.
