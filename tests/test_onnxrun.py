@@ -84,3 +84,18 @@ def test_cpu_bf16_default_stays_within_tolerance_of_fp32(real_data: Path) -> Non
     assert top1 >= BF16_TOLERANCE["top1_agreement_dogs"], top1
     assert worst <= BF16_TOLERANCE["max_abs_dog_probability"], worst
     assert any(x.breeds[0].probability != y.breeds[0].probability for x, y in zip(a, b, strict=True))  # bf16 ran
+
+
+def test_bf16_without_native_support_is_fp32_for_auto_and_a_clear_error_when_asked(
+        monkeypatch: pytest.MonkeyPatch, photos: Path) -> None:
+    from typer.testing import CliRunner
+
+    from dogbreed import predict
+    from dogbreed.cli import app
+
+    monkeypatch.setattr(predict, "native_bf16", lambda: False)
+    assert Predictor().members[0].model.precision == "fp32"
+    with pytest.raises(ValueError, match="needs a CPU that computes bf16 natively"):
+        Predictor(precision="bf16")
+    res = CliRunner().invoke(app, ["predict", str(photos), "--precision", "bf16"])
+    assert res.exit_code == 2 and "natively" in res.output and "Traceback" not in res.output

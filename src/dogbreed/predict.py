@@ -293,6 +293,9 @@ class Predictor(PredictOptions):
             raise ValueError(f"precision must be auto, fp32 or bf16, not {self.precision!r}")
         if self.precision == "auto":
             return "bf16" if self.device == "cpu" and self._on_onnx() and native_bf16() else "fp32"
+        if self.precision == "bf16" and self._on_onnx() and not native_bf16():
+            raise ValueError("precision bf16 on ONNX models runs on OpenVINO and needs a CPU that computes bf16 "
+                             "natively (AVX512-BF16 or AMX); this one does not: use precision fp32 or auto")
         return self.precision
 
     def _place(self, clf: Classifier | OnnxModel) -> PredictionModel:
