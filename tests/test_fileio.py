@@ -36,3 +36,18 @@ def test_temp_names_are_unique_and_keep_the_suffix(tmp_path: Path) -> None:
         np.savez(t2, x=np.arange(4))
     assert np.load(target)["x"].tolist() == [0, 1, 2]  # the outer block finished last
     assert [p.name for p in tmp_path.iterdir()] == ["f.npz"]
+
+
+def test_atomic_write_gives_the_mode_open_would_and_keeps_an_existing_files_mode(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from dogbreed import fileio
+
+    new = fileio.atomic_write_text(tmp_path / "new.csv", "a\n")
+    assert stat.S_IMODE(new.stat().st_mode) == 0o666 & ~fileio._UMASK
+    old = tmp_path / "old.csv"
+    old.write_text("x\n")
+    os.chmod(old, 0o640)
+    fileio.atomic_write_text(old, "y\n")
+    assert stat.S_IMODE(old.stat().st_mode) == 0o640 and old.read_text() == "y\n"

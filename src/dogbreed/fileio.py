@@ -20,6 +20,9 @@ from .errors import ModelLoadError
 if TYPE_CHECKING:
     import torch
 
+_UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it), then put back
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_write(path: str | Path, *, durable: bool = True) -> Iterator[Path]:
@@ -34,6 +37,10 @@ def atomic_write(path: str | Path, *, durable: bool = True) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     # A unique name (not path + ".tmp") so two processes writing the same file cannot clobber each other's tmp.
     fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    # mkstemp makes the file 0600; the result should have the mode a plain open() would give it (or keep the
+    # mode of the file it replaces), or outputs such as results.csv would be unreadable to the user's group.
+    with contextlib.suppress(OSError):
+        os.fchmod(fd, _mode_for(path))
     os.close(fd)
     tmp = Path(name)
     try:
@@ -44,6 +51,13 @@ def atomic_write(path: str | Path, *, durable: bool = True) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _mode_for(path: Path) -> int:
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return 0o666 & ~_UMASK
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
