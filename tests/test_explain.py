@@ -43,6 +43,14 @@ def test_overlay_and_heat_have_the_photos_size(explainer: Explainer) -> None:
     assert png.format == "PNG" and png.size == (333, 250)
 
 
+def test_overlay_of_a_big_photo_is_reduced_to_the_cap(explainer: Explainer) -> None:
+    """`predict --explain` on a 12 MP photo must not write a 12 MP overlay (the API had this cap already)."""
+    big = noise((4000, 3000))
+    e = explainer.explain(big, max_pixels=4_000_000)
+    assert e.overlay.size == (2000, 1500) and e.heat.shape == (1500, 2000)  # the smallest whole factor: 2
+    assert explainer.explain(noise((600, 400)), max_pixels=4_000_000).overlay.size == (600, 400)
+
+
 def test_breed_can_be_named_and_unknown_breed_is_an_error(explainer: Explainer) -> None:
     img = noise((200, 180), seed=1)
     e = explainer.explain(img, "Golden retriever")

@@ -13,9 +13,9 @@ from dogbreed.serve.limits import (
     Limits,
     check_pixels,
     decoded_size,
-    reduce_to_pixels,
     shrink_for_model,
 )
+from dogbreed.transforms import reduce_to_pixels
 
 
 def _encode(img: Image.Image, fmt: str) -> bytes:

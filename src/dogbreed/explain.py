@@ -21,10 +21,13 @@ from .breeds import Breed, normalize_key
 from .errors import ModelLoadError
 from .models import Classifier
 from .resolve import resolve_model
-from .transforms import Preprocess, load_image, preprocess_image, to_tensor
+from .transforms import Preprocess, load_image, preprocess_image, reduce_to_pixels, to_tensor
 
 # Colour ramp for the overlay (dark blue -> cyan -> yellow -> red), interpolated in numpy so the heat-map needs
 # no plotting library.
+# An overlay is for looking at: a 49 MP photo's would be a ~100 MB PNG, so overlays are reduced to this many
+# pixels (what the web API's /v1/explain answers with too).
+OVERLAY_MAX_PIXELS = 4_000_000
 _RAMP = np.array([[0, 0, 130], [0, 90, 255], [0, 220, 220], [250, 230, 0], [255, 120, 0], [220, 0, 0]], np.float32)
 
 
@@ -105,9 +108,13 @@ class Explainer:
         heat = (cam / peak).cpu().numpy() if peak > 0 else np.zeros((img.height, img.width), np.float32)
         return heat.astype(np.float32), c
 
-    def explain(self, src: Any, breed: str | int | None = None) -> Explanation:
-        """Photo (path, bytes or PIL image) -> heat-map and overlay for ``breed`` (default: the top breed)."""
+    def explain(self, src: Any, breed: str | int | None = None,
+                max_pixels: int | None = OVERLAY_MAX_PIXELS) -> Explanation:
+        """Photo (path, bytes or PIL image) -> heat-map and overlay for ``breed`` (default: the top breed), at
+        most ``max_pixels`` large (reduced by a whole factor; None: the photo's own size)."""
         img = load_image(src)
+        if max_pixels is not None:
+            img = reduce_to_pixels(img, max_pixels)
         heat, c = self.heatmap(img, self.class_index(breed))
         return Explanation(self.classes[c], c, heat, overlay(img, heat))
 

@@ -103,6 +103,13 @@ def load_image(
         raise UnreadableImage(f"corrupt or truncated image ({type(e).__name__}: {e})") from e
 
 
+def reduce_to_pixels(img: Image.Image, max_pixels: int) -> Image.Image:
+    """Reduce by the smallest whole factor that brings the photo to at most ``max_pixels`` (box filter)."""
+    w, h = img.size
+    factor = math.ceil(math.sqrt(w * h / max_pixels)) if w * h > max_pixels else 1
+    return img.reduce(factor) if factor >= 2 else img
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """Any mode to RGB; transparent pixels become white rather than black (what a viewer shows)."""
     if img.mode == "RGB":

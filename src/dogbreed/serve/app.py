@@ -30,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..errors import EmptyImage, ImageDecodeError, ImageTooLarge, UnsupportedImage
 from ..predict import Prediction, PredictOptions, Predictor
-from ..transforms import load_image
+from ..transforms import load_image, reduce_to_pixels
 from .feedback import FeedbackQuotaExceeded, FeedbackStorageError, FeedbackStore, find_breed
 from .limits import (
     EXPLAIN_MAX_PIXELS,
@@ -42,7 +42,6 @@ from .limits import (
     check_pixels,
     decoded_size,
     fmt_bytes,
-    reduce_to_pixels,
     shrink_for_model,
 )
 from .schemas import BreedsResponse, ErrorDetail, FeedbackResponse, HealthResponse, PredictResponse, errors

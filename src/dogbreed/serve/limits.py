@@ -216,13 +216,6 @@ def return_freed_memory_to_the_os() -> bool:
         return False
 
 
-def reduce_to_pixels(img: Image.Image, max_pixels: int) -> Image.Image:
-    """Reduce by the smallest whole factor that brings the photo to at most ``max_pixels`` (box filter)."""
-    w, h = img.size
-    factor = math.ceil(math.sqrt(w * h / max_pixels)) if w * h > max_pixels else 1
-    return img.reduce(factor) if factor >= 2 else img
-
-
 class DecodeSlots:
     """At most ``n`` photos decoded at full size at once, across all requests (one asyncio loop)."""
 
