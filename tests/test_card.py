@@ -44,8 +44,10 @@ def test_card_on_real_photos(real_data: Path, tmp_path: Path, default_predictor)
             shutil.copy(f, data / d.name / f.name)
     (data / "Not a breed").mkdir()
     shutil.copy(f, data / "Not a breed" / "x.jpg")
+    (data / d.name / "cut.jpg").write_bytes(f.read_bytes()[:400])  # a header, then nothing: fails to decode
     card = make_card(default_predictor, data, tmp_path / "card")
     assert card["photos"] == 6 and card["breeds"] == 2 and card["unknown_breed_photos"] == 1
+    assert [Path(u["path"]).name for u in card["unreadable"]] == ["cut.jpg"]
     saved = json.loads((tmp_path / "card" / "card.json").read_text())
     recalls = {r["class"]: r["recall"] for r in saved["per_breed"] if r["support"]}
     # Per-breed recalls are stored rounded to 4 decimals.

@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from .batch import prefetched, prepared_batches
 from .breeds import normalize_key
 from .calibration import ece
 from .data import load_dataset
 from .evaluate import compute_metrics, fmt_pct, plot_confusion, plot_reliability
 from .fileio import atomic_write_text
 from .predict import Predictor
-from .transforms import ImageDecodeError, load_image
 
 BOOTSTRAP = 2000
 
@@ -54,23 +54,26 @@ def score_folder(predictor: Predictor, data: str | Path, progress: bool = False)
         (known if c is not None else unknown).append((s.path, c))
     unreadable = [{"path": p.path, "error": p.reason} for p in index.problems]
     paths, labels, parts = [], [], []
-    draft = predictor.draft_size
-    batches = range(0, len(known), predictor.batch_size)
+    # The batch path's decoding (a thread ahead of the network); breed scores only: a card does not need the dog
+    # detector (nor its cascade's second backbone).
+    batches = prefetched(prepared_batches([p for p, _ in known], [m.preprocess for m in predictor.members],
+                                          predictor.draft_size, predictor.batch_size))
     if progress:
         from tqdm import tqdm
 
-        batches = tqdm(batches, unit="batch", desc=f"card {len(known)} photos")
-    for start in batches:
-        images, ok = [], []
-        for path, c in known[start:start + predictor.batch_size]:
-            try:
-                images.append(load_image(path, draft_size=draft))
+        batches = tqdm(batches, total=-(-len(known) // predictor.batch_size), unit="batch",
+                       desc=f"card {len(known)} photos")
+    start = 0
+    for b in batches:
+        ok = []
+        chunk, start = known[start:start + len(b.errors)], start + len(b.errors)
+        for (path, c), err in zip(chunk, b.errors, strict=True):
+            if err is None:
                 ok.append((path, c))
-            except ImageDecodeError as e:
-                unreadable.append({"path": path, "error": str(e)})
-        if images:
-            # Breed scores only: a card does not need the dog detector (nor its cascade's second backbone).
-            parts.append(predictor.combine_breeds(predictor.outputs(images)))
+            else:
+                unreadable.append({"path": path, "error": err})
+        if ok:
+            parts.append(predictor.combine_breeds(predictor.outputs_from_tensors(b.tensors)))
             paths += [p for p, _ in ok]
             labels += [c for _, c in ok]
     logp = torch.from_numpy(np.concatenate(parts)) if parts else torch.zeros(0, len(predictor.classes))
