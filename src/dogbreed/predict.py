@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 
+from .accel import PRECISIONS
 from .breeds import DOG_INDICES, Breed
 from .dogness import DogDetector, default_detector, log_softmax
 from .errors import ImageDecodeError, ModelLoadError
@@ -289,8 +290,8 @@ class Predictor(PredictOptions):
 
     def _session_precision(self) -> str:
         """Precision of the ONNX sessions (`onnxrun.OnnxModel`): see `PredictOptions.precision`."""
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"precision must be auto, fp32 or bf16, not {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
         if self.precision == "auto":
             return "bf16" if self.device == "cpu" and self._on_onnx() and native_bf16() else "fp32"
         if self.precision == "bf16" and self._on_onnx() and not native_bf16():
