@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from typer.testing import CliRunner
 from dogbreed import batch
 from dogbreed.batch import BatchError, iter_sources, run_batch, stream_predictions
 from dogbreed.cli import app
+from dogbreed.inference.decode import Prepared
 from dogbreed.predict import Predictor, expand_inputs
 
 runner = CliRunner()
@@ -35,7 +35,7 @@ def photos(tmp_path: Path, chelsea_jpeg: bytes) -> Path:
 @pytest.fixture()
 def small_batches(default_predictor: Predictor) -> Predictor:
     """The shared predictor with batches of 2, so a handful of photos makes several batches."""
-    return dataclasses.replace(default_predictor, batch_size=2)
+    return default_predictor.with_options(batch_size=2)
 
 
 def test_sources_stream_in_expand_inputs_order(photos: Path, tmp_path: Path) -> None:
@@ -102,16 +102,16 @@ class _Interrupt(Exception):
 
 def _interrupt_after(pred: Predictor, calls: int, seen: list[str]) -> Predictor:
     """A predictor whose network raises on batch ``calls + 1``, recording the paths it was given."""
-    real = pred.predict_tensors
+    real = pred.predict_prepared
 
-    def predict_tensors(xs: list[torch.Tensor], paths: list[str]) -> list:
+    def predict_prepared(b: Prepared) -> list:
         if calls >= 0 and len(seen) >= calls * pred.batch_size:
             raise _Interrupt
-        seen.extend(paths)
-        return real(xs, paths)
+        seen.extend(b.ok_paths)
+        return real(b)
 
-    p = dataclasses.replace(pred)
-    p.predict_tensors = predict_tensors  # type: ignore[method-assign]
+    p = pred.with_options()
+    p.predict_prepared = predict_prepared  # type: ignore[method-assign]
     return p
 
 
@@ -182,7 +182,7 @@ def test_output_of_other_inputs_or_top_k_is_refused(photos: Path, tmp_path: Path
     csv_out = tmp_path / "out.csv"
     run_batch(small_batches, [photos / "b.jpg"], csv_out, workers=0)
     with pytest.raises(BatchError, match="other columns"):
-        run_batch(dataclasses.replace(small_batches, top_k=3), [photos / "b.jpg"], csv_out, workers=0)
+        run_batch(small_batches.with_options(top_k=3), [photos / "b.jpg"], csv_out, workers=0)
     s = run_batch(small_batches, [photos / "cat.jpg"], out, workers=0, overwrite=True)
     assert s.skipped == 0 and [r["path"] for r in _read(out)] == [str(photos / "cat.jpg")]
     with pytest.raises(BatchError, match="suffix"):

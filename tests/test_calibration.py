@@ -17,6 +17,7 @@ from dogbreed.calibration import (
     nll,
     threshold_for_accuracy,
 )
+from dogbreed.inference import scoring
 from dogbreed.models import (
     DEFAULT_BACKBONE,
     SHIPPED_HEADS,
@@ -92,13 +93,12 @@ def test_temperature_keeps_top1_and_changes_probabilities() -> None:
     assert torch.equal(combine(parts[:1], 1.0).argmax(-1), combine(parts[:1], 0.6).argmax(-1))
     assert not torch.allclose(hot.exp(), cold.exp(), atol=1e-3)
     assert (cold.exp().max(-1).values > hot.exp().max(-1).values).all()  # T < 1 sharpens
-    # The Predictor applies the same rule: feed it the same raw logits through combine_breeds.
-    pred = Predictor.__new__(Predictor)
-    pred.decision = Decision(temperature=0.6)
-    member = Member(model=lambda x: (x,), preprocess=Preprocess(), backbone="efficientnet_lite0")
+    # The Predictor applies the same rule: feed it the same raw logits through its scoring stage.
+    decision = Decision(temperature=0.6)
+    member = Member(runner=lambda x: (x,), preprocess=Preprocess(), backbone="efficientnet_lite0")
     outs = [MemberOutput(member, "plain", ModelOutputs(p.numpy(), np.zeros((50, 0)), np.zeros((50, 0))))
             for p in parts]
-    assert np.allclose(pred.combine_breeds(outs), cold.numpy(), atol=1e-5)
+    assert np.allclose(scoring.combine_breeds(outs, decision.temperature), cold.numpy(), atol=1e-5)
 
 
 def test_fit_temperature_recovers_a_known_temperature() -> None:

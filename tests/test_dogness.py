@@ -167,6 +167,7 @@ def test_cascade_round_trips_and_refuses_a_band_without_its_threshold(tmp_path: 
 
 
 def test_cascade_runs_the_second_member_only_inside_the_band(tmp_path: Path, chelsea_jpeg: bytes) -> None:
+    from dogbreed.inference.decode import Prepared, to_input
     from dogbreed.models import default_classifier
     from dogbreed.transforms import load_image, preprocess_image, to_tensor
 
@@ -177,13 +178,14 @@ def test_cascade_runs_the_second_member_only_inside_the_band(tmp_path: Path, che
     empty = Predictor(dog_detector=str(_with_cascade(tmp_path / "e", (0.5, 0.5))))
     assert empty.dog_cascade and empty.decision.dog_threshold == 0.5
     assert empty.predict([str(photo)])[0].dog_probability == pytest.approx(plain, abs=1e-5)
-    assert empty._cascade_models == {}
+    assert empty.loaded.cascade.loaded_backbones == []
     # A band that holds everything: the answer is the mean calibrated logit of Lite0 plain + Lite2 plain and flip.
     full = Predictor(dog_detector=str(_with_cascade(tmp_path / "f", (0.0, 1.0))), runtime="torch")
     got_bytes = full.predict([chelsea_jpeg])[0].dog_probability  # the decoded image handed over
     img = load_image(chelsea_jpeg, draft_size=full.draft_size)
     # tensors only (the DataLoader-fed batch path): the in-band photo is decoded again from its path
-    got_file = full.predict_tensors(full.prepare([img]), [str(photo)])[0].dog_probability
+    xs = [np.stack([to_input(img, m.preprocess)]) for m in full.members]
+    got_file = full.predict_prepared(Prepared([str(photo)], [None], xs))[0].dog_probability
     det = full.detector
     named = []
     for bb, view in det.cascade.second:
@@ -194,4 +196,4 @@ def test_cascade_runs_the_second_member_only_inside_the_band(tmp_path: Path, che
     want = float(det.combine(named)[0])
     assert got_bytes == pytest.approx(want, abs=1e-4)
     assert got_file == pytest.approx(want, abs=1e-4)
-    assert list(full._cascade_models) == [LITE2]
+    assert full.loaded.cascade.loaded_backbones == [LITE2]

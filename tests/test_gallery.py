@@ -79,11 +79,9 @@ def test_bad_gallery_files_are_clear_errors(tmp_path: Path) -> None:
 
 def test_predictor_adds_look_alikes_only_with_a_gallery(default_predictor: Predictor, gallery_file: Path,
                                                         photo_dir: Path) -> None:
-    import dataclasses
-
     photo = str(photo_dir / FOLDERS[1] / "p0.jpg")
     assert "look_alikes" not in default_predictor.predict([photo])[0].to_dict()
-    p = dataclasses.replace(default_predictor, gallery=str(gallery_file))
+    p = default_predictor.with_options(gallery=str(gallery_file))
     d = p.predict([photo])[0].to_dict()
     assert [la["name"] for la in d["look_alikes"]] == [b["name"] for b in d["breeds"][:3]]
     for la in d["look_alikes"]:

@@ -16,9 +16,10 @@ PKG = ROOT / "src" / "dogbreed"
 LAYERS: dict[str, int] = {
     **dict.fromkeys(["errors", "fileio", "paths", "runtime", "accel", "breeds", "transforms", "specs", "backbones"],
                     0),
-    **dict.fromkeys(["data", "features", "models", "onnxrun", "export", "resolve", "calibration"], 1),
-    **dict.fromkeys(["predict", "train", "adapt", "dogness", "evaluate", "explain", "gallery", "batch",
-                     "batch_workers", "batch_ray", "card"], 2),
+    **dict.fromkeys(["data", "features", "models", "onnxrun", "export", "resolve", "calibration", "dogness",
+                     "inference"], 1),
+    **dict.fromkeys(["predict", "train", "adapt", "evaluate", "explain", "gallery", "batch", "batch_ray", "card"],
+                    2),
     **dict.fromkeys(["serve", "cli", "__init__"], 3),
 }
 MAX_LINES = 80
@@ -75,10 +76,66 @@ def test_readme_layout_lists_every_module() -> None:
     missing = [name for name in {_top(p) for p in _modules()} - {"__init__"}
                if not re.search(rf"\b{re.escape(name)}(\.py|/)", layout)]
     assert missing == [], f"README's layout section does not mention {missing}"
-    for sub in ("train", "serve"):
+    for sub in ("train", "serve", "inference"):
         for p in sorted((PKG / sub).glob("*.py")):
             if p.name != "__init__.py":
                 assert p.name in layout, f"README's layout section does not mention {sub}/{p.name}"
+
+
+def _module_name(path: Path) -> str:
+    """dogbreed/inference/decode.py -> inference.decode; dogbreed/serve/__init__.py -> serve."""
+    parts = path.relative_to(PKG).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imported_modules(path: Path, tree: ast.AST, known: set[str]) -> set[str]:
+    """The package's modules this file imports, as dotted names below dogbreed (``from .x import y`` counts y when
+    it is a module, else x), module level and inside functions alike."""
+    pkg_parts = path.relative_to(PKG.parent).with_suffix("").parts[:-1]
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            bases = [(a.name.split("."), []) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = (list(pkg_parts[:len(pkg_parts) - node.level + 1]) if node.level else []) + \
+                   (node.module.split(".") if node.module else [])
+            bases = [(base, [a.name for a in node.names])]
+        else:
+            continue
+        for base, names in bases:
+            if base[:1] != ["dogbreed"]:
+                continue
+            mod = ".".join(base[1:])
+            subs = [f"{mod}.{n}" if mod else n for n in names]
+            hits = [m for m in subs if m in known]
+            out.update(hits or ([mod] if mod in known else []))
+    return out
+
+
+def test_nothing_imports_in_a_circle() -> None:
+    """No module imports another that (directly or not) imports it back: lazy imports inside functions count."""
+    files = {_module_name(p): p for p in _modules()}
+    known = set(files)
+    graph = {m: _imported_modules(p, ast.parse(p.read_text()), known) - {m} for m, p in files.items()}
+    # A package's __init__ re-exporting its own submodules is how a package is built, not a circle.
+    graph = {m: {d for d in deps if not (d.startswith(m + ".") and files[m].name == "__init__.py")}
+             for m, deps in graph.items()}
+    cycles: list[str] = []
+    state: dict[str, int] = {}
+
+    def visit(m: str, stack: list[str]) -> None:
+        state[m] = 1
+        for d in sorted(graph[m]):
+            if state.get(d) == 1:
+                cycles.append(" -> ".join(stack[stack.index(d):] + [d]))
+            elif d not in state:
+                visit(d, stack + [d])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert cycles == [], "modules that import each other:\n" + "\n".join(cycles)
 
 
 def test_no_function_is_longer_than_80_lines() -> None:

@@ -99,3 +99,30 @@ def test_bf16_without_native_support_is_fp32_for_auto_and_a_clear_error_when_ask
         Predictor(precision="bf16")
     res = CliRunner().invoke(app, ["predict", str(photos), "--precision", "bf16"])
     assert res.exit_code == 2 and "natively" in res.output and "Traceback" not in res.output
+
+
+def test_cached_export_key_follows_a_preprocessing_default(tmp_path: Path) -> None:
+    """The key of a cached default export is derived from what shapes it: change a default in transforms.py (no
+    list of files names it) and the key changes, so a stale export is never reused."""
+    import os
+    import shutil
+
+    import dogbreed
+    from dogbreed import onnxrun
+
+    def key(src: Path) -> str:
+        code = "from dogbreed import onnxrun; print(onnxrun.default_recipe_key('efficientnet_lite0', True))"
+        out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(src)},
+                             capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+
+    pkg = Path(dogbreed.__file__).parent
+    for name in ("same", "edited"):
+        shutil.copytree(pkg, tmp_path / name / "dogbreed", ignore=shutil.ignore_patterns("__pycache__"))
+    t = tmp_path / "edited" / "dogbreed" / "transforms.py"
+    text = t.read_text()
+    assert '    resize: str = "center_crop"' in text
+    t.write_text(text.replace('    resize: str = "center_crop"', '    resize: str = "squash"', 1))
+    same, edited = key(tmp_path / "same"), key(tmp_path / "edited")
+    assert same == onnxrun.default_recipe_key("efficientnet_lite0", True) and same != "None"
+    assert edited != same

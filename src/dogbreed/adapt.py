@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,14 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .breeds import Breed, clean_name, lookup, normalize_key
+from .breeds import Breed, BreedIndex, clean_name, lookup, normalize_key
 from .data import load_dataset
 from .errors import DataError
 from .features import extract
+from .inference.sources import walk_images
 from .models import DEFAULT_BACKBONE, Classifier, save_model_dir
 from .resolve import PACKAGED, resolve_model
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 MIN_NEW_BREED_PHOTOS = 3
 
 
@@ -52,21 +51,10 @@ def _folder_breed(folder: str) -> Breed:
     return known if known is not None else Breed(None, clean_name(folder), None, folder)
 
 
-def _voc_box(xml_path: Path) -> tuple[float, float, float, float] | None:
-    try:
-        root = ET.parse(xml_path).getroot()
-        bb = root.find(".//object/bndbox")
-        if bb is None:
-            return None
-        return tuple(float(bb.findtext(k, "0")) for k in ("xmin", "ymin", "xmax", "ymax"))  # type: ignore[return-value]
-    except (ET.ParseError, OSError, ValueError):
-        return None
-
-
 def load_labelled(path: str | Path) -> list[LabelledImage]:
     """Stanford layout (`Images/` + optional `Annotation/` boxes) or one folder per breed -> labelled images.
 
-    Uses `data.load_dataset` (all layouts it knows); the local walk below is the fallback when it finds nothing.
+    Uses `data.load_dataset` (every layout it knows, and its box parser).
     """
     root = Path(path)
     if not root.is_dir():
@@ -75,20 +63,9 @@ def load_labelled(path: str | Path) -> list[LabelledImage]:
     items = [LabelledImage(s.path, (lookup(s.wnid) if s.wnid else None) or _folder_breed(s.breed),
                            tuple(s.box) if s.box is not None else None)  # type: ignore[arg-type]
              for s in index.samples]
-    if items:
-        return items
-    images_root = root / "Images" if (root / "Images").is_dir() else root
-    ann_root = root / "Annotation"
-    out: list[LabelledImage] = []
-    for folder in sorted(p for p in images_root.iterdir() if p.is_dir()):
-        breed = _folder_breed(folder.name)
-        for f in sorted(folder.rglob("*")):
-            if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
-                box = _voc_box(ann_root / folder.name / f.stem) if ann_root.is_dir() else None
-                out.append(LabelledImage(str(f), breed, box))
-    if not out:
+    if not items:
         raise AdaptError(f"{root}: no images found (expected one sub-folder per breed, or Images/<breed>/)")
-    return out
+    return items
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -349,15 +326,15 @@ def adapt(
         # Boxes tighten the crop on the dog; predictions have no boxes, so the saved model simply ignores it then.
         pre = type(pre).from_dict({**pre.to_dict(), "box_crop": True})
         boxes = [it.box for it in items]
-    index = {normalize_key(b.name): i for i, b in enumerate(base.classes)}
+    index = BreedIndex(base.classes)
     new: list[Breed] = []
     labels = []
     for it in items:
-        key = normalize_key(it.breed.name)
-        if key not in index:
-            index[key] = len(base.classes) + len(new)
+        i = index.find(it.breed.name)
+        if i is None:
             new.append(Breed(None, it.breed.name, None))
-        labels.append(index[key])
+            i = index.add(new[-1])
+        labels.append(i)
     ex = extract([it.path for it in items], base, pre, views=cfg.views, boxes=boxes, progress=progress,
                  runtime=_runtime_for(len(items)))
     if not ex.ok.any():
@@ -397,9 +374,9 @@ def _check_new_name(name: str, classes: Sequence[Breed]) -> str:
     clean = clean_name(name)
     if not normalize_key(clean):
         raise AdaptError(f"breed name {name!r} is empty once cleaned")
-    taken = {normalize_key(b.name) for b in classes}
+    taken = BreedIndex(classes)
     known = lookup(clean)
-    if normalize_key(clean) in taken or (known is not None and normalize_key(known.name) in taken):
+    if taken.find(clean) is not None or (known is not None and taken.find(known.name) is not None):
         raise AdaptError(f"breed {clean!r} already exists in this model; choose another name")
     return clean
 
@@ -443,7 +420,7 @@ def _image_files(folder: str | Path) -> list[str]:
     p = Path(folder)
     if not p.is_dir():
         raise AdaptError(f"{p}: not a folder")
-    return sorted(str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+    return list(walk_images(p))
 
 
 def add_breed(
@@ -476,11 +453,6 @@ def add_breed(
     return clf, summary
 
 
-def breed_index(classes: Sequence[Breed]) -> dict[str, int]:
-    """wnid (or cleaned name for added breeds) -> class index."""
-    return {(b.wnid or normalize_key(b.name)): i for i, b in enumerate(classes)}
-
-
 def drop_class(clf: Classifier, wnid: str) -> Classifier:
     """A copy of ``clf`` without one class: the bench's way to pretend a known breed is new."""
     lin = _linear_of(clf)
@@ -490,5 +462,5 @@ def drop_class(clf: Classifier, wnid: str) -> Classifier:
 
 
 __all__ = ["AdaptConfig", "AdaptError", "AddBreedConfig", "BlendConfig", "LabelledImage", "adapt", "adapt_features",
-           "add_breed", "add_breed_features", "breed_index", "cross_fit_blend", "drop_class", "fit_blend", "fit_head",
+           "add_breed", "add_breed_features", "cross_fit_blend", "drop_class", "fit_blend", "fit_head",
            "load_labelled", "prototype_row"]

@@ -1,8 +1,10 @@
-"""Batch prediction on Ray Data: a dataset of paths -> ``map_batches`` over an actor pool -> Parquet.
+"""Batch prediction on Ray Data: a dataset of paths -> ``map_batches`` over an actor pool -> rows -> Parquet.
 
 Each actor loads the `Predictor` once and then decodes, preprocesses and predicts whole batches, so the work
-spreads over every CPU (or GPU) the cluster offers. Rows have the same columns and values as the local engine's
-Parquet output (`batch.flat_row`); a rerun skips the paths already in the output folder.
+spreads over every CPU (or GPU) the cluster offers. The driver receives the rows in input order and writes them
+through the same sink as the local engine (`inference.sinks.RowWriter`: numbered Parquet parts, each written
+atomically), so the two engines write the same files and share one resume rule: the rows already there must be
+the first inputs, and a rerun skips them.
 
 Ray is an optional extra (``pip install 'dogbreed[ray]'``). Without an address a local Ray instance is started
 for the run; with one (``auto``, ``ray://head:10001``) the run joins that cluster, whose nodes must all see the
@@ -11,6 +13,8 @@ photo paths (a shared file system) and have dogbreed installed.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import math
 import os
 from collections.abc import Sequence
@@ -19,7 +23,11 @@ from typing import Any
 
 import ray
 
-from .batch import BatchError, BatchSummary, columns, flat_row, iter_sources, parquet_schema, prepare_batch
+from .batch import BatchSummary
+from .errors import BatchError
+from .inference.options import PredictOptions
+from .inference.sinks import RowWriter, flat_rows, parquet_schema
+from .inference.sources import count_sources, iter_sources
 
 RAY_BATCH_SIZE = 64  # photos per map_batches call: big enough to amortise Ray's per-batch overhead
 
@@ -27,71 +35,71 @@ RAY_BATCH_SIZE = 64  # photos per map_batches call: big enough to amortise Ray's
 class PredictActor:
     """One per Ray actor: the model is loaded in ``__init__`` and reused for every batch the actor gets."""
 
-    def __init__(self, opts: dict[str, Any], dog_threshold: float | None = None):
+    def __init__(self, options: PredictOptions, per_dog: bool = False):
         from .predict import Predictor
 
-        self.predictor = Predictor(**opts)
-        if dog_threshold is not None:
-            self.predictor.decision.dog_threshold = dog_threshold
-        self.preprocess = [m.preprocess for m in self.predictor.members]
+        self.predictor, self.per_dog = Predictor(options), per_dog
 
     def __call__(self, batch: Any) -> Any:
         import pyarrow as pa
 
-        from .predict import Prediction
-
-        paths = [str(p) for p in batch.column("path").to_pylist()]
-        prepared = prepare_batch(paths, self.preprocess, self.predictor.draft_size)
-        ok = [p for p, e in zip(paths, prepared.errors, strict=True) if e is None]
-        preds = iter(self.predictor.predict_tensors(prepared.tensors, ok) if ok else [])
-        k = self.predictor.top_k
-        rows = [flat_row(next(preds) if e is None else Prediction(p, "error", 0.0, [], error=e), k)
-                for p, e in zip(paths, prepared.errors, strict=True)]
-        return pa.Table.from_pylist(rows, schema=parquet_schema(k))
+        p, paths = self.predictor, [str(x) for x in batch.column("path").to_pylist()]
+        rows = [r for x in p.predict(paths) for r in flat_rows(x, p.top_k, p.finds_dogs, self.per_dog)]
+        return pa.Table.from_pylist(rows, schema=parquet_schema(p.top_k, p.finds_dogs))
 
 
-def run_ray(inputs: Sequence[str], out: str | Path, opts: dict[str, Any], *, dog_threshold: float | None = None,
-            address: str | None = None, path_column: str = "path", overwrite: bool = False,
+def run_ray(inputs: Sequence[str], out: str | Path, options: PredictOptions | dict[str, Any], *,
+            address: str | None = None, path_column: str = "path", overwrite: bool = False, per_dog: bool = False,
             actors: int | None = None, batch_size: int = RAY_BATCH_SIZE) -> BatchSummary:
-    """Predict every input into the Parquet folder ``out`` on Ray (local, or the cluster at ``address``)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    out = Path(out)
-    opts = {**opts, "top_k": int(opts.get("top_k") or 5), "batch_size": opts.get("batch_size") or batch_size}
-    if overwrite and out.is_dir():
-        for f in out.glob("*.parquet"):
-            f.unlink()
-    done = _done_paths(out, opts["top_k"])
-    # The path list lives on the driver (about 100 bytes a path); the photos themselves are read by the actors.
-    paths = list(iter_sources(inputs, path_column))
-    todo = [p for p in paths if p not in done]
-    summary = BatchSummary(str(out), len(paths), len(paths) - len(todo), len(todo), 0)
-    if not todo:
-        return summary
-    started = _init(address)
+    """Predict every input into the Parquet folder ``out`` on Ray (local, or the cluster at ``address``);
+    ``options`` may also be given as a dict of `PredictOptions` fields."""
+    if isinstance(options, dict):
+        options = PredictOptions(**options)
+    if Path(out).suffix.lower() != ".parquet":
+        raise BatchError(f"--out {out}: the Ray engine writes Parquet (a folder named *.parquet)")
+    options = dataclasses.replace(options, batch_size=options.batch_size or batch_size)
+    total = count_sources(inputs, path_column)
+    # The rows carry dog columns when the detection stage runs (it needs the dog detector), as the local engine's.
+    dogs = options.find_dogs and options.dog_detector != "none"
+    writer = RowWriter(out, options.top_k, overwrite=overwrite, dogs=dogs, per_dog=per_dog)
     try:
-        n_actors = actors or max(1, int(ray.cluster_resources().get("GPU" if _gpu(opts) else "CPU", 1)))
+        writer.check_resumable(iter_sources(inputs, path_column), total)
+        # The path list lives on the driver (about 100 bytes a path); the photos themselves are read by the actors.
+        todo = list(itertools.islice(iter_sources(inputs, path_column), writer.done, None))
+        summary = BatchSummary(str(out), total, writer.done, len(todo), 0)
+        if todo:
+            summary.errors = _run(todo, writer, options, per_dog, address, actors, batch_size)
+    finally:
+        writer.close()
+    return summary
+
+
+def _run(todo: list[str], writer: RowWriter, options: PredictOptions, per_dog: bool, address: str | None,
+         actors: int | None, batch_size: int) -> int:
+    """Stream ``todo`` through the actor pool into ``writer``, in order; returns the error rows written."""
+    import pyarrow as pa
+
+    started = _init(address)
+    errors = 0
+    try:
+        gpu = options.device.startswith("cuda")
+        n_actors = actors or max(1, int(ray.cluster_resources().get("GPU" if gpu else "CPU", 1)))
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # rows in input order, like the local engine
         # Several blocks, so every actor gets work (one block would go to one actor), but not one per batch.
         blocks = min(math.ceil(len(todo) / batch_size), max(4 * n_actors, math.ceil(len(todo) / (16 * batch_size))))
         ds = ray.data.from_arrow(pa.table({"path": todo})).repartition(blocks)
-        ds = ds.map_batches(PredictActor, fn_constructor_kwargs={"opts": opts, "dog_threshold": dog_threshold},
+        ds = ds.map_batches(PredictActor, fn_constructor_kwargs={"options": options, "per_dog": per_dog},
                             batch_size=batch_size, batch_format="pyarrow",
-                            compute=ray.data.ActorPoolStrategy(size=n_actors), num_cpus=1,
-                            num_gpus=1 if _gpu(opts) else 0)
-        ds.write_parquet(str(out))
+                            compute=ray.data.ActorPoolStrategy(size=n_actors), num_cpus=1, num_gpus=1 if gpu else 0)
+        for table in ds.iter_batches(batch_size=batch_size, batch_format="pyarrow"):
+            rows = table.to_pylist()
+            writer.write_rows(rows)
+            errors += sum(r["error"] is not None for r in rows if r.get("dog") in (None, 1))
     finally:
         if started:
             ray.shutdown()
-    errors = sum(e is not None for e in pq.read_table(out, columns=["error"]).column(0).to_pylist())
-    summary.errors = errors
-    return summary
-
-
-def _gpu(opts: dict[str, Any]) -> bool:
-    return str(opts.get("device", "cpu")).startswith("cuda")
+    return errors
 
 
 def _init(address: str | None) -> bool:
@@ -106,23 +114,3 @@ def _init(address: str | None) -> bool:
         env = {"env_vars": {"PYTHONPATH": os.environ["PYTHONPATH"]}} if os.environ.get("PYTHONPATH") else None
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, runtime_env=env)
     return True
-
-
-def _done_paths(out: Path, top_k: int) -> set[str]:
-    """Paths already in ``out`` (a rerun skips them); an unreadable part, left by a killed run, is removed."""
-    import pyarrow.parquet as pq
-
-    if out.exists() and not out.is_dir():
-        raise BatchError(f"{out} is a file; Parquet output is a folder of part files")
-    done: set[str] = set()
-    for f in sorted(out.glob("*.parquet")) if out.is_dir() else []:
-        try:
-            t = pq.read_table(f, columns=["path"])
-            names = pq.ParquetFile(f).schema_arrow.names
-        except Exception:  # noqa: BLE001 - a torn file: its rows are redone
-            f.unlink()
-            continue
-        if names != columns(top_k):
-            raise BatchError(f"{f} has other columns, e.g. another --top-k; use --overwrite or another --out")
-        done.update(str(p) for p in t.column(0).to_pylist())
-    return done

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from typing import Any
 
 # ImageNet-1k index ranges with a meaning for "is there a dog?". Dalmatian (251) is a dog but not a Stanford
 # breed; wolves/coyote (269-272) and foxes (277-280) are canids that are *not* dogs.
@@ -76,3 +78,36 @@ def lookup(name_or_wnid: str) -> Breed | None:
 
 def imagenet_breed_indices() -> list[int]:
     return [b.imagenet_index for b in stanford_breeds() if b.imagenet_index is not None]
+
+
+class BreedIndex:
+    """The one way to match a breed given as text to a model's classes: by wnid, folder name or any spelling of
+    its name (`normalize_key`); the first class wins when two share a key."""
+
+    def __init__(self, classes: Sequence[Breed | dict[str, Any]]):
+        self._by: dict[str, int] = {}
+        for b in classes:
+            self.add(b)
+
+    def add(self, b: Breed | dict[str, Any]) -> int:
+        """Index a class (a `Breed`, or a dict with wnid/name as galleries store them); returns its index."""
+        i = len(self)
+        wnid, name, folder = ((b.get("wnid"), str(b.get("name")), b.get("folder")) if isinstance(b, dict)
+                              else (b.wnid, b.name, b.folder))
+        for key in (wnid, folder, normalize_key(name)):
+            if key:
+                self._by.setdefault(key, i)
+        self._n = i + 1
+        return i
+
+    def __len__(self) -> int:
+        return getattr(self, "_n", 0)
+
+    def find(self, text: str | None = None, wnid: str | None = None) -> int | None:
+        """The class named by ``wnid`` when it is one of them, else by ``text`` (a wnid, a folder or a name)."""
+        if wnid and wnid in self._by:
+            return self._by[wnid]
+        s = (text or "").strip()
+        if not s:
+            return None
+        return self._by.get(s, self._by.get(normalize_key(s)))

@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .batch import prefetched, prepared_batches
-from .breeds import normalize_key
+from .breeds import BreedIndex
 from .calibration import ece
 from .data import load_dataset
 from .evaluate import compute_metrics, fmt_pct, plot_confusion, plot_reliability
 from .fileio import atomic_write_text
+from .inference import executors, scoring
 from .predict import Predictor
 
 BOOTSTRAP = 2000
@@ -43,21 +43,17 @@ class Scored:
 def score_folder(predictor: Predictor, data: str | Path, progress: bool = False) -> Scored:
     """Every labelled photo under ``data`` (any layout `data.load_dataset` knows) -> the model's breed scores."""
     index = load_dataset(data)
-    by_key = {}
-    for i, b in enumerate(predictor.classes):
-        by_key[normalize_key(b.name)] = i
-        if b.wnid:
-            by_key[b.wnid] = i
+    classes = BreedIndex(predictor.classes)
     known, unknown = [], []
     for s in index.samples:
-        c = by_key.get(s.wnid or "", by_key.get(normalize_key(s.breed)))
+        c = classes.find(s.breed, s.wnid)
         (known if c is not None else unknown).append((s.path, c))
     unreadable = [{"path": p.path, "error": p.reason} for p in index.problems]
     paths, labels, parts = [], [], []
     # The batch path's decoding (a thread ahead of the network); breed scores only: a card does not need the dog
     # detector (nor its cascade's second backbone).
-    batches = prefetched(prepared_batches([p for p, _ in known], [m.preprocess for m in predictor.members],
-                                          predictor.draft_size, predictor.batch_size))
+    batches = executors.batches([p for p, _ in known], [m.preprocess for m in predictor.members],
+                                predictor.draft_size, predictor.batch_size)
     if progress:
         from tqdm import tqdm
 
@@ -73,7 +69,8 @@ def score_folder(predictor: Predictor, data: str | Path, progress: bool = False)
             else:
                 unreadable.append({"path": path, "error": err})
         if ok:
-            parts.append(predictor.combine_breeds(predictor.outputs_from_tensors(b.tensors)))
+            outputs = scoring.run_members(predictor.members, b.tensors, predictor.tta_flip)
+            parts.append(scoring.combine_breeds(outputs, predictor.decision.temperature))
             paths += [p for p, _ in ok]
             labels += [c for _, c in ok]
     logp = torch.from_numpy(np.concatenate(parts)) if parts else torch.zeros(0, len(predictor.classes))

@@ -8,18 +8,22 @@ loads only what it runs. tests/test_layout.py still sees these imports when it c
 from __future__ import annotations
 
 import csv
+import functools
+import inspect
 import json
 import os
 import sys
 import textwrap
+import typing
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 if TYPE_CHECKING:
     from .data import DatasetIndex
+    from .inference.options import PredictOptions
     from .predict import Prediction, Predictor
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Tell a dog's breed from a photo.")
@@ -41,32 +45,54 @@ def _print_table(preds: Iterable[dict]) -> None:
         if "error" in p:
             typer.echo(f"{p['path']}: ERROR {p['error']}")
             continue
-        head = f"{p['path']}: {VERDICT_TEXT[p['verdict']]} (dog probability {p['dog_probability']:.1%})"
-        if p.get("several_breeds_likely"):
-            head += " - more than one breed is likely"
-        typer.echo(head)
-        if p["verdict"] == "no_dog":
-            typer.echo("  (closest breeds, for reference only)")
-        for rank, b in enumerate(p["breeds"], 1):
-            bar = "#" * int(round(b["probability"] * 30))
-            typer.echo(f"  {rank}. {b['name']:<32} {b['probability']:7.1%}  {bar}")
-        for la in p.get("look_alikes") or []:
-            shown = ", ".join(f"{x['path']} ({x['similarity']:.2f})" for x in la["photos"]) or "none in the gallery"
-            typer.echo(f"  looks like ({la['name']}): {shown}")
+        dogs = p.get("dogs")
+        if dogs and len(dogs) > 1:
+            typer.echo(f"{p['path']}: {len(dogs)} dogs")
+            for i, d in enumerate(dogs, 1):
+                _print_answer(d, f"  dog {i} at {_box(d['box'])}: ", "    ")
+        else:
+            where = f" at {_box(dogs[0]['box'])}" if dogs else ""
+            _print_answer(p, f"{p['path']}{where}: ", "  ")
         if p.get("explanation"):
             typer.echo(f"  heat-map: {p['explanation']}")
 
 
-def _print_csv(preds: Iterable[dict]) -> None:
+def _box(box: list[int]) -> str:
+    return f"[{box[0]}, {box[1]}, {box[2]}, {box[3]}]"
+
+
+def _print_answer(p: dict, head: str, indent: str) -> None:
+    """A verdict line and the breeds (and look-alikes) of a photo or of one dog in it."""
+    head += f"{VERDICT_TEXT[p['verdict']]} (dog probability {p['dog_probability']:.1%})"
+    if p.get("several_breeds_likely"):
+        head += " - more than one breed is likely"
+    typer.echo(head)
+    if p["verdict"] == "no_dog":
+        typer.echo(f"{indent}(closest breeds, for reference only)")
+    for rank, b in enumerate(p["breeds"], 1):
+        bar = "#" * int(round(b["probability"] * 30))
+        typer.echo(f"{indent}{rank}. {b['name']:<32} {b['probability']:7.1%}  {bar}")
+    for la in p.get("look_alikes") or []:
+        shown = ", ".join(f"{x['path']} ({x['similarity']:.2f})" for x in la["photos"]) or "none in the gallery"
+        typer.echo(f"{indent}looks like ({la['name']}): {shown}")
+
+
+def _print_csv(preds: Iterable[dict], dogs: bool = False) -> None:
+    """One row per breed rank; with the detection stage (``dogs``), per dog, with its number and box."""
     w = csv.writer(sys.stdout, lineterminator="\n")
-    w.writerow(["path", "verdict", "dog_probability", "rank", "wnid", "name", "probability", "error"])
+    w.writerow(["path", "verdict", "dog_probability", "rank", "wnid", "name", "probability", "error"]
+               + (["dog", "box"] if dogs else []))
     for p in preds:
         if "error" in p:
-            w.writerow([p["path"], "error", "", "", "", "", "", p["error"]])
+            w.writerow([p["path"], "error", "", "", "", "", "", p["error"]] + (["", ""] if dogs else []))
             continue
-        for rank, b in enumerate(p["breeds"], 1):
-            w.writerow([p["path"], p["verdict"], p["dog_probability"], rank, b["wnid"] or "", b["name"],
-                        b["probability"], ""])
+        answers = list(enumerate(p["dogs"], 1)) if len(p.get("dogs") or []) > 1 else [(1 if p.get("dogs") else "",
+                                                                                       p)]
+        for n, a in answers:
+            box = " ".join(map(str, (a if a is not p else p["dogs"][0])["box"])) if p.get("dogs") else ""
+            for rank, b in enumerate(a["breeds"], 1):
+                w.writerow([p["path"], a["verdict"], a["dog_probability"], rank, b["wnid"] or "", b["name"],
+                            b["probability"], ""] + ([n, box] if dogs else []))
 
 
 def _print_json(preds: Iterable[dict]) -> None:
@@ -79,59 +105,75 @@ def _print_json(preds: Iterable[dict]) -> None:
     sys.stdout.flush()
 
 
-# The options of `PredictOptions`, declared once and used by both `predict` and `serve`.
-MODEL_OPT = typer.Option("default", help="'default' (heads adapted on Stanford Dogs photos), 'imagenet' (plain "
-                         "ImageNet head), a run directory, a model directory, or an .onnx file.")
-QUALITY_OPT = typer.Option("fast", help="fast (one model) | best (ensemble + flip TTA)")
-RUNTIME_OPT = typer.Option("auto", help="torch | onnx | auto (ONNX Runtime on CPU when installed: faster)")
-DEVICE_OPT = typer.Option("cpu", help="cpu | cuda | auto")
-PRECISION_OPT = typer.Option("auto", help="auto (bf16 where the hardware computes it natively: OpenVINO on a CPU "
-                             "with AVX512-BF16/AMX, autocast on CUDA; else fp32) | fp32 | bf16.")
-DOG_THRESHOLD_OPT = typer.Option(None, help="Override the model's dog/no-dog threshold.")
-DOG_DETECTOR_OPT = typer.Option("default", help="'default', 'none' (plain dog mass) or a detector written by "
-                                "fit-dog-detector.")
-TARGET_RECALL_OPT = typer.Option(None, min=0.5, max=0.999, help="Dog threshold keeping this share of validation dogs.")
-DOG_CASCADE_OPT = typer.Option(True, "--dog-cascade/--no-dog-cascade",
-                               help="fast: check photos with an uncertain dog score again with Lite2 (rejects more "
-                                    "cats; only those photos pay).")
+def _option(f: Any) -> Any:
+    """A `PredictOptions` field as a Typer option, from the field's own declaration."""
+    meta = f.metadata
+    return typer.Option(f.default, *meta["flags"], help=meta["help"], **meta["typer"])
 
+
+def _cli_type(f: Any, hints: dict[str, Any]) -> Any:
+    t = hints[f.name]
+    return str | None if t is Any else t  # the gallery: a path on the command line, a loaded one in a notebook
+
+
+def prediction_options(*, every_command: bool) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command one flag per `PredictOptions` field (those every command shares, with ``every_command``;
+    all of them for `predict`) and call it with ``options=PredictOptions(...)``: the options are declared once, in
+    `inference/options.py`, and a field added there appears in every command that takes them."""
+    from .inference.options import PredictOptions, cli_fields
+
+    flds = cli_fields(every_command)
+    hints = typing.get_type_hints(PredictOptions)
+
+    def deco(fn: Callable[..., None]) -> Callable[..., None]:
+        sig = inspect.signature(fn)
+        own = [p for p in sig.parameters.values() if p.name != "options"]
+        types = {p.name: eval(p.annotation, fn.__globals__) if isinstance(p.annotation, str) else p.annotation
+                 for p in own}  # noqa: S307 - the annotations of this module's own functions
+        extra = [inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=_option(f),
+                                   annotation=_cli_type(f, hints)) for f in flds]
+        args = [p for p in own if isinstance(p.default, typer.models.ArgumentInfo)]
+        rest = [p for p in own if p not in args]
+
+        @functools.wraps(fn)
+        def wrapper(**kw: Any) -> None:
+            options = PredictOptions(**{f.name: kw.pop(f.name) for f in flds})
+            return fn(options=options, **kw)
+
+        params = [p.replace(annotation=types[p.name]) for p in args] + extra + \
+                 [p.replace(annotation=types[p.name]) for p in rest]
+        wrapper.__signature__ = sig.replace(parameters=params, return_annotation=None)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        return wrapper
+
+    return deco
 
 @app.command()
+@prediction_options(every_command=False)
 def predict(
     paths: list[str] = typer.Argument(..., help="Image files, folders (recursive), globs, or CSV/Parquet manifests "
                                       "(see --path-column)."),
-    model: str = MODEL_OPT,
-    top_k: int = typer.Option(5, "--top-k", "-k", min=1),
+    options: PredictOptions = None,  # type: ignore[assignment] - filled in by prediction_options
     fmt: str = typer.Option("table", "--format", "-f", help="table | json | csv"),
-    quality: str = QUALITY_OPT,
-    runtime: str = RUNTIME_OPT,
-    device: str = DEVICE_OPT,
-    batch_size: int | None = typer.Option(None, min=1, help="Photos per forward pass [16 on CPU, 256 on CUDA]."),
-    dog_threshold: float | None = DOG_THRESHOLD_OPT,
-    dog_detector: str = DOG_DETECTOR_OPT,
-    target_recall: float | None = TARGET_RECALL_OPT,
-    dog_cascade: bool = DOG_CASCADE_OPT,
     explain: str | None = typer.Option(None, "--explain", help="Write a heat-map overlay PNG per photo into this "
                                        "folder (Grad-CAM: which pixels drove the top breed)."),
     explain_breed: str | None = typer.Option(None, help="With --explain: the breed to explain (name or wnid) "
                                              "instead of the top one."),
-    gallery: str | None = typer.Option(None, help="A gallery from `dogbreed gallery build`: list the nearest "
-                                       "labelled photos of the top breeds with each answer."),
     out: str | None = typer.Option(None, "--out", "-o", help="Write rows to .csv, .jsonl or .parquet (a folder of "
                                    "parts) as they are produced; rerunning resumes after the rows already there."),
     overwrite: bool = typer.Option(False, "--overwrite", help="With --out: start over instead of resuming."),
+    per_dog: bool = typer.Option(False, "--per-dog", help="With --out .csv/.parquet: one row per dog found (rows "
+                                 "name the dog and its box) instead of one per photo with the main dog's."),
     workers: int | None = typer.Option(None, min=0, help="Decode/preprocess worker processes [0 on CPU: a "
                                        "background thread decodes; cores-1 on CUDA]."),
     path_column: str = typer.Option("path", help="Manifest column holding the photo paths."),
-    precision: str = PRECISION_OPT,
     engine: str = typer.Option("local", help="local | ray (Ray Data; needs --out DIR.parquet and dogbreed[ray])."),
     ray_address: str | None = typer.Option(None, help="With --engine ray: join this cluster (e.g. "
                                            "ray://head:10001 or auto); default starts a local Ray."),
 ) -> None:
     """Predict the breed of the dog in each photo."""
-    from .batch import BatchError, iter_sources
-    from .errors import DogbreedError
-    from .predict import PredictOptions
+    from .errors import BatchError, DogbreedError
+    from .inference.sources import iter_sources
 
     if fmt not in ("table", "json", "csv"):
         raise typer.BadParameter("--format must be table, json or csv")
@@ -142,46 +184,35 @@ def predict(
     except BatchError as e:
         _err(str(e))
         raise typer.Exit(2) from e
-    opts = vars(PredictOptions(model=model, quality=quality, runtime=runtime, device=device, top_k=top_k,
-                               batch_size=batch_size, dog_detector=dog_detector, dog_target_recall=target_recall,
-                               dog_threshold=dog_threshold, precision=precision, gallery=gallery,
-                               dog_cascade=dog_cascade))
     if engine == "ray":
         if explain:
             raise typer.BadParameter("--explain runs with the local engine only")
-        _predict_ray(paths, out, opts, dog_threshold, ray_address, path_column, overwrite)
+        _predict_ray(paths, out, options, ray_address, path_column, overwrite, per_dog)
         return
     if engine != "local":
         raise typer.BadParameter("--engine must be local or ray")
-    pred = _load_predictor(opts, dog_threshold)
+    pred = _load_predictor(options)
     try:
-        explainer = _explainer(model, device, explain_breed) if explain else None
+        explainer = _explainer(options.model, options.device, explain_breed) if explain else None
     except (DogbreedError, FileNotFoundError, ValueError, RuntimeError) as e:
         _err(f"cannot load model: {e}")
         raise typer.Exit(2) from e
     on_row = _explain_hook(explainer, explain_breed, explain) if explainer is not None else None
     if out is not None:
-        _predict_to_file(pred, paths, out, workers, path_column, overwrite, on_row)
+        _predict_to_file(pred, paths, out, workers, path_column, overwrite, on_row, per_dog)
         return
     _predict_to_stdout(pred, paths, fmt, workers, path_column, on_row)
 
 
-def _load_predictor(opts: dict, dog_threshold: float | None) -> Predictor:
-    from .accel import CUDA_BATCH_SIZE, is_cuda
+def _load_predictor(options: PredictOptions) -> Predictor:
     from .errors import DogbreedError
     from .predict import Predictor
-    from .runtime import resolve_device
 
     try:
-        device = resolve_device(opts["device"])
-        batch_size = opts["batch_size"] or (CUDA_BATCH_SIZE if is_cuda(device) else 16)
-        pred = Predictor(**{**opts, "device": device, "batch_size": batch_size})
+        return Predictor(options)
     except (DogbreedError, FileNotFoundError, ValueError, RuntimeError) as e:
         _err(f"cannot load model: {e}")
         raise typer.Exit(2) from e
-    if dog_threshold is not None:
-        pred.decision.dog_threshold = dog_threshold
-    return pred
 
 
 def _explainer(model: str, device: str, breed: str | None):  # noqa: ANN202 - explain is imported lazily
@@ -236,18 +267,22 @@ def _predict_to_stdout(pred: Predictor, paths: list[str], fmt: str, workers: int
             n_ok += r.error is None
             yield r.to_dict()
 
-    {"json": _print_json, "csv": _print_csv, "table": _print_table}[fmt](rows())
+    printer = {"json": _print_json, "csv": functools.partial(_print_csv, dogs=pred.finds_dogs),
+               "table": _print_table}[fmt]
+    printer(rows())
     if n_ok == 0:
         raise typer.Exit(1)
 
 
 def _predict_to_file(pred: Predictor, paths: list[str], out: str, workers: int | None, path_column: str,
-                     overwrite: bool, on_row: Callable[[Prediction], None] | None = None) -> None:
-    from .batch import BatchError, run_batch
+                     overwrite: bool, on_row: Callable[[Prediction], None] | None = None,
+                     per_dog: bool = False) -> None:
+    from .batch import run_batch
+    from .errors import BatchError
 
     try:
         s = run_batch(pred, paths, out, workers=workers, path_column=path_column, overwrite=overwrite,
-                      progress=True, on_prediction=on_row)
+                      progress=True, on_prediction=on_row, per_dog=per_dog)
     except BatchError as e:
         _err(str(e))
         raise typer.Exit(2) from e
@@ -257,9 +292,9 @@ def _predict_to_file(pred: Predictor, paths: list[str], out: str, workers: int |
         raise typer.Exit(1)
 
 
-def _predict_ray(paths: list[str], out: str | None, opts: dict, dog_threshold: float | None,
-                 ray_address: str | None, path_column: str, overwrite: bool) -> None:
-    from .batch import BatchError
+def _predict_ray(paths: list[str], out: str | None, options: PredictOptions, ray_address: str | None,
+                 path_column: str, overwrite: bool, per_dog: bool = False) -> None:
+    from .errors import BatchError
 
     if out is None or not out.endswith(".parquet"):
         raise typer.BadParameter("--engine ray writes Parquet: give --out DIR.parquet")
@@ -269,8 +304,8 @@ def _predict_ray(paths: list[str], out: str | None, opts: dict, dog_threshold: f
         _err("--engine ray needs Ray: pip install 'dogbreed[ray]'")
         raise typer.Exit(2) from e
     try:
-        s = run_ray(paths, out, opts, dog_threshold=dog_threshold, address=ray_address, path_column=path_column,
-                    overwrite=overwrite)
+        s = run_ray(paths, out, options, address=ray_address, path_column=path_column, overwrite=overwrite,
+                    per_dog=per_dog)
     except BatchError as e:
         _err(str(e))
         raise typer.Exit(2) from e
@@ -290,7 +325,7 @@ def fit_dog_detector_cmd(
     from pathlib import Path
 
     from .dogness import fit_dog_detector
-    from .predict import expand_inputs
+    from .inference.sources import expand_inputs
 
     for name, folder in (("--dogs", dogs), ("--not-dogs", not_dogs)):
         if not Path(folder).is_dir():
@@ -465,16 +500,9 @@ def gallery_build(
 
 
 @app.command()
+@prediction_options(every_command=True)
 def serve(
-    model: str = MODEL_OPT,
-    quality: str = QUALITY_OPT,
-    runtime: str = RUNTIME_OPT,
-    device: str = DEVICE_OPT,
-    precision: str = PRECISION_OPT,
-    dog_threshold: float | None = DOG_THRESHOLD_OPT,
-    dog_detector: str = DOG_DETECTOR_OPT,
-    target_recall: float | None = TARGET_RECALL_OPT,
-    dog_cascade: bool = DOG_CASCADE_OPT,
+    options: PredictOptions = None,  # type: ignore[assignment] - filled in by prediction_options
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 for all)."),
     port: int = typer.Option(8000, min=1, max=65535),
     feedback_db: str | None = typer.Option(None, help="SQLite file for feedback (default: under the cache dir)."),
@@ -490,11 +518,8 @@ def serve(
     decode_workers: int = typer.Option(2, min=1, help="Photos decoded at full size at once."),
     feedback_max_mb: float = typer.Option(1024.0, min=0.001, help="Most MB of feedback photos stored in all."),
     feedback_per_day: int = typer.Option(1000, min=1, help="Most feedback photos accepted per UTC day."),
-    gallery: str | None = typer.Option(None, help="A gallery from `dogbreed gallery build`: the page shows "
-                                       "example photos of the top breeds."),
 ) -> None:
     """Serve the web page and the HTTP API (docs at /docs; every limit at /healthz)."""
-    from .predict import PredictOptions
     from .serve import run
     from .serve.limits import MB, Limits
 
@@ -504,9 +529,6 @@ def serve(
                         max_request_pixels=int(max_request_megapixels * 1e6), max_queue=max_queue,
                         decode_workers=decode_workers, feedback_max_bytes=int(feedback_max_mb * MB),
                         feedback_per_day=feedback_per_day)
-        options = PredictOptions(model=model, quality=quality, runtime=runtime, device=device, precision=precision,
-                                 dog_detector=dog_detector, dog_target_recall=target_recall,
-                                 dog_threshold=dog_threshold, gallery=gallery, dog_cascade=dog_cascade)
         run(options=options, host=host, port=port, feedback_db=feedback_db, limits=limits)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         _err(f"cannot start: {e}")
@@ -604,20 +626,18 @@ def compare(run_dirs: list[str] = typer.Argument(..., help="Run directories.")) 
 
 
 @app.command()
+@prediction_options(every_command=True)
 def card(
     data: str = typer.Option(..., help="Labelled photos: Stanford layout, Kaggle CSV or one folder per breed."),
     out: str = typer.Option(..., help="Folder for card.md, card.json, reliability.png, confusion.png."),
-    model: str = MODEL_OPT,
-    quality: str = QUALITY_OPT,
-    runtime: str = RUNTIME_OPT,
-    device: str = DEVICE_OPT,
+    options: PredictOptions = None,  # type: ignore[assignment] - filled in by prediction_options
 ) -> None:
     """A per-breed model card: recall/precision per breed, confusions, calibration, breed-balanced accuracy."""
     from .card import make_card
     from .predict import Predictor
 
     try:
-        pred = Predictor(model=model, quality=quality, runtime=runtime, device=device)
+        pred = Predictor(options)
         c = make_card(pred, data, out, progress=True)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         _err(f"card: {e}")

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from .breeds import clean_name, lookup
 from .errors import DataError, DataNotFound, ImageDecodeError
 from .fileio import atomic_write, atomic_write_text
+from .inference.sources import is_image_name, walk_files
 from .paths import cache_dir
 from .transforms import (
     Augment,
@@ -41,7 +42,6 @@ from .transforms import (
     to_tensor,
 )
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 SPLITS = ("train", "val", "test")
 LAYOUTS = ("stanford", "kaggle", "folders")
 MANIFEST_FIELDS = ("path", "breed", "wnid", "split", "box")
@@ -96,12 +96,12 @@ def _is_hidden(p: Path) -> bool:
 def _image_files(folder: Path, problems: list[Problem]) -> list[Path]:
     """Image files under ``folder`` (recursive, sorted); anything else is reported, never silently dropped."""
     out = []
-    for p in sorted(folder.rglob("*")):
-        if p.is_dir():
+    for p in sorted(Path(f) for f in walk_files(folder)):  # Path order (by part), as datasets always listed
+        if p.is_dir():  # a symbolic link to a folder: not followed, not a photo
             continue
         if _is_hidden(p):
             problems.append(Problem(str(p), "hidden file, skipped"))
-        elif p.suffix.lower() not in IMAGE_EXTENSIONS:
+        elif not is_image_name(p):
             problems.append(Problem(str(p), f"not an image file (extension {p.suffix or 'none'!r})"))
         else:
             out.append(p)

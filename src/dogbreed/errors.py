@@ -49,3 +49,8 @@ class DataError(DogbreedError, ValueError):
 
 class DataNotFound(DataError, FileNotFoundError):
     """The data set folder or file does not exist."""
+
+
+class BatchError(DogbreedError, ValueError):
+    """A batch run's inputs or output cannot be used (a manifest without its column, an output that belongs to other
+    inputs or another top-k, a bad suffix...)."""

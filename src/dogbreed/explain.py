@@ -17,11 +17,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .breeds import Breed, normalize_key
+from .breeds import Breed, BreedIndex
 from .errors import ModelLoadError
+from .inference.decode import decode
 from .models import Classifier
 from .resolve import resolve_model
-from .transforms import Preprocess, load_image, preprocess_image, reduce_to_pixels, to_tensor
+from .transforms import Preprocess, preprocess_image, reduce_to_pixels, to_tensor
 
 # Colour ramp for the overlay (dark blue -> cyan -> yellow -> red), interpolated in numpy so the heat-map needs
 # no plotting library.
@@ -89,11 +90,10 @@ class Explainer:
             if not 0 <= breed < len(self.classes):
                 raise ValueError(f"breed index {breed} out of range 0..{len(self.classes) - 1}")
             return breed
-        key = normalize_key(str(breed))
-        for i, b in enumerate(self.classes):
-            if str(breed) == b.wnid or normalize_key(b.name) == key:
-                return i
-        raise ValueError(f"unknown breed {breed!r}")
+        i = BreedIndex(self.classes).find(str(breed))
+        if i is None:
+            raise ValueError(f"unknown breed {breed!r}")
+        return i
 
     def heatmap(self, img: Image.Image, class_index: int | None = None) -> tuple[np.ndarray, int]:
         """(H, W) heat in [0, 1] at the photo's size, and the class it explains (the top breed when not given)."""
@@ -112,7 +112,7 @@ class Explainer:
                 max_pixels: int | None = OVERLAY_MAX_PIXELS) -> Explanation:
         """Photo (path, bytes or PIL image) -> heat-map and overlay for ``breed`` (default: the top breed), at
         most ``max_pixels`` large (reduced by a whole factor; None: the photo's own size)."""
-        img = load_image(src)
+        img = decode(src)
         if max_pixels is not None:
             img = reduce_to_pixels(img, max_pixels)
         heat, c = self.heatmap(img, self.class_index(breed))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -16,12 +15,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .accel import loader_kwargs, run_module
+from .accel import loader_kwargs
 from .errors import ImageDecodeError
-from .export import onnx_session_for
 from .fileio import atomic_write
+from .inference.decode import prepare
+from .inference.runners import create_runner
 from .paths import cache_dir, model_fingerprint
-from .transforms import Preprocess, load_image, preprocess_image, to_tensor
+from .transforms import Preprocess
 
 VIEWS = ("plain", "flip")
 
@@ -60,12 +60,8 @@ class _Images(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, str]:
         try:
-            box = self.boxes[i] if self.boxes is not None else None
-            # Boxes are in original pixels, so a JPEG draft (reduced-size decode) would misplace them.
-            draft = None if box is not None and self.cfg.box_crop else self.cfg.draft_size
-            img = load_image(self.paths[i], draft_size=draft)
-            x = to_tensor(preprocess_image(img, self.cfg, box), self.cfg.mean, self.cfg.std)
-            return x, i, ""
+            x = prepare(self.paths[i], self.cfg, self.boxes[i] if self.boxes is not None else None)
+            return torch.from_numpy(x), i, ""
         except ImageDecodeError as e:
             return torch.zeros(3, self.cfg.size, self.cfg.size), i, str(e) or "unreadable"
 
@@ -88,13 +84,6 @@ def _from_cache(digests: list[str], keys: dict[str, str], results: dict[tuple[in
         if missing:
             todo.append(i)
     return todo
-
-
-def _runner(model: Any, cfg: Preprocess, runtime: str, device: str, precision: str) -> Any:
-    """Image batch -> (breed logits, ImageNet logits, features): an ONNX Runtime session or the module on device."""
-    if runtime == "onnx":
-        return onnx_session_for(model, cfg.size)
-    return functools.partial(run_module, model.to(device).eval(), device=device, precision=precision)
 
 
 def extract(
@@ -131,7 +120,8 @@ def extract(
     errors: list[str | None] = [None if d else f"file not found: {p}" for p, d in zip(paths, digests, strict=True)]
     todo = _from_cache(digests, keys, results) if use_cache else [i for i, d in enumerate(digests) if d]
     if todo:
-        runner = _runner(model, cfg, runtime, device, precision)
+        # The module as trained (no BatchNorm folding), so cached features do not depend on the runtime chosen.
+        runner = create_runner(model, runtime, device, precision, size=cfg.size, fold_batchnorm=False)
         ds = _Images([paths[i] for i in todo], cfg, [boxes[i] for i in todo] if boxes is not None else None)
         dl = DataLoader(ds, batch_size=batch_size, shuffle=False, **loader_kwargs(device, num_workers))
         it: Any = dl

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .breeds import normalize_key
+from .breeds import BreedIndex
 from .models import DEFAULT_BACKBONE
 
 FORMAT = "dogbreed-gallery/1"
@@ -46,10 +46,7 @@ class Gallery:
 
     def breed_index(self, wnid: str | None, name: str) -> int | None:
         """The gallery's label for a predicted breed: by wnid, else by name (breeds added with no wnid)."""
-        for j, b in enumerate(self.breeds):
-            if (wnid and b["wnid"] == wnid) or (not wnid and normalize_key(str(b["name"])) == normalize_key(name)):
-                return j
-        return None
+        return BreedIndex(self.breeds).find(None if wnid else name, wnid)
 
     def nearest(self, query: torch.Tensor, breeds: Sequence[tuple[str | None, str]], k: int = 3,
                 ) -> list[dict[str, Any]]:
@@ -123,9 +120,9 @@ def _file(path: str | Path) -> Path:
 def thumbnail_jpeg(path: str, px: int = THUMB_PX) -> bytes:
     from PIL import Image
 
-    from .transforms import load_image
+    from .inference.decode import decode
 
-    img = load_image(path, draft_size=px)
+    img = decode(path, draft_size=px)
     img.thumbnail((px, px), Image.Resampling.BICUBIC)
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=80, optimize=True)

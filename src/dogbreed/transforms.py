@@ -36,6 +36,13 @@ LITE_MEAN = (127.0 / 255.0,) * 3
 LITE_STD = (128.0 / 255.0,) * 3
 
 RESIZE_MODES = ("center_crop", "squash", "pad", "shorter")
+FULL_SIZE = "dogbreed_full_size"  # key in a decoded image's info: (width, height) of the photo as stored, upright
+
+
+def full_size(img: Image.Image) -> tuple[int, int]:
+    """The upright size of the photo ``img`` was decoded from (a JPEG draft or a reduction may have shrunk it)."""
+    size = img.info.get(FULL_SIZE)
+    return (int(size[0]), int(size[1])) if size else img.size
 
 
 def _path_error(problem: str) -> ImageDecodeError:
@@ -84,6 +91,7 @@ def load_image(
     limit = max_pixels or Image.MAX_IMAGE_PIXELS
     if limit and img.size[0] * img.size[1] > limit:
         raise ImageTooLarge(f"image too large: {img.size[0]}x{img.size[1]} pixels exceeds {limit}")
+    full = img.size
     try:
         if draft_size and img.format == "JPEG":
             w, h = img.size
@@ -93,8 +101,12 @@ def load_image(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img.load()
+        swapped = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # rotated a quarter turn: width and height swap
         ImageOps.exif_transpose(img, in_place=True)  # no full-size copy (a 49 MP photo's would be 196 MB)
-        return to_rgb(img)
+        out = to_rgb(img)
+        # The photo's own size, upright, before any draft reduction: boxes are reported in these pixels.
+        out.info[FULL_SIZE] = (full[1], full[0]) if swapped else full
+        return out
     except ImageDecodeError:
         raise
     except Exception as e:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from ..breeds import Breed, normalize_key
+from ..breeds import Breed, BreedIndex
 from ..fileio import atomic_write_bytes
 from ..paths import cache_dir
 
@@ -56,14 +56,8 @@ def breed_folder(breed: Breed) -> str:
 
 def find_breed(classes: list[Breed], name_or_wnid: str) -> Breed | None:
     """Match a breed the model knows by wnid, folder or any spelling of its name."""
-    s = name_or_wnid.strip()
-    if not s:
-        return None
-    key = normalize_key(s)
-    for b in classes:
-        if s == b.wnid or s == b.folder or key == normalize_key(b.name):
-            return b
-    return None
+    i = BreedIndex(classes).find(name_or_wnid)
+    return None if i is None else classes[i]
 
 
 class FeedbackQuotaExceeded(Exception):

@@ -14,7 +14,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..accel import is_cuda
-from ..breeds import Breed, clean_name, lookup, normalize_key
+from ..breeds import Breed, BreedIndex, clean_name, lookup
 from ..data import Sample, load_dataset, load_manifest, make_loader, make_split, save_manifest
 from ..errors import DataError
 from ..features import extract
@@ -83,13 +83,10 @@ def class_names_of(cfg: TrainConfig, splits: dict[str, list[Sample]]) -> list[st
 
 def match_classes(samples: Sequence[Any], class_names: Sequence[str]) -> tuple[list[Any], np.ndarray, int]:
     """Samples of another dataset whose breed is one of the run's classes (by wnid or normalised name)."""
-    by_key = {normalize_key(clean_name(n)): i for i, n in enumerate(class_names)}
-    by_wnid = {b.wnid: i for i, b in enumerate(run_classes(class_names)) if b.wnid}
+    classes = BreedIndex(run_classes(class_names))
     kept, labels = [], []
     for s in samples:
-        i = by_wnid.get(getattr(s, "wnid", None)) if getattr(s, "wnid", None) else None
-        if i is None:
-            i = by_key.get(normalize_key(clean_name(str(s.breed))))
+        i = classes.find(str(s.breed), getattr(s, "wnid", None))
         if i is not None:
             kept.append(s)
             labels.append(i)

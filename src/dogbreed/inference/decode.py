@@ -1,0 +1,150 @@
+"""Decode + preprocess: a path or bytes -> an upright RGB photo -> the normalised array a member takes.
+
+One error policy for every caller (the CLI, batch runs, Ray, the service, features, cards, galleries): whatever
+fails while a photo is decoded or prepared becomes an `ImageDecodeError` naming why, and a batch keeps that
+photo's reason in its place instead of raising.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ..errors import ImageDecodeError, UnreadableImage
+from ..transforms import Preprocess, load_image, preprocess_image, to_array
+from .regions import Region, crop, find_regions
+
+Source = str | Path | bytes
+
+
+def decode(src: Source | Image.Image, *, draft_size: int | None = None, max_pixels: int | None = None,
+           ) -> Image.Image:
+    """`transforms.load_image` under the one error policy: any failure is an `ImageDecodeError`."""
+    try:
+        return load_image(src, draft_size=draft_size, max_pixels=max_pixels)
+    except ImageDecodeError:
+        raise
+    except Exception as e:  # noqa: BLE001 - one bad file must give a reason, whatever Pillow raised
+        raise UnreadableImage(str(e) or type(e).__name__) from e
+
+
+def to_input(img: Image.Image, cfg: Preprocess, box: tuple[float, float, float, float] | None = None) -> np.ndarray:
+    """A decoded photo -> one member's normalised (3, H, W) float32 input."""
+    try:
+        return to_array(preprocess_image(img, cfg, box), cfg.mean, cfg.std)
+    except ImageDecodeError:
+        raise
+    except Exception as e:  # noqa: BLE001 - e.g. a mode or size preprocessing cannot take
+        raise UnreadableImage(str(e) or type(e).__name__) from e
+
+
+def prepare(src: Source, cfg: Preprocess, box: tuple[float, float, float, float] | None = None) -> np.ndarray:
+    """Path or bytes -> normalised input; JPEGs are decoded at draft size unless a box (in original pixels) is
+    cropped, since a reduced decode would misplace it."""
+    use_box = cfg.box_crop and box is not None
+    return to_input(decode(src, draft_size=None if use_box else cfg.draft_size), cfg, box)
+
+
+@dataclass
+class Prepared:
+    """One batch as the network needs it. Each readable photo has one or more regions (`inference.regions`: the
+    whole photo, then a crop per animal the detection stage found), and each region is one row of the per-member
+    (rows, 3, H, W) float32 arrays (torch tensors when they came from a DataLoader worker). Failed photos keep their
+    reason, in order. The region images themselves are kept when asked for (stages that look at a row again, like
+    the dog cascade)."""
+
+    paths: list[str | None]
+    errors: list[str | None]  # None where the photo decoded; the row's error message otherwise
+    tensors: list[Any]
+    images: list[Image.Image] | None = field(default=None, repr=False)  # one per row
+    regions: list[list[Region]] | None = None  # per readable photo; None: the whole photo alone, one row each
+
+    @property
+    def ok_paths(self) -> list[str | None]:
+        return [p for p, e in zip(self.paths, self.errors, strict=True) if e is None]
+
+    def pin_memory(self) -> Prepared:  # DataLoader(pin_memory=True) calls this on custom batch types
+        return Prepared(self.paths, self.errors, [t.pin_memory() for t in self.tensors], self.images, self.regions)
+
+
+def prepare_image(img: Image.Image, preprocess: Sequence[Preprocess], finder: Any | None = None,
+                  ) -> tuple[list[Region], list[Image.Image], list[list[np.ndarray]]]:
+    """A decoded photo -> its regions, each region's image, and per region one input per member."""
+    regions = find_regions(img, finder)
+    views = [crop(img, r) for r in regions]
+    return regions, views, [[to_input(v, cfg) for cfg in preprocess] for v in views]
+
+
+def prepare_batch(sources: Sequence[Source | Image.Image], preprocess: Sequence[Preprocess], draft_size: int,
+                  names: Sequence[str | None] | None = None, keep_images: bool = False,
+                  finder: Any | None = None) -> Prepared:
+    """Decode + preprocess photos (or take decoded ones) for every member, with the detection stage's regions when
+    a ``finder`` is given; a photo that fails gets its reason, never an exception."""
+    per_member: list[list[np.ndarray]] = [[] for _ in preprocess]
+    errors: list[str | None] = []
+    images: list[Image.Image] = []
+    regions: list[list[Region]] = []
+    for src in sources:
+        try:
+            img = src if isinstance(src, Image.Image) else decode(src, draft_size=draft_size)
+            found, views, xs = prepare_image(img, preprocess, finder)
+        except ImageDecodeError as e:
+            errors.append(str(e) or type(e).__name__)
+            continue
+        errors.append(None)
+        regions.append(found)
+        if keep_images:
+            images += views
+        for row in xs:
+            for acc, x in zip(per_member, row, strict=True):
+                acc.append(x)
+    tensors = [np.stack(acc) if acc else np.empty((0, 3, cfg.size, cfg.size), np.float32)
+               for acc, cfg in zip(per_member, preprocess, strict=True)]
+    paths = list(names) if names is not None else [s if isinstance(s, str) else
+                                                   (str(s) if isinstance(s, Path) else None) for s in sources]
+    return Prepared(paths, errors, tensors, images if keep_images else None, regions if finder is not None else None)
+
+
+def prepared_batches(sources: Iterable[Source], preprocess: Sequence[Preprocess], draft_size: int, batch_size: int,
+                     names: Iterable[str | None] | None = None, keep_images: bool = False,
+                     part: tuple[int, int] = (0, 1), finder: Any | None = None) -> Iterator[Prepared]:
+    """`prepare_batch` over consecutive chunks of ``sources``; ``part`` = (w, W) keeps chunks w, w+W, ... (one
+    decode worker's share)."""
+    import itertools
+
+    it = iter(sources)
+    name_it = iter(names) if names is not None else None
+    for i in itertools.count():
+        chunk = list(itertools.islice(it, batch_size))
+        if not chunk:
+            return
+        chunk_names = list(itertools.islice(name_it, len(chunk))) if name_it is not None else None
+        if i % part[1] == part[0]:
+            yield prepare_batch(chunk, preprocess, draft_size, chunk_names, keep_images, finder)
+
+
+def row_source(b: Prepared, row: int) -> tuple[int, Region | None]:
+    """Which readable photo (its index among them) and which of its regions a row of ``b`` holds."""
+    if b.regions is None:
+        return row, None
+    for photo, found in enumerate(b.regions):
+        if row < len(found):
+            return photo, found[row]
+        row -= len(found)
+    raise IndexError("row out of range")
+
+
+def photo_rows(b: Prepared) -> list[int]:
+    """The first row (its whole-photo row) of each readable photo of ``b``."""
+    if b.regions is None:
+        return list(range(len(b.ok_paths)))
+    starts, n = [], 0
+    for found in b.regions:
+        starts.append(n)
+        n += len(found)
+    return starts

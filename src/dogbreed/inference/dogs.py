@@ -1,0 +1,107 @@
+"""Per-dog answers: the rows of one photo (the whole photo, then each candidate's crop) -> a `Prediction` whose
+``dogs`` lists every dog found, most prominent first, and whose own verdict and breeds describe the main dog.
+
+The rule, chosen on the tune half of the composites in bench/dogs_in_scene.py (never on the photos it reports):
+a candidate is a dog when its crop's dog probability reaches the decision threshold (the dog-or-not head judges
+each crop, so a dog the detector called a cat is kept and a cat is still refused). A lone dog whose box covers at
+least `WHOLE_PHOTO_AREA` of the photo also keeps the whole photo as evidence (the mean of the two log-probability
+rows): close up, the whole photo sees the same dog with more context. When no crop is a dog but the whole photo
+is, the photo still answers "dog", with the most likely candidate's box (or the whole photo) as the dog's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..breeds import Breed
+from ..dogness import log_softmax
+from .regions import Region
+from .scoring import BreedScore, Decision, Prediction, decide
+
+WHOLE_PHOTO_AREA = 0.3  # a lone dog at least this large also reads the whole photo
+CONTAINED = 0.8  # a dog box this much inside a larger dog box is a part of that dog (a head), not a second dog
+
+
+@dataclass
+class Dog:
+    """One dog in a photo: its box in the photo's pixels (x0, y0, x1, y1, after EXIF rotation) and its answer."""
+
+    box: list[int]
+    dog_probability: float
+    verdict: str
+    breeds: list[BreedScore]
+    several_breeds_likely: bool = False
+    explanation: str | None = None  # the heat-map of this dog, with --explain
+    look_alikes: list[dict[str, Any]] | None = None  # with --gallery
+    row: int = field(default=0, repr=False)  # its row among the photo's regions (0: the whole photo)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"box": self.box, "dog_probability": self.dog_probability, "verdict": self.verdict,
+             "breeds": [vars(b).copy() for b in self.breeds], "several_breeds_likely": self.several_breeds_likely}
+        for k in ("explanation", "look_alikes"):
+            if getattr(self, k) is not None:
+                d[k] = getattr(self, k)
+        return d
+
+
+def answer_photos(logp: np.ndarray, dog: np.ndarray, regions: Sequence[list[Region]], paths: Sequence[str | None],
+                  classes: Sequence[Breed], decision: Decision, top_k: int) -> list[Prediction]:
+    """Rows of a batch (each photo's regions in order) -> one `Prediction` per photo, with its dogs."""
+    out, start = [], 0
+    for path, found in zip(paths, regions, strict=True):
+        rows = slice(start, start + len(found))
+        out.append(answer_photo(logp[rows], dog[rows], found, path, classes, decision, top_k))
+        start += len(found)
+    return out
+
+
+def answer_photo(logp: np.ndarray, dog: np.ndarray, regions: Sequence[Region], path: str | None,
+                 classes: Sequence[Breed], decision: Decision, top_k: int) -> Prediction:
+    """One photo's rows (row 0 the whole photo, then one per candidate) -> its `Prediction` with ``dogs``."""
+    kept = _dogs_among(dog, regions, decision.dog_threshold)
+    if not kept:
+        (whole,) = decide(logp[:1], dog[:1], [path], classes, decision, top_k)
+        if whole.verdict == "no_dog":
+            whole.dogs = []
+            return whole
+        box = regions[int(np.argmax(dog[1:])) + 1].photo_box if len(regions) > 1 else regions[0].photo_box
+        whole.dogs = [_dog(whole, box, 0)]
+        return whole
+    if len(kept) == 1 and regions[kept[0]].area >= WHOLE_PHOTO_AREA:
+        i = kept[0]
+        rows = log_softmax((logp[0] + logp[i])[None] / 2)
+        dogp = np.array([max(dog[0], dog[i])], dtype=np.float32)
+    else:
+        rows, dogp = logp[kept], dog[kept]
+    answers = decide(rows, dogp, [path] * len(kept), classes, decision, top_k)
+    main = answers[0]
+    main.dogs = [_dog(a, regions[i].photo_box, i) for a, i in zip(answers, kept, strict=True)]
+    return main
+
+
+def _dogs_among(dog: np.ndarray, regions: Sequence[Region], threshold: float) -> list[int]:
+    """Candidate rows whose crop is a dog, most prominent (area x dog probability) first, without the parts of a
+    dog already kept (a head box inside the body's box)."""
+    rows = [i for i in range(1, len(regions)) if dog[i] >= threshold]
+    rows.sort(key=lambda i: -regions[i].area * float(dog[i]))
+    kept: list[int] = []
+    for i in rows:
+        if not any(_inside(regions[i].photo_box, regions[j].photo_box) >= CONTAINED for j in kept):
+            kept.append(i)
+    return kept
+
+
+def _inside(a: list[int], b: list[int]) -> float:
+    """The share of box ``a`` that lies inside box ``b``."""
+    w = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    area = max(1, (a[2] - a[0]) * (a[3] - a[1]))
+    return w * h / area
+
+
+def _dog(p: Prediction, box: list[int], row: int) -> Dog:
+    return Dog(box, p.dog_probability, p.verdict, p.breeds, p.several_breeds_likely, row=row)

@@ -1,0 +1,115 @@
+"""Loading: a set of `PredictOptions` -> the members, classes, decision and dog stages a `Predictor` runs.
+
+The model spec goes through the one resolver (`resolve.resolve_model`); each member gets a runner
+(`runners.create_runner`); the dog detector (shipped, fitted by the user, or none) brings its threshold for this
+member/view combination and, for `fast`, its cascade.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..breeds import Breed
+from ..dogness import DogDetector, default_detector
+from ..errors import ModelLoadError
+from ..resolve import QUALITIES, ResolvedModel, resolve_model
+from ..runtime import resolve_device
+from ..specs import get_spec
+from .options import PredictOptions
+from .runners import create_runner, packaged_runner, remember_export, session_precision, uses_onnx
+from .scoring import CascadeStage, Decision, Member
+
+CPU_BATCH_SIZE = 16
+FIND_DRAFT = 448  # shorter side: a dog a tenth of a big photo's width keeps ~60 px or more
+
+
+@dataclass
+class LoadedModel:
+    """What one set of options loads to; `Predictor` runs it."""
+
+    members: list[Member]
+    classes: list[Breed]
+    decision: Decision
+    device: str
+    batch_size: int
+    tta_flip: bool
+    resolved: ResolvedModel
+    detector: DogDetector | None = None
+    cascade: CascadeStage | None = None
+    finder: Any | None = None  # `detect.DogFinder`: the detection stage, when it runs
+
+    @property
+    def draft_size(self) -> int:
+        """Shorter side JPEGs may be decoded at: enough for the largest member's input (and the cascade's), and
+        with the detection stage enough that a small dog's crop still has pixels to show."""
+        sizes = [m.preprocess.draft_size for m in self.members]
+        if self.cascade is not None:  # the cascade's member reads the same decoded photo at its own, larger size
+            sizes += [get_spec(b).preprocess().draft_size for b in self.cascade.cascade.extra_backbones()]
+        if self.finder is not None:
+            sizes.append(FIND_DRAFT)
+        return max(sizes)
+
+    @property
+    def member_backbones(self) -> list[str]:
+        return [m.backbone for m in self.members]
+
+
+def load_model(opts: PredictOptions) -> LoadedModel:
+    """Resolve, place and attach everything ``opts`` asks for; a model that cannot load raises `ModelLoadError`."""
+    if opts.quality not in QUALITIES:
+        raise ValueError("quality must be 'fast' or 'best'")
+    device = resolve_device(opts.device)
+    onnx = uses_onnx(opts.runtime, device)
+    prec = session_precision(opts.precision, device, onnx)
+    # On ONNX Runtime the packaged models start from their cached export, without building the PyTorch model.
+    resolved = resolve_model(opts.model, quality=opts.quality, cached_onnx=onnx,
+                             precision=prec if prec in ("fp32", "bf16") else "fp32")
+    runtime = "onnx" if resolved.kind == "onnx" else opts.runtime  # the graph is all there is
+    members = []
+    for c in resolved.classifiers:
+        runner = create_runner(c, runtime, device, opts.precision)
+        if resolved.kind in ("default", "imagenet"):
+            remember_export(c, runner, resolved.kind == "default")
+        members.append(Member(runner, c.preprocess_cfg, c.backbone_name))
+    if opts.batch_size is None:
+        from ..accel import CUDA_BATCH_SIZE, is_cuda
+
+        batch_size = CUDA_BATCH_SIZE if is_cuda(device) else CPU_BATCH_SIZE
+    else:
+        batch_size = opts.batch_size
+    # "best" runs three backbones where the model has them; a single head can only add the flip view.
+    m = LoadedModel(members, list(resolved.classifiers[0].classes), Decision.from_dict(resolved.decision), device,
+                    batch_size, opts.tta_flip or opts.quality == "best", resolved)
+    _attach_dog_detector(m, opts, runtime, device)
+    if opts.find_dogs and m.detector is not None:  # without a dog detector nothing could refuse a false crop
+        from .detect import default_finder
+
+        m.finder = default_finder(prec if prec in ("fp32", "bf16") and onnx else "fp32")
+    if opts.dog_threshold is not None:
+        m.decision.dog_threshold = opts.dog_threshold
+    return m
+
+
+def _attach_dog_detector(m: LoadedModel, opts: PredictOptions, runtime: str, device: str) -> None:
+    """The dog detector and its threshold for this member/view combination, and the cascade where it applies.
+
+    Its heads read the ImageNet head of an unchanged pretrained backbone, so a fine-tuned backbone keeps the plain
+    dog mass.
+    """
+    fine_tuned = m.resolved.backbone_in_weights
+    if opts.dog_detector == "none" or (fine_tuned and opts.dog_detector == "default"):
+        return
+    det = default_detector() if opts.dog_detector == "default" else DogDetector.load(opts.dog_detector)
+    if det is None or not any(b in det.heads for b in m.member_backbones):
+        if opts.dog_detector != "default":
+            raise ModelLoadError(f"dog detector {opts.dog_detector} has no head for {m.member_backbones}")
+        return
+    m.detector = det
+    views = ("plain", "flip") if m.tta_flip else ("plain",)
+    m.decision.dog_threshold = det.threshold(m.member_backbones, views, opts.dog_target_recall)
+    c = det.cascade
+    if (opts.dog_cascade and c is not None and m.member_backbones == [c.first] and not m.tta_flip
+            and opts.dog_target_recall is None):
+        m.cascade = CascadeStage(det, lambda bb: packaged_runner(bb, False, runtime, device, opts.precision))
+        m.decision.dog_threshold = c.threshold

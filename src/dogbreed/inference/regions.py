@@ -1,0 +1,69 @@
+"""Regions: the parts of a photo the members look at: the whole photo, and a crop around each animal the detection
+stage (`inference.detect`) finds, so a small dog or each of two dogs gets its own look.
+
+A crop is the detector's box grown by `MARGIN` of its size on each side, then made square around its centre (the
+members' centre crop would otherwise cut a tall dog's head or a long dog's tail), clipped to the photo.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image
+
+from ..transforms import crop_box, full_size
+
+MARGIN = 0.15  # of the box's size on each side (0.3 in all): the probe in the issue kept 30% of context
+MAX_CANDIDATES = 4  # crops per photo at most: each costs one member forward
+
+
+@dataclass(frozen=True)
+class Region:
+    """The whole photo (``box`` None) or one candidate animal: its box in the decoded image's pixels, the same box
+    in the photo's own pixels, the share of the photo it covers, and the detector's score and class."""
+
+    box: tuple[float, float, float, float] | None
+    photo_box: list[int]
+    area: float
+    score: float = 1.0
+    label: str = "photo"
+
+
+def find_regions(img: Image.Image, finder: Any | None, max_candidates: int = MAX_CANDIDATES) -> list[Region]:
+    """The whole photo first, then up to ``max_candidates`` detections (the finder's order: most prominent
+    first)."""
+    out = [Region(None, photo_box(img, None), 1.0)]
+    if finder is not None:
+        for d in finder.find(img)[:max_candidates]:
+            box = tuple(float(v) for v in d.box)
+            out.append(Region(box, photo_box(img, box), area_fraction(img, box), float(d.score), str(d.label)))  # type: ignore[arg-type]
+    return out
+
+
+def crop(img: Image.Image, region: Region, margin: float = MARGIN) -> Image.Image:
+    """The pixels a member sees for ``region``: the photo itself, or the square crop around its box."""
+    if region.box is None:
+        return img
+    x0, y0, x1, y1 = region.box
+    mw, mh = (x1 - x0) * (1 + 2 * margin), (y1 - y0) * (1 + 2 * margin)
+    side = max(mw, mh)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    return crop_box(img, (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2), margin=0.0)
+
+
+def photo_box(img: Image.Image, box: tuple[float, float, float, float] | None) -> list[int]:
+    """A box in ``img``'s pixels -> the same box in the photo's own pixels (after EXIF rotation, before any draft
+    reduction), as integers; None -> the whole photo."""
+    fw, fh = full_size(img)
+    if box is None:
+        return [0, 0, fw, fh]
+    sx, sy = fw / img.size[0], fh / img.size[1]
+    x0, y0, x1, y1 = box
+    return [max(0, round(x0 * sx)), max(0, round(y0 * sy)), min(fw, round(x1 * sx)), min(fh, round(y1 * sy))]
+
+
+def area_fraction(img: Image.Image, box: tuple[float, float, float, float]) -> float:
+    """How much of the photo a box covers."""
+    x0, y0, x1, y1 = box
+    return max(0.0, x1 - x0) * max(0.0, y1 - y0) / float(img.size[0] * img.size[1])

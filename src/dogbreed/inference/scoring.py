@@ -1,0 +1,212 @@
+"""Scoring: the members' raw outputs -> breed log-probabilities, a dog probability, and the decision that makes a
+`Prediction`.
+
+Breeds are a weighted mean of temperature-scaled log-probabilities over members and views; the dog probability is
+the calibrated dog detector over the same outputs (or the ImageNet head's dog mass without one), and `fast`'s
+cascade looks again, with a stronger member, only at photos whose first dog probability is uncertain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+from PIL import Image
+
+from ..breeds import DOG_INDICES, Breed
+from ..dogness import DogDetector, log_softmax
+from ..transforms import Preprocess
+from .decode import to_input
+from .runners import ModelOutputs, Runner
+
+
+@dataclass
+class BreedScore:
+    wnid: str | None
+    name: str
+    probability: float
+
+
+@dataclass
+class Prediction:
+    path: str | None
+    verdict: str
+    dog_probability: float
+    breeds: list[BreedScore]
+    several_breeds_likely: bool = False
+    error: str | None = None
+    # Optional, present only when asked for: the heat-map PNG written for this photo (`--explain`), and the
+    # nearest gallery photos of the top breeds (`--gallery`).
+    explanation: str | None = None
+    look_alikes: list[dict[str, Any]] | None = None
+    # Every dog found (`inference.dogs.Dog`), most prominent first, when the detection stage ran; the fields above
+    # then describe the first.
+    dogs: list[Any] | None = None
+
+    @classmethod
+    def failed(cls, path: str | None, error: str) -> Prediction:
+        """The row of a photo that could not be read: verdict "error" and why."""
+        return cls(path, "error", 0.0, [], error=error)
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"path": self.path, "error": self.error}
+        d = asdict(self)
+        d.pop("error")
+        for k in ("explanation", "look_alikes", "dogs"):
+            if d[k] is None:
+                d.pop(k)
+        if self.dogs is not None:
+            d["dogs"] = [g.to_dict() for g in self.dogs]
+        return d
+
+
+@dataclass
+class Decision:
+    """Thresholds that turn scores into a verdict; stored with a model so every front end agrees."""
+
+    dog_threshold: float = 0.5
+    # model="default" takes temperature and uncertain_threshold per quality mode from package data
+    # (data/breed_heads.json, fitted by scripts/fit_default_heads.py); a model dir from its model.json "decision".
+    uncertain_threshold: float = 0.35  # calibrated top-1 below this -> "mixed or uncertain breed"
+    several_breeds_threshold: float = 0.25  # a second breed at least this likely -> say so
+    temperature: float = 1.0  # breed-logit temperature (calibration); 1.0 = as the head says
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> Decision:
+        d = d or {}
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class Member:
+    """One model of the ensemble, with the preprocessing its input needs and the backbone that names it."""
+
+    runner: Runner
+    preprocess: Preprocess
+    backbone: str
+    weight: float = 1.0
+
+    @property
+    def model(self) -> Any:
+        """The placed model itself: an `onnxrun.OnnxModel` session or a torch module."""
+        return self.runner.model
+
+
+class MemberOutput(NamedTuple):
+    member: Member
+    view: str  # "plain" or "flip"
+    out: ModelOutputs
+
+
+def flip(x: Any) -> Any:
+    """Mirror a batch left-right: numpy (contiguous, so torch and ONNX Runtime take it as is) or torch."""
+    return np.ascontiguousarray(x[..., ::-1]) if isinstance(x, np.ndarray) else x.flip(-1)
+
+
+def run_members(members: Sequence[Member], xs: Sequence[Any], tta_flip: bool) -> list[MemberOutput]:
+    """Every member on its own batch, plain view (and flipped with ``tta_flip``)."""
+    outputs: list[MemberOutput] = []
+    for m, x in zip(members, xs, strict=True):
+        views = {"plain": x, "flip": flip(x)} if tta_flip else {"plain": x}
+        for view, v in views.items():
+            outputs.append(MemberOutput(m, view, m.runner(v)))
+    return outputs
+
+
+def combine_breeds(outputs: Sequence[MemberOutput], temperature: float) -> np.ndarray:
+    """Weighted mean of temperature-scaled log-probabilities over members and views.
+
+    Log-probabilities rather than raw logits so members with differently scaled heads (an adapted head next to an
+    ImageNet one) count alike; on stanford-subset the two tie and beat averaging probabilities by 0.1 pt.
+    """
+    total = sum(o.member.weight for o in outputs)
+    t = np.float32(temperature)
+    logp = sum(np.float32(o.member.weight / total) * log_softmax(np.asarray(o.out.breed_logits, np.float32) / t)
+               for o in outputs)
+    return log_softmax(logp)
+
+
+def dog_mass(imagenet_logits: np.ndarray) -> np.ndarray:
+    """Probability the ImageNet head gives to any dog class (120 breeds + dalmatian)."""
+    p = np.exp(log_softmax(np.asarray(imagenet_logits, dtype=np.float32)))
+    return p[:, list(DOG_INDICES)].sum(-1)
+
+
+def dog_probability(outputs: Sequence[MemberOutput], detector: DogDetector | None, n: int) -> np.ndarray:
+    """Calibrated dog detector over members and views when loaded; else mean ImageNet dog mass (ones when no
+    member has an ImageNet head)."""
+    with_imagenet = [o for o in outputs if o.out.imagenet_logits.shape[-1]]
+    if detector is not None:
+        named = [(o.member.backbone, o.out.imagenet_logits, o.out.features) for o in with_imagenet]
+        if any(b in detector.heads for b, _, _ in named):
+            return detector.combine(named)
+    dogs = [dog_mass(o.out.imagenet_logits) for o in with_imagenet]
+    return np.stack(dogs).mean(0) if dogs else np.ones(n, dtype=np.float32)
+
+
+class CascadeStage:
+    """`fast`'s second look: photos whose first dog probability lies in the cascade's band are scored again by its
+    stronger member(s), loaded on first use so clear photos never pay."""
+
+    def __init__(self, detector: DogDetector, load: Callable[[str], tuple[Runner, Preprocess]]):
+        assert detector.cascade is not None
+        self.detector, self.cascade, self._load = detector, detector.cascade, load
+        self._members: dict[str, tuple[Runner, Preprocess]] = {}
+
+    @property
+    def loaded_backbones(self) -> list[str]:
+        """The second-stage members loaded so far (none until a photo falls in the band)."""
+        return list(self._members)
+
+    def member(self, backbone: str) -> tuple[Runner, Preprocess]:
+        if backbone not in self._members:
+            self._members[backbone] = self._load(backbone)
+        return self._members[backbone]
+
+    def __call__(self, dog: np.ndarray, outputs: Sequence[MemberOutput],
+                 image: Callable[[int], Image.Image | None]) -> np.ndarray:
+        """``image(row)``: the decoded photo of that row (None when it cannot be had again: its first score
+        stands)."""
+        c = self.cascade
+        band = np.flatnonzero((dog >= c.band[0]) & (dog <= c.band[1])).tolist()
+        ims = {r: im for r in band if (im := image(r)) is not None}
+        rows = list(ims)
+        if not rows:
+            return dog
+        have: dict[tuple[str, str], np.ndarray] = {
+            (c.first, "plain"): next(o.out.imagenet_logits for o in outputs if o.view == "plain")[rows]}
+        for bb in c.extra_backbones():
+            runner, pre = self.member(bb)
+            x = np.stack([to_input(ims[r], pre) for r in rows])
+            for view in {v for b, v in c.second if b == bb}:
+                have[(bb, view)] = runner(flip(x) if view == "flip" else x).imagenet_logits
+        dog = dog.copy()
+        dog[rows] = self.detector.combine([(b, have[(b, v)], None) for b, v in c.second]).astype(dog.dtype)
+        return dog
+
+
+def decide(logp: np.ndarray, dog: np.ndarray, paths: Sequence[str | None], classes: Sequence[Breed],
+           decision: Decision, top_k: int) -> list[Prediction]:
+    """Scores -> one `Prediction` per row: the top-k breeds and a verdict (dog, no_dog or uncertain_breed)."""
+    out = []
+    k = min(top_k, len(classes))
+    probs = np.exp(logp)
+    top_i = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
+    top_p = np.take_along_axis(probs, top_i, -1)
+    for row in range(len(paths)):
+        breeds = [BreedScore(classes[i].wnid, classes[i].name, round(float(p), 6))
+                  for p, i in zip(top_p[row].tolist(), top_i[row].tolist(), strict=True)]
+        d = float(dog[row])
+        if d < decision.dog_threshold:
+            verdict = "no_dog"
+        elif breeds[0].probability < decision.uncertain_threshold:
+            verdict = "uncertain_breed"
+        else:
+            verdict = "dog"
+        several = (verdict != "no_dog" and len(breeds) > 1
+                   and breeds[1].probability >= decision.several_breeds_threshold)
+        out.append(Prediction(paths[row], verdict, round(d, 6), breeds, several))
+    return out

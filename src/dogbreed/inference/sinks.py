@@ -1,0 +1,292 @@
+"""Sinks: predictions -> rows in CSV, JSONL or Parquet, written as they are produced, with one resume rule.
+
+The rule, for the local engine and Ray alike: the rows already in an output must be the first inputs, in order
+(checked), and a rerun skips exactly those. Rows come out one per input in input order, so that is all a resume
+needs to know.
+
+- ``.csv`` / ``.jsonl``: appended and flushed batch by batch; on resume a torn last line is cut off.
+- ``.parquet``: a folder of numbered part files (`PART_ROWS` rows each), each written atomically
+  (`fileio.atomic_write`), so a part is whole or absent (``pyarrow.parquet.read_table(out)`` reads the folder).
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import BatchError
+from ..fileio import atomic_write
+from .scoring import Prediction
+from .sources import pyarrow_parquet
+
+OUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}
+PART_ROWS = 1024  # rows per Parquet part: at most this many answers are redone after an interruption
+BASE_COLUMNS = ["path", "verdict", "dog_probability", "several_breeds_likely", "error"]
+# With the detection stage: how many dogs the photo holds, which one the row describes (1 = the main dog; empty
+# when none), and that dog's box in the photo's pixels.
+DOG_COLUMNS = ["dogs", "dog", "box_x0", "box_y0", "box_x1", "box_y1"]
+
+
+def columns(top_k: int, dogs: bool = False) -> list[str]:
+    return (BASE_COLUMNS + (DOG_COLUMNS if dogs else [])
+            + [f"{k}_{i}" for i in range(1, top_k + 1) for k in ("breed", "wnid", "probability")])
+
+
+def flat_row(p: Prediction, top_k: int, dogs: bool = False) -> dict[str, Any]:
+    """One prediction as one flat row (CSV and Parquet): the top-k breeds as breed_i / wnid_i / probability_i;
+    with ``dogs``, the dog count and the main dog's box."""
+    return flat_rows(p, top_k, dogs)[0]
+
+
+def flat_rows(p: Prediction, top_k: int, dogs: bool = False, per_dog: bool = False) -> list[dict[str, Any]]:
+    """A prediction's rows: one for the photo (its main dog), or with ``per_dog`` one for each dog it holds (one
+    row still for a photo with none), each with that dog's answer and box."""
+    found = list(p.dogs or [])
+    answers: list[Any] = found if per_dog and len(found) > 1 else [p]
+    rows = []
+    for n, a in enumerate(answers, 1):
+        row: dict[str, Any] = {"path": p.path, "verdict": a.verdict if p.error is None else "error",
+                               "dog_probability": None if p.error else a.dog_probability,
+                               "several_breeds_likely": None if p.error else a.several_breeds_likely,
+                               "error": p.error}
+        if dogs:
+            box = (a.box if a is not p else found[0].box) if found else [None] * 4
+            row.update({"dogs": None if p.error else len(found), "dog": n if found else None,
+                        "box_x0": box[0], "box_y0": box[1], "box_x1": box[2], "box_y1": box[3]})
+        for i in range(top_k):
+            b = a.breeds[i] if i < len(a.breeds) else None
+            row[f"breed_{i + 1}"] = b.name if b else None
+            row[f"wnid_{i + 1}"] = b.wnid if b else None
+            row[f"probability_{i + 1}"] = b.probability if b else None
+        rows.append(row)
+    return rows
+
+
+def parquet_schema(top_k: int, dogs: bool = False) -> Any:
+    import pyarrow as pa
+
+    fields = [pa.field("path", pa.string()), pa.field("verdict", pa.string()),
+              pa.field("dog_probability", pa.float64()), pa.field("several_breeds_likely", pa.bool_()),
+              pa.field("error", pa.string())]
+    if dogs:
+        fields += [pa.field(c, pa.int64()) for c in DOG_COLUMNS]
+    for i in range(1, top_k + 1):
+        fields += [pa.field(f"breed_{i}", pa.string()), pa.field(f"wnid_{i}", pa.string()),
+                   pa.field(f"probability_{i}", pa.float64())]
+    return pa.schema(fields)
+
+
+def out_format(out: str | Path) -> str:
+    suffix = Path(out).suffix.lower()
+    if suffix not in OUT_FORMATS:
+        raise BatchError(f"--out {out}: the suffix must be one of {sorted(OUT_FORMATS)}")
+    return OUT_FORMATS[suffix]
+
+
+class RowWriter:
+    """Appends rows to ``out``; ``done`` is how many photos were already there, complete (after repairing a torn
+    tail), ``done_paths()`` streams their paths so the caller can check they are the same inputs.
+
+    ``dogs``: rows carry the dog columns (`DOG_COLUMNS`); ``per_dog``: one row per dog, so a photo may span several
+    rows, which are always written together (a Parquet part ends between photos; a CSV photo whose last rows were
+    lost to an interruption is cut off and redone)."""
+
+    def __init__(self, out: str | Path, top_k: int, overwrite: bool = False, dogs: bool = False,
+                 per_dog: bool = False):
+        self.out, self.top_k, self.fmt = Path(out), top_k, out_format(out)
+        self.dogs, self.per_dog = dogs or per_dog, per_dog and self.fmt != "jsonl"
+        self.cols = columns(top_k, self.dogs)
+        if overwrite:
+            _remove(self.out)
+        self.done = self._open()
+
+    # -- resume ---------------------------------------------------------------------------------------------
+    def _open(self) -> int:
+        if self.fmt == "parquet":
+            return self._open_parquet()
+        done = _repair_text(self.out) if self.out.exists() else 0
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        if self.fmt == "csv" and done:
+            with open(self.out, newline="", encoding="utf-8") as f:
+                header = next(csv.reader(f), None)
+            if header != self.cols:
+                raise BatchError(f"{self.out} has other columns ({header}), e.g. another --top-k or dog columns; "
+                                 "use --overwrite or another --out")
+            done -= 1  # the header line
+            if self.per_dog:
+                done = self._repair_photos()
+        self._f = open(self.out, "a", newline="", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        if self.fmt == "csv":
+            self._csv = csv.DictWriter(self._f, self.cols, lineterminator="\n")
+            if self._f.tell() == 0:
+                self._csv.writeheader()
+        return done
+
+    def _open_parquet(self) -> int:
+        pq = pyarrow_parquet()
+        if self.out.exists() and not self.out.is_dir():
+            raise BatchError(f"{self.out} is a file; Parquet output is a folder of part files")
+        self.out.mkdir(parents=True, exist_ok=True)
+        for tmp in _leftovers(self.out):  # a part that was being written when the run stopped
+            tmp.unlink()
+        self._parts = sorted(self.out.glob("part-*.parquet"))
+        done = 0
+        for i, part in enumerate(self._parts):
+            if part.name != _part_name(i):
+                raise BatchError(f"{self.out}: part files are not numbered 0..n-1 ({part.name})")
+            meta = pq.ParquetFile(part)
+            if meta.schema_arrow.names != self.cols:
+                raise BatchError(f"{part} has other columns, e.g. another --top-k or dog columns; use --overwrite "
+                                 "or another --out")
+            done += (meta.metadata.num_rows if not self.per_dog else
+                     sum(_starts_photo(d) for d in pq.read_table(part, columns=["dog"]).column(0).to_pylist()))
+        self._pending: list[dict[str, Any]] = []
+        return done
+
+    def done_paths(self) -> Iterator[str]:
+        """Paths of the photos already written, in order (one per photo, also with a row per dog)."""
+        if self.fmt == "parquet":
+            pq = pyarrow_parquet()
+            for part in self._parts:
+                t = pq.read_table(part, columns=["path", "dog"] if self.per_dog else ["path"])
+                dog = t.column(1).to_pylist() if self.per_dog else itertools.repeat(None)
+                yield from (str(v) for v, d in zip(t.column(0).to_pylist(), dog, strict=False) if _starts_photo(d))
+            return
+        with open(self.out, newline="", encoding="utf-8") as f:
+            if self.fmt == "csv":
+                rows = (r for r in csv.DictReader(f) if not self.per_dog or _starts_photo(r["dog"] or None))
+                yield from (row["path"] for row in itertools.islice(rows, self.done))
+            else:
+                yield from (json.loads(line)["path"] for line in itertools.islice(f, self.done))
+
+    def _repair_photos(self) -> int:
+        """Per-dog CSV: cut the rows of a last photo that has fewer rows than its dog count (an interrupted write)
+        and return how many photos are complete."""
+        with open(self.out, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))  # bounded by the output's size; only per-dog CSV resumes read it whole
+        start = max((i for i, r in enumerate(rows) if _starts_photo(r["dog"] or None)), default=0)
+        tail = rows[start:]
+        want = max(1, int(tail[0]["dogs"] or 0)) if tail else 0
+        if tail and len(tail) < want:
+            keep = len(rows) - len(tail)
+            with open(self.out, "rb+") as f:
+                f.readline()  # the header
+                for _ in range(keep):
+                    f.readline()
+                f.truncate(f.tell())
+            return sum(_starts_photo(r["dog"] or None) for r in rows[:keep])
+        return sum(_starts_photo(r["dog"] or None) for r in rows)
+
+    def check_resumable(self, inputs: Iterable[str], total: int) -> None:
+        """The rows already written must be the first ``inputs``, in order: otherwise skipping them would be
+        wrong."""
+        if self.done == 0:
+            return
+        if self.done > total:
+            raise BatchError(f"{self.out} holds {self.done} rows but there are {total} inputs; use --overwrite "
+                             "or another --out")
+        for i, (want, have) in enumerate(zip(inputs, self.done_paths(), strict=False)):
+            if _one_line(want) != have:
+                raise BatchError(f"{self.out} row {i + 1} is {have!r}, not input {want!r}: it was written for other "
+                                 "inputs; use --overwrite or another --out")
+
+    # -- writing --------------------------------------------------------------------------------------------
+    def write(self, preds: Sequence[Prediction]) -> None:
+        if self.fmt == "jsonl":
+            for p in preds:
+                self._f.write(json.dumps(p.to_dict(), ensure_ascii=False) + "\n")
+            self._f.flush()  # after every batch: an interruption loses at most the batch in flight
+            return
+        self.write_rows([r for p in preds for r in flat_rows(p, self.top_k, self.dogs, self.per_dog)])
+
+    def write_rows(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Flat rows (`flat_rows`', e.g. made by Ray actors) to CSV or Parquet, whole photos at a time."""
+        if self.fmt == "parquet":
+            self._pending += rows
+            while len(self._pending) >= PART_ROWS:
+                cut = next((i for i in range(PART_ROWS, len(self._pending))
+                            if not self.per_dog or _starts_photo(self._pending[i]["dog"])), None)
+                if cut is None:  # the last photo's rows may continue in the next call
+                    break
+                self._flush_part(self._pending[:cut])
+                self._pending = self._pending[cut:]
+            return
+        if self.fmt != "csv":
+            raise BatchError(f"{self.out}: flat rows go to .csv or .parquet, not .{self.fmt}")
+        for row in rows:
+            self._csv.writerow({k: _one_line(v) for k, v in row.items()})
+        self._f.flush()
+
+    def _flush_part(self, rows: list[dict[str, Any]]) -> None:
+        import pyarrow as pa
+
+        table = pa.Table.from_pylist(rows, schema=parquet_schema(self.top_k, self.dogs))
+        final = self.out / _part_name(len(self._parts))
+        with atomic_write(final) as tmp:
+            pyarrow_parquet().write_table(table, tmp)
+        self._parts.append(final)
+
+    def close(self) -> None:
+        if self.fmt == "parquet":
+            if self._pending:
+                self._flush_part(self._pending)
+                self._pending = []
+            return
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+
+
+def _starts_photo(dog: Any) -> bool:
+    """A row that begins a photo: its main dog's (1), or the only row of a photo without dogs."""
+    return dog is None or int(dog) == 1
+
+
+def _part_name(i: int) -> str:
+    return f"part-{i:06d}.parquet"
+
+
+def _one_line(v: Any) -> Any:
+    """Newlines inside a CSV field would make "one row per line" false, which resuming relies on."""
+    return v.replace("\r", " ").replace("\n", " ") if isinstance(v, str) else v
+
+
+def _repair_text(path: Path) -> int:
+    """Cut a torn last line (no trailing newline, or not parseable) and return how many complete lines remain."""
+    size = path.stat().st_size
+    if size == 0:
+        return 0
+    with open(path, "rb+") as f:
+        f.seek(max(0, size - 1))
+        if f.read(1) != b"\n":
+            end = size
+            while end > 0:  # scan back block by block for the last newline: bounded memory on big outputs
+                start = max(0, end - (1 << 20))
+                f.seek(start)
+                nl = f.read(end - start).rfind(b"\n")
+                if nl >= 0:
+                    break
+                end = start
+            f.truncate(start + nl + 1 if end > 0 else 0)
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
+
+
+def _leftovers(folder: Path) -> list[Path]:
+    """Temporary files of parts whose writing was interrupted (`fileio.atomic_write`'s names, and older ``.tmp``)."""
+    return list(folder.glob(".part-*.tmp.parquet")) + list(folder.glob("*.tmp"))
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        for part in list(path.glob("part-*.parquet")) + _leftovers(path):
+            part.unlink()
+        if not any(path.iterdir()):
+            path.rmdir()
+    elif path.exists():
+        path.unlink()

@@ -1,0 +1,65 @@
+"""Route: `POST /v1/feedback`, a user confirms or corrects a breed; the photo is stored for retraining."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
+
+from .feedback import FeedbackQuotaExceeded, FeedbackStorageError, find_breed
+from .schemas import FeedbackResponse, errors
+from .service import NON_EMPTY_FILE, Service, log, service
+
+
+def router(breed_values: list[str]) -> APIRouter:
+    """The route of this concern; ``breed_values`` go into the request schema."""
+    r = APIRouter()
+
+    @r.post("/v1/feedback", summary="Confirm or correct a prediction (stores the photo for retraining)",
+              response_model=FeedbackResponse, responses=errors(400, 413, 415, 422, 429, 500, 503, 507))
+    async def feedback(
+        file: UploadFile = File(..., description="The photo the prediction was for.",
+                                json_schema_extra=NON_EMPTY_FILE),
+        breed: str = Form(..., min_length=1, max_length=200, json_schema_extra={"enum": breed_values},
+                          description="The right breed: its name or wnid, as in GET /v1/breeds (any spelling of "
+                                      "the name is accepted)."),
+        predicted: str = Form("", max_length=200, description="What the model said (top breed or verdict)."),
+        svc: Service = Depends(service),
+    ) -> dict[str, Any]:
+        ((name, f),) = svc.check_uploads([file])
+        right = find_breed(svc.classes, breed)
+        if right is None:
+            raise HTTPException(422, f"unknown breed {breed!r}; see GET /v1/breeds")
+        await svc.check_pixels([(name, f)])
+        await svc.decode(name, f)  # only readable photos go into the dataset
+        data = await run_in_threadpool(svc.read, f, name)
+        sha = hashlib.sha256(data).hexdigest()
+        try:
+            rec = await run_in_threadpool(svc.store.add, data, _format_of(data), sha, predicted.strip(), right)
+        except FeedbackQuotaExceeded as e:
+            if e.daily:
+                raise HTTPException(429, str(e), headers={"Retry-After": str(e.retry_after_s)}) from None
+            raise HTTPException(507, str(e)) from None
+        except FeedbackStorageError as e:
+            log.error("feedback not stored: %s", e)  # once, here; the client gets a sentence without paths
+            raise HTTPException(503, "feedback cannot be stored right now; nothing was saved",
+                                headers={"Retry-After": "60"}) from None
+        return {"id": rec.id, "sha256": sha, "predicted": rec.predicted, "breed": {"wnid": right.wnid,
+                "name": right.name}, "created_at": rec.created_at}
+
+    return r
+
+
+def _format_of(data: bytes) -> str | None:
+    import io
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.format
+    except Exception:  # noqa: BLE001 - only used to pick a file extension
+        return None
+
+

@@ -1,0 +1,65 @@
+"""Routes: `POST /v1/predict`, `GET /v1/breeds`, `GET /healthz` and gallery thumbnails."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, File, HTTPException, Query, UploadFile
+from fastapi.responses import Response
+
+from .limits import Limits, fmt_bytes
+from .schemas import BreedsResponse, HealthResponse, PredictResponse, errors
+from .service import NON_EMPTY_FILE, Service, service
+
+
+def router(limits: Limits, n_classes: int) -> APIRouter:
+    """The routes of this concern; ``limits`` and ``n_classes`` go into the request schema."""
+    r = APIRouter()
+
+    @r.post("/v1/predict", summary="Predict the breed of the dog in each photo", response_model=None,
+              responses={200: {"model": PredictResponse}, **errors(400, 413, 415, 422, 500, 503)})
+    async def predict(
+        file: list[UploadFile] = File(..., description=f"One to {limits.max_files} photos (repeat the field); each "
+                                      f"at most {fmt_bytes(limits.max_file_bytes)} and "
+                                      f"{limits.max_pixels / 1e6:.0f} megapixels.",
+                                      json_schema_extra={"minItems": 1, "maxItems": limits.max_files,
+                                                         "items": NON_EMPTY_FILE}),
+        top_k: int = Query(5, ge=1, le=n_classes, description="How many breeds to return per photo."),
+        svc: Service = Depends(service),
+    ) -> dict[str, list[dict[str, Any]]]:
+        uploads = svc.check_uploads(file)
+        preds = await svc.predict(uploads)
+        out = []
+        for (name, _), p in zip(uploads, preds, strict=True):
+            d = p.to_dict()
+            d["path"] = name
+            d["breeds"] = d["breeds"][:top_k]
+            out.append(d)
+        return {"predictions": out}
+
+    @r.get("/v1/breeds", summary="The breeds the model knows", response_model=BreedsResponse)
+    async def breeds(svc: Service = Depends(service)) -> dict[str, Any]:
+        return {"breeds": [{"id": i, "wnid": b.wnid, "name": b.name} for i, b in enumerate(svc.classes)]}
+
+    @r.get("/healthz", summary="Liveness, model summary and every limit", response_model=None,
+           responses={200: {"model": HealthResponse}})
+    async def healthz(svc: Service = Depends(service)) -> dict[str, Any]:
+        g = svc.predictor.gallery
+        return {"status": "ok", **svc.labels, "breeds": n_classes, "limits": svc.limits.to_dict(),
+                "queue": {"in_flight": svc.admission.in_flight, "refused": svc.admission.refused},
+                "gallery_photos": len(g) if g is not None else 0,
+                # the older flat keys, kept for clients that read them
+                "max_bytes": svc.limits.max_file_bytes, "max_pixels": svc.limits.max_pixels,
+                "max_files": svc.limits.max_files}
+
+    @r.get("/v1/gallery/{photo_id}.jpg", summary="Thumbnail of a gallery photo named in look_alikes",
+           response_class=Response, responses={200: {"content": {"image/jpeg": {}}}, **errors(404, 422)})
+    async def gallery_photo(photo_id: int, svc: Service = Depends(service)) -> Response:
+        g = svc.predictor.gallery
+        if g is None or not 0 <= photo_id < len(g):
+            raise HTTPException(404, "no such gallery photo" if g is not None else "no gallery loaded "
+                                     "(start the server with --gallery)")
+        return Response(g.thumbnail(photo_id), media_type="image/jpeg",
+                        headers={"Cache-Control": "public, max-age=86400"})
+
+    return r

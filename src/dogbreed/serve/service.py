@@ -1,0 +1,236 @@
+"""What the routes share: the model behind a micro-batcher, the request budgets and the feedback store (`Service`),
+reached by every route through FastAPI's ``Depends(service)``.
+
+Every upload goes through the same budgets (serve/limits.py) in the same order: body bytes while it arrives, then
+files per request and bytes per file, then pixels from the headers, then a place in the queue, and only then
+decoding, at most ``decode_workers`` photos at full size at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import HTTPException, Request, UploadFile
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
+
+from ..errors import EmptyImage, ImageDecodeError, ImageTooLarge, UnsupportedImage
+from ..inference.decode import decode as decode_image
+from ..predict import Prediction, Predictor
+from .feedback import FeedbackStore
+from .limits import (
+    INTERNAL_ERROR,
+    Admission,
+    DecodeSlots,
+    Limits,
+    check_pixels,
+    decoded_size,
+    fmt_bytes,
+    shrink_for_model,
+)
+
+log = logging.getLogger("dogbreed.serve")
+
+READABLE_FORMATS = "JPEG, PNG, WebP, GIF, BMP or TIFF"
+NO_FILE = "no file uploaded: send the photo as multipart/form-data field 'file'"
+# An upload must hold at least one byte (an empty one is refused with 400); the schema says so.
+NON_EMPTY_FILE = {"type": "string", "format": "binary", "minLength": 1}
+
+
+class MicroBatcher:
+    """Gathers images from requests that arrive together into one `predict_images` call.
+
+    One worker task per event loop takes the first waiting image, collects more for up to ``max_wait_s`` (or until
+    ``max_batch``), runs the batch in a single worker thread (so torch's own threads are not oversubscribed by
+    several batches at once) and hands each request its results. While a batch runs, new requests queue up and form
+    the next batch, so under load batches fill up without any extra waiting.
+    """
+
+    def __init__(self, predictor: Predictor, max_batch: int = 16, max_wait_s: float = 0.005) -> None:
+        self.predictor = predictor
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dogbreed-infer")
+        self._queues: dict[asyncio.AbstractEventLoop, asyncio.Queue] = {}
+        self._tasks: dict[asyncio.AbstractEventLoop, asyncio.Task] = {}
+        self._lock = threading.Lock()
+        self.batches_run = 0
+        self.largest_batch = 0
+
+    def _queue(self) -> asyncio.Queue:
+        # Bound lazily to the running loop: a test client may run the app on a different loop than uvicorn would.
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            q = self._queues.get(loop)
+            if q is None:
+                q = self._queues[loop] = asyncio.Queue()
+                self._tasks[loop] = loop.create_task(self._worker(q))
+            return q
+
+    async def predict(self, images: list[Image.Image]) -> list[Prediction]:
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in images]
+        q = self._queue()
+        for im, fut in zip(images, futures, strict=True):
+            q.put_nowait((im, fut))
+        return list(await asyncio.gather(*futures))
+
+    async def _worker(self, q: asyncio.Queue) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await q.get()]
+            deadline = loop.time() + self.max_wait_s
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(q.get_nowait())
+                    continue
+                except asyncio.QueueEmpty:
+                    pass
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(q.get(), remaining))
+                except asyncio.TimeoutError:  # not the builtin before Python 3.11
+                    break
+            batch = [(im, fut) for im, fut in batch if not fut.done()]  # drop requests whose client went away
+            if not batch:
+                continue
+            self.batches_run += 1
+            self.largest_batch = max(self.largest_batch, len(batch))
+            try:
+                preds = await loop.run_in_executor(self._executor, self.predictor.predict_images,
+                                                   [im for im, _ in batch], None)
+            except Exception as e:  # noqa: BLE001 - handed to every waiting request, which logs it once
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(e)
+                continue
+            for (_, fut), pred in zip(batch, preds, strict=True):
+                if not fut.done():
+                    fut.set_result(pred)
+
+    async def stop(self) -> None:
+        """Stop this loop's worker (at app shutdown); a later request starts a new one."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            task = self._tasks.pop(loop, None)
+            self._queues.pop(loop, None)
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+
+
+def decode_error(e: ImageDecodeError, filename: str) -> HTTPException:
+    """Map a decode failure, by its type, to the status a client can act on."""
+    if isinstance(e, ImageTooLarge):
+        return HTTPException(413, f"{filename}: {e}")
+    if isinstance(e, UnsupportedImage):
+        return HTTPException(415, f"{filename}: not an image, or a format that cannot be read "
+                                  f"(send {READABLE_FORMATS})")
+    if isinstance(e, EmptyImage) or str(e).startswith("corrupt or truncated"):
+        return HTTPException(400, f"{filename}: {e}")  # the decoder's sentence already says what is wrong
+    return HTTPException(400, f"{filename}: corrupt or truncated image ({e})")
+
+
+@dataclass
+class Service:
+    """What the routes share: the model, the batcher, the budgets and the feedback store."""
+
+    predictor: Predictor
+    limits: Limits
+    store: FeedbackStore
+    labels: dict[str, str]  # model, quality, runtime as given, for /healthz
+    batcher: MicroBatcher
+    admission: Admission = field(init=False)
+    slots: DecodeSlots = field(init=False)
+    classes: list = field(init=False)
+    breed_values: list[str] = field(init=False)
+    explain_lock: threading.Lock = field(default_factory=threading.Lock)
+    explainers: list[Any] = field(default_factory=list)  # built on the first heat-map request
+
+    def __post_init__(self) -> None:
+        self.admission = Admission(self.limits.max_queue)
+        self.slots = DecodeSlots(self.limits.decode_workers)
+        self.classes = list(self.predictor.classes)
+        # What the schema lists for a breed field; the routes also accept other spellings of a name.
+        self.breed_values = sorted({b.name for b in self.classes} | {b.wnid for b in self.classes if b.wnid})
+
+    def check_uploads(self, files: list[UploadFile]) -> list[tuple[str, UploadFile]]:
+        """Count and size checks that need no reading: 400 without a file, 413 over a budget."""
+        files = [f for f in files if f is not None]
+        if not files:
+            raise HTTPException(400, NO_FILE)
+        if len(files) > self.limits.max_files:
+            raise HTTPException(413, f"too many files ({len(files)}); at most {self.limits.max_files} per request")
+        out = []
+        for i, f in enumerate(files):
+            name = f.filename or f"file {i + 1}"
+            if f.size is not None and f.size > self.limits.max_file_bytes:
+                raise HTTPException(413, f"{name}: file is {fmt_bytes(f.size)}; the limit is "
+                                         f"{fmt_bytes(self.limits.max_file_bytes)}")
+            out.append((name, f))
+        return out
+
+    def read(self, f: UploadFile, name: str) -> bytes:
+        """The upload's bytes (call it in a worker thread: the spooled file may be on disk)."""
+        f.file.seek(0)
+        limit = self.limits.max_file_bytes
+        data = f.file.read(limit + 1)
+        if len(data) > limit:
+            raise HTTPException(413, f"{name}: file is larger than the limit of {fmt_bytes(limit)}")
+        return data
+
+    async def check_pixels(self, uploads: list[tuple[str, UploadFile]], draft: bool = True) -> None:
+        """413 from the headers alone, before anything is decoded."""
+        size = self.predictor.draft_size if draft else None
+
+        def sizes() -> list:
+            out = []
+            for name, f in uploads:
+                f.file.seek(0)
+                out.append((name, decoded_size(f.file, size)))
+            return out
+
+        check_pixels(await run_in_threadpool(sizes), self.limits)
+
+    async def decode(self, name: str, f: UploadFile) -> Image.Image:
+        """Decode in a slot (at most ``decode_workers`` full-size photos at once) and keep a reduced copy."""
+        draft = self.predictor.draft_size
+
+        def work() -> Image.Image:
+            try:
+                img = decode_image(self.read(f, name), draft_size=draft, max_pixels=self.limits.max_pixels)
+            except ImageDecodeError as e:
+                raise decode_error(e, name) from e
+            return shrink_for_model(img, draft)
+
+        async with self.slots.get():
+            return await run_in_threadpool(work)
+
+    async def predict(self, uploads: list[tuple[str, UploadFile]]) -> list[Prediction]:
+        """Budgets, then a place in the queue (503 when full), then decoding and the batched forward pass."""
+        await self.check_pixels(uploads)
+        self.admission.enter(len(uploads))
+        try:
+            images = [await self.decode(name, f) for name, f in uploads]
+            try:
+                return await self.batcher.predict(images)
+            except Exception:
+                log.exception("prediction failed")
+                raise HTTPException(500, INTERNAL_ERROR) from None
+        finally:
+            self.admission.leave(len(uploads))
+
+
+def service(request: Request) -> Service:
+    """The app's `Service`, for ``Depends``: one per app, built by `create_app`."""
+    return request.app.state.service

@@ -1,0 +1,50 @@
+"""The command line: prediction options are declared once (`inference/options.py`) and every command that predicts
+offers the same flags, built from that declaration."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import typer
+from typer.testing import CliRunner
+
+from dogbreed.cli import app, prediction_options
+from dogbreed.inference.options import PredictOptions, cli_fields
+
+
+def _flags(command: str) -> dict[str, list[str]]:
+    cmd = typer.main.get_command(app).commands[command]  # type: ignore[attr-defined]
+    return {p.name: sorted(p.opts + p.secondary_opts) for p in cmd.params}
+
+
+def test_predict_and_serve_offer_the_same_prediction_options() -> None:
+    shared = {f.name for f in cli_fields(every_command=True)}
+    predict, serve = _flags("predict"), _flags("serve")
+    assert shared <= set(predict) and shared <= set(serve)
+    assert {n: predict[n] for n in shared} == {n: serve[n] for n in shared}
+    # predict-only options come from the same declaration; serve takes top_k per request instead
+    assert {f.name for f in cli_fields()} - shared == {"top_k", "batch_size"} <= set(predict)
+    assert not {"top_k", "batch_size"} & set(serve)
+    runner = CliRunner()
+    helps = {c: runner.invoke(app, [c, "--help"], terminal_width=200).output for c in ("predict", "serve")}
+    for f in cli_fields(every_command=True):
+        flag = f.metadata["flags"][0].split("/")[0] if f.metadata["flags"] else "--" + f.name.replace("_", "-")
+        assert flag in helps["predict"] and flag in helps["serve"], flag
+
+
+def test_flags_arrive_as_one_options_object() -> None:
+    got: list[PredictOptions] = []
+    demo = typer.Typer()
+
+    @demo.command()
+    @prediction_options(every_command=False)
+    def run(photo: str = typer.Argument(...), options: PredictOptions = None) -> None:  # type: ignore[assignment]
+        got.append(options)
+
+    r = CliRunner().invoke(demo, ["x.jpg", "--model", "imagenet", "--no-dog-cascade", "--target-recall", "0.9",
+                                  "-k", "3", "--gallery", "g.safetensors"])
+    assert r.exit_code == 0, r.output
+    assert got == [dataclasses.replace(PredictOptions(), model="imagenet", dog_cascade=False, dog_target_recall=0.9,
+                                       top_k=3, gallery="g.safetensors")]
+    bad = CliRunner().invoke(demo, ["x.jpg", "--target-recall", "0.2"])  # the declared range is enforced
+    assert bad.exit_code == 2
