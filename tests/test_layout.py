@@ -16,7 +16,7 @@ PKG = ROOT / "src" / "dogbreed"
 LAYERS: dict[str, int] = {
     **dict.fromkeys(["errors", "fileio", "paths", "runtime", "accel", "breeds", "transforms", "specs", "backbones"],
                     0),
-    **dict.fromkeys(["data", "features", "models", "onnxrun", "export", "resolve", "calibration"], 1),
+    **dict.fromkeys(["data", "features", "models", "onnxrun", "export", "resolve", "calibration", "inference"], 1),
     **dict.fromkeys(["predict", "train", "adapt", "dogness", "evaluate", "explain", "gallery", "batch",
                      "batch_workers", "batch_ray", "card"], 2),
     **dict.fromkeys(["serve", "cli", "__init__"], 3),

@@ -1,0 +1,1 @@
+"""The prediction pipeline's stages."""
