@@ -1,0 +1,616 @@
+"""Dogs in a scene: real dog photos pasted small into real everyday scenes, one or two to a photo (issue 21).
+
+Composites are built in memory from open photos (never written into the project), seeded, so every run builds the
+same ones:
+- single: one dog photo (web-dogs 458 + imagenet-val-dogs 275, breed = folder wnid) pasted as a rectangle, its
+  aspect kept, into a not-dogs/other scene (940) cover-cropped to 640x480, at a random position; width bins
+  small 100-150, medium 150-260, large 260-400 px (each dog photo once per bin);
+- pair: two dog photos of two different breeds, each 150-260 px wide, pasted without overlap into an 800x500 scene;
+- ground truth: the pasted rectangle (the whole dog photo, so its background too) and the breed wnid.
+
+Halves: every source file (dog photos, scenes, cats) is assigned to `tune` or `test` by a seeded hash of its path
+relative to the data folder, and a composite only mixes files of one half. Everything chosen from composites
+(the detector's input size, classes, threshold, cap) was chosen on the tune half and is reported on the test half.
+
+Parts:
+- `--detector-only`: the detection stage (`dogbreed.inference.detect`) over input sizes x candidate classes x
+  score thresholds: a candidate on the pasted dog (IoU >= 0.5 with the rectangle, or the candidate's centre inside
+  it: both reported), candidates per photo, false candidates per photo on scene-only photos (not-dogs/other,
+  not-dogs/cat) and on uncut dog photos, the classes real dogs are called, and ms per photo.
+- `--predictor-only`: a full `dogbreed.predict.Predictor` (`score_predictor`) once predictions carry ``dogs``:
+  says dog, breed top-1, lists more than one dog, two-dog photos (exactly two, a box on each, both breeds named,
+  false extra dogs), uncut single-dog photos (top-1, breed-balanced top-1), dog-or-not on not-dogs/cat,
+  not-dogs/other, dogs-any; and `dogbreed predict FOLDER --format json` wall time per kind of photo.
+Default: both. Writes bench/results/dogs_in_scene.json (or --out) and prints Markdown tables.
+
+Run: python bench/dogs_in_scene.py [--detector-only | --predictor-only] [--sizes 256,320,416] [--limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from dogbreed.inference.detect import (
+    CANDIDATE_CLASSES,
+    INPUT_SIZE,
+    MAX_CANDIDATES,
+    SCORE_THRESHOLD,
+    Detection,
+    DogFinder,
+    coco_classes,
+)
+from dogbreed.transforms import load_image
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL = ROOT / ".." / "shared" / "data" / "real"
+OUT = ROOT / "bench" / "results" / "dogs_in_scene.json"
+SEED = 21
+SINGLE_CANVAS, PAIR_CANVAS = (640, 480), (800, 500)
+BINS = {"small": (100, 150), "medium": (150, 260), "large": (260, 400)}
+PAIR_WIDTH = (150, 260)
+DOG_SETS = ("web-dogs", "imagenet-val-dogs")
+SCENE_SETS = {"scene-other": "not-dogs/other", "scene-cat": "not-dogs/cat"}
+# Every COCO animal, so the tally shows which of them real dogs are called; the sweep's class sets are subsets.
+ANIMALS = ("dog", "cat", "bear", "sheep", "horse", "cow", "teddy bear", "bird", "elephant", "zebra", "giraffe")
+CLASS_SETS = {"dog": ("dog",), "dog+cat+bear": ("dog", "cat", "bear"), "shipped": CANDIDATE_CLASSES,
+              "animals": ANIMALS}
+THRESHOLDS = (0.03, 0.05, 0.1, 0.25)
+
+
+@dataclass(frozen=True)
+class DogPhoto:
+    path: Path
+    wnid: str
+    source: str  # web-dogs | imagenet-val-dogs
+
+
+@dataclass
+class Scene:
+    """One photo to run: a composite (with its pasted dogs) or a real photo as it is."""
+
+    kind: str  # single-small | single-medium | single-large | pair | uncut | scene-other | scene-cat | dogs-any
+    image: Image.Image
+    boxes: list[tuple[float, float, float, float]] = field(default_factory=list)  # pasted rectangles
+    wnids: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+
+
+def half_of(path: Path, real: Path = REAL) -> str:
+    """tune or test, from a seeded hash of the file's path under the data folder (stable across runs)."""
+    rel = path.resolve().relative_to(real.resolve()).as_posix()
+    return "tune" if hashlib.sha256(f"dogs-in-scene/{SEED}|{rel}".encode()).digest()[0] % 2 == 0 else "test"
+
+
+def _files(folder: Path) -> list[Path]:
+    exts = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in exts and p.is_file())
+
+
+def dog_photos(real: Path, half: str) -> list[DogPhoto]:
+    out = []
+    for source in DOG_SETS:
+        for p in _files(real / source):
+            if half_of(p, real) == half:
+                out.append(DogPhoto(p, p.relative_to(real / source).parts[0].split("-")[0], source))
+    return out
+
+
+def scene_files(real: Path, sub: str, half: str | None) -> list[Path]:
+    return [p for p in _files(real / sub) if half is None or half_of(p, real) == half]
+
+
+def _paste(canvas: Image.Image, dog: DogPhoto, width: int, xy: tuple[int, int]) -> tuple[float, ...]:
+    im = load_image(dog.path, draft_size=width)
+    h = round(width * im.height / im.width)
+    canvas.paste(im.resize((width, h), Image.Resampling.BICUBIC), xy)
+    return (float(xy[0]), float(xy[1]), float(xy[0] + width), float(xy[1] + h))
+
+
+def _fit_width(aspect: float, lo: int, hi: int, max_h: int, rng: random.Random) -> int | None:
+    """A width in [lo, hi) that keeps the pasted photo's height (width x aspect) within max_h, or None."""
+    hi = min(hi, int(max_h / aspect))
+    return rng.randrange(lo, hi) if hi > lo else None
+
+
+def _scene(path: Path, size: tuple[int, int]) -> Image.Image:
+    return ImageOps.fit(load_image(path, draft_size=max(size)), size, Image.Resampling.BICUBIC)
+
+
+def single_composites(real: Path, half: str, bin_name: str, limit: int | None = None) -> Iterator[Scene]:
+    """Each dog photo of the half once, pasted into a random scene of the half at a width in the bin."""
+    rng = random.Random(f"{SEED}|single|{half}|{bin_name}")
+    scenes = scene_files(real, SCENE_SETS["scene-other"], half)
+    lo, hi = BINS[bin_name]
+    W, H = SINGLE_CANVAS
+    for dog in dog_photos(real, half)[:limit]:
+        aspect = _aspect(dog)
+        w = _fit_width(aspect, lo, hi, H, rng)
+        if w is None:
+            continue  # too tall for the canvas at this bin's widths (a portrait photo in the large bin)
+        canvas = _scene(rng.choice(scenes), SINGLE_CANVAS)
+        h = round(w * aspect)
+        box = _paste(canvas, dog, w, (rng.randrange(0, W - w + 1), rng.randrange(0, max(1, H - h + 1))))
+        yield Scene(f"single-{bin_name}", canvas, [box], [dog.wnid], [str(dog.path)])
+
+
+def _aspect(dog: DogPhoto) -> float:
+    """Height / width after EXIF rotation (a JPEG decoded in draft mode: cheap)."""
+    im = load_image(dog.path, draft_size=64)
+    return im.height / im.width
+
+
+def _disjoint(a: tuple[int, ...], b: tuple[int, ...], gap: int = 8) -> bool:
+    return a[2] + gap <= b[0] or b[2] + gap <= a[0] or a[3] + gap <= b[1] or b[3] + gap <= a[1]
+
+
+def pair_composites(real: Path, half: str, limit: int | None = None) -> Iterator[Scene]:
+    """Dog photos of the half paired (two different breeds), pasted side by side without overlap in 800x500."""
+    rng = random.Random(f"{SEED}|pair|{half}")
+    scenes = scene_files(real, SCENE_SETS["scene-other"], half)
+    dogs = dog_photos(real, half)
+    rng.shuffle(dogs)
+    W, H = PAIR_CANVAS
+    n = 0
+    while len(dogs) >= 2 and (limit is None or n < limit):
+        a = dogs.pop()
+        j = next((i for i in range(len(dogs) - 1, -1, -1) if dogs[i].wnid != a.wnid), None)
+        if j is None:
+            break
+        b = dogs.pop(j)
+        rects = _place_pair([_aspect(a), _aspect(b)], W, H, rng)
+        if rects is None:
+            continue
+        canvas = _scene(rng.choice(scenes), PAIR_CANVAS)
+        boxes = [_paste(canvas, d, r[2] - r[0], (r[0], r[1])) for d, r in zip((a, b), rects, strict=True)]
+        n += 1
+        yield Scene("pair", canvas, boxes, [a.wnid, b.wnid], [str(a.path), str(b.path)])
+
+
+def _place_pair(aspects: list[float], W: int, H: int, rng: random.Random) -> list[tuple[int, ...]] | None:
+    for _ in range(100):
+        rects = []
+        for asp in aspects:
+            w = rng.randrange(*PAIR_WIDTH)
+            h = round(w * asp)
+            if h > H:
+                break
+            x, y = rng.randrange(0, W - w + 1), rng.randrange(0, H - h + 1)
+            rects.append((x, y, x + w, y + h))
+        if len(rects) == 2 and _disjoint(rects[0], rects[1]):
+            return rects
+    return None
+
+
+def real_photos(real: Path, kind: str, half: str | None, draft: int, limit: int | None = None) -> Iterator[Scene]:
+    """Photos as they are: uncut dog photos (breed known), scene-only photos, dogs-any."""
+    if kind == "uncut":
+        for d in dog_photos(real, half)[:limit]:  # type: ignore[arg-type]
+            im = load_image(d.path, draft_size=draft)
+            yield Scene(kind, im, [(0.0, 0.0, float(im.width), float(im.height))], [d.wnid], [str(d.path)])
+        return
+    sub = SCENE_SETS.get(kind, "dogs-any")
+    for p in scene_files(real, sub, half)[:limit]:
+        yield Scene(kind, load_image(p, draft_size=draft), sources=[str(p)])
+
+
+def scenes_for(real: Path, half: str, draft: int, limit: int | None = None,
+               kinds: Sequence[str] | None = None) -> Iterator[Scene]:
+    """Every kind of photo of one half, in a fixed order."""
+    kinds = kinds or [f"single-{b}" for b in BINS] + ["pair", "uncut", "scene-other", "scene-cat"]
+    for kind in kinds:
+        if kind.startswith("single-"):
+            yield from single_composites(real, half, kind.split("-", 1)[1], limit)
+        elif kind == "pair":
+            yield from pair_composites(real, half, limit)
+        else:
+            yield from real_photos(real, kind, half, draft, limit)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Matching boxes to pasted dogs
+
+
+def iou(a: Sequence[float], b: Sequence[float]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def centre_inside(box: Sequence[float], rect: Sequence[float]) -> bool:
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    return rect[0] <= cx <= rect[2] and rect[1] <= cy <= rect[3]
+
+
+def on_dog(box: Sequence[float], rect: Sequence[float], rule: str) -> bool:
+    return iou(box, rect) >= 0.5 if rule == "iou" else centre_inside(box, rect)
+
+
+def assign(boxes: Sequence[Sequence[float]], rects: Sequence[Sequence[float]], rule: str) -> list[int | None]:
+    """For each pasted rectangle, the index of the box matched to it (each box used once; best IoU first)."""
+    pairs = sorted(((iou(b, r), i, j) for i, b in enumerate(boxes) for j, r in enumerate(rects)
+                    if on_dog(b, r, rule)), reverse=True)
+    out: list[int | None] = [None] * len(rects)
+    used: set[int] = set()
+    for _, i, j in pairs:
+        if out[j] is None and i not in used:
+            out[j], used = i, used | {i}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The detection stage
+
+
+@dataclass
+class DetTally:
+    """Counts for one (kind, size, classes, threshold) cell."""
+
+    photos: int = 0
+    dogs: int = 0
+    found: dict[str, int] = field(default_factory=lambda: {"iou": 0, "centre": 0})
+    first_on_dog: int = 0  # the most prominent candidate is on a pasted dog (centre rule)
+    all_found: int = 0  # every pasted dog found (centre rule): both dogs, on a pair photo
+    candidates: int = 0
+    false: int = 0  # candidates on no pasted dog (centre rule)
+    photos_with_false: int = 0
+
+    def add(self, cands: Sequence[Detection], scene: Scene) -> None:
+        self.photos += 1
+        self.dogs += len(scene.boxes)
+        self.candidates += len(cands)
+        boxes = [c.box for c in cands]
+        for rule in ("iou", "centre"):
+            self.found[rule] += sum(m is not None for m in assign(boxes, scene.boxes, rule))
+        matched = assign(boxes, scene.boxes, "centre")
+        self.all_found += bool(scene.boxes) and all(m is not None for m in matched)
+        self.first_on_dog += bool(cands) and any(centre_inside(cands[0].box, r) for r in scene.boxes)
+        false = sum(not any(centre_inside(b, r) for r in scene.boxes) for b in boxes)
+        self.false += false
+        self.photos_with_false += false > 0
+
+    def summary(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"photos": self.photos, "dogs": self.dogs, "candidates": self.candidates,
+                             "candidates_per_photo": _rate(self.candidates, self.photos),
+                             "false_candidates": self.false, "false_per_photo": _rate(self.false, self.photos),
+                             "photos_with_false": self.photos_with_false}
+        if self.dogs:
+            d |= {"found_iou": self.found["iou"], "found_centre": self.found["centre"],
+                  "recall_iou": _rate(self.found["iou"], self.dogs),
+                  "recall_centre": _rate(self.found["centre"], self.dogs),
+                  "all_found": self.all_found, "all_found_rate": _rate(self.all_found, self.photos),
+                  "first_on_dog": self.first_on_dog, "first_on_dog_rate": _rate(self.first_on_dog, self.photos)}
+        return d
+
+
+def _rate(n: float, d: float) -> float | None:
+    return round(n / d, 4) if d else None
+
+
+def class_tally(raw: np.ndarray, ratio: float, shape: tuple[int, int], scene: Scene) -> list[str]:
+    """For each pasted dog: the COCO class of the best-scoring box on it over all 80 classes at score >= 0.05,
+    or "none"; says which classes real dogs get called."""
+    from dogbreed.inference.detect import decode, nms
+
+    names = coco_classes()
+    boxes, scores, ids = decode(raw, shape, np.arange(len(names)), 0.05)
+    out = []
+    keep = nms(boxes, scores) if len(scores) else np.array([], dtype=int)
+    boxes, scores, ids = boxes[keep] / ratio, scores[keep], ids[keep]
+    for rect in scene.boxes:
+        hit = [i for i in range(len(scores)) if centre_inside(boxes[i], rect)]
+        out.append(names[ids[max(hit, key=lambda i: scores[i])]] if hit else "none")
+    return out
+
+
+def parse_size(text: str) -> int | tuple[int, int]:
+    """"320" -> 320 (square), "288x224" -> (288, 224) (long x short: landscape, portrait transposed)."""
+    if "x" in text:
+        long, short = (int(v) for v in text.split("x"))
+        return long, short
+    return int(text)
+
+
+def size_name(size: int | tuple[int, int]) -> str:
+    return str(size) if isinstance(size, int) else f"{size[0]}x{size[1]}"
+
+
+def sweep(real: Path, sizes: Sequence[int | tuple[int, int]], precision: str, limit: int | None) -> dict[str, Any]:
+    """Every half's photos through every input size once; candidates decoded for every (classes, threshold)."""
+    finders = {size_name(s): DogFinder(precision, size=s, score_threshold=min(THRESHOLDS), classes=ANIMALS,
+                                       max_candidates=MAX_CANDIDATES) for s in sizes}
+    variants = {(cs, t): DogFinder.__new__(DogFinder) for cs in CLASS_SETS for t in THRESHOLDS}
+    tallies: dict[tuple[str, str, str, str, float], DetTally] = defaultdict(DetTally)
+    called: dict[tuple[str, str, str], Counter[str]] = defaultdict(Counter)
+    draft = max(_long_side(s) for s in sizes)
+    for half in ("tune", "test"):
+        for scene in scenes_for(real, half, draft, limit):
+            for s, f in finders.items():
+                raw, ratio, shape = f.raw(scene.image)
+                if scene.boxes:
+                    called[(half, scene.kind, s)].update(class_tally(raw, ratio, shape, scene))
+                for (cs, t), v in variants.items():
+                    _configure(v, f, CLASS_SETS[cs], t)
+                    cands = v.candidates(raw, ratio, shape, scene.image.size)
+                    tallies[(half, scene.kind, s, cs, t)].add(cands, scene)
+    rows = [{"half": h, "kind": k, "size": s, "classes": cs, "threshold": t, **tally.summary()}
+            for (h, k, s, cs, t), tally in sorted(tallies.items())]
+    return {"rows": rows, "classes_called": [{"half": h, "kind": k, "size": s, "counts": dict(c.most_common())}
+                                              for (h, k, s), c in sorted(called.items())]}
+
+
+def _long_side(size: int | tuple[int, int]) -> int:
+    return size if isinstance(size, int) else max(size)
+
+
+def _configure(v: DogFinder, base: DogFinder, classes: Sequence[str], threshold: float) -> None:
+    """A finder that shares ``base``'s session but decodes with other classes and threshold (no new session)."""
+    names = coco_classes()
+    v.__dict__.update(base.__dict__)
+    v.classes, v.score_threshold = tuple(classes), threshold
+    v._class_ids = np.array([names.index(c) for c in classes], dtype=np.int64)
+
+
+def time_sizes(real: Path, sizes: Sequence[int | tuple[int, int]], precision: str, n: int = 60,
+               repeats: int = 5) -> dict[str, Any]:
+    """ms per photo of `DogFinder.find` (letterbox + graph + decode) on the same photos, the sizes interleaved in
+    one process and repeated so that background load hits them alike; medians over repeats."""
+    photos = [s.image for s in single_composites(real, "tune", "small", n)]
+    photos += [s.image for s in real_photos(real, "scene-other", "tune", max(map(_long_side, sizes)), n)]
+    finders = {size_name(s): DogFinder(precision, size=s) for s in sizes}
+    times: dict[str, list[float]] = defaultdict(list)
+    cpu: dict[str, list[float]] = defaultdict(list)
+    for f in finders.values():
+        f.find(photos[0])  # first-run allocations out of the figures
+    for _ in range(repeats):
+        for s, f in finders.items():
+            t, c = time.perf_counter(), time.process_time()
+            for im in photos:
+                f.find(im)
+            times[s].append((time.perf_counter() - t) / len(photos) * 1000)
+            cpu[s].append((time.process_time() - c) / len(photos) * 1000)
+    # CPU time (both threads) moves less than wall time when other processes share the cores: the relative cost.
+    return {"photos": len(photos), "repeats": repeats, "precision": precision, "loadavg": os.getloadavg(),
+            "ms_per_photo": {s: round(statistics.median(v), 2) for s, v in times.items()},
+            "cpu_ms_per_photo": {s: round(statistics.median(v), 2) for s, v in cpu.items()},
+            "ms_all": {s: [round(x, 2) for x in v] for s, v in times.items()}}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A full predictor (once predictions carry `dogs`)
+
+
+@dataclass
+class PredTally:
+    photos: int = 0
+    says_dog: int = 0
+    top1: int = 0
+    several: int = 0  # lists more than one dog
+    box_on_dog: int = 0  # the main dog's box is on the pasted dog (centre rule)
+    exactly_two: int = 0
+    boxes_on_both: int = 0
+    both_named: int = 0
+    false_extra: int = 0  # listed dogs on no pasted dog
+    photos_with_false_extra: int = 0
+    pairs: int = 0
+    per_breed: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+
+    def add(self, pred: Any, scene: Scene) -> None:
+        self.photos += 1
+        dogs = list(getattr(pred, "dogs", None) or [])
+        self.says_dog += pred.verdict != "no_dog"
+        self.several += len(dogs) > 1
+        if not scene.wnids:
+            return
+        boxes = [list(d.box) for d in dogs]
+        if scene.kind == "pair":
+            self._pair(dogs, boxes, scene)
+            return
+        right = bool(pred.breeds) and pred.breeds[0].wnid == scene.wnids[0]
+        self.top1 += right
+        self.per_breed[scene.wnids[0]][0] += right
+        self.per_breed[scene.wnids[0]][1] += 1
+        self.box_on_dog += bool(dogs) and centre_inside(boxes[0], scene.boxes[0])
+        false = sum(not centre_inside(b, scene.boxes[0]) for b in boxes)
+        self.false_extra += false
+        self.photos_with_false_extra += false > 0
+
+    def _pair(self, dogs: list[Any], boxes: list[list[float]], scene: Scene) -> None:
+        self.pairs += 1
+        self.exactly_two += len(dogs) == 2
+        match = assign(boxes, scene.boxes, "centre")
+        self.boxes_on_both += all(m is not None for m in match)
+        self.both_named += all(m is not None and dogs[m].breeds and dogs[m].breeds[0].wnid == w
+                               for m, w in zip(match, scene.wnids, strict=True))
+        false = len(dogs) - sum(m is not None for m in match)
+        self.false_extra += false
+        self.photos_with_false_extra += false > 0
+
+    def summary(self) -> dict[str, Any]:
+        n = self.photos
+        d: dict[str, Any] = {"photos": n, "says_dog": self.says_dog, "says_dog_rate": _rate(self.says_dog, n),
+                             "no_dog": n - self.says_dog, "no_dog_rate": _rate(n - self.says_dog, n),
+                             "more_than_one_dog": self.several, "more_than_one_dog_rate": _rate(self.several, n)}
+        if self.per_breed:
+            d |= {"top1": self.top1, "top1_rate": _rate(self.top1, n),
+                  "breed_balanced_top1": round(float(np.mean([a / b for a, b in self.per_breed.values()])), 4),
+                  "breeds": len(self.per_breed), "box_on_dog": self.box_on_dog,
+                  "box_on_dog_rate": _rate(self.box_on_dog, n)}
+        if self.pairs:
+            d |= {"exactly_two": self.exactly_two, "exactly_two_rate": _rate(self.exactly_two, n),
+                  "boxes_on_both": self.boxes_on_both, "boxes_on_both_rate": _rate(self.boxes_on_both, n),
+                  "both_named": self.both_named, "both_named_rate": _rate(self.both_named, n)}
+        d |= {"false_extra_dogs": self.false_extra, "false_extra_per_photo": _rate(self.false_extra, n),
+              "photos_with_false_extra": self.photos_with_false_extra}
+        return d
+
+
+PREDICTOR_KINDS = ("single-small", "single-medium", "single-large", "pair", "uncut", "scene-cat", "scene-other",
+                   "dogs-any")
+
+
+def score_predictor(predictor: Any, scenes: Iterable[Scene], batch: int = 16) -> dict[str, dict[str, Any]]:
+    """Score anything with ``predict_images(list of PIL images) -> predictions`` carrying the ``dogs`` contract.
+
+    A prediction has ``verdict``, ``breeds`` (objects with ``.wnid``) for the main dog and ``dogs``: objects with
+    ``.box`` [x0, y0, x1, y1] in the photo's pixels, ``.dog_probability``, ``.verdict`` and ``.breeds``, most
+    prominent first. Returns one summary per kind of photo.
+    """
+    tallies: dict[str, PredTally] = defaultdict(PredTally)
+    chunk: list[Scene] = []
+
+    def flush() -> None:
+        for pred, scene in zip(predictor.predict_images([s.image for s in chunk]), chunk, strict=True):
+            tallies[scene.kind].add(pred, scene)
+        chunk.clear()
+
+    for scene in scenes:
+        chunk.append(scene)
+        if len(chunk) >= batch:
+            flush()
+    if chunk:
+        flush()
+    return {k: t.summary() for k, t in tallies.items()}
+
+
+def predictor_scenes(real: Path, half: str, draft: int, limit: int | None) -> Iterator[Scene]:
+    """The predictor's photos: composites and uncut dogs of one half; cats, other photos and dogs-any whole (the
+    dog-or-not head's figures, README's, are on the whole sets), the latter only with the test half."""
+    yield from scenes_for(real, half, draft, limit, [f"single-{b}" for b in BINS] + ["pair", "uncut"])
+    if half == "test":
+        for kind in ("scene-cat", "scene-other", "dogs-any"):
+            yield from real_photos(real, kind, None, draft, limit)
+
+
+def cli_speed(real: Path, limit: int | None, cmd: Sequence[str]) -> dict[str, Any]:
+    """`dogbreed predict FOLDER --format json` wall time per kind of photo, process start included. Composites
+    are written as JPEGs (quality 90) to a temporary folder outside the project, removed afterwards."""
+    out: dict[str, Any] = {"loadavg_before": os.getloadavg()}
+    with tempfile.TemporaryDirectory(prefix="dogs-in-scene-") as tmp:
+        folders: dict[str, Path] = {"scene-other": real / "not-dogs/other", "scene-cat": real / "not-dogs/cat",
+                                    "dogs-any": real / "dogs-any"}
+        for kind in ("single-small", "pair"):
+            d = Path(tmp) / kind
+            d.mkdir()
+            for i, s in enumerate(scenes_for(real, "test", 320, limit, [kind])):
+                s.image.save(d / f"{i:04d}.jpg", quality=90)
+            folders[kind] = d
+        for kind, folder in folders.items():
+            n = len(_files(folder))
+            t = time.perf_counter()
+            r = subprocess.run([*cmd, "predict", str(folder), "--format", "json"], capture_output=True, text=True)
+            wall = time.perf_counter() - t
+            out[kind] = {"photos": n, "wall_s": round(wall, 2), "images_per_s": round(n / wall, 1),
+                         "rc": r.returncode}
+    out["loadavg_after"] = os.getloadavg()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Report
+
+
+def markdown_detector(det: dict[str, Any], pick: Callable[[dict[str, Any]], bool]) -> str:
+    lines = ["| half | kind | size | classes | thr | photos | dogs | recall (centre) | recall (IoU>=0.5) | "
+             "first on dog | cand/photo | false/photo |", "|" + "---|" * 12]
+    for r in det["rows"]:
+        if not pick(r):
+            continue
+        lines.append(f"| {r['half']} | {r['kind']} | {r['size']} | {r['classes']} | {r['threshold']} | "
+                     f"{r['photos']} | {r['dogs']} | {_pct(r, 'found_centre', 'recall_centre')} | "
+                     f"{_pct(r, 'found_iou', 'recall_iou')} | {_pct(r, 'first_on_dog', 'first_on_dog_rate')} | "
+                     f"{r['candidates_per_photo']} | {r['false_per_photo']} |")
+    return "\n".join(lines)
+
+
+def _pct(r: dict[str, Any], count: str, rate: str) -> str:
+    return "–" if r.get(rate) is None else f"{100 * r[rate]:.1f}% ({r[count]})"
+
+
+def markdown_predictor(res: dict[str, dict[str, Any]]) -> str:
+    keys = ["says_dog", "top1", "breed_balanced_top1", "more_than_one_dog", "exactly_two", "boxes_on_both",
+            "both_named", "false_extra_dogs"]
+    lines = ["| kind | photos | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 2)]
+    for kind, r in res.items():
+        cells = []
+        for k in keys:
+            if k == "breed_balanced_top1":
+                cells.append("–" if k not in r else f"{100 * r[k]:.1f}%")
+            elif k == "false_extra_dogs":
+                cells.append(f"{r[k]}")
+            else:
+                rate = r.get(f"{k}_rate")
+                cells.append("–" if rate is None else f"{100 * rate:.1f}% ({r[k]})")
+        lines.append(f"| {kind} | {r['photos']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    part = ap.add_mutually_exclusive_group()
+    part.add_argument("--detector-only", action="store_true")
+    part.add_argument("--predictor-only", action="store_true")
+    ap.add_argument("--data", type=Path, default=REAL)
+    ap.add_argument("--sizes", default="416,320,416x320,384x288,320x256,288x224,256x192",
+                    help="detector input sizes to sweep: N (square) or LONGxSHORT")
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    ap.add_argument("--limit", type=int, default=None, help="at most N photos per kind and half (a quick look)")
+    ap.add_argument("--quality", default="fast", help="the predictor's --quality")
+    ap.add_argument("--no-cli-speed", action="store_true")
+    ap.add_argument("--out", type=Path, default=OUT)
+    a = ap.parse_args(argv)
+    if not a.data.is_dir():
+        sys.exit(f"no data folder at {a.data}")
+    result: dict[str, Any] = {"seed": SEED, "halves": "tune chose the settings; test reports them",
+                              "shipped": {"size": size_name(INPUT_SIZE), "classes": list(CANDIDATE_CLASSES),
+                                          "threshold": SCORE_THRESHOLD, "max_candidates": MAX_CANDIDATES},
+                              "limit": a.limit}
+    if not a.predictor_only:
+        sizes = [parse_size(s) for s in a.sizes.split(",")]
+        result["detector"] = sweep(a.data, sizes, a.precision, a.limit)
+        result["detector_speed"] = time_sizes(a.data, sizes, a.precision)
+        print(markdown_detector(result["detector"], lambda r: r["classes"] == "shipped"
+                                and r["threshold"] == SCORE_THRESHOLD))
+        print("\nms/photo:", result["detector_speed"]["ms_per_photo"], "loadavg", result["detector_speed"]["loadavg"])
+    if not a.detector_only:
+        result["predictor"] = run_predictor(a)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"\nwrote {a.out}")
+
+
+def run_predictor(a: argparse.Namespace) -> dict[str, Any]:
+    from dogbreed.predict import Predictor
+
+    predictor = Predictor(quality=a.quality)
+    out: dict[str, Any] = {}
+    for half in ("tune", "test"):
+        out[half] = score_predictor(predictor, predictor_scenes(a.data, half, predictor.draft_size, a.limit))
+        print(f"\n{half} half\n" + markdown_predictor(out[half]))
+    if not a.no_cli_speed:
+        cmd = [str(Path(sys.executable).with_name("dogbreed"))]
+        out["cli_speed"] = cli_speed(a.data, a.limit, cmd)
+        print("\n", json.dumps(out["cli_speed"]))
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,250 @@
+"""The detection stage (dogbreed.inference.detect) and bench/dogs_in_scene.py's scoring of a predictor's dogs."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import math
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dogbreed.inference import detect
+from dogbreed.inference.detect import Detection, DogFinder, canvas_for, decode, default_finder, letterbox, nms
+from dogbreed.onnxrun import native_bf16
+from dogbreed.transforms import load_image
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPE = (288, 224)
+DOG, CAT, BEAR = 16, 15, 21
+
+
+def _raw(shape: tuple[int, int], cells: dict[int, tuple[float, ...]]) -> np.ndarray:
+    """A raw (cells, 85) output that is empty except for the given cells: (dx, dy, log w, log h, obj, cls, p)."""
+    raw = np.zeros((detect.num_cells(shape), 85), np.float32)
+    for i, (dx, dy, lw, lh, obj, cls, p) in cells.items():
+        raw[i, :5] = dx, dy, lw, lh, obj
+        raw[i, 5 + int(cls)] = p
+    return raw
+
+
+def _cell(shape: tuple[int, int], stride: int, gx: int, gy: int) -> int:
+    """The output row of grid cell (gx, gy) at a stride: strides 8, 16, 32 in order, rows of width W/stride."""
+    before = sum((shape[0] // s) * (shape[1] // s) for s in detect.STRIDES if s < stride)
+    return before + gy * (shape[0] // stride) + gx
+
+
+def test_decode_turns_a_known_cell_into_its_box() -> None:
+    i = _cell(SHAPE, 16, 3, 2)
+    raw = _raw(SHAPE, {i: (0.5, 0.5, math.log(4), math.log(2), 0.9, DOG, 0.8)})
+    boxes, scores, ids = decode(raw, SHAPE, np.array([DOG, CAT]), 0.05)
+    # centre ((0.5 + 3) * 16, (0.5 + 2) * 16) = (56, 40); size (4 * 16, 2 * 16) = (64, 32)
+    np.testing.assert_allclose(boxes, [[24, 24, 88, 56]], atol=1e-4)
+    np.testing.assert_allclose(scores, [0.72], atol=1e-6)
+    assert ids.tolist() == [DOG]
+    assert len(decode(raw, SHAPE, np.array([CAT]), 0.05)[1]) == 0  # a dog cell is no cat
+    assert len(decode(raw, SHAPE, np.array([DOG]), 0.75)[1]) == 0  # objectness x class, not class alone
+
+
+def test_grid_order_is_yolox_order() -> None:
+    xy, stride = detect.grid(SHAPE)
+    assert len(xy) == detect.num_cells(SHAPE) == 36 * 28 + 18 * 14 + 9 * 7
+    i = _cell(SHAPE, 32, 8, 6)
+    assert xy[i].tolist() == [8, 6] and stride[i, 0] == 32 and i == len(xy) - 1
+
+
+def test_nms_is_class_agnostic_and_keeps_the_best() -> None:
+    boxes = np.array([[0, 0, 100, 100], [5, 5, 100, 105], [200, 200, 260, 260], [0, 0, 100, 40]], np.float32)
+    scores = np.array([0.5, 0.9, 0.3, 0.4], np.float32)
+    assert nms(boxes, scores, 0.45).tolist() == [1, 3, 2]  # 0: IoU 0.86 with 1; 3: IoU 0.33 with 1, kept
+    assert nms(boxes[:0], scores[:0]).tolist() == []
+
+
+def test_candidates_one_box_per_animal_in_photo_pixels_most_prominent_first() -> None:
+    finder = DogFinder(size=SHAPE)
+    raw = _raw(SHAPE, {
+        _cell(SHAPE, 16, 3, 2): (0.5, 0.5, math.log(4), math.log(2), 0.9, DOG, 0.8),  # a dog
+        _cell(SHAPE, 16, 4, 2): (-0.5, 0.5, math.log(4), math.log(2), 0.9, BEAR, 0.6),  # the same animal, "bear"
+        _cell(SHAPE, 8, 30, 20): (0.5, 0.5, math.log(4), math.log(4), 0.9, CAT, 0.9),  # a small cat
+        _cell(SHAPE, 32, 8, 6): (0.5, 0.5, math.log(2), math.log(2), 0.9, CAT, 0.9),  # off the right edge
+        _cell(SHAPE, 8, 1, 1): (0.5, 0.5, 0.0, 0.0, 0.9, 0, 0.99),  # a person: not an animal candidate
+    })
+    got = finder.candidates(raw, 0.5, SHAPE, (560, 440))
+    assert [d.label for d in got] == ["dog", "cat", "cat"]  # area x score order; the bear box is suppressed
+    assert got[0].box == pytest.approx((48, 48, 176, 112))  # canvas box / 0.5
+    assert got[1].box[2:] == (560, 440)  # clipped to the photo
+    assert got[2].box == pytest.approx((456, 296, 520, 360))  # centre (30.5, 20.5) * 8, half side 4 * 8 / 2; / 0.5
+    assert got[0].score == pytest.approx(0.72)
+    assert isinstance(got[0], Detection) and DogFinder(size=SHAPE, max_candidates=1).candidates(
+        raw, 0.5, SHAPE, (560, 440)) == got[:1]
+
+
+def test_letterbox_keeps_aspect_at_top_left_in_bgr() -> None:
+    img = Image.new("RGB", (640, 480), (255, 0, 10))
+    x, ratio = letterbox(img, (288, 224))
+    assert x.shape == (1, 3, 224, 288) and x.dtype == np.float32
+    assert ratio == pytest.approx(0.45)  # min(288 / 640, 224 / 480)
+    assert x[0, :, :216, :].reshape(3, -1).mean(1).tolist() == pytest.approx([10, 0, 255])  # B, G, R
+    assert (x[0, :, 216:, :] == 114).all()  # padding below (480 * 0.45 = 216 rows of photo)
+    assert canvas_for((480, 640), (288, 224)) == (224, 288) and canvas_for((640, 480), 320) == (320, 320)
+    assert canvas_for((500, 500), (288, 224)) == (288, 224)
+
+
+def test_packaged_graph_is_the_upstream_file_and_rewrites_are_cached(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    pkg = detect.packaged_graph()
+    assert hashlib.sha256(pkg.read_bytes()).hexdigest() == detect.GRAPH_SHA256
+    assert (pkg.parent / "LICENSE").is_file() and (pkg.parent / "PROVENANCE.md").is_file()
+    assert detect.GRAPH_SHA256 in (pkg.parent / "PROVENANCE.md").read_text()
+    assert len(detect.coco_classes()) == 80 and detect.coco_classes()[DOG] == "dog"
+    monkeypatch.setenv("DOGBREED_CACHE", str(tmp_path))
+    assert detect.sized_graph((416, 416)) == pkg
+    out = detect.sized_graph((256, 192))
+    assert out.is_relative_to(tmp_path) and detect.sized_graph((256, 192)) == out
+    with pytest.raises(ValueError, match="multiples of 32"):
+        detect.sized_graph((300, 224))
+    with pytest.raises(ValueError, match="COCO"):
+        DogFinder(classes=("dog", "wolf"))
+    with pytest.raises(ValueError, match="precision"):
+        DogFinder(precision="int8")
+
+
+def test_blank_photos_get_no_candidates() -> None:
+    finder = default_finder("fp32")
+    assert default_finder("fp32") is finder  # one session per process
+    for colour in ((114, 114, 114), (255, 255, 255), (0, 0, 0)):
+        assert finder.find(Image.new("RGB", (640, 480), colour)) == []
+    assert finder.find(Image.new("RGB", (300, 900), (128, 128, 128))) == []  # portrait: the transposed canvas
+
+
+def _pasted(real_data: Path, n: int = 4) -> list[tuple[Image.Image, tuple[int, int, int, int]]]:
+    """Real dog photos pasted 300 px wide into a grey 640x480 canvas, with the pasted rectangle."""
+    files = sorted((real_data / "imagenet-val-dogs").rglob("*.JPEG")) + \
+        sorted((real_data / "imagenet-val-dogs").rglob("*.jpg"))
+    out = []
+    for f in files[::40][:n]:
+        dog = load_image(f)
+        w, h = 300, min(440, round(300 * dog.height / dog.width))
+        canvas = Image.new("RGB", (640, 480), (90, 110, 90))
+        canvas.paste(dog.resize((w, h)), (250, 20))
+        out.append((canvas, (250, 20, 250 + w, 20 + h)))
+    return out
+
+
+def _on(box: tuple[float, ...], rect: tuple[int, ...]) -> bool:
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    return rect[0] <= cx <= rect[2] and rect[1] <= cy <= rect[3] and area >= 0.2 * (rect[2] - rect[0]) * (
+        rect[3] - rect[1])
+
+
+@pytest.mark.real
+def test_real_dogs_get_a_box_on_the_dog(real_data: Path) -> None:
+    finder = default_finder("fp32")
+    photos = _pasted(real_data)
+    assert len(photos) == 4
+    hits = 0
+    for canvas, rect in photos:
+        got = finder.find(canvas)
+        hits += bool(got) and _on(got[0].box, rect) and got[0].label in detect.CANDIDATE_CLASSES
+    assert hits >= 3, hits
+
+
+@pytest.mark.real
+@pytest.mark.skipif(not native_bf16(), reason="no OpenVINO or no native bf16 on this CPU")
+def test_bf16_finds_the_same_dogs(real_data: Path) -> None:
+    fp32, bf16 = default_finder("fp32"), default_finder("bf16")
+    for canvas, _ in _pasted(real_data):
+        a, b = fp32.find(canvas), bf16.find(canvas)
+        if a and a[0].score > 0.3:
+            assert b and b[0].label == a[0].label
+            assert max(abs(p - q) for p, q in zip(a[0].box, b[0].box, strict=True)) < 12
+
+
+def test_detection_never_imports_torch() -> None:
+    """The CPU prediction path must not pay torch's import (~1.5 s a process on 2 cores)."""
+    code = ("import sys\n"
+            "from PIL import Image\n"
+            "from dogbreed.inference.detect import default_finder\n"
+            "default_finder('fp32').find(Image.new('RGB', (640, 480), (40, 90, 160)))\n"
+            "default_finder('fp32').find(Image.new('RGB', (480, 640), (40, 90, 160)))\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# bench/dogs_in_scene.py: scoring a predictor whose predictions carry `dogs`, on a stub
+
+
+def _bench() -> object:
+    spec = importlib.util.spec_from_file_location("dogs_in_scene", ROOT / "bench" / "dogs_in_scene.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["dogs_in_scene"] = mod  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _dog(box: list[float], wnid: str, verdict: str = "dog") -> SimpleNamespace:
+    return SimpleNamespace(box=box, dog_probability=0.9, verdict=verdict,
+                           breeds=[SimpleNamespace(wnid=wnid, name=wnid, probability=0.8)])
+
+
+class _Stub:
+    """Answers from a table keyed by the image's top-left pixel: what a Predictor with `dogs` would return."""
+
+    def __init__(self, answers: dict[int, SimpleNamespace]):
+        self.answers = answers
+
+    def predict_images(self, images: list[Image.Image]) -> list[SimpleNamespace]:
+        return [self.answers[im.getpixel((0, 0))[0]] for im in images]
+
+
+def test_score_predictor_counts_the_dogs_contract() -> None:
+    b = _bench()
+    im = {k: Image.new("RGB", (800, 500), (k, 0, 0)) for k in range(6)}
+    A, B = "n02085620", "n02099601"
+    scenes = [
+        b.Scene("pair", im[0], [(0, 0, 200, 200), (400, 100, 600, 300)], [A, B]),  # both right
+        b.Scene("pair", im[1], [(0, 0, 200, 200), (400, 100, 600, 300)], [A, B]),  # one box, one extra
+        b.Scene("single-small", im[2], [(100, 100, 220, 200)], [A]),  # right, with a false extra dog
+        b.Scene("single-small", im[3], [(100, 100, 220, 200)], [A]),  # "no dog"
+        b.Scene("scene-cat", im[4]),
+        b.Scene("uncut", im[5], [(0, 0, 800, 500)], [B]),
+    ]
+    main = SimpleNamespace
+    stub = _Stub({
+        0: main(verdict="dog", breeds=[SimpleNamespace(wnid=A)], dogs=[_dog([10, 10, 190, 190], A),
+                                                                       _dog([420, 120, 580, 280], B)]),
+        1: main(verdict="dog", breeds=[SimpleNamespace(wnid=A)], dogs=[_dog([10, 10, 190, 190], A),
+                                                                       _dog([700, 400, 790, 490], B)]),
+        2: main(verdict="dog", breeds=[SimpleNamespace(wnid=A)], dogs=[_dog([110, 110, 210, 190], A),
+                                                                       _dog([500, 10, 700, 100], B)]),
+        3: main(verdict="no_dog", breeds=[SimpleNamespace(wnid=B)], dogs=[]),
+        4: main(verdict="no_dog", breeds=[SimpleNamespace(wnid=B)], dogs=[]),
+        5: main(verdict="uncertain_breed", breeds=[SimpleNamespace(wnid=B)], dogs=[_dog([0, 0, 800, 500], B)]),
+    })
+    got = b.score_predictor(stub, scenes, batch=4)
+    pair, small = got["pair"], got["single-small"]
+    assert pair["photos"] == 2 and pair["exactly_two"] == 2 and pair["boxes_on_both"] == 1
+    assert pair["both_named"] == 1 and pair["false_extra_dogs"] == 1
+    assert small["says_dog"] == 1 and small["top1"] == 1 and small["more_than_one_dog"] == 1
+    assert small["box_on_dog"] == 1 and small["false_extra_dogs"] == 1
+    assert got["scene-cat"]["no_dog"] == 1 and got["uncut"]["top1"] == 1
+    assert got["uncut"]["breed_balanced_top1"] == 1.0
+    assert "| pair | 2 |" in b.markdown_predictor(got)
+
+
+def test_halves_are_stable_and_split_the_files(tmp_path: Path) -> None:
+    b = _bench()
+    files = [tmp_path / "web-dogs" / f"n0208-x/{i}.jpg" for i in range(200)]
+    halves = [b.half_of(f, tmp_path) for f in files]
+    assert halves == [b.half_of(f, tmp_path) for f in files]
+    assert 70 < halves.count("tune") < 130
+    assert b.assign([[0, 0, 10, 10], [50, 50, 60, 60]], [(48, 48, 70, 70), (0, 0, 12, 12)], "centre") == [1, 0]
