@@ -12,6 +12,7 @@ from fixtures import noise_image, write_jpeg
 from typer.testing import CliRunner
 
 from dogbreed import batch
+from dogbreed.inference import sinks
 from dogbreed.batch import BatchError, iter_sources, run_batch, stream_predictions
 from dogbreed.cli import app
 from dogbreed.inference.decode import Prepared
@@ -130,7 +131,7 @@ def test_interrupted_run_resumes_without_redoing_rows(photos: Path, tmp_path: Pa
                                                       suffix: str, monkeypatch: pytest.MonkeyPatch) -> None:
     if suffix == ".parquet":
         pytest.importorskip("pyarrow")
-        monkeypatch.setattr(batch, "PART_ROWS", 2)  # a part per batch, so the interrupted run leaves some
+        monkeypatch.setattr(sinks, "PART_ROWS", 2)  # a part per batch, so the interrupted run leaves some
     paths = expand_inputs([photos])
     ref = tmp_path / f"ref{suffix}"
     run_batch(small_batches, [photos], ref, workers=0)

@@ -36,13 +36,21 @@ LITE_MEAN = (127.0 / 255.0,) * 3
 LITE_STD = (128.0 / 255.0,) * 3
 
 RESIZE_MODES = ("center_crop", "squash", "pad", "shorter")
-FULL_SIZE = "dogbreed_full_size"  # key in a decoded image's info: (width, height) of the photo as stored, upright
+FULL_SIZE = "dogbreed_full_size"  # key in a decoded image's info: its size and the photo's own, upright
+
+
+def mark_full_size(img: Image.Image, full: tuple[int, int]) -> Image.Image:
+    """Remember that ``img`` (a reduced decode) shows a photo of ``full`` pixels; kept with this size only, since
+    Pillow copies ``info`` into every image derived from it (a resize, a crop) whose pixels mean something else."""
+    img.info[FULL_SIZE] = (*img.size, int(full[0]), int(full[1]))
+    return img
 
 
 def full_size(img: Image.Image) -> tuple[int, int]:
-    """The upright size of the photo ``img`` was decoded from (a JPEG draft or a reduction may have shrunk it)."""
-    size = img.info.get(FULL_SIZE)
-    return (int(size[0]), int(size[1])) if size else img.size
+    """The upright size of the photo ``img`` was decoded from (a JPEG draft or a reduction may have shrunk it);
+    its own size when it was not decoded here or was changed since."""
+    mark = img.info.get(FULL_SIZE)
+    return (mark[2], mark[3]) if mark and tuple(mark[:2]) == img.size else img.size
 
 
 def _path_error(problem: str) -> ImageDecodeError:
@@ -105,7 +113,7 @@ def load_image(
         ImageOps.exif_transpose(img, in_place=True)  # no full-size copy (a 49 MP photo's would be 196 MB)
         out = to_rgb(img)
         # The photo's own size, upright, before any draft reduction: boxes are reported in these pixels.
-        out.info[FULL_SIZE] = (full[1], full[0]) if swapped else full
+        mark_full_size(out, (full[1], full[0]) if swapped else full)
         return out
     except ImageDecodeError:
         raise
@@ -119,7 +127,7 @@ def reduce_to_pixels(img: Image.Image, max_pixels: int) -> Image.Image:
     """Reduce by the smallest whole factor that brings the photo to at most ``max_pixels`` (box filter)."""
     w, h = img.size
     factor = math.ceil(math.sqrt(w * h / max_pixels)) if w * h > max_pixels else 1
-    return img.reduce(factor) if factor >= 2 else img
+    return mark_full_size(img.reduce(factor), full_size(img)) if factor >= 2 else img
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

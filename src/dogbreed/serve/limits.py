@@ -19,6 +19,8 @@ from typing import Any, BinaryIO
 from fastapi import HTTPException
 from PIL import Image
 
+from ..transforms import full_size, mark_full_size
+
 log = logging.getLogger("dogbreed.serve")
 
 MB = 1024 * 1024
@@ -195,7 +197,7 @@ def shrink_for_model(img: Image.Image, short_side: int) -> Image.Image:
     batch runs. What the model sees changes by less than the JPEG draft decode already allows.
     """
     factor = min(img.size) // max(short_side, 1)
-    return img.reduce(factor) if factor >= 2 else img
+    return mark_full_size(img.reduce(factor), full_size(img)) if factor >= 2 else img
 
 
 def return_freed_memory_to_the_os() -> bool:

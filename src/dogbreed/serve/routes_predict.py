@@ -34,6 +34,8 @@ def router(limits: Limits, n_classes: int) -> APIRouter:
             d = p.to_dict()
             d["path"] = name
             d["breeds"] = d["breeds"][:top_k]
+            for dog in d.get("dogs") or []:
+                dog["breeds"] = dog["breeds"][:top_k]
             out.append(d)
         return {"predictions": out}
 

@@ -38,6 +38,18 @@ class LookAlikes(BaseModel):
                                          "the gallery has none.")
 
 
+class DogOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    box: list[int] = Field(min_length=4, max_length=4, description="x0, y0, x1, y1 in the photo's own pixels "
+                           "(after its EXIF rotation).")
+    dog_probability: float = Field(ge=0, le=1, description="This crop's calibrated probability of a dog.")
+    verdict: Literal["dog", "uncertain_breed"] = Field(description="uncertain_breed: mixed or uncertain breed.")
+    breeds: list[BreedScoreOut] = Field(description="top_k breeds of this dog, most likely first.")
+    several_breeds_likely: bool
+    look_alikes: list[LookAlikes] | None = Field(None, description="Only with --gallery: this dog's look-alikes.")
+
+
 class PredictionOut(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -48,6 +60,9 @@ class PredictionOut(BaseModel):
     several_breeds_likely: bool
     look_alikes: list[LookAlikes] | None = Field(None, description="Only when the server runs with --gallery: for "
                                                  "each of the top 3 breeds, its nearest gallery photos.")
+    dogs: list[DogOut] | None = Field(None, description="Every dog found in the photo, most prominent first (empty "
+                                      "when none; absent with --whole-photo). verdict, dog_probability and breeds "
+                                      "above describe the first.")
 
 
 class PredictResponse(BaseModel):
