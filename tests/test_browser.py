@@ -18,6 +18,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.real]
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 SAMOYED = "imagenet-val-dogs/n02111889-Samoyed/ILSVRC2012_val_00003808.jpg"
+# Two breeds that look nothing alike, each photo got its breed alone; pasted side by side for the two-dog test.
+TWO_DOGS = (("imagenet-val-dogs/n02099601-golden_retriever/ILSVRC2012_val_00001112.jpg", "Golden retriever"),
+            ("imagenet-val-dogs/n02086240-Shih-Tzu/ILSVRC2012_val_00000907.jpg", "Shih-Tzu"))
 REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real"
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                "--disable-component-update", "--disable-sync"]
@@ -155,6 +158,21 @@ def wait_for_verdict(page) -> str:
     return page.get_attribute("#verdict", "data-verdict")
 
 
+def drop_file(page, path: Path, mime: str) -> None:
+    """Drag and drop, the way a browser delivers it: a DataTransfer holding the file, dropped on the zone."""
+    page.evaluate(
+        """([b64, name, mime]) => {
+            const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+            const dt = new DataTransfer();
+            dt.items.add(new File([bytes], name, {type: mime}));
+            const zone = document.getElementById("dropzone");
+            zone.dispatchEvent(new DragEvent("dragenter", {dataTransfer: dt, bubbles: true}));
+            zone.dispatchEvent(new DragEvent("drop", {dataTransfer: dt, bubbles: true, cancelable: true}));
+        }""",
+        [base64.b64encode(path.read_bytes()).decode(), path.name, mime],
+    )
+
+
 def test_upload_shows_verdict_and_bars(page, dog_photo: Path) -> None:
     page.set_input_files("#file", str(dog_photo))
     verdict = wait_for_verdict(page)
@@ -173,29 +191,25 @@ def test_upload_shows_verdict_and_bars(page, dog_photo: Path) -> None:
         assert verdict == "dog"
         assert page.locator("#verdict h2").inner_text() == "Looks like a Samoyed"
         assert widths[0] > 0.8 * page.locator("#breeds li .bar").first.bounding_box()["width"]  # 97.7%
+        # one dog: today's answer, plus its numbered box on the photo
+        box = page.locator("#boxes .dog-box")
+        assert box.count() == 1 and box.locator(".dog-num").inner_text() == "1"
+        assert box.get_attribute("aria-label").startswith("Dog 1, Samoyed")
+        assert within(box.bounding_box(), page.locator("#preview").bounding_box())
+        assert page.locator("#dogs").is_hidden()  # no per-dog list for a single dog
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "page-prediction.png"), full_page=True)
     assert (ARTIFACTS / "page-prediction.png").stat().st_size > 10_000
 
 
 def test_cat_dropped_on_page_says_no_dog(page, chelsea_png: Path) -> None:
-    # drag and drop, the way a browser delivers it: a DataTransfer holding the file, dropped on the zone
-    b64 = base64.b64encode(chelsea_png.read_bytes()).decode()
-    page.evaluate(
-        """b64 => {
-            const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
-            const dt = new DataTransfer();
-            dt.items.add(new File([bytes], "chelsea.png", {type: "image/png"}));
-            const zone = document.getElementById("dropzone");
-            zone.dispatchEvent(new DragEvent("dragenter", {dataTransfer: dt, bubbles: true}));
-            zone.dispatchEvent(new DragEvent("drop", {dataTransfer: dt, bubbles: true, cancelable: true}));
-        }""",
-        b64,
-    )
+    drop_file(page, chelsea_png, "image/png")
     assert wait_for_verdict(page) == "no_dog"
     assert page.locator("#verdict h2").inner_text() == "No dog found"
     assert "reference only" in page.locator("#breeds-caption").inner_text()
     assert page.locator("#feedback").is_hidden()  # no breed to confirm when there is no dog
+    assert page.locator("#boxes").is_hidden() and page.locator("#boxes .dog-box").count() == 0
+    assert page.locator("#dogs").is_hidden()
     assert page.locator("#filename").inner_text() == "chelsea.png"
 
 
@@ -309,3 +323,212 @@ def test_an_over_size_photo_is_refused_before_uploading(page, tmp_path: Path) ->
     text = page.locator("#verdict").inner_text()
     assert "This photo is 21.0 MB; the largest the server takes is 20.0 MB" in text
     assert posts == []
+
+
+# --- several dogs: numbered boxes on the photo, one entry each ---------------------------------------------------
+
+def within(inner: dict, outer: dict, slack: float = 1.0) -> bool:
+    return (inner["x"] >= outer["x"] - slack and inner["y"] >= outer["y"] - slack
+            and inner["x"] + inner["width"] <= outer["x"] + outer["width"] + slack
+            and inner["y"] + inner["height"] <= outer["y"] + outer["height"] + slack)
+
+
+def overlap(a: dict, b: dict) -> float:
+    w = min(a["x"] + a["width"], b["x"] + b["width"]) - max(a["x"], b["x"])
+    h = min(a["y"] + a["height"], b["y"] + b["height"]) - max(a["y"], b["y"])
+    return max(0.0, w) * max(0.0, h)
+
+
+def on_screen(page, rect: tuple[int, int, int, int]) -> dict:
+    """A rectangle in the photo's pixels -> where the page shows it (the photo is drawn with object-fit: contain)."""
+    img = page.locator("#preview:not([hidden]), #overlay:not([hidden])").first
+    frame = img.bounding_box()
+    nw, nh = page.locator("#preview").evaluate("img => [img.naturalWidth, img.naturalHeight]")
+    s = min(frame["width"] / nw, frame["height"] / nh)
+    ox, oy = frame["x"] + (frame["width"] - nw * s) / 2, frame["y"] + (frame["height"] - nh * s) / 2
+    x0, y0, x1, y1 = rect
+    return {"x": ox + x0 * s, "y": oy + y0 * s, "width": (x1 - x0) * s, "height": (y1 - y0) * s}
+
+
+def contrast(rgb: str, other: tuple[int, int, int] = (255, 255, 255)) -> float:
+    """WCAG contrast ratio of a computed `rgb(r, g, b)` colour against another."""
+    def lum(c: tuple[int, ...]) -> float:
+        lin = [(v / 255 / 12.92) if v / 255 <= 0.03928 else ((v / 255 + 0.055) / 1.055) ** 2.4 for v in c]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+    a, b = lum(tuple(int(v) for v in re.findall(r"\d+", rgb)[:3])), lum(other)
+    return (max(a, b) + 0.05) / (min(a, b) + 0.05)
+
+
+@pytest.fixture(scope="module")
+def two_dog_photo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[str, tuple[int, ...]]]]:
+    """Two real photos of two breeds, each 300 px wide, side by side on an 800x500 canvas (written to a tmp dir):
+    the photo, and for each pasted dog its breed and the rectangle it was pasted into."""
+    from PIL import Image
+
+    if not all((REAL / rel).exists() for rel, _ in TWO_DOGS):
+        pytest.skip("needs the real photos in ../shared/data/real/imagenet-val-dogs")
+    canvas = Image.new("RGB", (800, 500), (206, 210, 200))
+    pasted = []
+    for (rel, breed), x in zip(TWO_DOGS, (60, 440), strict=True):
+        im = Image.open(REAL / rel).convert("RGB")
+        w, h = 300, round(im.height * 300 / im.width)
+        y = (500 - h) // 2
+        canvas.paste(im.resize((w, h), Image.LANCZOS), (x, y))
+        pasted.append((breed, (x, y, x + w, y + h)))
+    path = tmp_path_factory.mktemp("two-dogs") / "two-dogs.jpg"
+    canvas.save(path, quality=92)
+    return path, pasted
+
+
+def check_two_dogs(page, pasted: list[tuple[str, tuple[int, ...]]]) -> None:
+    """Exactly two numbered boxes over the photo, each on one pasted dog; two entries, each naming its dog's breed."""
+    boxes = page.locator("#boxes .dog-box")
+    assert boxes.count() == 2
+    photo = page.locator("#preview:not([hidden]), #overlay:not([hidden])").first.bounding_box()
+    entries = page.locator("#dogs > li")
+    assert entries.count() == 2
+    found = {}
+    for i in range(2):
+        box = boxes.nth(i)
+        assert box.locator(".dog-num").inner_text() == str(i + 1)
+        assert box.get_attribute("aria-label").startswith(f"Dog {i + 1}: ")
+        r = box.bounding_box()
+        assert within(r, photo)
+        shares = [overlap(r, on_screen(page, rect)) / (r["width"] * r["height"]) for _, rect in pasted]
+        j = max(range(2), key=shares.__getitem__)
+        target = on_screen(page, pasted[j][1])
+        assert shares[j] >= 0.85, f"box {i + 1} {r} is not on a pasted dog {target}"
+        assert r["width"] * r["height"] >= 0.2 * target["width"] * target["height"], "box too small for its dog"
+        found[j] = i
+        entry = entries.nth(i)
+        assert entry.get_attribute("id") == f"dog-{i + 1}"
+        assert entry.locator(".dog-num").inner_text() == str(i + 1)
+        assert entry.locator(".dog-head h3").text_content().startswith(f"Dog {i + 1}: ")  # read out with its number
+        names = entry.locator(".breeds .breed-name").all_inner_texts()
+        assert len(names) == 5
+        assert pasted[j][0] in names[:3], f"dog {i + 1} on the {pasted[j][0]}: {names}"
+    assert sorted(found) == [0, 1], "both boxes are on the same dog"
+
+
+def test_two_dogs_get_numbered_boxes_and_an_entry_each(page, two_dog_photo) -> None:
+    path, pasted = two_dog_photo
+    drop_file(page, path, "image/jpeg")
+    assert wait_for_verdict(page) in ("dog", "uncertain_breed")
+    page.wait_for_selector("#boxes:not([hidden]) .dog-box", timeout=10_000)
+    assert page.locator("#preview").evaluate("img => [img.naturalWidth, img.naturalHeight]") == [800, 500]
+    assert page.locator("#verdict h2").inner_text() == "2 dogs in this photo"
+    assert page.locator("#breeds").is_hidden() and page.locator("#breeds-caption").is_hidden()
+    page.wait_for_timeout(700)  # the bars grow in over 0.6 s
+    check_two_dogs(page, pasted)
+    # the numbers stand out: white on each dog's colour at 4.5:1 or more
+    for i in range(2):
+        num = page.locator("#boxes .dog-box .dog-num").nth(i)
+        assert contrast(num.evaluate("e => getComputedStyle(e).backgroundColor")) >= 4.5
+        assert num.evaluate("e => getComputedStyle(e).color") == "rgb(255, 255, 255)"
+    # feedback is about dog 1, the one the photo's answer names
+    assert re.match(r"(Is dog 1 a |Do you know dog 1)", page.locator("#feedback legend").inner_text())
+    # a box is a link to its dog's entry
+    page.locator("#boxes .dog-box").nth(1).click()
+    page.wait_for_function("document.activeElement && document.activeElement.id === 'dog-2'", timeout=5_000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "page-two-dogs.png"), full_page=True)
+    # a narrower window: the photo is drawn smaller, the boxes follow it
+    before = page.locator("#boxes .dog-box").first.bounding_box()
+    page.set_viewport_size({"width": 820, "height": 900})
+    page.wait_for_function(f"document.querySelector('#boxes .dog-box').getBoundingClientRect().width < "
+                           f"{before['width'] - 5}", timeout=5_000)
+    check_two_dogs(page, pasted)
+    # the heat-map takes the photo's place; the boxes stay drawn above it
+    page.set_viewport_size({"width": 1200, "height": 900})
+    page.locator("#explain-label").click()
+    page.wait_for_selector("#overlay:not([hidden])", timeout=60_000)
+    page.wait_for_timeout(100)
+    check_two_dogs(page, pasted)
+    num = page.locator("#boxes .dog-box .dog-num").first.bounding_box()
+    on_top = page.evaluate("([x, y]) => document.elementFromPoint(x, y).closest('.dog-box') !== null",
+                           [num["x"] + num["width"] / 2, num["y"] + num["height"] / 2])
+    assert on_top
+    page.screenshot(path=str(ARTIFACTS / "page-two-dogs-heatmap.png"), full_page=True)
+
+
+def test_two_dogs_on_a_phone(browser, base_url: str, two_dog_photo) -> None:
+    path, pasted = two_dog_photo
+    ctx = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
+                              has_touch=True)
+    page = ctx.new_page()
+    try:
+        page.goto(base_url + "/")
+        page.set_input_files("#file", str(path))
+        wait_for_verdict(page)
+        page.wait_for_selector("#boxes:not([hidden]) .dog-box", timeout=10_000)
+        page.wait_for_timeout(700)
+        check_two_dogs(page, pasted)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390  # nothing runs off the side
+        photo = page.locator("#preview").bounding_box()
+        first = page.locator("#dogs > li").first.bounding_box()
+        assert photo["y"] + photo["height"] <= first["y"]  # the list below the photo
+        assert first["x"] >= 0 and first["x"] + first["width"] <= 390
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "page-two-dogs-phone.png"), full_page=True)
+    finally:
+        ctx.close()
+
+
+def test_each_dog_says_how_sure_it_is(page, dog_photo: Path) -> None:
+    """The per-dog states, from a made-up answer (the page's mechanics, not the model): a dog that could be one of
+    two breeds with its own look-alikes, and a dog of no clear breed. The look-alikes are the server's real ones."""
+    import json
+
+    from PIL import Image
+
+    real = page.evaluate(
+        """async b64 => {
+            const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+            const form = new FormData();
+            form.append("file", new File([bytes], "dog.jpg", {type: "image/jpeg"}));
+            return (await fetch("/v1/predict?top_k=5", {method: "POST", body: form})).json();
+        }""",
+        base64.b64encode(dog_photo.read_bytes()).decode(),
+    )["predictions"][0]
+    looks = real.get("look_alikes") or []
+    w, h = Image.open(dog_photo).size
+
+    def breeds(*pairs: tuple[str, float]) -> list[dict]:
+        return [{"wnid": None, "name": n, "probability": p} for n, p in pairs]
+
+    first = {"box": [0, 0, w // 2, h], "dog_probability": 0.99, "verdict": "dog", "several_breeds_likely": True,
+             "breeds": breeds(("Samoyed", 0.55), ("Great Pyrenees", 0.4), ("Kuvasz", 0.03), ("Eskimo dog", 0.01),
+                              ("Pomeranian", 0.01)), "look_alikes": looks}
+    second = {"box": [w // 2, h // 4, w, h], "dog_probability": 0.97, "verdict": "uncertain_breed",
+              "several_breeds_likely": False,
+              "breeds": breeds(("Beagle", 0.3), ("English foxhound", 0.25), ("Walker hound", 0.2), ("Basset", 0.15),
+                               ("Bloodhound", 0.1))}
+    answer = {"predictions": [{**{k: v for k, v in first.items() if k != "box"}, "path": dog_photo.name,
+                               "dogs": [first, second]}]}
+    page.route("**/v1/predict*", lambda route: route.fulfill(status=200, content_type="application/json",
+                                                             body=json.dumps(answer)))
+    page.set_input_files("#file", str(dog_photo))
+    assert wait_for_verdict(page) == "dog"
+    page.wait_for_selector("#boxes:not([hidden]) .dog-box", timeout=10_000)
+    assert page.locator("#boxes .dog-box").count() == 2
+    entries = page.locator("#dogs > li")
+    assert entries.count() == 2
+    assert entries.nth(0).locator(".dog-head h3").text_content() == "Dog 1: Samoyed"
+    assert "could also be a Great Pyrenees" in entries.nth(0).locator(".dog-head p").inner_text()
+    assert entries.nth(1).locator(".dog-head h3").text_content() == "Dog 2: Mixed or uncertain breed"
+    assert "1: Samoyed, 2: Mixed or uncertain breed" in page.locator("#verdict").inner_text()
+    assert page.locator("#feedback legend").inner_text() == "Is dog 1 a Samoyed?"
+    assert page.locator("#lookalikes").is_hidden()  # the look-alikes are in each dog's own entry
+    if any(b.get("photos") for b in looks):
+        assert entries.nth(0).locator(".lookalikes img").count() >= 1
+        entries.nth(0).locator(".lookalikes img").first.evaluate("img => img.decode()")
+    assert entries.nth(1).locator(".lookalikes").count() == 0
+    # the second box covers the right half, from a quarter down
+    r, photo = page.locator("#boxes .dog-box").nth(1).bounding_box(), on_screen(page, (0, 0, w, h))
+    assert abs(r["x"] - (photo["x"] + photo["width"] * (w // 2) / w)) < 2
+    assert abs(r["y"] - (photo["y"] + photo["height"] * (h // 4) / h)) < 2
+    assert abs(r["x"] + r["width"] - (photo["x"] + photo["width"])) < 2
+    page.wait_for_timeout(700)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "page-dog-states.png"), full_page=True)

@@ -1,4 +1,5 @@
-// dogbreed page: upload a photo, show the verdict and top-5 breeds, optionally send feedback. No libraries.
+// dogbreed page: upload a photo, show the verdict and top-5 breeds (for each dog found, numbered boxes on the photo),
+// optionally send feedback. No libraries.
 "use strict";
 
 (function () {
@@ -25,6 +26,8 @@
   const explainToggle = $("explain-toggle");
   const explainStatus = $("explain-status");
   const lookalikes = $("lookalikes");
+  const boxesEl = $("boxes");
+  const dogsEl = $("dogs");
   let overlayUrl = null;
 
   let current = null; // {file, prediction}
@@ -34,6 +37,9 @@
   let limits = null; // the server's budgets (GET /healthz), so an over-size photo is refused before uploading it
 
   const ICONS = { dog: "\u2713", uncertain_breed: "?", no_dog: "\u2715", error: "!" };
+  // one colour per dog, for its box and its number; each carries white text at 4.5:1 or more
+  const DOG_COLOURS = ["#a8431f", "#1b64d8", "#1e7a4c", "#7a3fb0", "#8a5a00"];
+  const dogColour = (i) => DOG_COLOURS[i % DOG_COLOURS.length];
 
   function pct(p) {
     if (p > 0 && p < 0.005) return "<1%";
@@ -47,7 +53,8 @@
     return e;
   }
 
-  function setVerdict(kind, title, detail) {
+  // `kind` styles the box; `verdict` (default: kind) is the photo's answer, in data-verdict
+  function setVerdict(kind, title, detail, verdict) {
     verdictEl.className = "verdict " + kind;
     verdictEl.replaceChildren();
     const icon = el("span", "icon", ICONS[kind] || "");
@@ -56,12 +63,13 @@
     body.append(el("h2", null, title));
     if (detail) body.append(el("p", null, detail));
     verdictEl.append(icon, body);
-    verdictEl.dataset.verdict = kind;
+    verdictEl.dataset.verdict = verdict || kind;
   }
 
-  function renderBreeds(breeds, dimmed) {
-    breedsEl.replaceChildren();
-    breedsEl.classList.toggle("dimmed", !!dimmed);
+  function renderBreeds(breeds, dimmed, target) {
+    target = target || breedsEl;
+    target.replaceChildren();
+    target.classList.toggle("dimmed", !!dimmed);
     const fills = [];
     for (const b of breeds) {
       const li = el("li");
@@ -72,7 +80,7 @@
       fill.style.display = "block";
       bar.append(fill);
       li.append(bar);
-      breedsEl.append(li);
+      target.append(li);
       fills.push([fill, b.probability]);
     }
     // set widths on the next frame so the bars grow in
@@ -105,6 +113,128 @@
     resetExplain();
     lookalikes.replaceChildren();
     lookalikes.hidden = true;
+    clearDogs();
+  }
+
+  function clearDogs() {
+    grid.classList.remove("several");
+    boxesEl.replaceChildren();
+    boxesEl.hidden = true;
+    dogsEl.replaceChildren();
+    dogsEl.hidden = true;
+  }
+
+  // What one dog looks like, in words: [title, detail]
+  function dogWords(d) {
+    const top = d.breeds[0];
+    const second = d.breeds[1];
+    if (d.verdict === "uncertain_breed" || !top) {
+      return ["Mixed or uncertain breed", "No single breed stands out: it may be a mix, or a breed we don't know."];
+    }
+    if (d.verdict === "no_dog") return ["Maybe not a dog", "Only " + pct(d.dog_probability) + " dog."];
+    if (d.several_breeds_likely && second) {
+      return [top.name, "It could also be a " + second.name + ", or a mix of the two."];
+    }
+    return [top.name, "We're " + pct(top.probability) + " sure about the breed."];
+  }
+
+  // The numbered boxes: a layer over the photo's drawn area (object-fit: contain leaves margins when the photo's
+  // shape differs from its frame), each box placed in percent of the photo's own pixels, so only the layer moves
+  // when the page is resized.
+  function drawBoxes(dogs) {
+    boxesEl.replaceChildren();
+    const w = preview.naturalWidth, h = preview.naturalHeight;
+    if (!dogs || !dogs.length || figure.hidden || !w || !h) { boxesEl.hidden = true; return; }
+    dogs.forEach((d, i) => {
+      const n = i + 1;
+      const [x0, y0, x1, y1] = d.box.map((v, k) => Math.min(Math.max(v, 0), k % 2 ? h : w));
+      const words = dogWords(d)[0];
+      let box;
+      if (dogs.length > 1) { // a link to its entry in the list (on a phone the list is below the photo)
+        box = el("a", "dog-box");
+        box.href = "#dog-" + n;
+        box.setAttribute("aria-label", "Dog " + n + ": " + words + ". Go to its breeds");
+        box.addEventListener("click", (ev) => {
+          ev.preventDefault();
+          const entry = $("dog-" + n);
+          entry.scrollIntoView({ block: "nearest", behavior: "smooth" });
+          entry.focus({ preventScroll: true });
+        });
+      } else {
+        box = el("div", "dog-box");
+        box.setAttribute("role", "img");
+        box.setAttribute("aria-label", "Dog " + n + ", " + words + ", marked on the photo");
+      }
+      box.dataset.dog = String(n);
+      box.style.setProperty("--dog", dogColour(i));
+      box.style.left = (100 * x0 / w) + "%";
+      box.style.top = (100 * y0 / h) + "%";
+      box.style.width = (100 * (x1 - x0) / w) + "%";
+      box.style.height = (100 * (y1 - y0) / h) + "%";
+      const num = el("span", "dog-num", String(n));
+      num.setAttribute("aria-hidden", "true");
+      box.append(num);
+      linkHover(box, n);
+      boxesEl.append(box);
+    });
+    boxesEl.hidden = false;
+    placeBoxes();
+  }
+
+  function placeBoxes() {
+    if (boxesEl.hidden) return;
+    const img = overlayImg.hidden ? preview : overlayImg; // the heat-map has the photo's shape
+    const cw = img.clientWidth, ch = img.clientHeight;
+    const w = preview.naturalWidth, h = preview.naturalHeight;
+    if (!cw || !ch || !w || !h) return;
+    const s = Math.min(cw / w, ch / h);
+    const dw = w * s, dh = h * s;
+    boxesEl.style.left = (img.offsetLeft + (cw - dw) / 2) + "px";
+    boxesEl.style.top = (img.offsetTop + (ch - dh) / 2) + "px";
+    boxesEl.style.width = dw + "px";
+    boxesEl.style.height = dh + "px";
+  }
+
+  // hovering or focusing a dog's box or its entry lights up both
+  function linkHover(node, n) {
+    const on = (v) => () => {
+      for (const e of document.querySelectorAll('[data-dog="' + n + '"]')) e.classList.toggle("active", v);
+    };
+    node.addEventListener("mouseenter", on(true));
+    node.addEventListener("mouseleave", on(false));
+    node.addEventListener("focusin", on(true));
+    node.addEventListener("focusout", on(false));
+  }
+
+  // Two or more dogs: one entry each, numbered as its box, with its own verdict, breeds and look-alikes.
+  function renderDogs(dogs, k) {
+    dogsEl.replaceChildren();
+    dogs.forEach((d, i) => {
+      const n = i + 1;
+      const [title, detail] = dogWords(d);
+      const li = el("li", "dog " + d.verdict);
+      li.id = "dog-" + n;
+      li.tabIndex = -1; // a box's link moves focus here
+      li.dataset.dog = String(n);
+      li.style.setProperty("--dog", dogColour(i));
+      const head = el("div", "dog-head");
+      const num = el("span", "dog-num", String(n));
+      num.setAttribute("aria-hidden", "true");
+      const words = el("div");
+      const h3 = el("h3");
+      h3.append(el("span", "visually-hidden", "Dog " + n + ": "), title);
+      words.append(h3, el("p", null, detail));
+      head.append(num, words);
+      const list = el("ol", "breeds");
+      list.setAttribute("aria-label", "Dog " + n + "'s closest breeds");
+      renderBreeds(d.breeds.slice(0, k), d.verdict === "no_dog", list); // as many as the photo's own answer
+      li.append(head, list);
+      const looks = renderLookAlikeRows(d.look_alikes, "What dog " + n + "'s breeds look like");
+      if (looks) li.append(looks);
+      linkHover(li, n);
+      dogsEl.append(li);
+    });
+    dogsEl.hidden = false;
   }
 
   function resetExplain() {
@@ -121,6 +251,7 @@
   function showOverlay(on) {
     overlayImg.hidden = !on;
     preview.hidden = on;
+    placeBoxes(); // the boxes stay drawn over the heat-map
   }
 
   // The heat-map is computed only when the toggle is switched on (a second, slower request), then kept.
@@ -154,9 +285,19 @@
 
   function renderLookAlikes(list) {
     lookalikes.replaceChildren();
+    const rows = renderLookAlikeRows(list);
+    if (!rows) { lookalikes.hidden = true; return; }
+    lookalikes.append(...rows.childNodes);
+    lookalikes.hidden = false;
+  }
+
+  // look-alike rows (a heading, then one row of gallery photos per breed) in a new element; null when none
+  function renderLookAlikeRows(list, heading) {
     const rows = (list || []).filter((b) => b.photos && b.photos.length);
-    if (!rows.length) { lookalikes.hidden = true; return; }
-    lookalikes.append(el("h3", null, "What these breeds look like"));
+    if (!rows.length) return null;
+    const out = el("section", "lookalikes");
+    out.setAttribute("aria-label", heading || "Example photos of these breeds");
+    out.append(el(heading ? "h4" : "h3", null, heading || "What these breeds look like")); // h4 under a dog's h3
     for (const b of rows) {
       const row = el("div", "lookalike-row");
       row.append(el("span", "breed-label", b.name));
@@ -167,9 +308,9 @@
         img.loading = "lazy";
         row.append(img);
       }
-      lookalikes.append(row);
+      out.append(row);
     }
-    lookalikes.hidden = false;
+    return out;
   }
 
   function showError(message) {
@@ -177,6 +318,7 @@
     breedsEl.replaceChildren();
     caption.hidden = true;
     fbForm.hidden = true;
+    clearDogs();
     setVerdict("error", "Sorry, that didn't work", message);
     requestAnimationFrame(reveal);
   }
@@ -191,6 +333,9 @@
     showBusy(false);
     requestAnimationFrame(reveal);
     explainLabel.hidden = figure.hidden;
+    const dogs = shownDogs(p);
+    drawBoxes(dogs);
+    if (dogs.length > 1) { renderSeveral(p, dogs); return; }
     renderLookAlikes(p.verdict === "no_dog" ? null : p.look_alikes);
     const top = p.breeds[0];
     const second = p.breeds[1];
@@ -218,9 +363,28 @@
     caption.textContent = "Top " + p.breeds.length + " breeds";
     caption.hidden = false;
     renderBreeds(p.breeds, false);
-    // "Is this right?" only makes sense for a clear answer; for an uncertain one, ask for the breed instead
+    showFeedback(p, "");
+  }
+
+  // Several dogs: a summary, then each dog by its number; feedback is about dog 1, the one the photo's answer names
+  function renderSeveral(p, dogs) {
+    const names = dogs.map((d, i) => (i + 1) + ": " + dogWords(d)[0]);
+    setVerdict("dog", dogs.length + " dogs in this photo",
+      "Numbered on the photo, the most prominent first. " + names.join(", ") + ".", p.verdict);
+    grid.classList.add("several");
+    caption.hidden = true;
+    breedsEl.replaceChildren();
+    renderLookAlikes(null);
+    renderDogs(dogs, p.breeds.length);
+    showFeedback(p, " dog 1");
+  }
+
+  // "Is this right?" only makes sense for a clear answer; for an uncertain one, ask for the breed instead
+  function showFeedback(p, which) {
     const sure = p.verdict === "dog";
-    fbForm.querySelector("legend").textContent = sure ? "Is this right?" : "Do you know the breed?";
+    fbForm.querySelector("legend").textContent = which
+      ? (sure ? "Is" + which + " a " + p.breeds[0].name + "?" : "Do you know" + which + "'s breed?")
+      : (sure ? "Is this right?" : "Do you know the breed?");
     fbYes.hidden = !sure;
     $("fb-or").textContent = sure ? "or it's a" : "It's a";
     fbForm.hidden = false;
@@ -250,7 +414,9 @@
     figure.hidden = false;
     grid.classList.remove("single");
     // not an image the browser can show (or a format only the server reads, like TIFF): answer full width
-    preview.onerror = () => { figure.hidden = true; grid.classList.add("single"); };
+    preview.onerror = () => { figure.hidden = true; grid.classList.add("single"); clearBoxes(); };
+    // the answer may come before the photo is decoded: draw the boxes once both are there
+    preview.onload = () => { if (current && current.prediction) drawBoxes(shownDogs(current.prediction)); };
     upload.classList.add("compact");
     $("drop-title").textContent = "Drop another photo here, or";
     $("choose").textContent = "Choose another photo";
@@ -324,7 +490,23 @@
     }
   }
 
+  function shownDogs(p) {
+    return p.verdict === "no_dog" ? [] : (p.dogs || []);
+  }
+
+  function clearBoxes() {
+    boxesEl.replaceChildren();
+    boxesEl.hidden = true;
+  }
+
   explainToggle.addEventListener("change", toggleExplain);
+  // the layer follows the photo's drawn size: a resized window, a rotated phone, the column changing width
+  if (window.ResizeObserver) {
+    const ro = new ResizeObserver(() => placeBoxes());
+    ro.observe(preview);
+    ro.observe(overlayImg);
+  }
+  window.addEventListener("resize", placeBoxes);
 
   fbYes.addEventListener("click", () => {
     if (current && current.prediction) sendFeedback(current.prediction.breeds[0].name);
