@@ -12,9 +12,9 @@ from fixtures import noise_image, write_jpeg
 from typer.testing import CliRunner
 
 from dogbreed import batch
-from dogbreed.inference import sinks
 from dogbreed.batch import BatchError, iter_sources, run_batch, stream_predictions
 from dogbreed.cli import app
+from dogbreed.inference import sinks
 from dogbreed.inference.decode import Prepared
 from dogbreed.predict import Predictor, expand_inputs
 

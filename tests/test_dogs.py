@@ -1,0 +1,116 @@
+"""Per-dog answers (`inference.dogs`) and their rows (`inference.sinks`): which crops are dogs, the main dog, the
+photo's own answer, and one row per dog that resumes like one row per photo. No model: scores are given."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dogbreed.breeds import stanford_breeds
+from dogbreed.inference import sinks
+from dogbreed.inference.dogs import answer_photo
+from dogbreed.inference.regions import Region
+from dogbreed.inference.scoring import Decision, Prediction
+
+CLASSES = list(stanford_breeds())
+
+
+def _logp(top: int, p: float = 0.9) -> np.ndarray:
+    probs = np.full(len(CLASSES), (1 - p) / (len(CLASSES) - 1), np.float32)
+    probs[top] = p
+    return np.log(probs)
+
+
+def _region(box: tuple[int, int, int, int] | None, size: tuple[int, int] = (640, 480)) -> Region:
+    if box is None:
+        return Region(None, [0, 0, *size], 1.0)
+    area = (box[2] - box[0]) * (box[3] - box[1]) / (size[0] * size[1])
+    return Region(tuple(map(float, box)), list(box), area, 0.5, "dog")
+
+
+def _answer(dog: list[float], logps: list[np.ndarray], boxes: list[tuple[int, int, int, int] | None]) -> Prediction:
+    return answer_photo(np.stack(logps), np.array(dog, np.float32), [_region(b) for b in boxes], "x.jpg", CLASSES,
+                        Decision(dog_threshold=0.5, uncertain_threshold=0.3), top_k=3)
+
+
+def test_two_dogs_each_get_their_own_breed_most_prominent_first() -> None:
+    p = _answer([0.2, 0.9, 0.95], [_logp(0), _logp(5), _logp(9)],
+                [None, (10, 10, 110, 110), (300, 100, 500, 300)])
+    assert [d.box for d in p.dogs] == [[300, 100, 500, 300], [10, 10, 110, 110]]  # the larger dog first
+    assert [d.breeds[0].name for d in p.dogs] == [CLASSES[9].name, CLASSES[5].name]
+    assert p.verdict == "dog" and p.breeds[0].name == CLASSES[9].name  # the photo's answer is the main dog's
+    assert p.to_dict()["dogs"][1]["box"] == [10, 10, 110, 110]
+
+
+def test_a_small_dog_the_whole_photo_misses_is_found() -> None:
+    p = _answer([0.05, 0.97], [_logp(3), _logp(7)], [None, (400, 300, 520, 400)])
+    assert p.verdict == "dog" and p.dog_probability == pytest.approx(0.97)
+    assert len(p.dogs) == 1 and p.breeds[0].name == CLASSES[7].name  # a small crop alone: not the background's
+
+
+def test_a_large_lone_dog_also_reads_the_whole_photo() -> None:
+    p = _answer([0.99, 0.9], [_logp(1, 0.8), _logp(2, 0.6)], [None, (0, 0, 600, 450)])
+    names = [b.name for b in p.breeds[:2]]
+    assert names == [CLASSES[1].name, CLASSES[2].name]  # the mean of both rows: 0.8 beats 0.6
+    assert p.dog_probability == pytest.approx(0.99)
+
+
+def test_no_dog_and_a_refused_cat() -> None:
+    p = _answer([0.1, 0.2], [_logp(0), _logp(0)], [None, (100, 100, 300, 300)])
+    assert p.verdict == "no_dog" and p.dogs == [] and p.to_dict()["dogs"] == []
+
+
+def test_whole_photo_dog_without_a_dog_crop_keeps_the_best_candidate_box() -> None:
+    p = _answer([0.9, 0.3, 0.45], [_logp(4), _logp(0), _logp(0)], [None, (0, 0, 50, 50), (100, 100, 400, 400)])
+    assert p.verdict == "dog" and [d.box for d in p.dogs] == [[100, 100, 400, 400]]
+    assert p.breeds[0].name == CLASSES[4].name
+
+
+def test_a_head_inside_its_body_is_not_a_second_dog() -> None:
+    p = _answer([0.3, 0.95, 0.9], [_logp(0), _logp(6), _logp(6)], [None, (100, 100, 400, 400), (120, 110, 200, 190)])
+    assert len(p.dogs) == 1
+
+
+def _pred(path: str, n_dogs: int) -> Prediction:
+    p = _answer([0.2] + [0.9] * n_dogs, [_logp(0)] + [_logp(i + 1) for i in range(n_dogs)],
+                [None] + [(10 + 100 * i, 10, 90 + 100 * i, 90) for i in range(n_dogs)])
+    p.path = path
+    return p
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_per_dog_rows_resume_by_photo(tmp_path: Path, suffix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if suffix == ".parquet":
+        pytest.importorskip("pyarrow")
+        monkeypatch.setattr(sinks, "PART_ROWS", 2)  # parts end between photos, never inside one
+    out = tmp_path / f"r{suffix}"
+    preds = [_pred("a.jpg", 3), _pred("b.jpg", 0), _pred("c.jpg", 2)]
+    w = sinks.RowWriter(out, 3, per_dog=True)
+    w.write(preds[:2])
+    w.close()
+    w = sinks.RowWriter(out, 3, per_dog=True)
+    assert w.done == 2 and list(w.done_paths()) == ["a.jpg", "b.jpg"]
+    w.check_resumable(["a.jpg", "b.jpg", "c.jpg"], 3)
+    w.write(preds[2:])
+    w.close()
+    rows = (list(csv.DictReader(out.open())) if suffix == ".csv" else
+            __import__("pyarrow.parquet").parquet.read_table(out).to_pylist())
+    assert [(r["path"], str(r["dog"] or "")) for r in rows] == [
+        ("a.jpg", "1"), ("a.jpg", "2"), ("a.jpg", "3"), ("b.jpg", ""), ("c.jpg", "1"), ("c.jpg", "2")]
+    assert {str(r["dogs"]) for r in rows if r["path"] == "a.jpg"} == {"3"}
+
+
+def test_per_dog_csv_cut_mid_photo_is_redone(tmp_path: Path) -> None:
+    out = tmp_path / "r.csv"
+    w = sinks.RowWriter(out, 3, per_dog=True)
+    w.write([_pred("a.jpg", 1), _pred("b.jpg", 3)])
+    w.close()
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(lines[:-1]))  # b.jpg lost its last dog: an interrupted write
+    w = sinks.RowWriter(out, 3, per_dog=True)
+    assert w.done == 1 and list(w.done_paths()) == ["a.jpg"]
+    w.close()
+    assert [r["path"] for r in csv.DictReader(out.open())] == ["a.jpg"]
