@@ -224,13 +224,22 @@ def _explainer(model: str, device: str, breed: str | None):  # noqa: ANN202 - ex
     return ex
 
 
-def _write_overlay(explainer, path: str, breed: str, out_dir: str, written: set[str]) -> str:  # noqa: ANN001
-    """OUT_DIR/<stem>.png (numbered when two photos share a stem); returns the path written."""
+def _write_overlay(explainer, r: Prediction, breed: str | None, out_dir: str, written: set[str]) -> str:  # noqa: ANN001
+    """OUT_DIR/<stem>.png (numbered when two photos share a stem); returns the path written. Several dogs: each
+    dog's own heat-map in its numbered box (unless one breed is asked for)."""
+    import io
+
     from .explain import overlay_name
     from .fileio import atomic_write_bytes
 
-    target = Path(out_dir) / overlay_name(path, written)
-    atomic_write_bytes(target, explainer.explain(path, breed).png())
+    target = Path(out_dir) / overlay_name(str(r.path), written)
+    if breed is None and r.dogs and len(r.dogs) > 1:
+        buf = io.BytesIO()
+        explainer.explain_dogs(r.path, r.dogs).save(buf, format="PNG", compress_level=3)
+        png = buf.getvalue()
+    else:
+        png = explainer.explain(r.path, breed or r.breeds[0].wnid or r.breeds[0].name).png()
+    atomic_write_bytes(target, png)
     return str(target)
 
 
@@ -239,8 +248,9 @@ def _explain_hook(explainer, breed: str | None, out_dir: str) -> Callable[[Predi
 
     def on_row(r: Prediction) -> None:
         if r.error is None and r.path is not None:
-            r.explanation = _write_overlay(explainer, r.path, breed or r.breeds[0].wnid or r.breeds[0].name,
-                                           out_dir, written)
+            r.explanation = _write_overlay(explainer, r, breed, out_dir, written)
+            for d in r.dogs or []:
+                d.explanation = r.explanation  # one overlay holds every dog's heat-map, in its numbered box
 
     return on_row
 

@@ -8,6 +8,7 @@ gradients, and the PyTorch weights are the same ones that were exported.
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -15,14 +16,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from .breeds import Breed, BreedIndex
 from .errors import ModelLoadError
 from .inference.decode import decode
 from .models import Classifier
 from .resolve import resolve_model
-from .transforms import Preprocess, preprocess_image, reduce_to_pixels, to_tensor
+from .transforms import Preprocess, full_size, preprocess_image, reduce_to_pixels, to_tensor
 
 # Colour ramp for the overlay (dark blue -> cyan -> yellow -> red), interpolated in numpy so the heat-map needs
 # no plotting library.
@@ -117,6 +118,31 @@ class Explainer:
             img = reduce_to_pixels(img, max_pixels)
         heat, c = self.heatmap(img, self.class_index(breed))
         return Explanation(self.classes[c], c, heat, overlay(img, heat))
+
+    def explain_dogs(self, src: Any, dogs: Sequence[Any], max_pixels: int | None = OVERLAY_MAX_PIXELS) -> Image.Image:
+        """One overlay for a photo with several dogs: each dog's heat-map, computed on its own box for its own top
+        breed, placed in its box, and the boxes outlined and numbered (``dogs``: `inference.dogs.Dog`s, boxes in
+        the photo's pixels)."""
+        img = decode(src)
+        if max_pixels is not None:
+            img = reduce_to_pixels(img, max_pixels)
+        fw, fh = full_size(img)
+        sx, sy = img.width / fw, img.height / fh
+        heat = np.zeros((img.height, img.width), np.float32)
+        boxes = []
+        for d in dogs:
+            x0, y0, x1, y1 = (round(d.box[0] * sx), round(d.box[1] * sy), round(d.box[2] * sx), round(d.box[3] * sy))
+            if x1 - x0 < 2 or y1 - y0 < 2:
+                continue
+            h, _ = self.heatmap(img.crop((x0, y0, x1, y1)), self.class_index(d.breeds[0].wnid or d.breeds[0].name))
+            heat[y0:y1, x0:x1] = np.maximum(heat[y0:y1, x0:x1], h)
+            boxes.append((x0, y0, x1, y1))
+        out = overlay(img, heat)
+        draw = ImageDraw.Draw(out)
+        for n, box in enumerate(boxes, 1):
+            draw.rectangle(box, outline=(255, 255, 255), width=max(2, img.width // 300))
+            draw.text((box[0] + 4, box[1] + 2), str(n), fill=(255, 255, 255))
+        return out
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Breed logits and the last 4-D activation inside the backbone, recorded by forward hooks."""
