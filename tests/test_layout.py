@@ -18,7 +18,7 @@ LAYERS: dict[str, int] = {
                     0),
     **dict.fromkeys(["data", "features", "models", "onnxrun", "export", "resolve", "calibration"], 1),
     **dict.fromkeys(["predict", "train", "adapt", "dogness", "evaluate", "explain", "gallery", "batch",
-                     "batch_workers", "batch_ray", "card"], 2),
+                     "batch_workers", "batch_ray", "batch_ray_watch", "card"], 2),
     **dict.fromkeys(["serve", "cli", "__init__"], 3),
 }
 MAX_LINES = 80

@@ -20,6 +20,8 @@ from typing import Any
 import ray
 
 from .batch import BatchError, BatchSummary, columns, flat_row, iter_sources, parquet_schema, prepare_batch
+from .batch_ray_watch import STALL_S, plan_actors, watch_write
+from .batch_ray_watch import split_blocks as _blocks
 
 RAY_BATCH_SIZE = 64  # photos per map_batches call: big enough to amortise Ray's per-batch overhead
 
@@ -52,9 +54,9 @@ class PredictActor:
 
 def run_ray(inputs: Sequence[str], out: str | Path, opts: dict[str, Any], *, dog_threshold: float | None = None,
             address: str | None = None, path_column: str = "path", overwrite: bool = False,
-            actors: int | None = None, batch_size: int = RAY_BATCH_SIZE) -> BatchSummary:
+            actors: int | None = None, batch_size: int = RAY_BATCH_SIZE, cpus_per_actor: float | None = None,
+            progress: bool = False, stall_s: float | None = None) -> BatchSummary:
     """Predict every input into the Parquet folder ``out`` on Ray (local, or the cluster at ``address``)."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     out = Path(out)
@@ -71,17 +73,18 @@ def run_ray(inputs: Sequence[str], out: str | Path, opts: dict[str, Any], *, dog
         return summary
     started = _init(address)
     try:
-        n_actors = actors or max(1, int(ray.cluster_resources().get("GPU" if _gpu(opts) else "CPU", 1)))
+        n_actors, cpus = plan_actors(actors, cpus_per_actor, _gpu(opts))
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # rows in input order, like the local engine
         # Several blocks, so every actor gets work (one block would go to one actor), but not one per batch.
         blocks = min(math.ceil(len(todo) / batch_size), max(4 * n_actors, math.ceil(len(todo) / (16 * batch_size))))
-        ds = ray.data.from_arrow(pa.table({"path": todo})).repartition(blocks)
+        n_actors = min(n_actors, blocks)
+        ds = ray.data.from_arrow(_blocks(todo, blocks))  # split here: a repartition task would need a free CPU
         ds = ds.map_batches(PredictActor, fn_constructor_kwargs={"opts": opts, "dog_threshold": dog_threshold},
                             batch_size=batch_size, batch_format="pyarrow",
-                            compute=ray.data.ActorPoolStrategy(size=n_actors), num_cpus=1,
+                            compute=ray.data.ActorPoolStrategy(size=n_actors), num_cpus=cpus,
                             num_gpus=1 if _gpu(opts) else 0)
-        ds.write_parquet(str(out))
+        watch_write(ds, out, len(todo), progress=progress, stall_s=STALL_S if stall_s is None else stall_s)
     finally:
         if started:
             ray.shutdown()

@@ -127,6 +127,9 @@ def predict(
     engine: str = typer.Option("local", help="local | ray (Ray Data; needs --out DIR.parquet and dogbreed[ray])."),
     ray_address: str | None = typer.Option(None, help="With --engine ray: join this cluster (e.g. "
                                            "ray://head:10001 or auto); default starts a local Ray."),
+    ray_actors: int | None = typer.Option(None, min=1, help="With --engine ray: predicting actors [as many as "
+                                          "the cluster's CPUs hold at --ray-cpus-per-actor each; one per GPU]."),
+    ray_cpus_per_actor: float = typer.Option(1.0, min=0.01, help="With --engine ray: CPUs each actor asks for."),
 ) -> None:
     """Predict the breed of the dog in each photo."""
     from .batch import BatchError, iter_sources
@@ -149,7 +152,8 @@ def predict(
     if engine == "ray":
         if explain:
             raise typer.BadParameter("--explain runs with the local engine only")
-        _predict_ray(paths, out, opts, dog_threshold, ray_address, path_column, overwrite)
+        _predict_ray(paths, out, opts, dog_threshold, ray_address, path_column, overwrite, ray_actors,
+                     ray_cpus_per_actor)
         return
     if engine != "local":
         raise typer.BadParameter("--engine must be local or ray")
@@ -258,7 +262,8 @@ def _predict_to_file(pred: Predictor, paths: list[str], out: str, workers: int |
 
 
 def _predict_ray(paths: list[str], out: str | None, opts: dict, dog_threshold: float | None,
-                 ray_address: str | None, path_column: str, overwrite: bool) -> None:
+                 ray_address: str | None, path_column: str, overwrite: bool, actors: int | None = None,
+                 cpus_per_actor: float | None = None) -> None:
     from .batch import BatchError
 
     if out is None or not out.endswith(".parquet"):
@@ -270,7 +275,7 @@ def _predict_ray(paths: list[str], out: str | None, opts: dict, dog_threshold: f
         raise typer.Exit(2) from e
     try:
         s = run_ray(paths, out, opts, dog_threshold=dog_threshold, address=ray_address, path_column=path_column,
-                    overwrite=overwrite)
+                    overwrite=overwrite, actors=actors, cpus_per_actor=cpus_per_actor, progress=True)
     except BatchError as e:
         _err(str(e))
         raise typer.Exit(2) from e
