@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from .errors import DogbreedError
+from .fileio import atomic_write, writing
 from .predict import IMAGE_EXTENSIONS, Prediction, expand_inputs
 from .transforms import Preprocess, load_image, preprocess_image, to_array
 
@@ -38,6 +39,7 @@ MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq")
 OUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}
 PART_ROWS = 1024  # rows per Parquet part: at most this many answers are redone after an interruption
 BASE_COLUMNS = ["path", "verdict", "dog_probability", "several_breeds_likely", "error"]
+RESUME_HINT = "the rows written before are kept, and the same command resumes after them once the file can be written"
 
 
 class BatchError(DogbreedError, ValueError):
@@ -358,9 +360,8 @@ class RowWriter:
         pq = _pyarrow_parquet()
         table = pa.Table.from_pylist(rows, schema=parquet_schema(self.top_k))
         final = self.out / _part_name(len(self._parts))
-        tmp = final.with_suffix(".tmp")
-        pq.write_table(table, tmp)
-        os.replace(tmp, final)
+        with atomic_write(final) as tmp:  # a hidden temporary name, removed if the write fails (a full disk)
+            pq.write_table(table, tmp)
         self._parts.append(final)
 
     def close(self) -> None:
@@ -454,12 +455,13 @@ def run_batch(predictor: Predictor, inputs: Sequence[str], out: str | Path, *, w
 
     ``on_prediction`` sees each prediction before it is written (the CLI's --explain adds its overlay there)."""
     total = count_sources(inputs, path_column)
-    writer = RowWriter(out, predictor.top_k, overwrite=overwrite)
+    with writing(out, RESUME_HINT):
+        writer = RowWriter(out, predictor.top_k, overwrite=overwrite)
+    bar = None
     try:
         _check_resumable(writer, inputs, path_column, total)
         stream: Iterator[Prediction] = stream_predictions(predictor, inputs, workers=workers, skip=writer.done,
                                                           path_column=path_column)
-        bar = None
         if progress:
             from tqdm import tqdm
 
@@ -468,15 +470,17 @@ def run_batch(predictor: Predictor, inputs: Sequence[str], out: str | Path, *, w
         for chunk in _chunks(stream, predictor.batch_size):  # type: ignore[arg-type]
             for p in chunk if on_prediction is not None else ():
                 on_prediction(p)
-            writer.write(chunk)
+            with writing(out, RESUME_HINT):  # a full disk, a read-only remount: one sentence, rows kept
+                writer.write(chunk)
             written += len(chunk)
             errors += sum(p.error is not None for p in chunk)
             if bar is not None:
                 bar.update(len(chunk))
-        if bar is not None:
-            bar.close()
     finally:
-        writer.close()
+        if bar is not None:  # before any error's sentence, so that it starts on a line of its own
+            bar.close()
+        with writing(out, RESUME_HINT):
+            writer.close()
     return BatchSummary(str(out), total, writer.done, written, errors)
 
 

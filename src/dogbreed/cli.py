@@ -730,7 +730,15 @@ def export_cmd(
 
 
 def main() -> None:
-    app()
+    """The `dogbreed` entry point. An output that cannot be written (a full disk, a quota, a read-only file system,
+    a permission taken away), wherever it is met, ends in its one sentence and exit code 2, not a traceback."""
+    from .errors import WriteError
+
+    try:
+        app()
+    except WriteError as e:
+        _err(str(e))
+        sys.exit(2)
 
 
 if __name__ == "__main__":
