@@ -18,8 +18,8 @@ LAYERS: dict[str, int] = {
                     0),
     **dict.fromkeys(["data", "features", "models", "onnxrun", "export", "resolve", "calibration", "dogness",
                      "inference"], 1),
-    **dict.fromkeys(["predict", "train", "adapt", "evaluate", "explain", "gallery", "batch", "batch_ray", "card"],
-                    2),
+    **dict.fromkeys(["predict", "train", "adapt", "evaluate", "explain", "gallery", "batch", "batch_ray",
+                     "batch_ray_watch", "card"], 2),
     **dict.fromkeys(["serve", "cli", "__init__"], 3),
 }
 MAX_LINES = 80

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from .errors import BatchError
+from .fileio import writing
 from .inference.executors import prefetched
 from .inference.scoring import Prediction
 from .inference.sinks import RowWriter, columns, flat_row, flat_rows, out_format, parquet_schema
@@ -29,6 +30,7 @@ __all__ = ["BatchError", "BatchSummary", "columns", "count_sources", "flat_row",
            "parquet_schema", "prefetched", "run_batch", "stream_predictions"]
 
 T = TypeVar("T")
+RESUME_HINT = "the rows written before are kept, and the same command resumes after them once the file can be written"
 
 
 def stream_predictions(predictor: Predictor, inputs: Sequence[str], *, workers: int | None = None, skip: int = 0,
@@ -59,11 +61,12 @@ def run_batch(predictor: Predictor, inputs: Sequence[str], out: str | Path, *, w
     CSV and Parquet rows carry the dog count and the main dog's box when the detection stage runs; ``per_dog``
     writes one row per dog instead (JSONL always holds every dog)."""
     total = count_sources(inputs, path_column)
-    writer = RowWriter(out, predictor.top_k, overwrite=overwrite, dogs=predictor.finds_dogs, per_dog=per_dog)
+    with writing(out, RESUME_HINT):
+        writer = RowWriter(out, predictor.top_k, overwrite=overwrite, dogs=predictor.finds_dogs, per_dog=per_dog)
+    bar = None
     try:
         writer.check_resumable(iter_sources(inputs, path_column), total)
         stream = stream_predictions(predictor, inputs, workers=workers, skip=writer.done, path_column=path_column)
-        bar = None
         if progress:
             from tqdm import tqdm
 
@@ -72,15 +75,17 @@ def run_batch(predictor: Predictor, inputs: Sequence[str], out: str | Path, *, w
         for chunk in chunks(stream, predictor.batch_size):
             for p in chunk if on_prediction is not None else ():
                 on_prediction(p)
-            writer.write(chunk)
+            with writing(out, RESUME_HINT):  # a full disk, a read-only remount: one sentence, rows kept
+                writer.write(chunk)
             written += len(chunk)
             errors += sum(p.error is not None for p in chunk)
             if bar is not None:
                 bar.update(len(chunk))
-        if bar is not None:
-            bar.close()
     finally:
-        writer.close()
+        if bar is not None:  # before any error's sentence, so that it starts on a line of its own
+            bar.close()
+        with writing(out, RESUME_HINT):
+            writer.close()
     return BatchSummary(str(out), total, writer.done, written, errors)
 
 

@@ -23,8 +23,10 @@ from typing import Any
 
 import ray
 
-from .batch import BatchSummary
+from .batch import RESUME_HINT, BatchSummary
+from .batch_ray_watch import STALL_S, plan_actors, split_blocks, watch_write
 from .errors import BatchError
+from .fileio import writing
 from .inference.options import PredictOptions
 from .inference.sinks import RowWriter, flat_rows, parquet_schema
 from .inference.sources import count_sources, iter_sources
@@ -50,7 +52,8 @@ class PredictActor:
 
 def run_ray(inputs: Sequence[str], out: str | Path, options: PredictOptions | dict[str, Any], *,
             address: str | None = None, path_column: str = "path", overwrite: bool = False, per_dog: bool = False,
-            actors: int | None = None, batch_size: int = RAY_BATCH_SIZE) -> BatchSummary:
+            actors: int | None = None, batch_size: int = RAY_BATCH_SIZE, cpus_per_actor: float | None = None,
+            progress: bool = False, stall_s: float | None = None) -> BatchSummary:
     """Predict every input into the Parquet folder ``out`` on Ray (local, or the cluster at ``address``);
     ``options`` may also be given as a dict of `PredictOptions` fields."""
     if isinstance(options, dict):
@@ -68,38 +71,45 @@ def run_ray(inputs: Sequence[str], out: str | Path, options: PredictOptions | di
         todo = list(itertools.islice(iter_sources(inputs, path_column), writer.done, None))
         summary = BatchSummary(str(out), total, writer.done, len(todo), 0)
         if todo:
-            summary.errors = _run(todo, writer, options, per_dog, address, actors, batch_size)
+            plan = {"actors": actors, "cpus_per_actor": cpus_per_actor, "progress": progress,
+                    "stall_s": STALL_S if stall_s is None else stall_s}
+            summary.errors = _run(todo, writer, options, per_dog, address, batch_size, plan)
     finally:
         writer.close()
     return summary
 
 
 def _run(todo: list[str], writer: RowWriter, options: PredictOptions, per_dog: bool, address: str | None,
-         actors: int | None, batch_size: int) -> int:
+         batch_size: int, plan: dict[str, Any]) -> int:
     """Stream ``todo`` through the actor pool into ``writer``, in order; returns the error rows written."""
-    import pyarrow as pa
-
     started = _init(address)
-    errors = 0
+    errors = [0]
+
+    def write(rows: list[dict[str, Any]]) -> int:
+        with writing(writer.out, RESUME_HINT):
+            writer.write_rows(rows)
+        firsts = [r for r in rows if r.get("dog") in (None, 1)]  # one per photo, also with a row per dog
+        errors[0] += sum(r["error"] is not None for r in firsts)
+        return len(firsts)
+
     try:
         gpu = options.device.startswith("cuda")
-        n_actors = actors or max(1, int(ray.cluster_resources().get("GPU" if gpu else "CPU", 1)))
+        n_actors, cpus = plan_actors(plan["actors"], plan["cpus_per_actor"], gpu)
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # rows in input order, like the local engine
         # Several blocks, so every actor gets work (one block would go to one actor), but not one per batch.
         blocks = min(math.ceil(len(todo) / batch_size), max(4 * n_actors, math.ceil(len(todo) / (16 * batch_size))))
-        ds = ray.data.from_arrow(pa.table({"path": todo})).repartition(blocks)
+        n_actors = min(n_actors, blocks)
+        ds = ray.data.from_arrow(split_blocks(todo, blocks))  # split here: a repartition task would need a free CPU
         ds = ds.map_batches(PredictActor, fn_constructor_kwargs={"options": options, "per_dog": per_dog},
                             batch_size=batch_size, batch_format="pyarrow",
-                            compute=ray.data.ActorPoolStrategy(size=n_actors), num_cpus=1, num_gpus=1 if gpu else 0)
-        for table in ds.iter_batches(batch_size=batch_size, batch_format="pyarrow"):
-            rows = table.to_pylist()
-            writer.write_rows(rows)
-            errors += sum(r["error"] is not None for r in rows if r.get("dog") in (None, 1))
+                            compute=ray.data.ActorPoolStrategy(size=n_actors), num_cpus=cpus,
+                            num_gpus=1 if gpu else 0)
+        watch_write(ds, write, len(todo), batch_size=batch_size, progress=plan["progress"], stall_s=plan["stall_s"])
     finally:
         if started:
             ray.shutdown()
-    return errors
+    return errors[0]
 
 
 def _init(address: str | None) -> bool:

@@ -170,6 +170,9 @@ def predict(
     engine: str = typer.Option("local", help="local | ray (Ray Data; needs --out DIR.parquet and dogbreed[ray])."),
     ray_address: str | None = typer.Option(None, help="With --engine ray: join this cluster (e.g. "
                                            "ray://head:10001 or auto); default starts a local Ray."),
+    ray_actors: int | None = typer.Option(None, min=1, help="With --engine ray: predicting actors [as many as "
+                                          "the cluster's CPUs hold at --ray-cpus-per-actor each; one per GPU]."),
+    ray_cpus_per_actor: float = typer.Option(1.0, min=0.01, help="With --engine ray: CPUs each actor asks for."),
 ) -> None:
     """Predict the breed of the dog in each photo."""
     from .errors import BatchError, DogbreedError
@@ -187,7 +190,8 @@ def predict(
     if engine == "ray":
         if explain:
             raise typer.BadParameter("--explain runs with the local engine only")
-        _predict_ray(paths, out, options, ray_address, path_column, overwrite, per_dog)
+        _predict_ray(paths, out, options, ray_address, path_column, overwrite, per_dog, ray_actors,
+                     ray_cpus_per_actor)
         return
     if engine != "local":
         raise typer.BadParameter("--engine must be local or ray")
@@ -303,7 +307,8 @@ def _predict_to_file(pred: Predictor, paths: list[str], out: str, workers: int |
 
 
 def _predict_ray(paths: list[str], out: str | None, options: PredictOptions, ray_address: str | None,
-                 path_column: str, overwrite: bool, per_dog: bool = False) -> None:
+                 path_column: str, overwrite: bool, per_dog: bool = False, actors: int | None = None,
+                 cpus_per_actor: float | None = None) -> None:
     from .errors import BatchError
 
     if out is None or not out.endswith(".parquet"):
@@ -315,7 +320,7 @@ def _predict_ray(paths: list[str], out: str | None, options: PredictOptions, ray
         raise typer.Exit(2) from e
     try:
         s = run_ray(paths, out, options, address=ray_address, path_column=path_column, overwrite=overwrite,
-                    per_dog=per_dog)
+                    per_dog=per_dog, actors=actors, cpus_per_actor=cpus_per_actor, progress=True)
     except BatchError as e:
         _err(str(e))
         raise typer.Exit(2) from e
@@ -755,7 +760,15 @@ def export_cmd(
 
 
 def main() -> None:
-    app()
+    """The `dogbreed` entry point. An output that cannot be written (a full disk, a quota, a read-only file system,
+    a permission taken away), wherever it is met, ends in its one sentence and exit code 2, not a traceback."""
+    from .errors import WriteError
+
+    try:
+        app()
+    except WriteError as e:
+        _err(str(e))
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -54,3 +54,17 @@ class DataNotFound(DataError, FileNotFoundError):
 class BatchError(DogbreedError, ValueError):
     """A batch run's inputs or output cannot be used (a manifest without its column, an output that belongs to other
     inputs or another top-k, a bad suffix...)."""
+
+
+class WriteError(DogbreedError, OSError):
+    """An output or cache file cannot be written: the disk or the quota is full, the file system is read-only,
+    permission was taken away, an I/O error. ``path`` names the file and ``reason`` the cause in words; made in one
+    place (`fileio.write_error`) from the OSError the write raised, whose ``errno`` it keeps."""
+
+    def __init__(self, path: str, reason: str, errno_: int | None = None, hint: str = "") -> None:
+        super().__init__(f"cannot write {path}: {reason}" + (f"; {hint}" if hint else ""))
+        self.path, self.reason, self.hint = path, reason, hint
+        self.errno = errno_
+
+    def __str__(self) -> str:  # OSError's own __str__ would print "[Errno ...]" forms of the arguments
+        return str(self.args[0])

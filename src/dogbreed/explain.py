@@ -23,6 +23,7 @@ from .errors import ModelLoadError
 from .inference.decode import decode
 from .models import Classifier
 from .resolve import resolve_model
+from .runtime import trim_heap
 from .transforms import Preprocess, full_size, preprocess_image, reduce_to_pixels, to_tensor
 
 # Colour ramp for the overlay (dark blue -> cyan -> yellow -> red), interpolated in numpy so the heat-map needs
@@ -97,7 +98,15 @@ class Explainer:
         return i
 
     def heatmap(self, img: Image.Image, class_index: int | None = None) -> tuple[np.ndarray, int]:
-        """(H, W) heat in [0, 1] at the photo's size, and the class it explains (the top breed when not given)."""
+        """(H, W) heat in [0, 1] at the photo's size, and the class it explains (the top breed when not given).
+
+        The backward pass's memory is handed back to the OS afterwards (`runtime.trim_heap`): a server runs these
+        on many threads, each with its own heap, and would otherwise keep each one's peak."""
+        out = self._heatmap(img, class_index)
+        trim_heap()
+        return out
+
+    def _heatmap(self, img: Image.Image, class_index: int | None) -> tuple[np.ndarray, int]:
         x = to_tensor(preprocess_image(img, self.cfg), self.cfg.mean, self.cfg.std)[None].to(self.device)
         fmap, logits = self._forward(x)
         c = int(logits[0].argmax()) if class_index is None else class_index

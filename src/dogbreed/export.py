@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .fileio import atomic_write, atomic_write_text
+from .fileio import atomic_write, atomic_write_text, say_once
 from .onnxrun import EXPORT_VERSION, OUTPUT_NAMES, SIDECAR_FORMAT, OnnxModel, sidecar_path
 from .paths import cache_dir, model_fingerprint
 from .runtime import eval_mode
@@ -71,6 +71,23 @@ def onnx_session_for(model: nn.Module, size: int | None = None, threads: int | N
     path = cache_dir() / "onnx" / f"{model_fingerprint(model)}-{size}-v{EXPORT_VERSION}.onnx"
     if not path.exists():
         export_onnx(model, path, size)
+        return OnnxModel(path, threads=threads, precision=precision)
+    try:
+        return OnnxModel(path, threads=threads, precision=precision)
+    except ValueError:  # a setting this machine cannot run (bf16 without native bf16): not the file's fault
+        raise
+    except Exception as e:  # noqa: BLE001 - ONNX Runtime and OpenVINO raise their own types for a damaged graph
+        return _reexport(model, path, size, e, threads, precision)
+
+
+def _reexport(model: nn.Module, path: Path, size: int, e: Exception, threads: int | None,
+              precision: str) -> OnnxModel:
+    """A cached export that does not load (truncated by a kill or a full disk, overwritten) is exported again,
+    once, and the run says so; the atomic write (a unique temporary name, then a rename) lets two processes that
+    both found it damaged export at once: each rename puts a whole file in place, and the bytes are the same."""
+    first = (str(e).strip().splitlines() or [type(e).__name__])[-1][:160]
+    say_once(f"the cached ONNX export {path} could not be loaded ({first}); exported it again", key=str(path))
+    export_onnx(model, path, size)
     return OnnxModel(path, threads=threads, precision=precision)
 
 

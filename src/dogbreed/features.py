@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -16,8 +17,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .accel import loader_kwargs
-from .errors import ImageDecodeError
-from .fileio import atomic_write
+from .errors import ImageDecodeError, WriteError
+from .fileio import atomic_write, say_once
 from .inference.decode import prepare
 from .inference.runners import create_runner
 from .paths import cache_dir, model_fingerprint
@@ -76,14 +77,46 @@ def _from_cache(digests: list[str], keys: dict[str, str], results: dict[tuple[in
         missing = False
         for v, key in keys.items():
             f = cache_dir() / "features" / key / f"{d}.npz"
-            if f.exists():
-                with np.load(f) as z:
-                    results[(i, v)] = {k: z[k] for k in z.files}
+            rec = load_entry(f) if f.exists() else None
+            if rec is not None:
+                results[(i, v)] = rec
             else:
                 missing = True
         if missing:
             todo.append(i)
     return todo
+
+
+ENTRY_KEYS = ("features", "imagenet_logits", "breed_logits")
+
+
+def load_entry(f: Path) -> dict[str, np.ndarray] | None:
+    """A cached entry, or None when it is damaged (truncated by a kill or a full disk, not an npz, missing an
+    array): then it is removed, so that this run computes and stores it again, and the run says so once."""
+    try:
+        with np.load(f) as z:
+            rec = {k: z[k] for k in z.files}
+        if all(k in rec and rec[k].ndim == 1 for k in ENTRY_KEYS):
+            return rec
+        why = "arrays missing"
+    except Exception as e:  # noqa: BLE001 - zipfile, pickle-refusal and EOF errors alike: the entry is rebuilt
+        why = type(e).__name__
+    with contextlib.suppress(OSError):
+        f.unlink()
+    say_once(f"feature cache: damaged entries (e.g. {f}: {why}) are recomputed and stored again", key="features-bad")
+    return None
+
+
+def store_entry(f: Path, rec: dict[str, np.ndarray]) -> bool:
+    """Store one entry; False when the cache cannot be written (full, read-only), which the run survives: it says
+    so once and goes on without caching."""
+    try:
+        with atomic_write(f, durable=False) as tmp:
+            np.savez(tmp, **rec)
+        return True
+    except WriteError as e:
+        say_once(f"feature cache not written, going on without it: {e}", key="features-write")
+        return False
 
 
 def extract(
@@ -147,9 +180,7 @@ def extract(
                            "breed_logits": np.asarray(breed[row], dtype=np.float32)}
                     results[(i, v)] = rec
                     if use_cache:
-                        with atomic_write(cache_dir() / "features" / keys[v] / f"{digests[i]}.npz",
-                                          durable=False) as tmp:
-                            np.savez(tmp, **rec)
+                        use_cache = store_entry(cache_dir() / "features" / keys[v] / f"{digests[i]}.npz", rec)
     ok = np.array([all((i, v) in results for v in views) for i in range(n)], dtype=bool)
     sample = next(iter(results.values()), None)
     dims = {k: (sample[k].shape[0] if sample is not None else 0)

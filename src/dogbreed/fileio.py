@@ -1,12 +1,15 @@
-"""Atomic file writes (a crash or a kill mid-write leaves the old file or the new one, never half of either), and
-reads of the JSON and safetensors files models are stored in, which fail as one clear `ModelLoadError`."""
+"""Atomic file writes (a crash or a kill mid-write leaves the old file or the new one, never half of either), the one
+place a failed write becomes a `WriteError` (disk full, quota, read-only, permission: one sentence naming the file),
+and reads of the JSON and safetensors files models are stored in, which fail as one clear `ModelLoadError`."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import json
+import logging
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -15,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import ModelLoadError
+from .errors import ModelLoadError, WriteError
 
 if TYPE_CHECKING:
     import torch
@@ -34,9 +37,10 @@ def atomic_write(path: str | Path, *, durable: bool = True) -> Iterator[Path]:
     which are rebuilt when damaged, where a disk flush per entry would cost more than it saves.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A unique name (not path + ".tmp") so two processes writing the same file cannot clobber each other's tmp.
-    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # A unique name (not path + ".tmp") so two processes writing the same file cannot clobber each other's tmp.
+        fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     # mkstemp makes the file 0600; the result should have the mode a plain open() would give it (or keep the
     # mode of the file it replaces), or outputs such as results.csv would be unreadable to the user's group.
     with contextlib.suppress(OSError):
@@ -44,13 +48,69 @@ def atomic_write(path: str | Path, *, durable: bool = True) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(name)
     try:
-        yield tmp
-        if durable:
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        with writing(path):
+            yield tmp
+            if durable:
+                with open(tmp, "rb+") as fh:
+                    os.fsync(fh.fileno())
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+# errno -> the cause in words, for the failures a write meets that a user can act on.
+WRITE_FAILURES = {
+    errno.ENOSPC: "the disk is full (no space left on device)",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EFBIG: "the file is too large for this file system",
+    errno.EIO: "an I/O error (the disk or the network file system failed)",
+}
+# Writers that are not Python's own (pyarrow, safetensors, torch) raise their own types; their messages still say
+# "[Errno 28]", "errno 28" or "os error 28".
+_ERRNO_IN_TEXT = re.compile(r"(?:errno|os error|code:)\s*(\d+)", re.IGNORECASE)
+
+
+def write_error(path: str | Path, e: BaseException, hint: str = "") -> WriteError | None:
+    """The `WriteError` for ``e`` raised while writing ``path``; None when ``e`` is not a failed write."""
+    if isinstance(e, WriteError):
+        return e
+    code = e.errno if isinstance(e, OSError) else None
+    if code is None and (isinstance(e, (OSError, RuntimeError, ValueError)) or type(e).__name__ == "SafetensorError"):
+        m = _ERRNO_IN_TEXT.search(str(e))
+        code = int(m.group(1)) if m else None
+    if code not in WRITE_FAILURES:
+        return None
+    return WriteError(str(path), WRITE_FAILURES[code], code, hint)
+
+
+@contextlib.contextmanager
+def writing(path: str | Path, hint: str = "") -> Iterator[None]:
+    """Inside this block, a failed write (`WRITE_FAILURES`) is raised as a `WriteError` naming ``path``; other
+    exceptions pass unchanged. ``hint`` is added to the sentence (e.g. how to resume)."""
+    try:
+        yield
+    except Exception as e:
+        err = write_error(path, e, hint)
+        if err is None or err is e:
+            raise
+        raise err from e
+
+
+_log = logging.getLogger("dogbreed")
+_said: set[str] = set()
+
+
+def say_once(message: str, key: str | None = None) -> None:
+    """One line on stderr (a `logging` warning of the "dogbreed" logger), once per process and ``key``: how a cache
+    that heals itself or goes without writing tells the user, without a traceback and without repeating."""
+    key = key or message
+    if key in _said:
+        return
+    _said.add(key)
+    _log.warning("dogbreed: %s", message)
 
 
 def _mode_for(path: Path) -> int:

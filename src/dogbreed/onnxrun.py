@@ -26,7 +26,7 @@ import numpy as np
 
 from .breeds import Breed
 from .errors import ModelLoadError
-from .fileio import atomic_write_text, read_json
+from .fileio import atomic_write_text, read_json, say_once
 from .paths import cache_dir
 from .runtime import physical_cores
 from .transforms import Preprocess
@@ -114,8 +114,30 @@ def _openvino_compiled(path: str, threads: int) -> Any:
     """One OpenVINO core and one compiled model per graph for the whole process: they are never torn down while
     another thread might still use them (compiled blobs are also cached on disk, so a new process starts fast)."""
     core = _openvino_core()
-    return core.compile_model(core.read_model(path), "CPU", {
+    before = _blob_stats()
+    compiled = core.compile_model(core.read_model(path), "CPU", {
         "INFERENCE_PRECISION_HINT": "bf16", "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads})
+    _say_if_blob_rebuilt(before)
+    return compiled
+
+
+def _blob_stats() -> dict[str, tuple[int, int]]:
+    """(size, mtime) of each compiled-model blob in OpenVINO's cache dir."""
+    out = {}
+    for f in (cache_dir() / "openvino").glob("*.blob"):
+        with contextlib.suppress(OSError):
+            st = f.stat()
+            out[f.name] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def _say_if_blob_rebuilt(before: dict[str, tuple[int, int]]) -> None:
+    """OpenVINO checks a cached blob itself and compiles again over one that does not load (a truncated one);
+    it does so silently, so the run says it here: a blob that existed and changed was rebuilt."""
+    for name, stat in _blob_stats().items():
+        if name in before and before[name] != stat:
+            say_once(f"OpenVINO's cached compiled model {cache_dir() / 'openvino' / name} could not be loaded; "
+                     "compiled it again", key=name)
 
 
 @functools.lru_cache(maxsize=1)

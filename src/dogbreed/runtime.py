@@ -20,6 +20,23 @@ if TYPE_CHECKING:
     from torch import nn
 
 
+def trim_heap() -> bool:
+    """Give the free pages of every glibc heap back to the OS (``malloc_trim(0)``); False without glibc.
+
+    For work that allocates hundreds of MB in pieces below the mmap threshold and is run on many threads, such as a
+    Grad-CAM backward pass in the server's worker threads: freed, those pieces stay in the heap (arena) of the
+    thread that ran it, one heap per thread up to 8 per core. Measured on 2 cores: 48 heat-maps on 16 threads took
+    RSS from 281 MB to 3.86 GB; with this after each, 341 MB (MALLOC_ARENA_MAX=1 gave 743 MB). It takes a few ms.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        return bool(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
 def resolve_device(device: str) -> str:
     """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; an explicit ``cuda`` without one is an error."""
     if device == "cpu":

@@ -6,6 +6,7 @@ the same photo sent twice is kept once.
 
 from __future__ import annotations
 
+import errno
 import re
 import shutil
 import sqlite3
@@ -15,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from ..breeds import Breed, BreedIndex
-from ..fileio import atomic_write_bytes
+from ..fileio import atomic_write_bytes, write_error
 from ..paths import cache_dir
 
 SCHEMA = """
@@ -70,7 +71,20 @@ class FeedbackQuotaExceeded(Exception):
 
 
 class FeedbackStorageError(Exception):
-    """The database or the photo folder cannot be written (read-only, disk full...); nothing was stored."""
+    """The database or the photo folder cannot be written (read-only, disk full...); nothing was stored.
+    ``full``: the disk or the quota is full (the service answers 507), not read-only or broken (503)."""
+
+    def __init__(self, message: str, full: bool = False) -> None:
+        super().__init__(message)
+        self.full = full
+
+
+def _disk_full(e: BaseException) -> bool:
+    """SQLite says SQLITE_FULL ("database or disk is full"); a photo write says ENOSPC or EDQUOT."""
+    if isinstance(e, sqlite3.Error):
+        return getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(e)
+    err = write_error("", e)
+    return err is not None and err.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass
@@ -137,7 +151,8 @@ class FeedbackStore:
             try:
                 con = self._connect()
             except (sqlite3.Error, OSError) as e:
-                raise FeedbackStorageError(f"cannot open the feedback database {self.db_path}: {e}") from e
+                raise FeedbackStorageError(f"cannot open the feedback database {self.db_path}: {e}",
+                                           _disk_full(e)) from e
             try:
                 con.execute("BEGIN IMMEDIATE")  # the quota check and the insert see the same table
                 self._check_quota(con, sha256, len(image), now)
@@ -158,7 +173,7 @@ class FeedbackStore:
                 con.rollback()
                 if wrote_photo:
                     target.unlink(missing_ok=True)  # no photo without its row
-                raise FeedbackStorageError(f"cannot store feedback in {self.db_path}: {e}") from e
+                raise FeedbackStorageError(f"cannot store feedback in {self.db_path}: {e}", _disk_full(e)) from e
             finally:
                 con.close()
         return FeedbackRecord(row_id, sha256, predicted, breed.wnid, breed.name, created)

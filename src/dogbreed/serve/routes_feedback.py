@@ -45,6 +45,9 @@ def router(breed_values: list[str]) -> APIRouter:
             raise HTTPException(507, str(e)) from None
         except FeedbackStorageError as e:
             log.error("feedback not stored: %s", e)  # once, here; the client gets a sentence without paths
+            if e.full:
+                raise HTTPException(507, "feedback storage is full (no space left on the server's disk); nothing "
+                                    "was saved") from None
             raise HTTPException(503, "feedback cannot be stored right now; nothing was saved",
                                 headers={"Retry-After": "60"}) from None
         return {"id": rec.id, "sha256": sha, "predicted": rec.predicted, "breed": {"wnid": right.wnid,

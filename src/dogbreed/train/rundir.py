@@ -85,8 +85,10 @@ def cleanup_on_failure(run_dir: Path, created: bool) -> Iterator[None]:
         yield
     except BaseException as e:
         if has_checkpoint(run_dir):
-            atomic_write_text(run_dir / FAILED,
-                              f"{type(e).__name__}: {e}\nresume with: dogbreed train --resume {run_dir}\n")
+            # On a full disk the marker may not fit either; the error that stopped the run is the one to tell.
+            with contextlib.suppress(OSError):
+                atomic_write_text(run_dir / FAILED,
+                                  f"{type(e).__name__}: {e}\nresume with: dogbreed train --resume {run_dir}\n")
         elif created:
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
