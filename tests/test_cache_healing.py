@@ -120,7 +120,7 @@ def test_a_truncated_feature_file_is_recomputed_once(tmp_path: Path, monkeypatch
     def no_model(*a, **k):  # noqa: ANN002, ANN003, ANN202 - the third run must read everything from the cache
         raise AssertionError("the model ran: the cache was not used")
 
-    monkeypatch.setattr(features, "_runner", no_model)
+    monkeypatch.setattr(features, "create_runner", no_model)
     np.testing.assert_allclose(features.extract(files, lite0, runtime="torch", num_workers=0).features,
                                first.features, atol=1e-5)
 

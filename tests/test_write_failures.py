@@ -144,9 +144,9 @@ def test_a_permission_taken_away_mid_run_keeps_the_parts_before(monkeypatch: pyt
                                                                 capsys: pytest.CaptureFixture, tmp_path: Path,
                                                                 photos: Path) -> None:
     pq = pytest.importorskip("pyarrow.parquet")
-    from dogbreed import batch
+    from dogbreed.inference import sinks
 
-    monkeypatch.setattr(batch, "PART_ROWS", 8)
+    monkeypatch.setattr(sinks, "PART_ROWS", 8)
     real, calls = pq.write_table, []
 
     def write_table(table, where, **kw) -> None:  # noqa: ANN001 - the third part meets a folder made read-only
