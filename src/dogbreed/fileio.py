@@ -94,6 +94,8 @@ def writing(path: str | Path, hint: str = "") -> Iterator[None]:
         yield
     except Exception as e:
         err = write_error(path, e, hint)
+        if err is e and hint and not e.hint:  # a file inside this output (a Parquet part): name the output
+            err = WriteError(str(path), e.reason, e.errno, hint)
         if err is None or err is e:
             raise
         raise err from e
