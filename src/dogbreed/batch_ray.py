@@ -97,8 +97,9 @@ def _run(todo: list[str], writer: RowWriter, options: PredictOptions, per_dog: b
         n_actors, cpus = plan_actors(plan["actors"], plan["cpus_per_actor"], gpu)
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # rows in input order, like the local engine
-        # Several blocks, so every actor gets work (one block would go to one actor), but not one per batch.
-        blocks = min(math.ceil(len(todo) / batch_size), max(4 * n_actors, math.ceil(len(todo) / (16 * batch_size))))
+        # Several blocks, so every actor gets work (one block would go to one actor), but not one per batch; at most
+        # 4 batches a block, since rows are written (and progress and the stall detector see them) a block at a time.
+        blocks = min(math.ceil(len(todo) / batch_size), max(4 * n_actors, math.ceil(len(todo) / (4 * batch_size))))
         n_actors = min(n_actors, blocks)
         ds = ray.data.from_arrow(split_blocks(todo, blocks))  # split here: a repartition task would need a free CPU
         ds = ds.map_batches(PredictActor, fn_constructor_kwargs={"options": options, "per_dog": per_dog},

@@ -22,7 +22,9 @@ import ray
 
 from .batch import BatchError
 
-STALL_S = 300.0  # no rows for this long: stop (the first rows also wait for Ray, actor start and model load)
+# No rows for this long: stop. The first rows also wait for the actors to start and load the model, and rows come a
+# block (at most 256 photos) at a time; once rows flow, the limit grows to 3x the longest gap seen between them.
+STALL_S = 600.0
 PROGRESS_EVERY_S = 10.0
 POLL_S = 1.0
 
@@ -97,12 +99,13 @@ def watch_write(ds: Any, write: Callable[[list[dict[str, Any]]], int], total: in
 
     thread = threading.Thread(target=pump, name="dogbreed-ray-rows", daemon=True)
     t0 = last_change = last_say = time.monotonic()
-    rows = 0
+    rows, longest_gap = 0, 0.0
     thread.start()
     while thread.is_alive():
         thread.join(POLL_S)
         now, n = time.monotonic(), done[0]
         if n != rows:
+            longest_gap = max(longest_gap, now - last_change) if rows else 0.0  # the first wait includes start-up
             rows, last_change = n, now
         if progress and now - last_say >= PROGRESS_EVERY_S:
             last_say = now
@@ -110,9 +113,9 @@ def watch_write(ds: Any, write: Callable[[list[dict[str, Any]]], int], total: in
             eta = f", ETA {(total - rows) / rate:.0f} s" if rate > 0 else ""
             say(f"ray: {rows}/{total} rows written ({rows / max(1, total):.0%}), {rate:.1f} images/s, "
                 f"{now - t0:.0f} s{eta}")
-        if thread.is_alive() and now - last_change > stall_s:
+        if thread.is_alive() and now - last_change > max(stall_s, 3 * longest_gap):
             free = ray.available_resources()
-            raise RayScheduleError(f"the Ray run made no progress for {stall_s:.0f} s ({rows}/{total} rows "
+            raise RayScheduleError(f"the Ray run made no progress for {now - last_change:.0f} s ({rows}/{total} rows "
                                    f"written; free on the cluster: {_fmt(free)} of {_fmt(ray.cluster_resources())}"
                                    "); try fewer --ray-actors or check `ray status`")
     if failed:

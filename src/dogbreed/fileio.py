@@ -75,8 +75,8 @@ _ERRNO_IN_TEXT = re.compile(r"(?:errno|os error|code:)\s*(\d+)", re.IGNORECASE)
 
 def write_error(path: str | Path, e: BaseException, hint: str = "") -> WriteError | None:
     """The `WriteError` for ``e`` raised while writing ``path``; None when ``e`` is not a failed write."""
-    if isinstance(e, WriteError):
-        return e
+    if isinstance(e, WriteError):  # made deeper down (atomic_write), naming the file itself; add the hint
+        return WriteError(e.path, e.reason, e.errno, hint) if hint and not e.hint else e
     code = e.errno if isinstance(e, OSError) else None
     if code is None and (isinstance(e, (OSError, RuntimeError, ValueError)) or type(e).__name__ == "SafetensorError"):
         m = _ERRNO_IN_TEXT.search(str(e))
@@ -94,8 +94,6 @@ def writing(path: str | Path, hint: str = "") -> Iterator[None]:
         yield
     except Exception as e:
         err = write_error(path, e, hint)
-        if err is e and hint and not e.hint:  # a file inside this output (a Parquet part): name the output
-            err = WriteError(str(path), e.reason, e.errno, hint)
         if err is None or err is e:
             raise
         raise err from e
