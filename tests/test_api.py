@@ -21,7 +21,7 @@ from dogbreed.serve.app import INTERNAL_ERROR, MicroBatcher, create_app
 from dogbreed.serve.limits import Limits
 
 SAMOYED = "imagenet-val-dogs/n02111889-Samoyed/ILSVRC2012_val_00003808.jpg"
-PREDICTION_KEYS = {"path", "verdict", "dog_probability", "breeds", "several_breeds_likely"}
+PREDICTION_KEYS = {"path", "verdict", "dog_probability", "breeds", "several_breeds_likely", "dogs"}
 
 
 def png_bytes(img: Image.Image) -> bytes:
@@ -80,6 +80,11 @@ def check_prediction_shape(p: dict, top_k: int = 5) -> None:
         assert set(b) == {"wnid", "name", "probability"}
     probs = [b["probability"] for b in p["breeds"]]
     assert probs == sorted(probs, reverse=True)
+    for d in p["dogs"]:  # every dog found: its box in the photo's pixels and its own top_k breeds
+        assert set(d) == {"box", "dog_probability", "verdict", "breeds", "several_breeds_likely"}
+        assert len(d["box"]) == 4 and d["box"][0] < d["box"][2] and d["box"][1] < d["box"][3]
+        assert len(d["breeds"]) == top_k and d["verdict"] in ("dog", "uncertain_breed")
+    assert (p["verdict"] == "no_dog") == (p["dogs"] == [])
 
 
 # -- predictions -----------------------------------------------------------------------------------------------
@@ -97,6 +102,7 @@ def test_real_dog_photo_gets_its_breed(client: TestClient, real_data: Path, defa
     assert p["verdict"] == "dog"
     # 0.998 with the shipped adapted head and its temperature (0.977 with the plain ImageNet head, model="imagenet").
     assert p["breeds"][0] == {"wnid": "n02111889", "name": "Samoyed", "probability": pytest.approx(0.998, abs=0.02)}
+    assert len(p["dogs"]) == 1 and p["dogs"][0]["breeds"][0]["name"] == "Samoyed"
     # The API and the library agree on the same photo (same decode, same model).
     lib = default_predictor.predict([str(path)])[0].to_dict()
     assert p["dog_probability"] == pytest.approx(lib["dog_probability"], abs=1e-4)
