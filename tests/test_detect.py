@@ -84,6 +84,19 @@ def test_candidates_one_box_per_animal_in_photo_pixels_most_prominent_first() ->
         raw, 0.5, SHAPE, (560, 440)) == got[:1]
 
 
+def test_closer_look_windows_sit_on_uncovered_weak_hints_inside_the_photo(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(detect, "LOOK_SPAN", 2.0)
+    monkeypatch.setattr(detect, "LOOK_MIN_SIDE", 96)
+    finder = DogFinder(size=SHAPE, looks=2)
+    strong = np.array([[300, 300, 400, 400]], np.float32)
+    weak = np.array([[100, 100, 160, 130], [310, 310, 390, 390], [620, 0, 640, 10]], np.float32)
+    got = finder.windows(strong, weak, np.array([0.02, 0.04, 0.01]), (640, 480))
+    # the second hint lies on a candidate already; the first gets twice its size around its centre, the third
+    # the smallest window, pushed back inside the photo
+    assert got == [(70, 55, 190, 175), (544, 0, 640, 96)]
+    assert DogFinder(size=SHAPE, looks=0).windows(strong, weak, np.array([0.02, 0.04, 0.01]), (640, 480)) == []
+
+
 def test_letterbox_keeps_aspect_at_top_left_in_bgr() -> None:
     img = Image.new("RGB", (640, 480), (255, 0, 10))
     x, ratio = letterbox(img, (288, 224))
@@ -112,6 +125,21 @@ def test_packaged_graph_is_the_upstream_file_and_rewrites_are_cached(tmp_path: P
         DogFinder(classes=("dog", "wolf"))
     with pytest.raises(ValueError, match="precision"):
         DogFinder(precision="int8")
+
+
+def test_a_closer_look_finds_boxes_in_photo_pixels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A window's candidates come back shifted by the window's corner; NMS merges them with the first pass's."""
+    finder = DogFinder(size=SHAPE)
+    window = (200, 100, 392, 292)
+    look = _raw((detect.LOOK_SIZE, detect.LOOK_SIZE),
+                {_cell((detect.LOOK_SIZE,) * 2, 16, 5, 5): (0.5, 0.5, math.log(4), math.log(4), 0.9, DOG, 0.9)})
+    monkeypatch.setattr(finder, "model", lambda shape: SimpleNamespace(run_numpy=lambda x: [look[None]]))
+    boxes, scores, ids = finder._look(Image.new("RGB", (640, 480)), window)
+    side = 16 * 4 * 192 / detect.LOOK_SIZE  # the window is 192 px: the canvas is LOOK_SIZE px
+    centre = 5.5 * 16 * 192 / detect.LOOK_SIZE
+    np.testing.assert_allclose(boxes, [[200 + centre - side / 2, 100 + centre - side / 2,
+                                        200 + centre + side / 2, 100 + centre + side / 2]], rtol=1e-5)
+    assert scores.tolist() == pytest.approx([0.81]) and ids.tolist() == [DOG]
 
 
 def test_blank_photos_get_no_candidates() -> None:
