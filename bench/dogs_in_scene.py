@@ -441,6 +441,7 @@ class PredTally:
     false_extra: int = 0  # listed dogs on no pasted dog
     photos_with_false_extra: int = 0
     pairs: int = 0
+    both_in_top2: int = 0
     per_breed: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
 
     def add(self, pred: Any, scene: Scene) -> None:
@@ -452,6 +453,8 @@ class PredTally:
             return
         boxes = [list(d.box) for d in dogs]
         if scene.kind == "pair":
+            # the issue's "before" figure: both pasted breeds among the photo's own top 2
+            self.both_in_top2 += set(scene.wnids) <= {b.wnid for b in pred.breeds[:2]}
             self._pair(dogs, boxes, scene)
             return
         right = bool(pred.breeds) and pred.breeds[0].wnid == scene.wnids[0]
@@ -487,7 +490,8 @@ class PredTally:
         if self.pairs:
             d |= {"exactly_two": self.exactly_two, "exactly_two_rate": _rate(self.exactly_two, n),
                   "boxes_on_both": self.boxes_on_both, "boxes_on_both_rate": _rate(self.boxes_on_both, n),
-                  "both_named": self.both_named, "both_named_rate": _rate(self.both_named, n)}
+                  "both_named": self.both_named, "both_named_rate": _rate(self.both_named, n),
+                  "both_in_top2": self.both_in_top2, "both_in_top2_rate": _rate(self.both_in_top2, n)}
         d |= {"false_extra_dogs": self.false_extra, "false_extra_per_photo": _rate(self.false_extra, n),
               "photos_with_false_extra": self.photos_with_false_extra}
         return d
@@ -497,12 +501,14 @@ PREDICTOR_KINDS = ("single-small", "single-medium", "single-large", "pair", "unc
                    "dogs-any")
 
 
-def score_predictor(predictor: Any, scenes: Iterable[Scene], batch: int = 16) -> dict[str, dict[str, Any]]:
+def score_predictor(predictor: Any, scenes: Iterable[Scene], batch: int = 16,
+                    combined: dict[str, PredTally] | None = None) -> dict[str, dict[str, Any]]:
     """Score anything with ``predict_images(list of PIL images) -> predictions`` carrying the ``dogs`` contract.
 
     A prediction has ``verdict``, ``breeds`` (objects with ``.wnid``) for the main dog and ``dogs``: objects with
     ``.box`` [x0, y0, x1, y1] in the photo's pixels, ``.dog_probability``, ``.verdict`` and ``.breeds``, most
-    prominent first. Returns one summary per kind of photo.
+    prominent first. Returns one summary per kind of photo; ``combined`` (kind -> tally), when given, counts
+    the same photos too, so several calls (the two halves) add up to one figure.
     """
     tallies: dict[str, PredTally] = defaultdict(PredTally)
     chunk: list[Scene] = []
@@ -510,6 +516,8 @@ def score_predictor(predictor: Any, scenes: Iterable[Scene], batch: int = 16) ->
     def flush() -> None:
         for pred, scene in zip(predictor.predict_images([s.image for s in chunk]), chunk, strict=True):
             tallies[scene.kind].add(pred, scene)
+            if combined is not None:
+                combined.setdefault(scene.kind, PredTally()).add(pred, scene)
         chunk.clear()
 
     for scene in scenes:
@@ -587,7 +595,7 @@ def _pct(r: dict[str, Any], count: str, rate: str) -> str:
 
 def markdown_predictor(res: dict[str, dict[str, Any]]) -> str:
     keys = ["says_dog", "top1", "breed_balanced_top1", "more_than_one_dog", "exactly_two", "boxes_on_both",
-            "both_named", "false_extra_dogs"]
+            "both_named", "both_in_top2", "false_extra_dogs"]
     lines = ["| kind | photos | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 2)]
     for kind, r in res.items():
         cells = []
@@ -654,10 +662,15 @@ def run_predictor(a: argparse.Namespace) -> dict[str, Any]:
     from dogbreed.predict import Predictor
 
     predictor = Predictor(quality=a.quality)
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"loadavg_before": os.getloadavg()}
+    both: dict[str, PredTally] = {}
     for half in ("tune", "test"):
-        out[half] = score_predictor(predictor, predictor_scenes(a.data, half, predictor.draft_size, a.limit))
+        out[half] = score_predictor(predictor, predictor_scenes(a.data, half, predictor.draft_size, a.limit),
+                                    combined=both)
         print(f"\n{half} half\n" + markdown_predictor(out[half]))
+    out["both_halves"] = {k: t.summary() for k, t in both.items()}
+    print("\nboth halves (where anything was tuned on the tune half, read the test half)\n"
+          + markdown_predictor(out["both_halves"]))
     if not a.no_cli_speed:
         cmd = [str(Path(sys.executable).with_name("dogbreed"))]
         out["cli_speed"] = cli_speed(a.data, a.limit, cmd)

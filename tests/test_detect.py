@@ -148,6 +148,8 @@ def test_blank_photos_get_no_candidates() -> None:
     for colour in ((114, 114, 114), (255, 255, 255), (0, 0, 0)):
         assert finder.find(Image.new("RGB", (640, 480), colour)) == []
     assert finder.find(Image.new("RGB", (300, 900), (128, 128, 128))) == []  # portrait: the transposed canvas
+    for size in ((1, 1), (1, 5000), (5000, 1), (7, 3)):  # odd shapes a hostile upload can have: no error
+        assert finder.find(Image.new("RGB", size, (128, 128, 128))) == []
 
 
 def _pasted(real_data: Path, n: int = 4) -> list[tuple[Image.Image, tuple[int, int, int, int]]]:
@@ -261,12 +263,16 @@ def test_score_predictor_counts_the_dogs_contract() -> None:
     got = b.score_predictor(stub, scenes, batch=4)
     pair, small = got["pair"], got["single-small"]
     assert pair["photos"] == 2 and pair["exactly_two"] == 2 and pair["boxes_on_both"] == 1
-    assert pair["both_named"] == 1 and pair["false_extra_dogs"] == 1
+    assert pair["both_named"] == 1 and pair["false_extra_dogs"] == 1 and pair["both_in_top2"] == 0
     assert small["says_dog"] == 1 and small["top1"] == 1 and small["more_than_one_dog"] == 1
     assert small["box_on_dog"] == 1 and small["false_extra_dogs"] == 1
     assert got["scene-cat"]["no_dog"] == 1 and got["uncut"]["top1"] == 1
     assert got["uncut"]["breed_balanced_top1"] == 1.0
     assert "| pair | 2 |" in b.markdown_predictor(got)
+    both: dict = {}
+    b.score_predictor(stub, scenes[:3], combined=both)
+    b.score_predictor(stub, scenes[3:], combined=both)
+    assert {k: t.summary() for k, t in both.items()} == got  # two halves add up to the whole
 
 
 def test_halves_are_stable_and_split_the_files(tmp_path: Path) -> None:
