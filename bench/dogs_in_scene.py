@@ -115,6 +115,18 @@ def scene_files(real: Path, sub: str, half: str | None) -> list[Path]:
     return [p for p in _files(real / sub) if half is None or half_of(p, real) == half]
 
 
+def spread(items: list[Any], limit: int | None) -> list[Any]:
+    """At most ``limit`` items spread over the whole list (picked by a hash of each, kept in list order): the
+    files are sorted by folder, and the first N would be a few breeds, or only the animal classes of
+    not-dogs/other. Without a limit, all of them, in order."""
+    if limit is None or limit >= len(items):
+        return items
+    paths = [Path(getattr(x, "path", x)) for x in items]
+    keys = [hashlib.sha256(f"{SEED}|{p.parent.name}/{p.name}".encode()).digest() for p in paths]
+    chosen = set(sorted(range(len(items)), key=keys.__getitem__)[:limit])
+    return [x for i, x in enumerate(items) if i in chosen]
+
+
 def _paste(canvas: Image.Image, dog: DogPhoto, width: int, xy: tuple[int, int]) -> tuple[float, ...]:
     im = load_image(dog.path, draft_size=width)
     h = round(width * im.height / im.width)
@@ -138,7 +150,7 @@ def single_composites(real: Path, half: str, bin_name: str, limit: int | None = 
     scenes = scene_files(real, SCENE_SETS["scene-other"], half)
     lo, hi = BINS[bin_name]
     W, H = SINGLE_CANVAS
-    for dog in dog_photos(real, half)[:limit]:
+    for dog in spread(dog_photos(real, half), limit):
         aspect = _aspect(dog)
         w = _fit_width(aspect, lo, hi, H, rng)
         if w is None:
@@ -200,12 +212,12 @@ def _place_pair(aspects: list[float], W: int, H: int, rng: random.Random) -> lis
 def real_photos(real: Path, kind: str, half: str | None, draft: int, limit: int | None = None) -> Iterator[Scene]:
     """Photos as they are: uncut dog photos (breed known), scene-only photos, dogs-any."""
     if kind == "uncut":
-        for d in dog_photos(real, half)[:limit]:  # type: ignore[arg-type]
+        for d in spread(dog_photos(real, half), limit):  # type: ignore[arg-type]
             im = load_image(d.path, draft_size=draft)
             yield Scene(kind, im, [(0.0, 0.0, float(im.width), float(im.height))], [d.wnid], [str(d.path)])
         return
     sub = SCENE_SETS.get(kind, "dogs-any")
-    for p in scene_files(real, sub, half)[:limit]:
+    for p in spread(scene_files(real, sub, half), limit):
         yield Scene(kind, load_image(p, draft_size=draft), sources=[str(p)])
 
 
@@ -617,13 +629,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     part.add_argument("--detector-only", action="store_true")
     part.add_argument("--predictor-only", action="store_true")
     ap.add_argument("--data", type=Path, default=REAL)
-    ap.add_argument("--sizes", default="416,320,416x320,320x256,288x224",
+    ap.add_argument("--sizes", default="416,320,416x320,320x256,288x224,256x192",
                     help="detector input sizes to sweep: N (square) or LONGxSHORT")
     ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     ap.add_argument("--limit", type=int, default=None, help="at most N photos per kind and half (a quick look)")
     ap.add_argument("--quality", default="fast", help="the predictor's --quality")
     ap.add_argument("--no-cli-speed", action="store_true")
     ap.add_argument("--looks", action="store_true", help="the detector part: only the closer-look comparison")
+    ap.add_argument("--no-looks", action="store_true", help="the detector part: no closer-look comparison")
+    ap.add_argument("--look-counts", default="0,1,2", help="closer looks per photo to compare")
     ap.add_argument("--timing-only", action="store_true", help="the detector part: only ms per photo")
     ap.add_argument("--out", type=Path, default=OUT)
     a = ap.parse_args(argv)
@@ -649,8 +663,9 @@ def run_detector(a: argparse.Namespace) -> dict[str, Any]:
         out["detector"] = sweep(a.data, sizes, a.precision, a.limit)
         print(markdown_detector(out["detector"], lambda r: r["classes"] == "shipped"
                                 and r["threshold"] == SCORE_THRESHOLD))
-    if not a.timing_only:
-        out["looks"] = look_eval(a.data, INPUT_SIZE, a.precision, a.limit)
+    if not (a.timing_only or a.no_looks):
+        out["looks"] = look_eval(a.data, INPUT_SIZE, a.precision, a.limit,
+                                 [int(n) for n in a.look_counts.split(",")])
         print(markdown_looks(out["looks"]))
     out["detector_speed"] = time_sizes(a.data, sizes, a.precision)
     print("\nms/photo:", out["detector_speed"]["ms_per_photo"], "cpu ms/photo:",

@@ -94,6 +94,10 @@ def test_closer_look_windows_sit_on_uncovered_weak_hints_inside_the_photo(monkey
     # the second hint lies on a candidate already; the first gets twice its size around its centre, the third
     # the smallest window, pushed back inside the photo
     assert got == [(70, 55, 190, 175), (544, 0, 640, 96)]
+    # with the first pass's ratio, a hint whose window would not show it LOOK_GAIN times larger is passed over
+    monkeypatch.setattr(detect, "LOOK_GAIN", 1.3)
+    big = np.array([[0, 0, 200, 150], [100, 100, 160, 130]], np.float32)
+    assert finder.windows(strong[:0], big, np.array([0.04, 0.02]), (640, 480), ratio=0.45) == [(70, 55, 190, 175)]
     assert DogFinder(size=SHAPE, looks=0).windows(strong, weak, np.array([0.02, 0.04, 0.01]), (640, 480)) == []
 
 
