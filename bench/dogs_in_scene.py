@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 import random
+import shlex
 import statistics
 import subprocess
 import sys
@@ -550,14 +551,14 @@ def predictor_scenes(real: Path, half: str, draft: int, limit: int | None) -> It
             yield from real_photos(real, kind, None, draft, limit)
 
 
-def cli_speed(real: Path, limit: int | None, cmd: Sequence[str]) -> dict[str, Any]:
+def cli_speed(real: Path, limit: int | None, cmd: Sequence[str], extra: Sequence[str] = ()) -> dict[str, Any]:
     """`dogbreed predict FOLDER --format json` wall time per kind of photo, process start included. Composites
     are written as JPEGs (quality 90) to a temporary folder outside the project, removed afterwards."""
     out: dict[str, Any] = {"loadavg_before": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="dogs-in-scene-") as tmp:
         folders: dict[str, Path] = {"scene-other": real / "not-dogs/other", "scene-cat": real / "not-dogs/cat",
                                     "dogs-any": real / "dogs-any"}
-        for kind in ("single-small", "pair"):
+        for kind in ("single-small", "single-medium", "pair"):
             d = Path(tmp) / kind
             d.mkdir()
             for i, s in enumerate(scenes_for(real, "test", 320, limit, [kind])):
@@ -566,10 +567,13 @@ def cli_speed(real: Path, limit: int | None, cmd: Sequence[str]) -> dict[str, An
         for kind, folder in folders.items():
             n = len(_files(folder))
             t = time.perf_counter()
-            r = subprocess.run([*cmd, "predict", str(folder), "--format", "json"], capture_output=True, text=True)
+            r = subprocess.run([*cmd, "predict", str(folder), "--format", "json", *extra], capture_output=True,
+                               text=True)
             wall = time.perf_counter() - t
             out[kind] = {"photos": n, "wall_s": round(wall, 2), "images_per_s": round(n / wall, 1),
                          "rc": r.returncode}
+            if r.returncode:
+                out[kind]["stderr_tail"] = r.stderr[-500:]
     out["loadavg_after"] = os.getloadavg()
     return out
 
@@ -634,7 +638,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     ap.add_argument("--limit", type=int, default=None, help="at most N photos per kind and half (a quick look)")
     ap.add_argument("--quality", default="fast", help="the predictor's --quality")
+    ap.add_argument("--predictor-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="more Predictor(...) keyword arguments, VALUE read as JSON when it parses (repeatable)")
     ap.add_argument("--no-cli-speed", action="store_true")
+    ap.add_argument("--cli-args", default="", help="more arguments for the timed `dogbreed predict` runs")
     ap.add_argument("--looks", action="store_true", help="the detector part: only the closer-look comparison")
     ap.add_argument("--no-looks", action="store_true", help="the detector part: no closer-look comparison")
     ap.add_argument("--look-counts", default="0,1,2", help="closer looks per photo to compare")
@@ -673,10 +680,22 @@ def run_detector(a: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def predictor_options(pairs: Sequence[str]) -> dict[str, Any]:
+    """["dogs=true", "model=default"] -> {"dogs": True, "model": "default"}."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
 def run_predictor(a: argparse.Namespace) -> dict[str, Any]:
     from dogbreed.predict import Predictor
 
-    predictor = Predictor(quality=a.quality)
+    predictor = Predictor(quality=a.quality, **predictor_options(a.predictor_option))
     out: dict[str, Any] = {"loadavg_before": os.getloadavg()}
     both: dict[str, PredTally] = {}
     for half in ("tune", "test"):
@@ -687,8 +706,8 @@ def run_predictor(a: argparse.Namespace) -> dict[str, Any]:
     print("\nboth halves (where anything was tuned on the tune half, read the test half)\n"
           + markdown_predictor(out["both_halves"]))
     if not a.no_cli_speed:
-        cmd = [str(Path(sys.executable).with_name("dogbreed"))]
-        out["cli_speed"] = cli_speed(a.data, a.limit, cmd)
+        out["cli_speed"] = cli_speed(a.data, a.limit, [str(Path(sys.executable).with_name("dogbreed"))],
+                                     shlex.split(a.cli_args))
         print("\n", json.dumps(out["cli_speed"]))
     return out
 
