@@ -35,12 +35,12 @@ NATIVE_SIZE = 416  # the size the graph was exported (and trained) at
 STRIDES = (8, 16, 32)
 PAD_VALUE = 114.0  # YOLOX's letterbox fill
 # Chosen with bench/dogs_in_scene.py on the tune half of its composites (its docstring has the table). The
-# detector's cost follows its canvas's pixels: 288x224 is 0.37 of 416x416's (about 4 ms where 416 takes 11) and
-# holds a 4:3 photo at 0.45 of 640 px; 416x320 found more small dogs (59% against 28% of 100-150 px ones) at
-# 0.77 of 416's cost, but the closer look below takes 288x224 to 51% for far less.
+# detector's cost follows its canvas's pixels: 288x224 costs 0.42 of 416x416 (about 4.7 ms where 416 takes 11)
+# and holds a 4:3 photo at 0.45 of 640 px; 416x320 found more 100-150 px dogs (60% against 28%) for 0.78, and
+# the closer look below takes 288x224 to 58% for 0.51 in all.
 INPUT_SIZE: tuple[int, int] = (288, 224)  # (long side, short side) of the canvas
 # Low on purpose: the dog-or-not head judges every candidate, so recall counts more than precision here; 0.1
-# would cut false candidates on everyday photos by a fifth and lose a third of the small dogs found.
+# would cut false candidates on everyday photos from 0.33 to 0.20 a photo and lose 29% of the small dogs found.
 SCORE_THRESHOLD = 0.05
 NMS_IOU = 0.45
 MAX_CANDIDATES = 5
@@ -52,14 +52,14 @@ CANDIDATE_CLASSES = ("dog", "cat", "bear", "sheep", "horse", "cow", "teddy bear"
 # The second, closer look: a small dog at the first pass's resolution often scores only a little above nothing.
 # The best weak hint (score in [LOOK_FROM, score_threshold)) that no candidate covers gets a square window twice
 # its size, cut from the photo and run again at LOOK_SIZE, where the dog is about twice as large. On the tune
-# half it took small dogs from 25% to 51% and 150-260 px ones from 61% to 76%; 44% of everyday photos take a
-# window, at about 0.21 of a 416x416 run each (192 found within 2 points of 224 for 0.74 of its cost).
+# half it took 100-150 px dogs from 26% to 58% and 150-260 px ones from 69% to 83%; everyday photos take 0.18
+# windows each, at about 0.21 of a 416x416 run per window (192 found within 2 points of 224 for 0.74 its cost).
 LOOK_FROM = 0.005
 LOOK_SIZE = 192
 LOOK_SPAN = 2.0
 LOOK_MIN_SIDE = 96  # photo pixels: a window never smaller (a tiny hint's window would hold no whole dog)
 LOOK_MAX = 1  # windows per photo
-LOOK_GAIN = 1.3  # tune half: 41% fewer windows on everyday photos, small-dog recall unchanged (48% -> 51%)
+LOOK_GAIN = 1.3  # tune half: windows on everyday photos 0.33 -> 0.18 a photo, small-dog recall kept
 
 
 @dataclass(frozen=True)
