@@ -474,6 +474,7 @@ class PredTally:
     photos: int = 0
     says_dog: int = 0
     top1: int = 0
+    named: int = 0
     several: int = 0  # lists more than one dog
     box_on_dog: int = 0  # the main dog's box is on the pasted dog (centre rule)
     exactly_two: int = 0
@@ -499,7 +500,8 @@ class PredTally:
             self._pair(dogs, boxes, scene)
             return
         right = bool(pred.breeds) and pred.breeds[0].wnid == scene.wnids[0]
-        self.top1 += right
+        self.top1 += right  # the top breed, whatever the verdict (as README's top-1 on whole photos)
+        self.named += right and pred.verdict != "no_dog"  # says dog and names the breed (the "names")
         self.per_breed[scene.wnids[0]][0] += right
         self.per_breed[scene.wnids[0]][1] += 1
         self.box_on_dog += bool(dogs) and centre_inside(boxes[0], scene.boxes[0])
@@ -525,6 +527,7 @@ class PredTally:
                              "more_than_one_dog": self.several, "more_than_one_dog_rate": _rate(self.several, n)}
         if self.per_breed:
             d |= {"top1": self.top1, "top1_rate": _rate(self.top1, n),
+                  "named": self.named, "named_rate": _rate(self.named, n),
                   "breed_balanced_top1": round(float(np.mean([a / b for a, b in self.per_breed.values()])), 4),
                   "breeds": len(self.per_breed), "box_on_dog": self.box_on_dog,
                   "box_on_dog_rate": _rate(self.box_on_dog, n)}
@@ -638,7 +641,7 @@ def _pct(r: dict[str, Any], count: str, rate: str) -> str:
 
 
 def markdown_predictor(res: dict[str, dict[str, Any]]) -> str:
-    keys = ["says_dog", "top1", "breed_balanced_top1", "more_than_one_dog", "exactly_two", "boxes_on_both",
+    keys = ["says_dog", "top1", "named", "breed_balanced_top1", "more_than_one_dog", "exactly_two", "boxes_on_both",
             "both_named", "both_in_top2", "false_extra_dogs"]
     lines = ["| kind | photos | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 2)]
     for kind, r in res.items():

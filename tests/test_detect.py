@@ -270,7 +270,8 @@ def test_score_predictor_counts_the_dogs_contract() -> None:
     assert pair["both_named"] == 1 and pair["false_extra_dogs"] == 1 and pair["both_in_top2"] == 0
     assert small["says_dog"] == 1 and small["top1"] == 1 and small["more_than_one_dog"] == 1
     assert small["box_on_dog"] == 1 and small["false_extra_dogs"] == 1
-    assert got["scene-cat"]["no_dog"] == 1 and got["uncut"]["top1"] == 1
+    assert got["scene-cat"]["no_dog"] == 1 and got["uncut"]["top1"] == 1 and got["uncut"]["named"] == 1
+    assert got["single-small"]["named"] == 1
     assert got["uncut"]["breed_balanced_top1"] == 1.0
     assert "| pair | 2 |" in b.markdown_predictor(got)
     both: dict = {}
