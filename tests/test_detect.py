@@ -84,6 +84,23 @@ def test_candidates_one_box_per_animal_in_photo_pixels_most_prominent_first() ->
         raw, 0.5, SHAPE, (560, 440)) == got[:1]
 
 
+def test_closer_look_windows_sit_on_uncovered_weak_hints_inside_the_photo(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(detect, "LOOK_SPAN", 2.0)
+    monkeypatch.setattr(detect, "LOOK_MIN_SIDE", 96)
+    finder = DogFinder(size=SHAPE, looks=2)
+    strong = np.array([[300, 300, 400, 400]], np.float32)
+    weak = np.array([[100, 100, 160, 130], [310, 310, 390, 390], [620, 0, 640, 10]], np.float32)
+    got = finder.windows(strong, weak, np.array([0.02, 0.04, 0.01]), (640, 480))
+    # the second hint lies on a candidate already; the first gets twice its size around its centre, the third
+    # the smallest window, pushed back inside the photo
+    assert got == [(70, 55, 190, 175), (544, 0, 640, 96)]
+    # with the first pass's ratio, a hint whose window would not show it LOOK_GAIN times larger is passed over
+    monkeypatch.setattr(detect, "LOOK_GAIN", 1.3)
+    big = np.array([[0, 0, 200, 150], [100, 100, 160, 130]], np.float32)
+    assert finder.windows(strong[:0], big, np.array([0.04, 0.02]), (640, 480), ratio=0.45) == [(70, 55, 190, 175)]
+    assert DogFinder(size=SHAPE, looks=0).windows(strong, weak, np.array([0.02, 0.04, 0.01]), (640, 480)) == []
+
+
 def test_letterbox_keeps_aspect_at_top_left_in_bgr() -> None:
     img = Image.new("RGB", (640, 480), (255, 0, 10))
     x, ratio = letterbox(img, (288, 224))
@@ -114,12 +131,29 @@ def test_packaged_graph_is_the_upstream_file_and_rewrites_are_cached(tmp_path: P
         DogFinder(precision="int8")
 
 
+def test_a_closer_look_finds_boxes_in_photo_pixels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A window's candidates come back shifted by the window's corner; NMS merges them with the first pass's."""
+    finder = DogFinder(size=SHAPE)
+    window = (200, 100, 392, 292)
+    look = _raw((detect.LOOK_SIZE, detect.LOOK_SIZE),
+                {_cell((detect.LOOK_SIZE,) * 2, 16, 5, 5): (0.5, 0.5, math.log(4), math.log(4), 0.9, DOG, 0.9)})
+    monkeypatch.setattr(finder, "model", lambda shape: SimpleNamespace(run_numpy=lambda x: [look[None]]))
+    boxes, scores, ids = finder._look(Image.new("RGB", (640, 480)), window)
+    side = 16 * 4 * 192 / detect.LOOK_SIZE  # the window is 192 px: the canvas is LOOK_SIZE px
+    centre = 5.5 * 16 * 192 / detect.LOOK_SIZE
+    np.testing.assert_allclose(boxes, [[200 + centre - side / 2, 100 + centre - side / 2,
+                                        200 + centre + side / 2, 100 + centre + side / 2]], rtol=1e-5)
+    assert scores.tolist() == pytest.approx([0.81]) and ids.tolist() == [DOG]
+
+
 def test_blank_photos_get_no_candidates() -> None:
     finder = default_finder("fp32")
     assert default_finder("fp32") is finder  # one session per process
     for colour in ((114, 114, 114), (255, 255, 255), (0, 0, 0)):
         assert finder.find(Image.new("RGB", (640, 480), colour)) == []
     assert finder.find(Image.new("RGB", (300, 900), (128, 128, 128))) == []  # portrait: the transposed canvas
+    for size in ((1, 1), (1, 5000), (5000, 1), (7, 3)):  # odd shapes a hostile upload can have: no error
+        assert finder.find(Image.new("RGB", size, (128, 128, 128))) == []
 
 
 def _pasted(real_data: Path, n: int = 4) -> list[tuple[Image.Image, tuple[int, int, int, int]]]:
@@ -233,12 +267,17 @@ def test_score_predictor_counts_the_dogs_contract() -> None:
     got = b.score_predictor(stub, scenes, batch=4)
     pair, small = got["pair"], got["single-small"]
     assert pair["photos"] == 2 and pair["exactly_two"] == 2 and pair["boxes_on_both"] == 1
-    assert pair["both_named"] == 1 and pair["false_extra_dogs"] == 1
+    assert pair["both_named"] == 1 and pair["false_extra_dogs"] == 1 and pair["both_in_top2"] == 0
     assert small["says_dog"] == 1 and small["top1"] == 1 and small["more_than_one_dog"] == 1
     assert small["box_on_dog"] == 1 and small["false_extra_dogs"] == 1
-    assert got["scene-cat"]["no_dog"] == 1 and got["uncut"]["top1"] == 1
+    assert got["scene-cat"]["no_dog"] == 1 and got["uncut"]["top1"] == 1 and got["uncut"]["named"] == 1
+    assert got["single-small"]["named"] == 1
     assert got["uncut"]["breed_balanced_top1"] == 1.0
     assert "| pair | 2 |" in b.markdown_predictor(got)
+    both: dict = {}
+    b.score_predictor(stub, scenes[:3], combined=both)
+    b.score_predictor(stub, scenes[3:], combined=both)
+    assert {k: t.summary() for k, t in both.items()} == got  # two halves add up to the whole
 
 
 def test_halves_are_stable_and_split_the_files(tmp_path: Path) -> None:
