@@ -37,7 +37,7 @@ def _answer(dog: list[float], logps: list[np.ndarray], boxes: list[tuple[int, in
 
 
 def test_two_dogs_each_get_their_own_breed_most_prominent_first() -> None:
-    p = _answer([0.2, 0.9, 0.95], [_logp(0), _logp(5), _logp(9)],
+    p = _answer([0.2, 0.97, 0.99], [_logp(0), _logp(5), _logp(9)],
                 [None, (10, 10, 110, 110), (300, 100, 500, 300)])
     assert [d.box for d in p.dogs] == [[300, 100, 500, 300], [10, 10, 110, 110]]  # the larger dog first
     assert [d.breeds[0].name for d in p.dogs] == [CLASSES[9].name, CLASSES[5].name]
@@ -52,7 +52,7 @@ def test_a_small_dog_the_whole_photo_misses_is_found() -> None:
 
 
 def test_a_large_lone_dog_also_reads_the_whole_photo() -> None:
-    p = _answer([0.99, 0.9], [_logp(1, 0.8), _logp(2, 0.6)], [None, (0, 0, 600, 450)])
+    p = _answer([0.99, 0.97], [_logp(1, 0.8), _logp(2, 0.6)], [None, (0, 0, 600, 450)])
     names = [b.name for b in p.breeds[:2]]
     assert names == [CLASSES[1].name, CLASSES[2].name]  # the mean of both rows: 0.8 beats 0.6
     assert p.dog_probability == pytest.approx(0.99)
@@ -61,6 +61,8 @@ def test_a_large_lone_dog_also_reads_the_whole_photo() -> None:
 def test_no_dog_and_a_refused_cat() -> None:
     p = _answer([0.1, 0.2], [_logp(0), _logp(0)], [None, (100, 100, 300, 300)])
     assert p.verdict == "no_dog" and p.dogs == [] and p.to_dict()["dogs"] == []
+    # A crop needs more than the whole photo's threshold: a photo offers several crops to be wrong on.
+    assert _answer([0.1, 0.9], [_logp(0), _logp(0)], [None, (100, 100, 300, 300)]).verdict == "no_dog"
 
 
 def test_whole_photo_dog_without_a_dog_crop_keeps_the_best_candidate_box() -> None:
@@ -70,12 +72,12 @@ def test_whole_photo_dog_without_a_dog_crop_keeps_the_best_candidate_box() -> No
 
 
 def test_a_head_inside_its_body_is_not_a_second_dog() -> None:
-    p = _answer([0.3, 0.95, 0.9], [_logp(0), _logp(6), _logp(6)], [None, (100, 100, 400, 400), (120, 110, 200, 190)])
+    p = _answer([0.3, 0.99, 0.97], [_logp(0), _logp(6), _logp(6)], [None, (100, 100, 400, 400), (120, 110, 200, 190)])
     assert len(p.dogs) == 1
 
 
 def _pred(path: str, n_dogs: int) -> Prediction:
-    p = _answer([0.2] + [0.9] * n_dogs, [_logp(0)] + [_logp(i + 1) for i in range(n_dogs)],
+    p = _answer([0.2] + [0.99] * n_dogs, [_logp(0)] + [_logp(i + 1) for i in range(n_dogs)],
                 [None] + [(10 + 100 * i, 10, 90 + 100 * i, 90) for i in range(n_dogs)])
     p.path = path
     return p
