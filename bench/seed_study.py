@@ -144,7 +144,8 @@ def study_row(run: Path, honest: list[Path], device: str) -> dict[str, Any] | No
     r |= {"params": summary["params"], "trainable_params": summary["trainable_params"],
           "train_seconds": summary["train_seconds"], "stopped_early": summary["stopped_early"],
           "max_epochs": cfg["max_epochs"], "preset_max_epochs": train.load_preset(run.name).max_epochs,
-          "image_size": cfg.get("image_size"), "history": json.loads((run / "metrics.json").read_text())}
+          "image_size": json.loads((run / "model" / "model.json").read_text())["preprocess"]["size"],
+          "history": json.loads((run / "metrics.json").read_text())}
     r.pop("peak_rss_mb_so_far", None)  # per process, not per row: meaningless in a table of resumed rows
     atomic_write_text(cached, json.dumps(r, indent=1))
     return r

@@ -140,6 +140,9 @@ def write_report(rows: Sequence[Any], runs: Path, doc: Path, hardware: str, max_
 
     data = {r.preset: json.loads((runs / r.preset / ROW_FILE).read_text()) for r in rows
             if (runs / r.preset / ROW_FILE).is_file()}
+    for p, r in data.items():  # rows cached before the input size was recorded: the model dir has it
+        if not r.get("image_size") and (runs / p / "model" / "model.json").is_file():
+            r["image_size"] = json.loads((runs / p / "model" / "model.json").read_text())["preprocess"]["size"]
     found = verdicts(data, ITERATIONS)
     assets = doc.parent / doc.stem
     lines = []
@@ -154,6 +157,9 @@ def write_report(rows: Sequence[Any], runs: Path, doc: Path, hardware: str, max_
             elif prog:
                 note = (f"**unfinished**: {prog['epochs']} epoch(s) so far, val "
                         f"{max(h['val_acc'] for h in prog['history']):.1%}; the next run resumes it")
+            elif run.is_dir():
+                note = ("**started, no epoch finished** when the run was stopped (nothing to resume: the next run "
+                        "starts it over)")
             else:
                 note = "**not run yet** (no time left on the 2 shared cores); the next run trains it"
         lines.append(table_row(row, data.get(row.preset), note, found.get(row.preset, ""),
