@@ -196,10 +196,10 @@ def main() -> None:
             break
         outcome[row.preset] = run_row(row, runs, args)
         study_row(runs / row.preset, honest, args.device)
-        write_report(ROWS, runs, Path(args.doc), hardware(), args.max_epochs, outcome)
+        write_report(ROWS, runs, Path(args.doc), hardware(), outcome)
     for row in ROWS:  # --report-only, or rows trained by an earlier call
         study_row(runs / row.preset, honest, args.device)
-    write_report(ROWS, runs, Path(args.doc), hardware(), args.max_epochs, outcome)
+    write_report(ROWS, runs, Path(args.doc), hardware(), outcome)
     print(f"wrote {args.doc}", file=sys.stderr)
 
 
