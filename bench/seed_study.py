@@ -191,7 +191,8 @@ def main() -> None:
     todo = [r for p in ORDER for r in ROWS if r.preset == p and (not args.rows or p in args.rows)]
     outcome: dict[str, str] = {}
     for row in ([] if args.report_only else todo):
-        if args.until and time.strftime("%H:%M") >= args.until:
+        want = target_epochs(runs / row.preset, row.preset, args.max_epochs)
+        if args.until and time.strftime("%H:%M") >= args.until and status(runs / row.preset, want) != "done":
             print(f"{args.until} reached: {row.preset} and later rows left for the next run", file=sys.stderr)
             break
         outcome[row.preset] = run_row(row, runs, args)
