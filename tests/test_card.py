@@ -12,6 +12,8 @@ import torch
 
 from dogbreed.card import breed_balanced, make_card, photo_interval, summary
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def test_breed_balanced_weights_every_breed_alike() -> None:
     # Breed 0: 8 photos all right; breed 1: 2 photos both wrong. Plain accuracy 80%, breed-balanced 50%.
@@ -56,3 +58,59 @@ def test_card_on_real_photos(real_data: Path, tmp_path: Path, default_predictor)
     assert "breed-balanced top-1" in md and all(name in md for name in recalls)
     for png in ("reliability.png", "confusion.png"):
         assert (tmp_path / "card" / png).stat().st_size > 1000
+
+
+def _load_accuracy_bench():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("accuracy_bench", ROOT / "bench" / "accuracy.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bench_cards_report_the_calibrated_decision(tmp_path: Path) -> None:
+    """The published cards must describe what the shipped model answers: its temperature applied (fitted without
+    the photo's fold), not the raw head. Over-confident synthetic logits make the two ECEs far apart."""
+    from dogbreed.calibration import combine, cross_fit, ece, out_of_fold
+
+    bench = _load_accuracy_bench()
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 12, 300)
+    logits = torch.as_tensor(rng.normal(0, 1, (300, 120)), dtype=torch.float32)
+    logits[torch.arange(300), torch.as_tensor(y)] += 1.5
+    logits *= 4  # over-confident: the fitted temperature is well above 1
+    src = np.array(["web-dogs"] * 200 + ["imagenet-val-dogs"] * 100)
+    d = {"n_y": y, "src": src, "n_files": [str(tmp_path / f"{i}.jpg") for i in range(300)]}
+    pooled = bench.cards(d, {"efficientnet_lite0": [logits]}, tmp_path / "cards")
+    cal = out_of_fold([logits], y, k=5, target=bench.CONFIDENT_ACCURACY)
+    cf = cross_fit([logits], y, k=5, target=bench.CONFIDENT_ACCURACY)
+    assert pooled["ece_after"] == pytest.approx(cf.ece_after) and pooled["flagged"] == pytest.approx(cf.flagged)
+    for name, m in (("web-dogs", src == "web-dogs"), ("imagenet-val-dogs", src == "imagenet-val-dogs")):
+        card = json.loads((tmp_path / "cards" / name / "card.json").read_text())
+        mt = torch.as_tensor(m)
+        assert card["ece"] == pytest.approx(ece(cal.logp[mt], y[m]))
+        raw = ece(combine([logits])[mt], y[m])
+        assert abs(card["ece"] - raw) > 0.05, "the card must not report the uncalibrated head's ECE"
+        assert card["decision"]["n_confident"] + card["decision"]["n_uncertain"] == m.sum()
+        assert "after the temperature" in (tmp_path / "cards" / name / "card.md").read_text()
+
+
+def test_published_cards_agree_with_the_shipped_calibration_and_readme() -> None:
+    """docs/cards were written with the shipped recipe's out-of-fold decision: the pooled ECE and flagged share they
+    record are the ones fit_default_heads.py stored with the shipped heads, and the ones README quotes."""
+    meta = json.loads((ROOT / "src" / "dogbreed" / "data" / "breed_heads.json").read_text())
+    shipped = meta["calibration"]["modes"]["fast"]["calibration_out_of_fold"]
+    readme = (ROOT / "README.md").read_text()
+    for name in ("web-dogs", "imagenet-val-dogs"):
+        card = json.loads((ROOT / "docs" / "cards" / name / "card.json").read_text())
+        pooled = card["decision"]["all_natural_photos"]
+        assert pooled["photos"] == shipped["n"]
+        assert pooled["ece_after"] == pytest.approx(shipped["ece_after"], abs=1e-4)
+        assert pooled["ece_before"] == pytest.approx(shipped["ece_before"], abs=1e-4)
+        assert pooled["flagged"] == pytest.approx(shipped["flagged"], abs=1e-4)
+        assert card["decision"]["temperatures"] == pytest.approx(shipped["temperatures"], abs=1e-4)
+        assert card["ece"] < card["decision"]["ece_before_temperature"]
+        md = (ROOT / "docs" / "cards" / name / "card.md").read_text()
+        assert f"ECE {card['ece']:.3f}" in md and f"ECE {card['ece']:.3f}" in readme, name
+    assert f"ECE {shipped['ece_before']:.3f} → {shipped['ece_after']:.3f}" in readme

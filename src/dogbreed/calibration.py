@@ -122,12 +122,23 @@ class CrossFit:
     n_uncertain: int
 
 
-def cross_fit(parts: Sequence[torch.Tensor], y: np.ndarray, k: int = 5, target: float = 0.9,
-              seed: int = 0) -> CrossFit:
+@dataclass
+class OutOfFold:
+    """Per-photo results of the cross-fit: each photo calibrated by the temperature and threshold of the folds
+    that did not hold it, i.e. what the shipped decision does to a photo it was not fitted on."""
+
+    logp: torch.Tensor  # (N, C) temperature-scaled log-probabilities
+    flagged: np.ndarray  # calibrated top-1 below its fold's threshold: answered "uncertain_breed"
+    fold: np.ndarray
+    temperatures: list[float]
+    thresholds: list[float]
+
+
+def out_of_fold(parts: Sequence[torch.Tensor], y: np.ndarray, k: int = 5, target: float = 0.9,
+                seed: int = 0) -> OutOfFold:
     """k breed-stratified folds: temperature and threshold fitted on k-1, applied to the held-out fold."""
     fold = breed_stratified_folds(y, k, seed)
-    before = combine(parts, 1.0)
-    after = torch.empty_like(before)
+    after = torch.empty(len(y), parts[0].shape[1])
     temps, ths = [], []
     flagged = np.zeros(len(y), dtype=bool)
     for f in range(k):
@@ -141,14 +152,28 @@ def cross_fit(parts: Sequence[torch.Tensor], y: np.ndarray, k: int = 5, target: 
         flagged[te] = lp_te.exp().max(-1).values.numpy() < th
         temps.append(t)
         ths.append(th)
-    hit = after.argmax(-1).numpy() == y
-    return CrossFit(n=len(y), folds=k, temperatures=temps, thresholds=ths, nll_before=nll(before, y),
-                    nll_after=nll(after, y), ece_before=ece(before, y), ece_after=ece(after, y),
-                    top1=float(hit.mean()), flagged=float(flagged.mean()),
-                    acc_confident=float(hit[~flagged].mean()) if (~flagged).any() else float("nan"),
-                    acc_uncertain=float(hit[flagged].mean()) if flagged.any() else float("nan"),
-                    n_confident=int((~flagged).sum()), n_uncertain=int(flagged.sum()))
+    return OutOfFold(after, flagged, fold, temps, ths)
 
 
-__all__ = ["CrossFit", "breed_stratified_folds", "combine", "cross_fit", "ece", "fit_temperature", "head_logits", "nll",
-           "threshold_for_accuracy"]
+def decision_figures(logp: torch.Tensor, y: np.ndarray, flagged: np.ndarray) -> dict[str, float | int]:
+    """What the uncertain-breed answer does on these photos: share flagged, accuracy of each side."""
+    hit = logp.argmax(-1).numpy() == y
+    return {"flagged": float(flagged.mean()),
+            "acc_confident": float(hit[~flagged].mean()) if (~flagged).any() else float("nan"),
+            "acc_uncertain": float(hit[flagged].mean()) if flagged.any() else float("nan"),
+            "n_confident": int((~flagged).sum()), "n_uncertain": int(flagged.sum())}
+
+
+def cross_fit(parts: Sequence[torch.Tensor], y: np.ndarray, k: int = 5, target: float = 0.9,
+              seed: int = 0) -> CrossFit:
+    """`out_of_fold`'s summary: NLL and ECE before and after the temperature, and the uncertain-breed split."""
+    before = combine(parts, 1.0)
+    oof = out_of_fold(parts, y, k, target, seed)
+    return CrossFit(n=len(y), folds=k, temperatures=oof.temperatures, thresholds=oof.thresholds,
+                    nll_before=nll(before, y), nll_after=nll(oof.logp, y), ece_before=ece(before, y),
+                    ece_after=ece(oof.logp, y), top1=float((oof.logp.argmax(-1).numpy() == y).mean()),
+                    **decision_figures(oof.logp, y, oof.flagged))
+
+
+__all__ = ["CrossFit", "OutOfFold", "breed_stratified_folds", "combine", "cross_fit", "decision_figures", "ece",
+           "fit_temperature", "head_logits", "nll", "out_of_fold", "threshold_for_accuracy"]

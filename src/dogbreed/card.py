@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .breeds import BreedIndex
-from .calibration import ece
+from .calibration import decision_figures, ece
 from .data import load_dataset
 from .evaluate import compute_metrics, fmt_pct, plot_confusion, plot_reliability
 from .fileio import atomic_write_text
@@ -119,12 +119,27 @@ def make_card(predictor: Predictor, data: str | Path, out: str | Path, *, title:
     scored = score_folder(predictor, data, progress)
     return write_card(scored, [b.name for b in predictor.classes], out,
                       title=title or f"Model card: {predictor.model} ({predictor.quality}) on {Path(data).name}",
-                      about={"model": str(predictor.model), "quality": predictor.quality, "data": str(data)})
+                      about={"model": str(predictor.model), "quality": predictor.quality, "data": str(data)},
+                      decision=predictor_decision(predictor, scored))
+
+
+def predictor_decision(predictor: Predictor, scored: Scored) -> dict[str, Any]:
+    """The predictor's own decision on these photos: the scores are already temperature-scaled (combine_breeds),
+    and a calibrated top-1 below its threshold is what it answers "uncertain_breed" for (on a photo it finds a dog
+    in)."""
+    d = predictor.decision
+    flagged = scored.logp.exp().max(-1).values.numpy() < d.uncertain_threshold if len(scored.labels) else np.zeros(0)
+    figs = decision_figures(scored.logp, scored.labels, flagged.astype(bool)) if len(scored.labels) else {}
+    return {"temperature": float(d.temperature), "uncertain_threshold": float(d.uncertain_threshold), **figs}
 
 
 def write_card(scored: Scored, names: Sequence[str], out: str | Path, *, title: str,
-               about: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The card's files from scores already computed (by `score_folder`, or out of fold by a benchmark)."""
+               about: dict[str, Any] | None = None, decision: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The card's files from scores already computed (by `score_folder`, or out of fold by a benchmark).
+
+    ``scored.logp`` must be the model's *calibrated* log-probabilities (temperature applied), so the card's ECE and
+    reliability plot describe what the model answers; ``decision`` records the temperature and the uncertain-breed
+    split (`predictor_decision`, or the bench's out-of-fold one)."""
     if not len(scored.labels):
         raise ValueError("no readable photo of a breed this model knows")
     probs = scored.logp.exp().numpy()
@@ -135,7 +150,7 @@ def write_card(scored: Scored, names: Sequence[str], out: str | Path, *, title: 
     plot_reliability(probs, scored.labels, outdir / "reliability.png",
                      title=f"{head['photos']} photos, {head['breeds']} breeds")
     plot_confusion(metrics, outdir / "confusion.png")
-    card = {"title": title, **(about or {}), **head,
+    card = {"title": title, **(about or {}), **head, "decision": decision or {},
             "unknown_breed_photos": len(scored.unknown_breed), "unreadable": scored.unreadable,
             "per_breed": [r for r in metrics["per_class"] if r["support"] or r["precision"]],
             "most_confused": metrics["most_confused"], "misclassified": metrics["misclassified"]}
@@ -148,6 +163,24 @@ def _ci(lo_hi: Sequence[float]) -> str:
     return f"{lo_hi[0]:.1%}–{lo_hi[1]:.1%}"
 
 
+def _temperature(d: dict[str, Any]) -> str:
+    if "temperatures" in d:  # out of fold: one temperature per fold, fitted without that fold's photos
+        ts = d["temperatures"]
+        return f", after the temperature (T = {min(ts):.2f}–{max(ts):.2f}, fitted on the other folds)"
+    return f", after the model's temperature (T = {d['temperature']:.2f})" if "temperature" in d else ""
+
+
+def _uncertain(d: dict[str, Any]) -> list[str]:
+    if "flagged" not in d:
+        return []
+    th = d.get("uncertain_threshold")
+    th = (f"{th:.3f}" if isinstance(th, float) else
+          f"{min(d['thresholds']):.3f}–{max(d['thresholds']):.3f} by fold" if "thresholds" in d else "?")
+    return [f"- **uncertain breed** (calibrated top-1 below {th}): {d['flagged']:.1%} of photos flagged; the "
+            f"confident answers are {fmt_pct(d['acc_confident'])} right ({d['n_confident']} photos), the flagged "
+            f"ones {fmt_pct(d['acc_uncertain'])} ({d['n_uncertain']})"]
+
+
 def card_markdown(card: dict[str, Any]) -> str:
     lines = [f"# {card['title']}", "",
              f"- **photos**: {card['photos']} of {card['breeds']} breeds"
@@ -156,7 +189,9 @@ def card_markdown(card: dict[str, Any]) -> str:
              f"- **top-1**: {fmt_pct(card['top1'])} ({_ci(card['top1_ci'])}); **top-5**: {fmt_pct(card['top5'])}",
              f"- **breed-balanced top-1** (mean over breeds): {fmt_pct(card['macro_top1'])} "
              f"({_ci(card['macro_top1_ci'])}); **top-5**: {fmt_pct(card['macro_top5'])}",
-             f"- **calibration**: ECE {card['ece']:.3f} (15 equal-width bins of the top-1 probability)",
+             f"- **calibration**: ECE {card['ece']:.3f} (15 equal-width bins of the top-1 probability)"
+             + _temperature(card.get("decision") or {}),
+             *_uncertain(card.get("decision") or {}),
              "- intervals: 95%, bootstrap over breeds", *([f"- {card['note']}"] if card.get("note") else []), "",
              "![reliability](reliability.png)", ""]
     if card["most_confused"]:
@@ -171,5 +206,5 @@ def card_markdown(card: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Scored", "breed_balanced", "card_markdown", "make_card", "photo_interval", "score_folder", "summary",
-           "write_card"]
+__all__ = ["Scored", "breed_balanced", "card_markdown", "make_card", "photo_interval", "predictor_decision",
+           "score_folder", "summary", "write_card"]
