@@ -218,7 +218,7 @@ def stage_profile(pred: Predictor, jpeg: bytes, n: int) -> dict[str, float]:
     med["resize"] = statistics.median(timings(lambda: preprocess_image(img, cfg), n))
     med["to_tensor"] = statistics.median(timings(lambda: to_tensor(small, cfg.mean, cfg.std), n))
     with torch.inference_mode():
-        med["forward"] = statistics.median(timings(lambda: pred._run(m.model, x), n))
+        med["forward"] = statistics.median(timings(lambda: m.runner(x), n))
     total = statistics.median(timings(lambda: pred.predict([jpeg]), n))
     med["rest"] = max(0.0, total - sum(med.values()))  # stacking, softmax, dog score, top-k, Prediction objects
     return {k: round(v * 1e3, 3) for k, v in med.items()}

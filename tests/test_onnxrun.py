@@ -52,7 +52,7 @@ def test_cpu_prediction_never_imports_torch(photos: Path, tmp_path: Path, defaul
     det_path = det.save(tmp_path / "everything-in-band")
     want = [p.to_dict() for p in Predictor(dog_detector=str(det_path)).predict(expand_inputs([photos]))]
     for bb in det.cascade.extra_backbones():  # its member's export is recorded now, as by a first run
-        default_predictor._cascade_member(bb)
+        default_predictor.loaded.cascade.member(bb)
     code = ("import sys\n"
             "from dogbreed.cli import main\n"
             f"sys.argv = ['dogbreed', 'predict', {str(photos)!r}, '--format', 'json', '--dog-detector', "
@@ -90,10 +90,10 @@ def test_bf16_without_native_support_is_fp32_for_auto_and_a_clear_error_when_ask
         monkeypatch: pytest.MonkeyPatch, photos: Path) -> None:
     from typer.testing import CliRunner
 
-    from dogbreed import predict
     from dogbreed.cli import app
+    from dogbreed.inference import runners
 
-    monkeypatch.setattr(predict, "native_bf16", lambda: False)
+    monkeypatch.setattr(runners, "native_bf16", lambda: False)
     assert Predictor().members[0].model.precision == "fp32"
     with pytest.raises(ValueError, match="needs a CPU that computes bf16 natively"):
         Predictor(precision="bf16")

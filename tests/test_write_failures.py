@@ -118,7 +118,7 @@ def test_predict_out_on_a_full_then_read_only_disk_resumes_without_duplicates(tm
         out = mnt / f"results.{fmt}"
         cmd = [sys.executable, "-m", "dogbreed.cli", "predict", str(photos), "--out", str(out)]
         if fmt == "parquet":  # parts of 8 rows, so that some are whole before the disk fills
-            cmd = [sys.executable, "-c", "import sys; import dogbreed.batch as b; b.PART_ROWS = 8; "
+            cmd = [sys.executable, "-c", "import sys; import dogbreed.inference.sinks as b; b.PART_ROWS = 8; "
                    "from dogbreed.cli import main; sys.argv = ['dogbreed', *sys.argv[1:]]; main()", *cmd[3:]]
 
         subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)

@@ -77,22 +77,17 @@ def _print_answer(p: dict, head: str, indent: str) -> None:
         typer.echo(f"{indent}looks like ({la['name']}): {shown}")
 
 
-def _print_csv(preds: Iterable[dict], dogs: bool = False) -> None:
-    """One row per breed rank; with the detection stage (``dogs``), per dog, with its number and box."""
+def _print_csv(preds: Iterable[dict]) -> None:
+    """One row per breed rank of each photo's main dog (every dog and its box: --format json, or --out rows)."""
     w = csv.writer(sys.stdout, lineterminator="\n")
-    w.writerow(["path", "verdict", "dog_probability", "rank", "wnid", "name", "probability", "error"]
-               + (["dog", "box"] if dogs else []))
+    w.writerow(["path", "verdict", "dog_probability", "rank", "wnid", "name", "probability", "error"])
     for p in preds:
         if "error" in p:
-            w.writerow([p["path"], "error", "", "", "", "", "", p["error"]] + (["", ""] if dogs else []))
+            w.writerow([p["path"], "error", "", "", "", "", "", p["error"]])
             continue
-        answers = list(enumerate(p["dogs"], 1)) if len(p.get("dogs") or []) > 1 else [(1 if p.get("dogs") else "",
-                                                                                       p)]
-        for n, a in answers:
-            box = " ".join(map(str, (a if a is not p else p["dogs"][0])["box"])) if p.get("dogs") else ""
-            for rank, b in enumerate(a["breeds"], 1):
-                w.writerow([p["path"], a["verdict"], a["dog_probability"], rank, b["wnid"] or "", b["name"],
-                            b["probability"], ""] + ([n, box] if dogs else []))
+        for rank, b in enumerate(p["breeds"], 1):
+            w.writerow([p["path"], p["verdict"], p["dog_probability"], rank, b["wnid"] or "", b["name"],
+                        b["probability"], ""])
 
 
 def _print_json(preds: Iterable[dict]) -> None:
@@ -281,9 +276,7 @@ def _predict_to_stdout(pred: Predictor, paths: list[str], fmt: str, workers: int
             n_ok += r.error is None
             yield r.to_dict()
 
-    printer = {"json": _print_json, "csv": functools.partial(_print_csv, dogs=pred.finds_dogs),
-               "table": _print_table}[fmt]
-    printer(rows())
+    {"json": _print_json, "csv": _print_csv, "table": _print_table}[fmt](rows())
     if n_ok == 0:
         raise typer.Exit(1)
 

@@ -71,6 +71,7 @@ class Predictor:
     tta_flip: bool = property(lambda self: self.loaded.tta_flip)  # type: ignore[assignment]
     dog_cascade: bool = property(lambda self: self.loaded.cascade is not None)  # type: ignore[assignment]
     model = property(lambda self: self.options.model)
+    quality = property(lambda self: self.options.quality)
     finds_dogs: bool = property(lambda self: self.loaded.finder is not None)  # type: ignore[assignment]
 
     # -- predicting ---------------------------------------------------------------------------------------
