@@ -63,7 +63,7 @@ def run_batch(predictor: Predictor, inputs: Sequence[str], out: str | Path, *, w
     total = count_sources(inputs, path_column)
     with writing(out, RESUME_HINT):
         writer = RowWriter(out, predictor.top_k, overwrite=overwrite, dogs=predictor.finds_dogs, per_dog=per_dog)
-    bar = None
+    bar = stream = None
     try:
         writer.check_resumable(iter_sources(inputs, path_column), total)
         stream = stream_predictions(predictor, inputs, workers=workers, skip=writer.done, path_column=path_column)
@@ -82,6 +82,8 @@ def run_batch(predictor: Predictor, inputs: Sequence[str], out: str | Path, *, w
             if bar is not None:
                 bar.update(len(chunk))
     finally:
+        if stream is not None:  # the decode thread stops here, also when a write failed
+            stream.close()
         if bar is not None:  # before any error's sentence, so that it starts on a line of its own
             bar.close()
         with writing(out, RESUME_HINT):

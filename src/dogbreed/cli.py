@@ -259,7 +259,8 @@ def _predict_to_stdout(pred: Predictor, paths: list[str], fmt: str, workers: int
     from .batch import count_sources, stream_predictions
 
     total = count_sources(paths, path_column)
-    it: Iterable = stream_predictions(pred, paths, workers=workers, path_column=path_column)
+    preds = stream_predictions(pred, paths, workers=workers, path_column=path_column)
+    it: Iterable = preds
     if total > 1 and fmt == "table" or total > pred.batch_size:
         from tqdm import tqdm
 
@@ -276,7 +277,10 @@ def _predict_to_stdout(pred: Predictor, paths: list[str], fmt: str, workers: int
             n_ok += r.error is None
             yield r.to_dict()
 
-    {"json": _print_json, "csv": _print_csv, "table": _print_table}[fmt](rows())
+    try:
+        {"json": _print_json, "csv": _print_csv, "table": _print_table}[fmt](rows())
+    finally:
+        preds.close()  # the decode thread stops before the process exits, also after an error
     if n_ok == 0:
         raise typer.Exit(1)
 

@@ -82,9 +82,15 @@ class Predictor:
         Decoding runs a few batches ahead: in a background thread (``workers`` = 0), or in ``workers``
         DataLoader processes (then ``sources`` must be re-iterable, e.g. `inference.sources.Sources`)."""
         pre = [m.preprocess for m in self.members]
-        for b in executors.batches(sources, pre, self.draft_size, self.batch_size, names, workers=workers,
-                                   device=self.device, keep_images=workers == 0, finder=self.loaded.finder):
-            yield from self.answers(b)
+        batches = executors.batches(sources, pre, self.draft_size, self.batch_size, names, workers=workers,
+                                    device=self.device, keep_images=workers == 0, finder=self.loaded.finder)
+        try:
+            for b in batches:
+                yield from self.answers(b)
+        finally:
+            # Stop the decode thread now, not when the generator happens to be collected: it runs the detector's
+            # session, and a native thread still running when the interpreter exits (after an error) aborts it.
+            batches.close()
 
     def predict(self, sources: Sequence[Source], names: Sequence[str | None] | None = None) -> list[Prediction]:
         return list(self.iter_predict(sources, names))
