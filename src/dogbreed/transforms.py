@@ -109,9 +109,11 @@ def load_image(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img.load()
-        swapped = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # rotated a quarter turn: width and height swap
         ImageOps.exif_transpose(img, in_place=True)  # no full-size copy (a 49 MP photo's would be 196 MB)
         out = to_rgb(img)
+        # Rotated a quarter turn by its EXIF orientation: width and height swap (read off the result, which costs
+        # nothing, rather than parsing the EXIF block a second time).
+        swapped = (out.size[0] > out.size[1]) != (full[0] > full[1]) and full[0] != full[1]
         # The photo's own size, upright, before any draft reduction: boxes are reported in these pixels.
         mark_full_size(out, (full[1], full[0]) if swapped else full)
         return out
