@@ -9,7 +9,7 @@ cascade looks again, with a stronger member, only at photos whose first dog prob
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -53,9 +53,10 @@ class Prediction:
     def to_dict(self) -> dict[str, Any]:
         if self.error is not None:
             return {"path": self.path, "error": self.error}
-        d = asdict(self)
+        d = asdict(replace(self, dogs=None))  # each dog converts itself once, below, without its private row
         d.pop("error")
-        for k in ("explanation", "look_alikes", "dogs"):
+        d.pop("dogs")
+        for k in ("explanation", "look_alikes"):
             if d[k] is None:
                 d.pop(k)
         if self.dogs is not None:
