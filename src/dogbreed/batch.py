@@ -9,14 +9,14 @@ skipping those.
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from .errors import BatchError
 from .fileio import writing
+from .inference.decode import chunks
 from .inference.executors import prefetched
 from .inference.scoring import Prediction
 from .inference.sinks import RowWriter, columns, flat_row, flat_rows, out_format, parquet_schema
@@ -29,7 +29,6 @@ __all__ = ["BatchError", "BatchSummary", "columns", "count_sources", "flat_row",
            "out_format",
            "parquet_schema", "prefetched", "run_batch", "stream_predictions"]
 
-T = TypeVar("T")
 RESUME_HINT = "the rows written before are kept, and the same command resumes after them once the file can be written"
 
 
@@ -89,9 +88,3 @@ def run_batch(predictor: Predictor, inputs: Sequence[str], out: str | Path, *, w
         with writing(out, RESUME_HINT):
             writer.close()
     return BatchSummary(str(out), total, writer.done, written, errors)
-
-
-def chunks(it: Iterable[T], n: int) -> Iterator[list[T]]:
-    it = iter(it)
-    while chunk := list(itertools.islice(it, n)):
-        yield chunk

@@ -7,10 +7,11 @@ photo's reason in its place instead of raising.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -20,6 +21,7 @@ from ..transforms import Preprocess, load_image, preprocess_image, to_array
 from .regions import Region, crop, find_regions
 
 Source = str | Path | bytes
+T = TypeVar("T")
 
 
 def decode(src: Source | Image.Image, *, draft_size: int | None = None, max_pixels: int | None = None,
@@ -115,17 +117,18 @@ def prepared_batches(sources: Iterable[Source], preprocess: Sequence[Preprocess]
                      part: tuple[int, int] = (0, 1), finder: Any | None = None) -> Iterator[Prepared]:
     """`prepare_batch` over consecutive chunks of ``sources``; ``part`` = (w, W) keeps chunks w, w+W, ... (one
     decode worker's share)."""
-    import itertools
-
-    it = iter(sources)
     name_it = iter(names) if names is not None else None
-    for i in itertools.count():
-        chunk = list(itertools.islice(it, batch_size))
-        if not chunk:
-            return
+    for i, chunk in enumerate(chunks(sources, batch_size)):
         chunk_names = list(itertools.islice(name_it, len(chunk))) if name_it is not None else None
         if i % part[1] == part[0]:
             yield prepare_batch(chunk, preprocess, draft_size, chunk_names, keep_images, finder)
+
+
+def chunks(it: Iterable[T], n: int) -> Iterator[list[T]]:
+    """Consecutive lists of ``n`` items (the last one shorter), read lazily."""
+    it = iter(it)
+    while chunk := list(itertools.islice(it, n)):
+        yield chunk
 
 
 def row_source(b: Prepared, row: int) -> tuple[int, Region | None]:
