@@ -257,15 +257,21 @@ def test_phone_sized_screen(browser, base_url: str, dog_photo: Path) -> None:
         assert button["height"] >= 40 and button["width"] >= 200  # a comfortable tap target
         page.set_input_files("#file", str(dog_photo))
         wait_for_verdict(page)
-        assert page.evaluate("document.documentElement.scrollWidth") <= 390  # nothing runs off the side
-        photo = page.locator("#preview").bounding_box()
-        answer = page.locator("#verdict").bounding_box()
-        assert photo["y"] + photo["height"] <= answer["y"]  # stacked in one column
-        assert answer["x"] >= 0 and answer["x"] + answer["width"] <= 390
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "page-phone.png"), full_page=True)
+        _one_column_below_the_photo(page, "#verdict", "page-phone.png")
     finally:
         ctx.close()
+
+
+def _one_column_below_the_photo(page, below: str, shot: str, width: int = 390) -> None:  # noqa: ANN001
+    """On a phone-wide page: nothing runs off the side, ``below`` (its first match) sits under the photo and inside
+    the screen; a full-page screenshot in test-artifacts/."""
+    assert page.evaluate("document.documentElement.scrollWidth") <= width  # nothing runs off the side
+    photo = page.locator("#preview").bounding_box()
+    box = page.locator(below).first.bounding_box()
+    assert photo["y"] + photo["height"] <= box["y"]  # stacked in one column, below the photo
+    assert box["x"] >= 0 and box["x"] + box["width"] <= width
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / shot), full_page=True)
 
 
 def test_heat_map_toggle_shows_the_overlay_on_the_photo(page, dog_photo: Path) -> None:
@@ -464,13 +470,7 @@ def test_two_dogs_on_a_phone(browser, base_url: str, two_dog_photo) -> None:
         page.wait_for_selector("#boxes:not([hidden]) .dog-box", timeout=10_000)
         page.wait_for_timeout(700)
         check_two_dogs(page, pasted)
-        assert page.evaluate("document.documentElement.scrollWidth") <= 390  # nothing runs off the side
-        photo = page.locator("#preview").bounding_box()
-        first = page.locator("#dogs > li").first.bounding_box()
-        assert photo["y"] + photo["height"] <= first["y"]  # the list below the photo
-        assert first["x"] >= 0 and first["x"] + first["width"] <= 390
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "page-two-dogs-phone.png"), full_page=True)
+        _one_column_below_the_photo(page, "#dogs > li", "page-two-dogs-phone.png")
     finally:
         ctx.close()
 
