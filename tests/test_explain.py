@@ -10,12 +10,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 from typer.testing import CliRunner
 
 from dogbreed.cli import app as cli_app
-from dogbreed.explain import Explainer, mass_inside, overlay, overlay_name, torch_classifier
+from dogbreed.explain import (
+    Explainer,
+    mass_inside,
+    overlay,
+    overlay_name,
+    preprocess_image,
+    to_tensor,
+    torch_classifier,
+)
 
 runner = CliRunner()
 # Four breeds of different build and colour; ImageNet *validation* photos (no backbone trained on them).
@@ -153,3 +162,36 @@ def test_plain_prediction_does_not_load_explain_or_gallery() -> None:
             "print(sorted(m for m in sys.modules if m in ('dogbreed.explain', 'dogbreed.gallery')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_heat_map_is_grad_cam_with_no_graph_below_the_map(explainer: Explainer) -> None:
+    """The heat-map equals Grad-CAM over a graph from the input, while only the layers after the map record one
+    (one ReLU6 module serves several blocks of Lite0: only its last call is the map)."""
+    img = noise((160, 120))
+    heat, c = explainer.heatmap(img)
+    x = to_tensor(preprocess_image(img, explainer.cfg), explainer.cfg.mean, explainer.cfg.std)[None]
+    recorded: list[bool] = []  # per 4-D activation of the backbone, in order: does it carry a graph?
+    body = explainer.clf.backbone.body
+    handles = [m.register_forward_hook(lambda _m, _i, o: recorded.append(o.requires_grad) if o.dim() == 4 else None)
+               for m in body.modules() if m is not body]
+    try:
+        fmap, _ = explainer._forward(x)
+    finally:
+        for h in handles:
+            h.remove()
+    assert fmap.grad_fn is None and fmap.requires_grad  # the map is a leaf ...
+    assert not any(recorded)  # ... and nothing in the backbone recorded a graph (hooks see outputs before ours)
+
+    seen: list[torch.Tensor] = []
+    handles = [m.register_forward_hook(lambda _m, _i, o: seen.append(o) if o.dim() == 4 else None)
+               for m in body.modules() if m is not body]
+    try:
+        with torch.enable_grad():
+            full = explainer.clf(x.clone().requires_grad_(True))[0]
+    finally:
+        for h in handles:
+            h.remove()
+    (grad,) = torch.autograd.grad(full[0, c], seen[-1])
+    cam = torch.relu((grad.mean((2, 3), keepdim=True) * seen[-1]).sum(1, keepdim=True)).detach()
+    cam = torch.nn.functional.interpolate(cam, size=(img.height, img.width), mode="bilinear", align_corners=False)
+    assert np.allclose(heat, (cam / cam.max())[0, 0].numpy(), atol=1e-5)

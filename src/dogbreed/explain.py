@@ -83,6 +83,7 @@ class Explainer:
         any_size = _pools_any_size(classifier)
         self.cfg = replace(cfg, resize="shorter" if any_size else "squash", box_crop=False,
                            size=round(cfg.size * scale) if any_size else cfg.size)
+        self._target: tuple[torch.nn.Module, int] | None = None  # what Grad-CAM weights (`_target_module`)
 
     def class_index(self, breed: str | int | None, default: int | None = None) -> int | None:
         """A breed given as index, wnid or name -> class index; None -> ``default`` (the top breed)."""
@@ -154,25 +155,52 @@ class Explainer:
         return out
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Breed logits and the last 4-D activation inside the backbone, recorded by forward hooks."""
+        """Breed logits and the backbone's last 4-D activation, the autograd graph recorded from that activation
+        on only: nothing below it is kept for a backward pass (at 2x input size the whole backbone's graph held
+        hundreds of MB a heat-map), and Grad-CAM needs no gradient below the map it weights."""
+        target, call = self._target_module(x)
         seen: list[torch.Tensor] = []
+        calls = [0]
 
-        def hook(_m: torch.nn.Module, _inp: Any, out: Any) -> None:
-            if isinstance(out, torch.Tensor) and out.dim() == 4:
-                seen.append(out)
+        def hook(_m: torch.nn.Module, _inp: Any, out: torch.Tensor) -> torch.Tensor | None:
+            calls[0] += 1
+            if calls[0] != call:  # one activation module may serve every block: only its last call is the map
+                return None
+            leaf = out.detach().requires_grad_(True)
+            seen.append(leaf)
+            torch.set_grad_enabled(True)  # the rest of the forward (head, pooling) records its graph
+            return leaf
 
-        handles = [m.register_forward_hook(hook) for m in self.clf.backbone.body.modules()
-                   if m is not self.clf.backbone.body]
+        handle = target.register_forward_hook(hook)
         try:
-            with torch.enable_grad():
-                x = x.requires_grad_(True)  # so the feature map carries a graph even if the weights are frozen
+            with torch.no_grad():  # restores the grad mode the hook turned on
                 logits = self.clf(x)[0]
         finally:
-            for h in handles:
-                h.remove()
-        if not seen:
-            raise ValueError(f"{self.clf.backbone.spec.name}: no 4-D feature map found to explain")
+            handle.remove()
         return seen[-1], logits
+
+    def _target_module(self, x: torch.Tensor) -> tuple[torch.nn.Module, int]:
+        """The module whose 4-D output is the last one a forward computes, and which of its calls that is (1 for
+        the first), found once by one pass without grad."""
+        if self._target is None:
+            seen: list[torch.nn.Module] = []
+
+            def hook(m: torch.nn.Module, _inp: Any, out: Any) -> None:
+                if isinstance(out, torch.Tensor) and out.dim() == 4:
+                    seen.append(m)
+
+            body = self.clf.backbone.body
+            handles = [m.register_forward_hook(hook) for m in body.modules() if m is not body]
+            try:
+                with torch.no_grad():
+                    self.clf(x)
+            finally:
+                for h in handles:
+                    h.remove()
+            if not seen:
+                raise ValueError(f"{self.clf.backbone.spec.name}: no 4-D feature map found to explain")
+            self._target = (seen[-1], sum(m is seen[-1] for m in seen))
+        return self._target
 
 
 def _pools_any_size(clf: Classifier) -> bool:
