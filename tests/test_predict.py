@@ -13,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from dogbreed.cli import app
-from dogbreed.predict import BEST_BACKBONES, Predictor, expand_inputs, predict
+from dogbreed.predict import BEST_BACKBONES, PredictOptions, Predictor, expand_inputs, predict
 
 runner = CliRunner()
 
@@ -154,3 +154,22 @@ def test_flip_tta_of_symmetric_image_equals_plain() -> None:
     assert np.allclose(lp, lf, atol=1e-4)
     asym = Image.fromarray(np.concatenate([half, half], axis=1))
     assert not np.allclose(plain.scores([asym])[0], flip.scores([asym])[0], atol=1e-4)
+
+
+@pytest.mark.parametrize("opts", [{}, {"find_dogs": False}, {"dog_detector": "none"}])
+def test_finds_dogs_says_what_loading_does(opts: dict) -> None:
+    """The Ray driver picks its output's columns with `finds_dogs` before any actor loads the model."""
+    from dogbreed.inference.loading import finds_dogs, load_model
+
+    o = PredictOptions(**opts)
+    assert finds_dogs(o) == (load_model(o).finder is not None) == (opts == {})
+
+
+@pytest.mark.parametrize("fine_tuned", [True, False])
+def test_finds_dogs_reads_a_model_dirs_config(tmp_path: Path, fine_tuned: bool) -> None:
+    from dogbreed.inference.loading import finds_dogs
+
+    (tmp_path / "model.json").write_text(json.dumps({"backbone": "efficientnet_lite0",
+                                                     "backbone_in_weights": fine_tuned}))
+    # A fine-tuned backbone has no dog detector (its heads read the pretrained one), so no detection stage.
+    assert finds_dogs(PredictOptions(model=str(tmp_path))) is not fine_tuned

@@ -27,6 +27,7 @@ from .batch import RESUME_HINT, BatchSummary
 from .batch_ray_watch import STALL_S, plan_actors, split_blocks, watch_write
 from .errors import BatchError
 from .fileio import writing
+from .inference.loading import finds_dogs
 from .inference.options import PredictOptions
 from .inference.sinks import RowWriter, flat_rows, parquet_schema
 from .inference.sources import count_sources, iter_sources
@@ -62,8 +63,8 @@ def run_ray(inputs: Sequence[str], out: str | Path, options: PredictOptions | di
         raise BatchError(f"--out {out}: the Ray engine writes Parquet (a folder named *.parquet)")
     options = dataclasses.replace(options, batch_size=options.batch_size or batch_size)
     total = count_sources(inputs, path_column)
-    # The rows carry dog columns when the detection stage runs (it needs the dog detector), as the local engine's.
-    dogs = options.find_dogs and options.dog_detector != "none"
+    # The rows carry dog columns when the actors' predictor runs the detection stage, as the local engine's.
+    dogs = finds_dogs(options)
     writer = RowWriter(out, options.top_k, overwrite=overwrite, dogs=dogs, per_dog=per_dog)
     try:
         writer.check_resumable(iter_sources(inputs, path_column), total)

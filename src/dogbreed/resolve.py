@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ModelLoadError
+from .fileio import read_json
 from .onnxrun import OnnxClassifier, cached_default_model
 from .specs import DEFAULT_BACKBONE, SHIPPED_HEADS
 
@@ -78,6 +79,26 @@ def _packaged(spec: str, quality: str, backbone: str | None, cached_onnx: bool =
     fitted = backbone is None or (quality == "fast" and backbone == DEFAULT_BACKBONE)
     decision = shipped_decision(quality) if adapted and fitted else {}
     return ResolvedModel(spec, spec, clfs, decision)
+
+
+def model_outline(spec: str | Path, quality: str = "fast") -> tuple[list[str], bool]:
+    """A model's member backbones and whether it fine-tuned its backbone, read from its config alone (nothing is
+    loaded): what a driver must know before its workers load the model (e.g. which columns their rows carry)."""
+    text = str(spec)
+    if text in PACKAGED:
+        return ([DEFAULT_BACKBONE] if quality == "fast" else list(BEST_BACKBONES)), False
+    if text.lower().endswith(".onnx"):
+        from .onnxrun import sidecar_path
+
+        cfg = read_json(sidecar_path(text), "ONNX sidecar")
+    else:
+        from .models import MODEL_CONFIG, model_dir_of
+
+        model_dir = model_dir_of(text)
+        if model_dir is None:
+            raise ModelLoadError(f"model {text!r}: not 'default' or 'imagenet', a model dir, run dir or .onnx file")
+        cfg = read_json(model_dir / MODEL_CONFIG, "model config")
+    return [str(cfg.get("backbone", "onnx"))], bool(cfg.get("backbone_in_weights"))
 
 
 def resolve_model(spec: str | Path, *, quality: str = "fast", backbone: str | None = None,

@@ -13,7 +13,7 @@ from typing import Any
 from ..breeds import Breed
 from ..dogness import DogDetector, default_detector
 from ..errors import ModelLoadError
-from ..resolve import QUALITIES, ResolvedModel, resolve_model
+from ..resolve import QUALITIES, ResolvedModel, model_outline, resolve_model
 from ..runtime import resolve_device
 from ..specs import get_spec
 from .options import PredictOptions
@@ -83,6 +83,7 @@ def load_model(opts: PredictOptions) -> LoadedModel:
                     batch_size, opts.tta_flip or opts.quality == "best", resolved)
     _attach_dog_detector(m, opts, runtime, device)
     if opts.find_dogs and m.detector is not None:  # without a dog detector nothing could refuse a false crop
+        # (`finds_dogs` decides the same from the model's config alone)
         from .detect import default_finder
 
         m.finder = default_finder(prec if prec in ("fp32", "bf16") and onnx else "fp32")
@@ -91,19 +92,35 @@ def load_model(opts: PredictOptions) -> LoadedModel:
     return m
 
 
+def dog_detector_for(opts: PredictOptions, backbones: list[str], fine_tuned: bool) -> DogDetector | None:
+    """The dog detector these options load for a model of these member backbones, or None: its heads read the
+    ImageNet head of an unchanged pretrained backbone, so a fine-tuned backbone keeps the plain dog mass."""
+    if opts.dog_detector == "none" or (fine_tuned and opts.dog_detector == "default"):
+        return None
+    det = default_detector() if opts.dog_detector == "default" else DogDetector.load(opts.dog_detector)
+    if det is None or not any(b in det.heads for b in backbones):
+        if opts.dog_detector != "default":
+            raise ModelLoadError(f"dog detector {opts.dog_detector} has no head for {backbones}")
+        return None
+    return det
+
+
+def finds_dogs(opts: PredictOptions) -> bool:
+    """Whether `load_model(opts)` runs the detection stage, decided from the model's config alone (the Ray driver
+    asks, to give its output the columns the actors' rows will have)."""
+    if not opts.find_dogs:
+        return False
+    return dog_detector_for(opts, *model_outline(opts.model, opts.quality)) is not None
+
+
 def _attach_dog_detector(m: LoadedModel, opts: PredictOptions, runtime: str, device: str) -> None:
     """The dog detector and its threshold for this member/view combination, and the cascade where it applies.
 
     Its heads read the ImageNet head of an unchanged pretrained backbone, so a fine-tuned backbone keeps the plain
     dog mass.
     """
-    fine_tuned = m.resolved.backbone_in_weights
-    if opts.dog_detector == "none" or (fine_tuned and opts.dog_detector == "default"):
-        return
-    det = default_detector() if opts.dog_detector == "default" else DogDetector.load(opts.dog_detector)
-    if det is None or not any(b in det.heads for b in m.member_backbones):
-        if opts.dog_detector != "default":
-            raise ModelLoadError(f"dog detector {opts.dog_detector} has no head for {m.member_backbones}")
+    det = dog_detector_for(opts, m.member_backbones, m.resolved.backbone_in_weights)
+    if det is None:
         return
     m.detector = det
     views = ("plain", "flip") if m.tta_flip else ("plain",)
