@@ -76,6 +76,22 @@ def test_a_head_inside_its_body_is_not_a_second_dog() -> None:
     assert len(p.dogs) == 1
 
 
+def test_a_thing_whose_crop_shows_a_dog_beside_it_is_not_a_second_dog() -> None:
+    # A fish beside the dog: the boxes barely overlap, but the fish's square crop is a third the dog, so the crop
+    # head calls it "dog".
+    p = _answer([0.3, 0.99, 0.99], [_logp(0), _logp(6), _logp(6)], [None, (200, 100, 400, 400), (360, 250, 520, 330)])
+    assert [d.box for d in p.dogs] == [[200, 100, 400, 400]]
+    # Two dogs side by side, boxes touching, each crop showing a little of the other: both stay.
+    p = _answer([0.3, 0.99, 0.99], [_logp(0), _logp(6), _logp(8)], [None, (100, 100, 300, 300), (300, 100, 500, 300)])
+    assert len(p.dogs) == 2 and {d.breeds[0].name for d in p.dogs} == {CLASSES[6].name, CLASSES[8].name}
+
+
+@pytest.mark.parametrize(("whole_sure", "want"), [(0.8, 1), (0.4, 2)])
+def test_a_lone_small_dog_reads_the_whole_photo_when_it_is_sure(whole_sure: float, want: int) -> None:
+    p = _answer([0.9, 0.97], [_logp(1, whole_sure), _logp(2, 0.6)], [None, (100, 100, 300, 250)])
+    assert p.breeds[0].name == CLASSES[want].name  # sure: the mean of both rows; else the crop alone
+
+
 def _pred(path: str, n_dogs: int) -> Prediction:
     p = _answer([0.2] + [0.99] * n_dogs, [_logp(0)] + [_logp(i + 1) for i in range(n_dogs)],
                 [None] + [(10 + 100 * i, 10, 90 + 100 * i, 90) for i in range(n_dogs)])

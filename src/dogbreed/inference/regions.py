@@ -7,6 +7,7 @@ members' centre crop would otherwise cut a tall dog's head or a long dog's tail)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,11 +46,16 @@ def crop(img: Image.Image, region: Region, margin: float = MARGIN) -> Image.Imag
     """The pixels a member sees for ``region``: the photo itself, or the square crop around its box."""
     if region.box is None:
         return img
-    x0, y0, x1, y1 = region.box
-    mw, mh = (x1 - x0) * (1 + 2 * margin), (y1 - y0) * (1 + 2 * margin)
-    side = max(mw, mh)
+    return crop_box(img, window(region.box, margin), margin=0.0)
+
+
+def window(box: Sequence[float], margin: float = MARGIN) -> tuple[float, float, float, float]:
+    """The square a crop cuts around ``box`` (before clipping to the photo): the box grown by ``margin`` of its
+    size on each side, its longer side kept, centred on the box."""
+    x0, y0, x1, y1 = box
+    side = max(x1 - x0, y1 - y0) * (1 + 2 * margin)
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    return crop_box(img, (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2), margin=0.0)
+    return cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2
 
 
 def photo_box(img: Image.Image, box: tuple[float, float, float, float] | None) -> list[int]:
