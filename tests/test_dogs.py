@@ -92,6 +92,15 @@ def test_a_lone_small_dog_reads_the_whole_photo_when_it_is_sure(whole_sure: floa
     assert p.breeds[0].name == CLASSES[want].name  # sure: the mean of both rows; else the crop alone
 
 
+@pytest.mark.parametrize(("box", "crop_dog", "is_dog"), [((300, 200, 330, 230), 0.97, False),
+                                                        ((300, 200, 330, 230), 0.995, True),
+                                                        ((300, 200, 400, 300), 0.97, True)])
+def test_a_tiny_crop_needs_more_to_be_a_dog(box: tuple[int, int, int, int], crop_dog: float, is_dog: bool) -> None:
+    # A 30 px golfer or flag, blown up to the members' input, looks like anything: it needs a surer crop.
+    p = _answer([0.02, crop_dog], [_logp(0), _logp(3)], [None, box])
+    assert (p.verdict != "no_dog") is is_dog and len(p.dogs) == int(is_dog)
+
+
 def _pred(path: str, n_dogs: int) -> Prediction:
     p = _answer([0.2] + [0.99] * n_dogs, [_logp(0)] + [_logp(i + 1) for i in range(n_dogs)],
                 [None] + [(10 + 100 * i, 10, 90 + 100 * i, 90) for i in range(n_dogs)])

@@ -38,6 +38,12 @@ WHOLE_PHOTO_SURE = 0.5
 # Tune half (200 photos each): at the whole photo's 0.5, crops made 1.5% of cats and 2% of everyday photos "dog";
 # at 0.95, 0.5% and 0.5%, while 87% of 150-260 px dogs (89% at 0.5) and 98% of larger ones are still found.
 CROP_THRESHOLD = 0.95
+# A crop of a box under SMALL_BOX pixels (its longer side, in the decoded photo) is a blur at the members' input
+# size, and the head calls a golfer, a flag or a parachutist 20-40 px tall "dog" at 0.96-0.99: such a crop needs
+# SMALL_CROP_THRESHOLD. On the 940 everyday photos, photos said "dog" 6 -> 3 (whole photo alone: 3); on the tune
+# half's composites 8 of the 27 dog crops under 48 px fall below 0.99 (150-260 px composites: none of 5).
+SMALL_BOX = 48
+SMALL_CROP_THRESHOLD = 0.99
 # A dog box this much inside a more prominent one, or overlapping it this much (IoU), is a part of that dog (a head,
 # a body) and not a second dog: on the tune half these took "more than one dog" on single-dog composites from 20%
 # to 14%, and exactly-two on two-dog photos from 53% to 56%.
@@ -112,7 +118,8 @@ def answer_photo(logp: np.ndarray, dog: np.ndarray, regions: Sequence[Region], p
 def _dogs_among(dog: np.ndarray, regions: Sequence[Region], threshold: float) -> list[int]:
     """Candidate rows whose crop is a dog, most prominent (area x dog probability) first, without the parts of a
     dog already kept (a head box inside the body's box)."""
-    rows = [i for i in range(1, len(regions)) if dog[i] >= threshold]
+    rows = [i for i in range(1, len(regions))
+            if dog[i] >= (threshold if _side(regions[i]) >= SMALL_BOX else max(threshold, SMALL_CROP_THRESHOLD))]
     rows.sort(key=lambda i: -regions[i].area * float(dog[i]))
     kept: list[int] = []
     for i in rows:
@@ -121,6 +128,12 @@ def _dogs_among(dog: np.ndarray, regions: Sequence[Region], threshold: float) ->
                    or _covers(regions[j].photo_box, window(a)) >= SEEN_AGAIN for j in kept):
             kept.append(i)
     return kept
+
+
+def _side(region: Region) -> float:
+    """The longer side of a candidate's box in the decoded photo's pixels (what its crop is cut from)."""
+    x0, y0, x1, y1 = region.box if region.box is not None else (0, 0, *region.photo_box[2:])
+    return max(x1 - x0, y1 - y0)
 
 
 def _covers(box: Sequence[float], win: Sequence[float]) -> float:
