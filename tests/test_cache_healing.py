@@ -157,15 +157,16 @@ def test_two_processes_rebuilding_at_once_leave_a_whole_export(warm_cache: Path,
         _truncate(f)
     photo = warm_cache.parent / "cat.jpg"
     photo.write_bytes(chelsea_jpeg)
-    code = ("import sys; from dogbreed.predict import Predictor; "
-            "print(Predictor().predict([sys.argv[1]])[0].breeds[0].wnid)")
+    code = ("import sys; from dogbreed.predict import Predictor; "  # fp32: ONNX Runtime reads the export itself
+            "print(Predictor(precision='fp32').predict([sys.argv[1]])[0].breeds[0].wnid)")
     env = {**os.environ, "PYTHONPATH": SRC}
     procs = [subprocess.Popen([sys.executable, "-c", code, str(photo)], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
     assert outs[0][0] == outs[1][0]
-    assert all("exported it again" in o[1] and "using PyTorch" not in o[1] for o in outs)
+    # At least one rebuilds (the other may find the first's whole file already in place); neither falls back.
+    assert any("exported it again" in o[1] for o in outs) and not any("using PyTorch" in o[1] for o in outs)
     third = subprocess.run([sys.executable, "-c", code, str(photo)], env=env, capture_output=True, text=True,
                            timeout=300)
     assert third.returncode == 0 and third.stdout == outs[0][0]
