@@ -61,10 +61,15 @@ def shipped_decision(quality: str) -> dict[str, Any]:
     return dict(json.loads(js.read_text()).get("decision", {}).get(quality, {}))
 
 
+def packaged_backbones(quality: str, backbone: str | None = None) -> list[str]:
+    """The packaged backbones a quality mode runs (one named ``backbone`` instead, when given)."""
+    return [backbone] if backbone else ([DEFAULT_BACKBONE] if quality == "fast" else list(BEST_BACKBONES))
+
+
 def _packaged(spec: str, quality: str, backbone: str | None, cached_onnx: bool = False,
               precision: str = "fp32") -> ResolvedModel:
     adapted = spec == "default"
-    names = [backbone] if backbone else ([DEFAULT_BACKBONE] if quality == "fast" else list(BEST_BACKBONES))
+    names = packaged_backbones(quality, backbone)
     try:
         cached = [cached_default_model(n, adapted, precision=precision) for n in names] if cached_onnx else []
         if cached and all(c is not None for c in cached):
@@ -86,7 +91,7 @@ def model_outline(spec: str | Path, quality: str = "fast") -> tuple[list[str], b
     loaded): what a driver must know before its workers load the model (e.g. which columns their rows carry)."""
     text = str(spec)
     if text in PACKAGED:
-        return ([DEFAULT_BACKBONE] if quality == "fast" else list(BEST_BACKBONES)), False
+        return packaged_backbones(quality), False
     if text.lower().endswith(".onnx"):
         from .onnxrun import sidecar_path
 

@@ -123,16 +123,16 @@ def _dogs_among(dog: np.ndarray, regions: Sequence[Region], threshold: float) ->
     rows.sort(key=lambda i: -regions[i].area * float(dog[i]))
     kept: list[int] = []
     for i in rows:
-        a = regions[i].photo_box
+        a, win = regions[i].photo_box, window(regions[i].photo_box)
         if not any(_inside(a, regions[j].photo_box) >= CONTAINED or _iou(a, regions[j].photo_box) >= OVERLAP
-                   or _covers(regions[j].photo_box, window(a)) >= SEEN_AGAIN for j in kept):
+                   or _covers(regions[j].photo_box, win) >= SEEN_AGAIN for j in kept):
             kept.append(i)
     return kept
 
 
 def _side(region: Region) -> float:
     """The longer side of a candidate's box in the decoded photo's pixels (what its crop is cut from)."""
-    x0, y0, x1, y1 = region.box if region.box is not None else (0, 0, *region.photo_box[2:])
+    x0, y0, x1, y1 = region.box  # type: ignore[misc] - only candidates (rows 1..) are asked, and they have a box
     return max(x1 - x0, y1 - y0)
 
 
@@ -151,12 +151,12 @@ def _area(a: Sequence[float]) -> float:
     return float(max(1, (a[2] - a[0]) * (a[3] - a[1])))
 
 
-def _inside(a: list[int], b: list[int]) -> float:
+def _inside(a: Sequence[float], b: Sequence[float]) -> float:
     """The share of box ``a`` that lies inside box ``b``."""
     return _overlap(a, b) / _area(a)
 
 
-def _iou(a: list[int], b: list[int]) -> float:
+def _iou(a: Sequence[float], b: Sequence[float]) -> float:
     i = _overlap(a, b)
     return i / max(1.0, _area(a) + _area(b) - i)
 
