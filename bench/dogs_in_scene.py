@@ -21,6 +21,9 @@ Parts:
   says dog, breed top-1, lists more than one dog, two-dog photos (exactly two, a box on each, both breeds named,
   false extra dogs), uncut single-dog photos (top-1, breed-balanced top-1), dog-or-not on not-dogs/cat,
   not-dogs/other, dogs-any; and `dogbreed predict FOLDER --format json` wall time per kind of photo.
+- `--cli-speed-only`: only the timed `dogbreed predict FOLDER --format json` runs, with the stage and with
+  `--whole-photo`, and the CPU they ran on (to bench/results/cli_speed.json; the one there came from
+  `--cli-speed-only --limit 150`).
 Default: both. Writes bench/results/dogs_in_scene.json (or --out) and prints Markdown tables.
 
 Run: python bench/dogs_in_scene.py [--detector-only | --predictor-only] [--sizes 416,288x224] [--limit N]
@@ -92,11 +95,13 @@ from dogbreed.inference.detect import (
     DogFinder,
     coco_classes,
 )
+from dogbreed.runtime import cpu_name
 from dogbreed.transforms import load_image
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT / ".." / "shared" / "data" / "real"
 OUT = ROOT / "bench" / "results" / "dogs_in_scene.json"
+CLI_OUT = OUT.with_name("cli_speed.json")
 SEED = 21
 SINGLE_CANVAS, PAIR_CANVAS = (640, 480), (800, 500)
 BINS = {"small": (100, 150), "medium": (150, 260), "large": (260, 400)}
@@ -695,11 +700,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--halves", default="tune,test", help="the predictor part: which halves to score")
     ap.add_argument("--no-cli-speed", action="store_true")
     ap.add_argument("--cli-args", default="", help="more arguments for the timed `dogbreed predict` runs")
+    ap.add_argument("--cli-speed-only", action="store_true",
+                    help="only `dogbreed predict FOLDER` per kind, default and --whole-photo (to --out)")
     ap.add_argument("--looks", action="store_true", help="the detector part: only the closer-look comparison")
     ap.add_argument("--no-looks", action="store_true", help="the detector part: no closer-look comparison")
     ap.add_argument("--look-counts", default="0,1,2", help="closer looks per photo to compare")
     ap.add_argument("--timing-only", action="store_true", help="the detector part: only ms per photo")
-    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--out", type=Path, default=None,
+                    help=f"default {OUT.name}, or {CLI_OUT.name} with --cli-speed-only")
     a = ap.parse_args(argv)
     if not a.data.is_dir():
         sys.exit(f"no data folder at {a.data}")
@@ -707,13 +715,25 @@ def main(argv: Sequence[str] | None = None) -> None:
                               "shipped": {"size": size_name(INPUT_SIZE), "classes": list(CANDIDATE_CLASSES),
                                           "threshold": SCORE_THRESHOLD, "max_candidates": MAX_CANDIDATES},
                               "limit": a.limit}
-    if not a.predictor_only:
+    if a.cli_speed_only:
+        result = {"cpu": cpu_name(), "limit": a.limit, "cli_speed_by_kind": cli_speeds(a)}
+    elif not a.predictor_only:
         result |= run_detector(a)
-    if not a.detector_only:
+    if not (a.detector_only or a.cli_speed_only):
         result["predictor"] = run_predictor(a)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(compact_json(result) + "\n")
-    print(f"\nwrote {a.out}")
+    out = a.out or (CLI_OUT if a.cli_speed_only else OUT)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(compact_json(result) + "\n")
+    print(f"\nwrote {out}")
+
+
+def cli_speeds(a: argparse.Namespace) -> dict[str, Any]:
+    """The timed CLI runs with the stage (the default) and without it, one after the other on the same photos."""
+    cmd = [str(Path(sys.executable).with_name("dogbreed"))]
+    out = {name: cli_speed(a.data, a.limit, cmd, [*shlex.split(a.cli_args), *extra])
+           for name, extra in (("default", []), ("whole_photo", ["--whole-photo"]))}
+    print(json.dumps(out, indent=1))
+    return out
 
 
 def run_detector(a: argparse.Namespace) -> dict[str, Any]:

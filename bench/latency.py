@@ -22,6 +22,7 @@ from PIL import Image
 
 from dogbreed.fileio import atomic_write_text
 from dogbreed.predict import Predictor
+from dogbreed.runtime import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO = ROOT / ".." / "shared" / "data" / "real" / "imagenet-val-dogs" / "n02111889-Samoyed" / \
@@ -51,8 +52,8 @@ def main() -> None:
             t = time.perf_counter()
             p.predict([data])
             times[name].append((time.perf_counter() - t) * 1000)
-    res = {"photo": str(a.photo.name), "size": "500x375", "calls": a.calls, "loadavg": os.getloadavg(),
-           "precision": preds["--whole-photo"].members[0].runner.precision, "ms": {}}
+    res = {"photo": str(a.photo.name), "size": "500x375", "calls": a.calls, "cpu": cpu_name(),
+           "loadavg": os.getloadavg(), "precision": preds["--whole-photo"].members[0].runner.precision, "ms": {}}
     for name, ts in times.items():
         q = statistics.quantiles(ts, n=10)
         res["ms"][name] = {"p50": round(statistics.median(ts), 2), "p90": round(q[8], 2)}

@@ -35,6 +35,7 @@ import torch
 
 from dogbreed import train
 from dogbreed.fileio import atomic_write_text
+from dogbreed.runtime import cpu_name
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
@@ -160,13 +161,7 @@ def in_progress(run: Path) -> dict[str, Any] | None:
 
 
 def hardware() -> str:
-    model = "unknown CPU"
-    try:
-        model = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                     if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (f"{os.cpu_count()} CPU cores ({model}), no GPU, torch {torch.__version__}, Python "
+    return (f"{os.cpu_count()} CPU cores ({cpu_name()}), no GPU, torch {torch.__version__}, Python "
             f"{platform.python_version()}; the cores were shared with other work, so wall times are long and vary")
 
 

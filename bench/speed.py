@@ -48,7 +48,7 @@ from dogbreed.backbones import get_spec
 from dogbreed.export import onnx_session_for
 from dogbreed.models import default_classifier, save_model_dir
 from dogbreed.predict import Predictor
-from dogbreed.runtime import optimize_for_cpu, physical_cores
+from dogbreed.runtime import cpu_name, optimize_for_cpu, physical_cores
 from dogbreed.transforms import load_image, preprocess_image, to_tensor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import onnxruntime
 
     machine = {
-        "platform": platform.platform(), "processor": _cpu_name(), "logical_cpus": os.cpu_count(),
+        "platform": platform.platform(), "processor": cpu_name(), "logical_cpus": os.cpu_count(),
         "physical_cores": physical_cores(), "threads": threads, "python": platform.python_version(),
         "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
@@ -424,16 +424,6 @@ def print_table(result: dict[str, Any]) -> None:
               f"{rss:>8}")
     for name, s in result["summary"].items():
         print(f"{name}: faster single photo = {s['faster_latency']}, faster batch = {s['faster_throughput']}")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":

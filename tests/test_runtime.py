@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import torch
 from torch import nn
 
@@ -39,3 +42,18 @@ def test_fold_batchnorm_refuses_a_bn_that_runs_before_its_conv() -> None:
     assert fold_batchnorm(m, check=x) == 0
     assert isinstance(m.bn, nn.BatchNorm2d)
     assert torch.equal(m(x).detach(), before)
+
+
+def test_cpu_name_names_the_model_and_the_bf16_instruction_sets(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import dogbreed.runtime as rt
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Example CPU 9000\nflags\t\t: fpu avx512f avx512_bf16 amx_tile\n")
+    real_path = rt.Path
+    monkeypatch.setattr(rt, "Path", lambda p: info if p == "/proc/cpuinfo" else real_path(p))
+    assert rt.cpu_name() == "Example CPU 9000 (avx512_bf16)"
+    info.write_text("model name\t: Plain CPU\nflags\t\t: fpu amx_bf16 avx512_bf16\n")
+    assert rt.cpu_name() == "Plain CPU (avx512_bf16, amx_bf16)"
+    info.unlink()
+    assert rt.cpu_name()  # no /proc/cpuinfo: whatever the platform says, never an error
