@@ -102,6 +102,7 @@ ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT / ".." / "shared" / "data" / "real"
 OUT = ROOT / "bench" / "results" / "dogs_in_scene.json"
 CLI_OUT = OUT.with_name("cli_speed.json")
+DOGBREED = [str(Path(sys.executable).with_name("dogbreed"))]  # the CLI of this environment, for the timed runs
 SEED = 21
 SINGLE_CANVAS, PAIR_CANVAS = (640, 480), (800, 500)
 BINS = {"small": (100, 150), "medium": (150, 260), "large": (260, 400)}
@@ -729,8 +730,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def cli_speeds(a: argparse.Namespace) -> dict[str, Any]:
     """The timed CLI runs with the stage (the default) and without it, one after the other on the same photos."""
-    cmd = [str(Path(sys.executable).with_name("dogbreed"))]
-    out = {name: cli_speed(a.data, a.limit, cmd, [*shlex.split(a.cli_args), *extra])
+    out = {name: cli_speed(a.data, a.limit, DOGBREED, [*shlex.split(a.cli_args), *extra])
            for name, extra in (("default", []), ("whole_photo", ["--whole-photo"]))}
     print(json.dumps(out, indent=1))
     return out
@@ -782,8 +782,7 @@ def run_predictor(a: argparse.Namespace) -> dict[str, Any]:
     print("\nboth halves (where anything was tuned on the tune half, read the test half)\n"
           + markdown_predictor(out["both_halves"]))
     if not a.no_cli_speed:
-        out["cli_speed"] = cli_speed(a.data, a.limit, [str(Path(sys.executable).with_name("dogbreed"))],
-                                     shlex.split(a.cli_args))
+        out["cli_speed"] = cli_speed(a.data, a.limit, DOGBREED, shlex.split(a.cli_args))
         print("\n", json.dumps(out["cli_speed"]))
     return out
 
