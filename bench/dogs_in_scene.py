@@ -586,13 +586,22 @@ def score_predictor(predictor: Any, scenes: Iterable[Scene], batch: int = 16,
     return {k: t.summary() for k, t in tallies.items()}
 
 
-def predictor_scenes(real: Path, half: str, draft: int, limit: int | None) -> Iterator[Scene]:
+PER_HALF = [f"single-{b}" for b in BINS] + ["pair", "uncut"]
+WHOLE_SETS = ["scene-cat", "scene-other", "dogs-any"]
+
+
+def predictor_scenes(real: Path, half: str, draft: int, limit: int | None,
+                     kinds: Sequence[str] | None = None) -> Iterator[Scene]:
     """The predictor's photos: composites and uncut dogs of one half; cats, other photos and dogs-any whole (the
-    dog-or-not head's figures, README's, are on the whole sets), the latter only with the test half."""
-    yield from scenes_for(real, half, draft, limit, [f"single-{b}" for b in BINS] + ["pair", "uncut"])
+    dog-or-not head's figures, README's, are on the whole sets), the latter only with the test half. ``kinds``:
+    only these (e.g. ["uncut"] with both halves: all 733 uncut photos)."""
+    per_half = [k for k in PER_HALF if not kinds or k in kinds]
+    if per_half:
+        yield from scenes_for(real, half, draft, limit, per_half)
     if half == "test":
-        for kind in ("scene-cat", "scene-other", "dogs-any"):
-            yield from real_photos(real, kind, None, draft, limit)
+        for kind in WHOLE_SETS:
+            if not kinds or kind in kinds:
+                yield from real_photos(real, kind, None, draft, limit)
 
 
 def cli_speed(real: Path, limit: int | None, cmd: Sequence[str], extra: Sequence[str] = ()) -> dict[str, Any]:
@@ -699,6 +708,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                     help="the predictor part: run its detection stage on this canvas (N or LONGxSHORT) instead of "
                     "the shipped one")
     ap.add_argument("--halves", default="tune,test", help="the predictor part: which halves to score")
+    ap.add_argument("--kinds", default=None,
+                    help=f"the predictor part: only these kinds, comma-separated ({','.join(PER_HALF + WHOLE_SETS)})")
     ap.add_argument("--no-cli-speed", action="store_true")
     ap.add_argument("--cli-args", default="", help="more arguments for the timed `dogbreed predict` runs")
     ap.add_argument("--cli-speed-only", action="store_true",
@@ -775,8 +786,9 @@ def run_predictor(a: argparse.Namespace) -> dict[str, Any]:
         predictor.loaded.finder.size) if predictor.loaded.finder is not None else None}
     both: dict[str, PredTally] = {}
     for half in a.halves.split(","):
-        out[half] = score_predictor(predictor, predictor_scenes(a.data, half, predictor.draft_size, a.limit),
-                                    combined=both)
+        kinds = a.kinds.split(",") if a.kinds else None
+        scenes = predictor_scenes(a.data, half, predictor.draft_size, a.limit, kinds)
+        out[half] = score_predictor(predictor, scenes, combined=both)
         print(f"\n{half} half\n" + markdown_predictor(out[half]))
     out["both_halves"] = {k: t.summary() for k, t in both.items()}
     print("\nboth halves (where anything was tuned on the tune half, read the test half)\n"

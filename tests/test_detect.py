@@ -80,8 +80,20 @@ def test_candidates_one_box_per_animal_in_photo_pixels_most_prominent_first() ->
     assert got[1].box[2:] == (560, 440)  # clipped to the photo
     assert got[2].box == pytest.approx((456, 296, 520, 360))  # centre (30.5, 20.5) * 8, half side 4 * 8 / 2; / 0.5
     assert got[0].score == pytest.approx(0.72)
-    assert isinstance(got[0], Detection) and DogFinder(size=SHAPE, max_candidates=1).candidates(
-        raw, 0.5, SHAPE, (560, 440)) == got[:1]
+    assert isinstance(got[0], Detection)  # the cap: test_the_cap_keeps_the_surest_candidates_...
+
+
+def test_the_cap_keeps_the_surest_candidates_then_ranks_them_by_prominence() -> None:
+    # A large, weak box (drawn round a stretch of scene) is the most prominent by area x score, but a photo keeps
+    # its surest candidates: with room for two, the dog and the cat, not the weak box and the dog.
+    raw = _raw(SHAPE, {
+        _cell(SHAPE, 32, 4, 3): (0.5, 0.5, math.log(6), math.log(6), 0.9, BEAR, 0.1),  # 192 px, score 0.09
+        _cell(SHAPE, 16, 3, 2): (0.5, 0.5, math.log(4), math.log(2), 0.9, DOG, 0.8),  # 64x32, score 0.72
+        _cell(SHAPE, 8, 30, 20): (0.5, 0.5, math.log(4), math.log(4), 0.9, CAT, 0.9),  # 32x32, score 0.81
+    })
+    assert [d.label for d in DogFinder(size=SHAPE).candidates(raw, 1.0, SHAPE, SHAPE)] == ["bear", "dog", "cat"]
+    got = DogFinder(size=SHAPE, max_candidates=2).candidates(raw, 1.0, SHAPE, SHAPE)
+    assert [d.label for d in got] == ["dog", "cat"]  # the two surest, the larger (area x score) first
 
 
 def test_closer_look_windows_sit_on_uncovered_weak_hints_inside_the_photo(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,15 +24,18 @@ def _logp(top: int, p: float = 0.9) -> np.ndarray:
     return np.log(probs)
 
 
-def _region(box: tuple[int, int, int, int] | None, size: tuple[int, int] = (640, 480)) -> Region:
+def _region(box: tuple[int, int, int, int] | None, size: tuple[int, int] = (640, 480), score: float = 0.5) -> Region:
     if box is None:
         return Region(None, [0, 0, *size], 1.0)
     area = (box[2] - box[0]) * (box[3] - box[1]) / (size[0] * size[1])
-    return Region(tuple(map(float, box)), list(box), area, 0.5, "dog")
+    return Region(tuple(map(float, box)), list(box), area, score, "dog")
 
 
-def _answer(dog: list[float], logps: list[np.ndarray], boxes: list[tuple[int, int, int, int] | None]) -> Prediction:
-    return answer_photo(np.stack(logps), np.array(dog, np.float32), [_region(b) for b in boxes], "x.jpg", CLASSES,
+def _answer(dog: list[float], logps: list[np.ndarray], boxes: list[tuple[int, int, int, int] | None],
+            scores: list[float] | None = None) -> Prediction:
+    scores = scores or [0.5] * len(boxes)
+    regions = [_region(b, score=s) for b, s in zip(boxes, scores, strict=True)]
+    return answer_photo(np.stack(logps), np.array(dog, np.float32), regions, "x.jpg", CLASSES,
                         Decision(dog_threshold=0.5, uncertain_threshold=0.3), top_k=3)
 
 
@@ -84,6 +87,18 @@ def test_a_thing_whose_crop_shows_a_dog_beside_it_is_not_a_second_dog() -> None:
     # Two dogs side by side, boxes touching, each crop showing a little of the other: both stay.
     p = _answer([0.3, 0.99, 0.99], [_logp(0), _logp(6), _logp(8)], [None, (100, 100, 300, 300), (300, 100, 500, 300)])
     assert len(p.dogs) == 2 and {d.breeds[0].name for d in p.dogs} == {CLASSES[6].name, CLASSES[8].name}
+
+
+def test_a_weak_box_round_both_dogs_does_not_hide_them() -> None:
+    # The detector's weak box round two dogs is the largest, and its crop shows dogs: it is a group, not a dog.
+    boxes = [None, (40, 40, 600, 440), (60, 100, 300, 400), (340, 80, 580, 420)]
+    p = _answer([0.6, 0.99, 0.99, 0.98], [_logp(0), _logp(2), _logp(6), _logp(8)], boxes, [1.0, 0.1, 0.6, 0.7])
+    assert [d.box for d in p.dogs] == [[340, 80, 580, 420], [60, 100, 300, 400]]
+    assert [d.breeds[0].name for d in p.dogs] == [CLASSES[8].name, CLASSES[6].name]
+    # One surer box inside a larger one is a head inside its body: the body stays the dog, the head no second dog.
+    p = _answer([0.6, 0.99, 0.99], [_logp(0), _logp(6), _logp(6)], [None, (100, 100, 400, 400), (120, 110, 200, 190)],
+                [1.0, 0.4, 0.8])
+    assert [d.box for d in p.dogs] == [[100, 100, 400, 400]]
 
 
 @pytest.mark.parametrize(("whole_sure", "want"), [(0.8, 1), (0.4, 2)])
