@@ -58,8 +58,9 @@ OVERLAP = 0.2
 SEEN_AGAIN = 0.2
 # A candidate box holding GROUP or more surer dog candidates (at least CONTAINED of each box inside it, each with a
 # higher detector score, `_holds_surer`) is a box round a group, not a dog: listed first for its area, it hid the
-# dogs inside it as its parts. Tune half, with the finder's surest-five cap: two-dog photos (180) with a box on each
-# 136 -> 143, exactly two 134 -> 139, both named 96 -> 102. Counting one surer candidate inside already (GROUP 1)
+# dogs inside it as its parts. Tune half, two-dog photos (180), the four most prominent candidates without this rule
+# -> the surest five with it: a box on each 134 -> 143, exactly two 135 -> 139, both named 95 -> 102 (the
+# prominent five without it: 136 / 134 / 96). Counting one surer candidate inside already (GROUP 1)
 # gained 2 more pairs but shrank the box of some uncut dogs to a surer head inside the body (uncut photos, 180,
 # whose main box covers half the photo: 114 -> 108; 113 at GROUP 2). Requiring further dogs to score 0.08-0.1 at
 # the detector cut false extras but lost more real second dogs (exactly two 97 -> 93 of 120): not kept.
