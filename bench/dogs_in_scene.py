@@ -785,8 +785,8 @@ def run_predictor(a: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"loadavg_before": os.getloadavg(), "find_size": size_name(
         predictor.loaded.finder.size) if predictor.loaded.finder is not None else None}
     both: dict[str, PredTally] = {}
+    kinds = a.kinds.split(",") if a.kinds else None
     for half in a.halves.split(","):
-        kinds = a.kinds.split(",") if a.kinds else None
         scenes = predictor_scenes(a.data, half, predictor.draft_size, a.limit, kinds)
         out[half] = score_predictor(predictor, scenes, combined=both)
         print(f"\n{half} half\n" + markdown_predictor(out[half]))

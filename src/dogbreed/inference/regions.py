@@ -16,9 +16,6 @@ from PIL import Image
 from ..transforms import crop_box, full_size
 
 MARGIN = 0.15  # of the box's size on each side (0.3 in all): the probe in the issue kept 30% of context
-# Crops per photo at most (each costs one member forward): all the finder keeps (`detect.MAX_CANDIDATES`); a
-# fifth crop took two-dog photos with a box on each dog from 93 to 97 of 120 (tune half).
-MAX_CANDIDATES = 5
 
 
 @dataclass(frozen=True)
@@ -33,12 +30,12 @@ class Region:
     label: str = "photo"
 
 
-def find_regions(img: Image.Image, finder: Any | None, max_candidates: int = MAX_CANDIDATES) -> list[Region]:
-    """The whole photo first, then up to ``max_candidates`` detections (the finder's order: most prominent
-    first)."""
+def find_regions(img: Image.Image, finder: Any | None) -> list[Region]:
+    """The whole photo first, then every detection the finder keeps, in its order (most prominent first). Each
+    costs one member forward; the finder's own cap (`detect.MAX_CANDIDATES`) bounds them."""
     out = [Region(None, photo_box(img, None), 1.0)]
     if finder is not None:
-        for d in finder.find(img)[:max_candidates]:
+        for d in finder.find(img):
             box = tuple(float(v) for v in d.box)
             out.append(Region(box, photo_box(img, box), area_fraction(img, box), float(d.score), str(d.label)))  # type: ignore[arg-type]
     return out
