@@ -96,6 +96,25 @@ def test_the_cap_keeps_the_surest_candidates_then_ranks_them_by_prominence() -> 
     assert [d.label for d in got] == ["dog", "cat"]  # the two surest, the larger (area x score) first
 
 
+@pytest.mark.parametrize(("dog_score", "want"), [(0.72, ["dog", "cat"]), (0.2, ["dog"])])
+def test_beside_a_sure_dog_weaker_hints_are_candidates(monkeypatch: pytest.MonkeyPatch, dog_score: float,
+                                                       want: list[str]) -> None:
+    # A second dog beside a sure one often scores only 0.015-0.05: kept when the photo holds a sure dog and the
+    # hint is large enough to crop but not much larger than the dog; a tiny one, a stretch of scene twice the dog's
+    # size, or any of them in a photo without a sure dog, is not.
+    raw = _raw(SHAPE, {
+        _cell(SHAPE, 16, 3, 2): (0.5, 0.5, math.log(4), math.log(2), 0.9, DOG, dog_score / 0.9),  # 64x32
+        _cell(SHAPE, 16, 12, 8): (0.5, 0.5, math.log(3), math.log(3), 0.2, CAT, 0.1),  # 48x48, score 0.02
+        _cell(SHAPE, 8, 2, 20): (0.5, 0.5, math.log(2), math.log(2), 0.2, CAT, 0.1),  # 16x16, score 0.02
+        _cell(SHAPE, 32, 6, 1): (0.5, 0.5, math.log(2), math.log(2), 0.2, BEAR, 0.1),  # 64x64, score 0.02
+    })
+    finder = DogFinder(size=SHAPE, looks=0)
+    monkeypatch.setattr(finder, "raw", lambda image: (raw, 1.0, SHAPE))
+    got = finder.find(Image.new("RGB", SHAPE))
+    assert [d.label for d in got] == want
+    assert got[0].score == pytest.approx(dog_score)
+
+
 def test_closer_look_windows_sit_on_uncovered_weak_hints_inside_the_photo(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(detect, "LOOK_SPAN", 2.0)
     monkeypatch.setattr(detect, "LOOK_MIN_SIDE", 96)

@@ -89,6 +89,15 @@ def test_a_thing_whose_crop_shows_a_dog_beside_it_is_not_a_second_dog() -> None:
     assert len(p.dogs) == 2 and {d.breeds[0].name for d in p.dogs} == {CLASSES[6].name, CLASSES[8].name}
 
 
+@pytest.mark.parametrize(("score", "listed"), [(0.3, 2), (0.03, 1)])
+def test_a_weak_box_beside_a_dog_needs_a_crop_freer_of_it(score: float, listed: int) -> None:
+    # The dog covers 15% of the tall box's square crop: a candidate the detector is sure of is a second dog, one it
+    # kept only beside the sure dog (under its own threshold) is a stretch of scene that shows the dog.
+    p = _answer([0.3, 0.99, 0.99], [_logp(0), _logp(6), _logp(8)], [None, (100, 100, 300, 300), (320, 60, 440, 340)],
+                [1.0, 0.6, score])
+    assert len(p.dogs) == listed and p.dogs[0].box == [100, 100, 300, 300]
+
+
 def test_a_weak_box_round_both_dogs_does_not_hide_them() -> None:
     # The detector's weak box round two dogs is the largest, and its crop shows dogs: it is a group, not a dog.
     boxes = [None, (40, 40, 600, 440), (60, 100, 300, 400), (340, 80, 580, 420)]
@@ -99,6 +108,17 @@ def test_a_weak_box_round_both_dogs_does_not_hide_them() -> None:
     p = _answer([0.6, 0.99, 0.99], [_logp(0), _logp(6), _logp(6)], [None, (100, 100, 400, 400), (120, 110, 200, 190)],
                 [1.0, 0.4, 0.8])
     assert [d.box for d in p.dogs] == [[100, 100, 400, 400]]
+
+
+def test_a_weak_box_over_part_of_a_far_surer_dog_gives_way_to_it() -> None:
+    # A weak box over a stretch of scene and the top of a dog is listed first for its area (its crop shows the dog)
+    # and would hide the dog itself as "seen again"; the dog, 8x as sure at the detector, takes its place.
+    boxes = [None, (65, 287, 273, 409), (116, 382, 218, 478), (459, 108, 568, 220)]
+    p = _answer([0.6, 0.99, 0.99, 0.99], [_logp(0), _logp(2), _logp(6), _logp(8)], boxes, [1.0, 0.08, 0.63, 0.5])
+    assert sorted(d.box for d in p.dogs) == [[116, 382, 218, 478], [459, 108, 568, 220]]
+    # As sure as the box, the dog is still its part: a head in its body does not take the body's place.
+    p = _answer([0.6, 0.99, 0.99, 0.99], [_logp(0), _logp(2), _logp(6), _logp(8)], boxes, [1.0, 0.4, 0.63, 0.5])
+    assert sorted(d.box for d in p.dogs) == [[65, 287, 273, 409], [459, 108, 568, 220]]
 
 
 @pytest.mark.parametrize(("whole_sure", "want"), [(0.8, 1), (0.4, 2)])
