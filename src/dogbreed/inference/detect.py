@@ -253,7 +253,9 @@ class DogFinder:
         """Candidates in an upright RGB photo, boxes in its pixels (first pass, then the closer looks, then the
         weaker hints beside a sure dog)."""
         raw, ratio, shape = self.raw(image)
-        floor = min(LOOK_FROM if self.looks else SECOND_SCORE, SECOND_SCORE, self.score_threshold)
+        floor = min(SECOND_SCORE, self.score_threshold)  # the weakest box a later step reads: hints beside a dog,
+        if self.looks:
+            floor = min(floor, LOOK_FROM)  # or the closer look's
         boxes, scores, ids = self._boxes(raw, ratio, shape, image.size, floor)
         strong = scores >= self.score_threshold
         if self.looks:
