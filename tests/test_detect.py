@@ -113,6 +113,7 @@ def test_beside_a_sure_dog_weaker_hints_are_candidates(monkeypatch: pytest.Monke
     got = finder.find(Image.new("RGB", SHAPE))
     assert [d.label for d in got] == want
     assert got[0].score == pytest.approx(dog_score)
+    assert [d.weak for d in got] == [d.score < detect.SCORE_THRESHOLD for d in got]  # dogs.SEEN_AGAIN_WEAK reads it
 
 
 def test_closer_look_windows_sit_on_uncovered_weak_hints_inside_the_photo(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -140,7 +141,25 @@ def test_letterbox_keeps_aspect_at_top_left_in_bgr() -> None:
     assert x[0, :, :216, :].reshape(3, -1).mean(1).tolist() == pytest.approx([10, 0, 255])  # B, G, R
     assert (x[0, :, 216:, :] == 114).all()  # padding below (480 * 0.45 = 216 rows of photo)
     assert canvas_for((480, 640), (288, 224)) == (224, 288) and canvas_for((640, 480), 320) == (320, 320)
-    assert canvas_for((500, 500), (288, 224)) == (288, 224)
+
+
+@pytest.mark.parametrize(("photo", "canvas"), [((640, 480), (512, 384)), ((224, 224), (384, 384)),
+                                               ((480, 640), (384, 512)), ((1920, 1080), (512, 384)),
+                                               ((401, 400), (512, 384)), ((400, 401), (384, 512)),
+                                               ((800, 500), (512, 384)), ((500, 10), (512, 384)),
+                                               ((500, 375), (512, 384)), ((3000, 3000), (384, 384))])
+def test_square_photos_run_on_a_square_canvas_at_the_same_scale(photo: tuple[int, int],
+                                                                canvas: tuple[int, int]) -> None:
+    """The padding a 512x384 canvas would add beside a square photo is not run: the photo gets the canvas that
+    holds it at the full canvas's scale, so it is searched at the same scale as before."""
+    got = canvas_for(photo, (512, 384))
+    assert got == canvas
+    _, ratio = letterbox(Image.new("RGB", photo), got)
+    landscape = photo[0] >= photo[1]
+    assert ratio == pytest.approx(min(512 / photo[0], 384 / photo[1]) if landscape
+                                  else min(384 / photo[0], 512 / photo[1]))
+    assert detect.canvases((512, 384)) == [(512, 384), (384, 384)]
+    assert detect.canvases(416) == [(416, 416)]
 
 
 def test_packaged_graph_is_the_upstream_file_and_rewrites_are_cached(tmp_path: Path,

@@ -11,6 +11,7 @@ import pytest
 
 from dogbreed.breeds import stanford_breeds
 from dogbreed.inference import sinks
+from dogbreed.inference.detect import SCORE_THRESHOLD
 from dogbreed.inference.dogs import answer_photo
 from dogbreed.inference.regions import Region
 from dogbreed.inference.scoring import Decision, Prediction
@@ -28,7 +29,7 @@ def _region(box: tuple[int, int, int, int] | None, size: tuple[int, int] = (640,
     if box is None:
         return Region(None, [0, 0, *size], 1.0)
     area = (box[2] - box[0]) * (box[3] - box[1]) / (size[0] * size[1])
-    return Region(tuple(map(float, box)), list(box), area, score, "dog")
+    return Region(tuple(map(float, box)), list(box), area, score, "dog", weak=score < SCORE_THRESHOLD)
 
 
 def _answer(dog: list[float], logps: list[np.ndarray], boxes: list[tuple[int, int, int, int] | None],

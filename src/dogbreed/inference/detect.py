@@ -6,9 +6,9 @@ slices, the scale-2 Resizes and the ``[1, 85, -1]`` output Reshapes all follow t
 under the cache dir, so the shipped file keeps its upstream sha256 and a process pays the rewrite once per shape.
 
 The input need not be square: most photos are 4:3 or 3:2, and a square canvas spends a quarter or more of the
-network on padding. A (long, short) size runs landscape photos on a long x short canvas and portrait photos on
-the transposed one (a second session, opened on the first portrait photo); the network is fully convolutional,
-so only the grid the decode walks changes.
+network on padding. A (long, short) size runs landscape photos on a long x short canvas, portrait photos on the
+transposed one and square photos on short x short, all at the same scale (each a session of its own, opened on
+the first photo that needs it); the network is fully convolutional, so only the grid the decode walks changes.
 
 Sessions come from `onnxrun.OnnxModel` (fp32 on ONNX Runtime, bf16 on OpenVINO where the CPU computes bf16
 natively), one per precision and size per process (`default_finder`). Nothing here imports torch.
@@ -42,6 +42,11 @@ PAD_VALUE = 114.0  # YOLOX's letterbox fill
 # 288x224 / 416x320 / 512x384, each with its closer look, for about 16 / 22 / 25-29 ms a photo on everyday photos
 # (3.6 ms without the stage; batches of 16, 2 cores, quiet). 640x416 found no more 150-260 px dogs.
 INPUT_SIZE: tuple[int, int] = (512, 384)  # (long side, short side) of the canvas
+# Square photos run on a square canvas at the same scale (`canvas_for`): on 512x384 a quarter of the network ran on
+# padding, and square photos are common (556 of the 940 everyday photos here). Canvases for 3:2 and 16:9 photos
+# (512x352, 512x288) were tried and dropped: each shape is one more session, about 25 MB and 0.3-0.4 s of a process
+# (opening it and its first run, also from OpenVINO's blob cache), and on the 489 cat photos, of every aspect, the
+# six shapes made `dogbreed predict` slower (16.2 -> 17.9 s) where the square one alone saves.
 # Low on purpose: the dog-or-not head judges every candidate, so recall counts more than precision here; 0.1
 # would cut false candidates on everyday photos from 0.33 to 0.20 a photo and lose 29% of the small dogs found.
 SCORE_THRESHOLD = 0.05
@@ -90,6 +95,7 @@ class Detection:
     box: tuple[float, float, float, float]  # x0, y0, x1, y1 in the given image's pixels, clipped to it
     score: float  # objectness x class score
     label: str  # COCO class name: "dog", "cat", "bear", ...
+    weak: bool = False  # under the finder's threshold, kept only beside a sure dog (`SECOND_SCORE`)
 
 
 @functools.cache
@@ -147,13 +153,28 @@ def grid(shape: Shape) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(xy).astype(np.float32), np.concatenate(stride).astype(np.float32)
 
 
-def canvas_for(image_size: Shape, size: int | Shape) -> Shape:
-    """The canvas (width, height) a photo runs on: square for an int size; for (long, short), landscape photos
-    (and square ones) on long x short, portrait photos on short x long."""
+def canvases(size: int | Shape) -> list[Shape]:
+    """The landscape canvases (width, height) a photo may run on, the full one first: square for an int size; for
+    (long, short), long x short, then short x short for square photos."""
     if isinstance(size, int):
-        return size, size
+        return [(size, size)]
     long, short = size
-    return (long, short) if image_size[0] >= image_size[1] else (short, long)
+    return [(long, short)] + ([(short, short)] if short < long else [])
+
+
+def canvas_for(image_size: Shape, size: int | Shape) -> Shape:
+    """The canvas (width, height) a photo runs on: the smallest of `canvases` that holds the photo at the scale
+    the full canvas gives it (so every photo is searched at the same scale, without needless padding), for a
+    portrait photo transposed."""
+    w, h = image_size
+    portrait = h > w
+    if portrait:
+        w, h = h, w
+    full, *others = canvases(size)
+    ratio = min(full[0] / w, full[1] / h)
+    fits = [c for c in others if w * ratio <= c[0] + 1e-6 and h * ratio <= c[1] + 1e-6]
+    cw, ch = min(fits, key=lambda c: c[0] * c[1]) if fits else full
+    return (ch, cw) if portrait else (cw, ch)
 
 
 def letterbox(image: Image.Image, shape: Shape) -> tuple[np.ndarray, float]:
@@ -235,7 +256,7 @@ class DogFinder:
         self._dog_id = names.index("dog") if "dog" in classes else -1
         self._models: dict[Shape, OnnxModel] = {}
         self._lock = threading.Lock()
-        self.model(canvas_for((2, 1), size))  # open the landscape session now: a bad setting fails here
+        self.model(canvases(size)[0])  # open the full landscape session now: a bad setting fails here
 
     def model(self, shape: Shape) -> OnnxModel:
         with self._lock:  # two threads asking for the portrait session at once open it once
@@ -262,13 +283,14 @@ class DogFinder:
             for window in self.windows(boxes[strong], boxes[~strong], scores[~strong], image.size, ratio):
                 b, s, i = self._look(image, window)
                 boxes, scores, ids = np.concatenate([boxes, b]), np.concatenate([scores, s]), np.concatenate([ids, i])
-        keep = scores >= self.score_threshold
+        strong = scores >= self.score_threshold
+        keep = strong.copy()
         sure = (ids == self._dog_id) & (scores >= SECOND_DOG_FROM)
         if sure.any():
             area = np.prod(boxes[:, 2:] - boxes[:, :2], 1)
             side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
             keep |= (scores >= SECOND_SCORE) & (side >= SECOND_MIN_SIDE) & (area <= SECOND_MAX_AREA * area[sure].max())
-        return self._ranked(boxes[keep], scores[keep], ids[keep])
+        return self._ranked(boxes[keep], scores[keep], ids[keep], ~strong[keep])
 
     def candidates(self, raw: np.ndarray, ratio: float, shape: Shape, image_size: Shape) -> list[Detection]:
         """The first pass alone: decode, threshold, class-agnostic NMS, boxes in the photo's pixels, ranked."""
@@ -281,17 +303,19 @@ class DogFinder:
         w, h = image_size
         return np.clip(boxes[keep] / ratio, 0, [w, h, w, h]), scores[keep], ids[keep]
 
-    def _ranked(self, boxes: np.ndarray, scores: np.ndarray, ids: np.ndarray) -> list[Detection]:
+    def _ranked(self, boxes: np.ndarray, scores: np.ndarray, ids: np.ndarray,
+                weak: np.ndarray | None = None) -> list[Detection]:
         """One box per animal (NMS again: a closer look may find what the first pass found): the surest
         ``max_candidates``, most prominent (area x score) first; empty boxes (all outside the photo) dropped."""
         keep = nms(boxes, scores)
         boxes, scores, ids = boxes[keep], scores[keep], ids[keep]
+        weak = weak[keep] if weak is not None else np.zeros(len(keep), bool)
         area = np.prod(boxes[:, 2:] - boxes[:, :2], 1)
         surest = [i for i in np.argsort(-scores, kind="stable") if area[i] > 0][:self.max_candidates]
         order = sorted(surest, key=lambda i: -float(area[i] * scores[i]))
         names = coco_classes()
         return [Detection((float(boxes[i, 0]), float(boxes[i, 1]), float(boxes[i, 2]), float(boxes[i, 3])),
-                          float(scores[i]), names[ids[i]]) for i in order]
+                          float(scores[i]), names[ids[i]], bool(weak[i])) for i in order]
 
     def windows(self, strong: np.ndarray, weak: np.ndarray, weak_scores: np.ndarray, image_size: Shape,
                 ratio: float | None = None) -> list[tuple[int, int, int, int]]:

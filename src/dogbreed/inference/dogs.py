@@ -22,7 +22,6 @@ import numpy as np
 
 from ..breeds import Breed
 from ..dogness import log_softmax
-from .detect import SCORE_THRESHOLD
 from .regions import Region, window
 from .scoring import BreedScore, Decision, Prediction, decide
 
@@ -57,10 +56,10 @@ OVERLAP = 0.2
 # two-dog photos listed as exactly two 67.5% -> 78.3%, with a box on both 79.2% -> 77.5%. Two dogs side by
 # side, boxes touching, cover about a tenth of each other's crop.
 SEEN_AGAIN = 0.2
-# A candidate the detector kept only beside a sure dog (under its threshold, down to `detect.SECOND_SCORE`) is
-# that dog seen again already when the dog covers SEEN_AGAIN_WEAK of its crop: such weak boxes are more often a
-# stretch of scene next to the dog than a second dog. Tune half: 260-400 px one-dog photos listing more than one dog
-# 39 -> 32 of 360 (31 without the weak boxes), two-dog photos unchanged.
+# A candidate the detector kept only beside a sure dog (`Region.weak`: under the finder's threshold, down to
+# `detect.SECOND_SCORE`) is that dog seen again already when the dog covers SEEN_AGAIN_WEAK of its crop: such weak
+# boxes are more often a stretch of scene next to the dog than a second dog. Tune half: 260-400 px one-dog photos
+# listing more than one dog 39 -> 32 of 360 (31 without the weak boxes), two-dog photos unchanged.
 SEEN_AGAIN_WEAK = 0.1
 # A candidate box holding GROUP or more surer dog candidates (at least CONTAINED of each box inside it, each with a
 # higher detector score, `_holds_surer`) is a box round a group, not a dog: listed first for its area, it hid the
@@ -146,7 +145,7 @@ def _dogs_among(dog: np.ndarray, regions: Sequence[Region], threshold: float) ->
     kept: list[int] = []
     for i in rows:
         a, win = regions[i].photo_box, window(regions[i].photo_box)
-        seen = SEEN_AGAIN_WEAK if regions[i].score < SCORE_THRESHOLD else SEEN_AGAIN
+        seen = SEEN_AGAIN_WEAK if regions[i].weak else SEEN_AGAIN
         hiders = [j for j in kept if _inside(a, regions[j].photo_box) >= CONTAINED
                   or _iou(a, regions[j].photo_box) >= OVERLAP or _covers(regions[j].photo_box, win) >= seen]
         if not hiders:

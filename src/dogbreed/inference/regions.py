@@ -21,13 +21,15 @@ MARGIN = 0.15  # of the box's size on each side (0.3 in all): the probe in the i
 @dataclass(frozen=True)
 class Region:
     """The whole photo (``box`` None) or one candidate animal: its box in the decoded image's pixels, the same box
-    in the photo's own pixels, the share of the photo it covers, and the detector's score and class."""
+    in the photo's own pixels, the share of the photo it covers, the detector's score and class, and whether the
+    detector kept it only beside a sure dog (`detect.Detection.weak`)."""
 
     box: tuple[float, float, float, float] | None
     photo_box: list[int]
     area: float
     score: float = 1.0
     label: str = "photo"
+    weak: bool = False
 
 
 def find_regions(img: Image.Image, finder: Any | None) -> list[Region]:
@@ -37,7 +39,8 @@ def find_regions(img: Image.Image, finder: Any | None) -> list[Region]:
     if finder is not None:
         for d in finder.find(img):
             box = tuple(float(v) for v in d.box)
-            out.append(Region(box, photo_box(img, box), area_fraction(img, box), float(d.score), str(d.label)))  # type: ignore[arg-type]
+            out.append(Region(box, photo_box(img, box), area_fraction(img, box),  # type: ignore[arg-type]
+                              float(d.score), str(d.label), bool(d.weak)))
     return out
 
 
