@@ -22,6 +22,7 @@ import argparse
 import json
 import sys
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +30,8 @@ import numpy as np
 
 from dogbreed.dogness import log_softmax
 from dogbreed.fileio import atomic_write_text
-from dogbreed.inference import scoring
 from dogbreed.inference.decode import Prepared, photo_rows
-from dogbreed.inference.dogs import answer_photos
-from dogbreed.inference.scoring import Prediction
+from dogbreed.inference.scoring import MemberOutput
 from dogbreed.predict import BEST_BACKBONES, Predictor
 from dogbreed.runtime import cpu_name
 
@@ -46,12 +45,9 @@ KINDS = ("single-medium", "single-large", "pair")
 
 
 def fold_heads(real: Path) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict[str, int]]:
-    """The 5 fold heads of `fast`'s member (each fitted without one fold of the natural photos) and each natural
-    photo's fold, keyed by its resolved path."""
-    import torch  # noqa: F401 - the fits need it; the scoring below does not
-
-    from dogbreed.adapt import BlendConfig, fit_blend
-    from dogbreed.calibration import breed_stratified_folds
+    """The 5 fold heads of `fast`'s member (each fitted without one fold of the natural photos, `adapt.fold_blends`)
+    and each natural photo's fold, keyed by its resolved path."""
+    from dogbreed.adapt import BlendConfig, fold_blends
     from dogbreed.features import extract
     from dogbreed.models import default_classifier
 
@@ -59,15 +55,9 @@ def fold_heads(real: Path) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict[st
     base = default_classifier(BEST_BACKBONES[0])
     xs, xn = (extract(f, base, views=VIEWS, progress=True) for f in (fs, fn))
     w0, b0 = base.breed_head.weight.detach(), base.breed_head.bias.detach()
-    cfg = BlendConfig()
-    start = fit_blend((xs.features, ys), (xn.features[:0], yn[:0]), w0, b0, cfg)
-    fold = breed_stratified_folds(yn, cfg.folds, cfg.seed)
-    heads = []
-    for f in range(cfg.folds):
-        tr = fold != f
-        w, b = fit_blend((xs.features, ys), (xn.features[tr], yn[tr]), w0, b0, cfg, start=start)
-        heads.append((w.numpy(), b.numpy()))
-    return heads, {str(Path(p).resolve()): int(k) for p, k in zip(fn, fold, strict=True)}
+    _, fold, heads = fold_blends((xs.features, ys), (xn.features, yn), w0, b0, BlendConfig())
+    return ([(w.numpy(), b.numpy()) for w, b in heads],
+            {str(Path(p).resolve()): int(k) for p, k in zip(fn, fold, strict=True)})
 
 
 class OutOfFold(Predictor):
@@ -85,26 +75,17 @@ class OutOfFold(Predictor):
                     return f
         return dogs[0][1]
 
-    def predict_prepared(self, b: Prepared) -> list[Prediction]:
-        outputs = scoring.run_members(self.members, b.tensors, self.tta_flip)
+    def breed_log_probabilities(self, outputs: Sequence[MemberOutput], b: Prepared) -> np.ndarray:
         assert len(outputs) == 1 and outputs[0].member.backbone == BEST_BACKBONES[0], "fast: one member, plain"
-        n_rows = len(outputs[0].out.breed_logits)
-        dog = scoring.dog_probability(outputs, self.detector, n_rows)
-        if self.loaded.cascade is not None:
-            dog = self.loaded.cascade(dog, outputs, lambda r: self._image(b, r))
         feats = np.asarray(outputs[0].out.features, np.float32)
-        starts = photo_rows(b) + [n_rows]
-        logits = np.empty((n_rows, len(self.classes)), np.float32)
+        starts = photo_rows(b) + [len(feats)]
+        logits = np.empty((len(feats), len(self.classes)), np.float32)
         for i, name in enumerate(b.ok_paths):
             found = b.regions[i] if b.regions is not None else [None]
             for r, region in enumerate(found, start=starts[i]):
                 w, bias = self.heads[self.fold_of(int(name), region.box if region is not None else None)]
                 logits[r] = feats[r] @ w.T + bias
-        logp = log_softmax(logits / np.float32(self.decision.temperature))
-        names = list(b.ok_paths)
-        if b.regions is None:
-            return scoring.decide(logp, dog, names, self.classes, self.decision, self.top_k)
-        return answer_photos(logp, dog, b.regions, names, self.classes, self.decision, self.top_k)
+        return log_softmax(logits / np.float32(self.decision.temperature))
 
 
 def line(kind: str, row: dict[str, dict[str, Any]]) -> str:

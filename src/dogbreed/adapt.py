@@ -278,6 +278,23 @@ def fit_blend(
                     max_iter=cfg.max_iter, exclude=exclude)
 
 
+def fold_blends(
+    stanford: tuple[np.ndarray, np.ndarray], natural: tuple[np.ndarray, np.ndarray],
+    w0: torch.Tensor, b0: torch.Tensor, cfg: BlendConfig | None = None,
+) -> tuple[tuple[torch.Tensor, torch.Tensor], np.ndarray, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """The Stanford-only fit, each natural photo's fold (breed-stratified), and per fold the head fitted without it
+    (warm-started from the Stanford-only fit, which has seen no natural photo): what `cross_fit_blend` scores out of
+    fold with, and what a bench scores other rows of the same photos with (bench/stage_out_of_fold.py)."""
+    from .calibration import breed_stratified_folds
+
+    cfg = cfg or BlendConfig()
+    xn, yn = natural
+    start = fit_blend(stanford, (xn[:0], yn[:0]), w0, b0, cfg)
+    fold = breed_stratified_folds(yn, cfg.folds, cfg.seed)
+    heads = [fit_blend(stanford, (xn[fold != f], yn[fold != f]), w0, b0, cfg, start=start) for f in range(cfg.folds)]
+    return start, fold, heads
+
+
 def cross_fit_blend(
     stanford: tuple[np.ndarray, np.ndarray], natural: tuple[np.ndarray, np.ndarray],
     w0: torch.Tensor, b0: torch.Tensor, cfg: BlendConfig | None = None,
@@ -289,18 +306,13 @@ def cross_fit_blend(
     fit warm-starts from the Stanford-only fit, which has seen no natural photo: starting a fold from the full fit
     would leak the held-out photos' labels through whatever the optimiser has not undone.
     """
-    from .calibration import breed_stratified_folds
-
     cfg = cfg or BlendConfig()
     xn, yn = natural
-    start = fit_blend(stanford, (xn[:0], yn[:0]), w0, b0, cfg)
+    start, fold, heads = fold_blends(stanford, natural, w0, b0, cfg)
     full = fit_blend(stanford, natural, w0, b0, cfg, start=start)
-    fold = breed_stratified_folds(yn, cfg.folds, cfg.seed)
     oof = np.zeros((len(yn), xn.shape[1], w0.shape[0]), dtype=np.float32)
-    for f in range(cfg.folds):
-        tr = fold != f
-        w, b = fit_blend(stanford, (xn[tr], yn[tr]), w0, b0, cfg, start=start)
-        oof[~tr] = (torch.as_tensor(xn[~tr]).float() @ w.T + b).numpy()
+    for f, (w, b) in enumerate(heads):
+        oof[fold == f] = (torch.as_tensor(xn[fold == f]).float() @ w.T + b).numpy()
     return full, oof
 
 
@@ -462,5 +474,5 @@ def drop_class(clf: Classifier, wnid: str) -> Classifier:
 
 
 __all__ = ["AdaptConfig", "AdaptError", "AddBreedConfig", "BlendConfig", "LabelledImage", "adapt", "adapt_features",
-           "add_breed", "add_breed_features", "cross_fit_blend", "drop_class", "fit_blend", "fit_head",
+           "add_breed", "add_breed_features", "cross_fit_blend", "drop_class", "fit_blend", "fit_head", "fold_blends",
            "load_labelled", "prototype_row"]

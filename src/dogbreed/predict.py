@@ -120,7 +120,7 @@ class Predictor:
         dog = scoring.dog_probability(outputs, self.detector, n_rows)
         if self.loaded.cascade is not None:
             dog = self.loaded.cascade(dog, outputs, lambda r: self._image(b, r))
-        logp = scoring.combine_breeds(outputs, self.decision.temperature)
+        logp = self.breed_log_probabilities(outputs, b)
         if b.regions is None:
             preds = scoring.decide(logp, dog, paths, self.classes, self.decision, self.top_k)
         else:
@@ -137,6 +137,11 @@ class Predictor:
             if dogs:
                 attach_look_alikes([d for d, _ in dogs], feats[[r for _, r in dogs]], self.gallery)
         return preds
+
+    def breed_log_probabilities(self, outputs: Sequence[MemberOutput], b: Prepared) -> np.ndarray:
+        """Each row's breed log-probabilities from the members' outputs: the one place a subclass swaps the breed
+        head and keeps the rest of the path (bench/stage_out_of_fold.py scores each photo out of fold)."""
+        return scoring.combine_breeds(outputs, self.decision.temperature)
 
     def scores(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
         """Decoded RGB images -> (breed log-probabilities (N, C), dog probability (N,)), before any decision."""

@@ -46,7 +46,7 @@ INPUT_SIZE: tuple[int, int] = (512, 384)  # (long side, short side) of the canva
 # padding, and square photos are common (556 of the 940 everyday photos here). Canvases for 3:2 and 16:9 photos
 # (512x352, 512x288) were tried and dropped: each shape is one more session, about 25 MB and 0.3-0.4 s of a process
 # (opening it and its first run, also from OpenVINO's blob cache), and on the 489 cat photos, of every aspect, the
-# six shapes made `dogbreed predict` slower (16.2 -> 17.9 s) where the square one alone saves.
+# seven shapes (five more than before) made `dogbreed predict` slower (16.2 -> 17.9 s); the square one alone saves.
 # Low on purpose: the dog-or-not head judges every candidate, so recall counts more than precision here; 0.1
 # would cut false candidates on everyday photos from 0.33 to 0.20 a photo and lose 29% of the small dogs found.
 SCORE_THRESHOLD = 0.05
