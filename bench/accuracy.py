@@ -32,7 +32,7 @@ from dogbreed.data import load_dataset
 from dogbreed.features import extract
 from dogbreed.fileio import atomic_write_text
 from dogbreed.models import default_classifier
-from dogbreed.resolve import BEST_BACKBONES
+from dogbreed.resolve import BEST_BACKBONES, shipped_decision
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -108,6 +108,9 @@ def main() -> None:
                           ("default (shipped recipe, out of fold)", oof)):
             lp = combine([src[m][v] for m in members for v in views])
             res["rows"].append({"mode": mode, "head": head, **figures(lp, d)})
+    if set(BEST_BACKBONES) <= set(backbones):
+        res["rows"].append({"mode": "fast + breed cascade (shipped)", "head": "default (shipped recipe, out of fold)",
+                            **figures(breed_cascade(oof), d)})
     res["groups"] = groups(d, plain, oof)
     res["stanford_unseen_breeds"] = stanford_check(d, xs, xn, cfg)
     if args.grid:
@@ -117,6 +120,17 @@ def main() -> None:
     out = args.out or str(ROOT / "bench" / "results" / ("accuracy_fast.json" if args.fast_only else "accuracy.json"))
     atomic_write_text(Path(out), json.dumps(res, indent=1))
     print(markdown(res))
+
+
+def breed_cascade(oof: dict) -> torch.Tensor:
+    """What the shipped `fast` answers (`inference.scoring.BreedCascade`): Lite0 plain, calibrated with `fast`'s
+    temperature; a photo under its uncertain threshold takes `best`'s answer (every backbone, plain + flip, `best`'s
+    temperature). Both settings are the shipped ones (fitted out of fold on these photos), nothing chosen here."""
+    fast, best = shipped_decision("fast"), shipped_decision("best")
+    lp = combine([oof[BEST_BACKBONES[0]][0]], fast["temperature"])
+    unsure = lp.exp().max(-1).values < fast["uncertain_threshold"]
+    again = combine([oof[b][v] for b in BEST_BACKBONES for v in MODES["best"][1]], best["temperature"])
+    return torch.where(unsure[:, None], again, lp)
 
 
 def cards(d: dict[str, Any], oof: dict, out: Path) -> dict[str, Any]:

@@ -3,8 +3,9 @@
 The shipped breed heads are fitted on web-dogs and imagenet-val-dogs themselves (scripts/fit_default_heads.py), so
 on those photos the whole-photo answer is in-sample, while a crop of the same photo is much less so: the
 comparison flatters the whole photo. Here every photo is also scored by the head of the fold that never saw it
-(the head recipe's own 5 breed-stratified folds and `adapt.fit_blend`, for `fast`'s one member, Lite0 plain),
-whole photo alone and with the stage, through `Predictor`'s own path (members, dog-or-not head, cascade,
+(the head recipe's own 5 breed-stratified folds and `adapt.fit_blend`, for every member a row runs: `fast`'s Lite0,
+and the breed cascade's Lite0-2 on the rows it reads again; with and without that cascade), whole photo alone and
+with the stage, through `Predictor`'s own path (members, dog-or-not head, cascade,
 `inference.dogs`); only the breed head's rows change. Photos: all 733 uncut web-dogs + imagenet-val-dogs photos,
 and composites of both halves (bench/dogs_in_scene.py, ``--limit`` each): a one-dog composite takes the fold of
 the photo pasted into it; in a two-dog composite each crop takes the fold of the pasted photo its centre lies in
@@ -28,10 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from dogbreed.dogness import log_softmax
 from dogbreed.fileio import atomic_write_text
-from dogbreed.inference.decode import Prepared, photo_rows
-from dogbreed.inference.scoring import MemberOutput
+from dogbreed.inference.decode import Prepared
+from dogbreed.inference.scoring import MemberOutput, combine_breeds
 from dogbreed.predict import BEST_BACKBONES, Predictor
 from dogbreed.runtime import cpu_name
 
@@ -44,27 +44,31 @@ from fit_default_heads import VIEWS, stanford_and_natural  # noqa: E402
 KINDS = ("single-medium", "single-large", "pair")
 
 
-def fold_heads(real: Path) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict[str, int]]:
-    """The 5 fold heads of `fast`'s member (each fitted without one fold of the natural photos, `adapt.fold_blends`)
-    and each natural photo's fold, keyed by its resolved path."""
+def fold_heads(real: Path) -> tuple[dict[str, list[tuple[np.ndarray, np.ndarray]]], dict[str, int]]:
+    """Per backbone (`fast`'s Lite0 and the breed cascade's three), the 5 fold heads (each fitted without one fold of
+    the natural photos, `adapt.fold_blends`) and each natural photo's fold, keyed by its resolved path (the folds
+    follow the labels alone, so every backbone has the same)."""
     from dogbreed.adapt import BlendConfig, fold_blends
     from dogbreed.features import extract
     from dogbreed.models import default_classifier
 
     (fs, ys), (fn, yn, _) = stanford_and_natural(real)
-    base = default_classifier(BEST_BACKBONES[0])
-    xs, xn = (extract(f, base, views=VIEWS, progress=True) for f in (fs, fn))
-    w0, b0 = base.breed_head.weight.detach(), base.breed_head.bias.detach()
-    _, fold, heads = fold_blends((xs.features, ys), (xn.features, yn), w0, b0, BlendConfig())
-    return ([(w.numpy(), b.numpy()) for w, b in heads],
-            {str(Path(p).resolve()): int(k) for p, k in zip(fn, fold, strict=True)})
+    heads = {}
+    for bb in BEST_BACKBONES:
+        base = default_classifier(bb)
+        xs, xn = (extract(f, base, views=VIEWS, progress=True) for f in (fs, fn))
+        w0, b0 = base.breed_head.weight.detach(), base.breed_head.bias.detach()
+        _, fold, fitted = fold_blends((xs.features, ys), (xn.features, yn), w0, b0, BlendConfig())
+        heads[bb] = [(w.numpy(), b.numpy()) for w, b in fitted]
+    return heads, {str(Path(p).resolve()): int(k) for p, k in zip(fn, fold, strict=True)}
 
 
 class OutOfFold(Predictor):
-    """`fast` with each row's breed head replaced by the fold head that never saw its dog. A photo's name is its
-    index into ``pasted``: the (rectangle, fold) of each dog photo in it, the first for the whole photo."""
+    """`fast` with each row's breed head replaced by the fold head that never saw its dog, for every member the
+    row runs (Lite0, and the breed cascade's). A photo's name is its index into ``pasted``: the (rectangle, fold)
+    of each dog photo in it, the first for the whole photo."""
 
-    heads: list[tuple[np.ndarray, np.ndarray]] = []
+    heads: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     pasted: list[list[tuple[tuple[float, ...], int]]] = []
 
     def fold_of(self, photo: int, box: tuple[float, ...] | None) -> int:
@@ -75,17 +79,22 @@ class OutOfFold(Predictor):
                     return f
         return dogs[0][1]
 
-    def breed_log_probabilities(self, outputs: Sequence[MemberOutput], b: Prepared) -> np.ndarray:
-        assert len(outputs) == 1 and outputs[0].member.backbone == BEST_BACKBONES[0], "fast: one member, plain"
-        feats = np.asarray(outputs[0].out.features, np.float32)
-        starts = photo_rows(b) + [len(feats)]
-        logits = np.empty((len(feats), len(self.classes)), np.float32)
+    def breed_log_probabilities(self, outputs: Sequence[MemberOutput], b: Prepared, rows: Sequence[int] | None = None,
+                                temperature: float | None = None) -> np.ndarray:
+        folds = []  # each batch row's fold
         for i, name in enumerate(b.ok_paths):
-            found = b.regions[i] if b.regions is not None else [None]
-            for r, region in enumerate(found, start=starts[i]):
-                w, bias = self.heads[self.fold_of(int(name), region.box if region is not None else None)]
-                logits[r] = feats[r] @ w.T + bias
-        return log_softmax(logits / np.float32(self.decision.temperature))
+            for region in (b.regions[i] if b.regions is not None else [None]):
+                folds.append(self.fold_of(int(name), region.box if region is not None else None))
+        folds_of = np.asarray(folds)[list(rows) if rows is not None else slice(None)]
+        refit = []
+        for o in outputs:
+            feats = np.asarray(o.out.features, np.float32)
+            logits = np.empty((len(feats), len(self.classes)), np.float32)
+            for k, f in enumerate(folds_of):
+                w, bias = self.heads[o.member.backbone][f]
+                logits[k] = feats[k] @ w.T + bias
+            refit.append(o._replace(out=o.out._replace(breed_logits=logits)))
+        return combine_breeds(refit, temperature or self.decision.temperature)
 
 
 def line(kind: str, row: dict[str, dict[str, Any]]) -> str:
@@ -111,7 +120,9 @@ def main(argv: list[str] | None = None) -> None:
             photos["uncut"].append(s)
         for s in scenes.scenes_for(a.data, half, 320, a.limit, list(KINDS)):
             photos[s.kind].append(s)
-    runs = {"in_sample": Predictor, "out_of_fold": OutOfFold}
+    # (heads, breed cascade): the breed cascade off only out of fold, where its effect can be read
+    runs = {"in_sample": (Predictor, True), "out_of_fold": (OutOfFold, True),
+            "out_of_fold_no_breed_cascade": (OutOfFold, False)}
     result: dict[str, Any] = {"cpu": cpu_name(), "limit": a.limit, "kinds": {}}
     for kind, ss in photos.items():
         OutOfFold.pasted = [[(tuple(rect), fold[str(Path(src).resolve())]) for rect, src in zip(s.boxes, s.sources,
@@ -119,9 +130,9 @@ def main(argv: list[str] | None = None) -> None:
                             for s in ss]
         names = [str(i) for i in range(len(ss))]
         row: dict[str, Any] = {}
-        for heads_name, cls in runs.items():
+        for heads_name, (cls, cascade) in runs.items():
             for mode, find in (("whole_photo", False), ("stage", True)):
-                p = cls(find_dogs=find)
+                p = cls(find_dogs=find, breed_cascade=cascade)
                 t = scenes.PredTally()
                 for i in range(0, len(ss), 16):
                     for pred, s in zip(p.predict_images([s.image for s in ss[i:i + 16]], names[i:i + 16]),

@@ -12,7 +12,7 @@ import pytest
 from dogbreed.breeds import stanford_breeds
 from dogbreed.inference import sinks
 from dogbreed.inference.detect import SCORE_THRESHOLD
-from dogbreed.inference.dogs import answer_photo
+from dogbreed.inference.dogs import answer_photo, rows_read
 from dogbreed.inference.regions import Region
 from dogbreed.inference.scoring import Decision, Prediction
 
@@ -177,3 +177,18 @@ def test_per_dog_csv_cut_mid_photo_is_redone(tmp_path: Path) -> None:
     assert w.done == 1 and list(w.done_paths()) == ["a.jpg"]
     w.close()
     assert [r["path"] for r in csv.DictReader(out.open())] == ["a.jpg"]
+
+
+def test_rows_read_are_each_dogs_crop_and_the_whole_photo_only_where_an_answer_reads_it() -> None:
+    decision = Decision(dog_threshold=0.5, uncertain_threshold=0.3)
+    photos = [  # (dog probabilities, row-0 surety, boxes)
+        ([0.2, 0.97, 0.99, 0.6], 0.9, [None, (10, 10, 110, 110), (300, 100, 500, 300), (500, 0, 600, 60)]),
+        ([0.99, 0.97], 0.6, [None, (0, 0, 600, 450)]),  # close up: the whole photo is averaged in
+        ([0.9, 0.3], 0.9, [None, (400, 300, 520, 400)]),  # no crop is a dog: the whole photo answers
+    ]
+    regions = [[_region(b) for b in boxes] for _, _, boxes in photos]
+    dog = np.array([d for ds, _, _ in photos for d in ds], np.float32)
+    logp = np.stack([_logp(0, p if i == 0 else 0.9) for _, p, boxes in photos for i in range(len(boxes))])
+    # photo 1: its two dog crops (rows 1, 2), not the weak third candidate (3) nor the whole photo of two dogs (0);
+    # photo 2: the close-up dog's crop (5) and the whole photo (4); photo 3: the whole photo alone (6).
+    assert sorted(rows_read(logp, dog, regions, decision)) == [1, 2, 4, 5, 6]

@@ -173,3 +173,26 @@ def test_finds_dogs_reads_a_model_dirs_config(tmp_path: Path, fine_tuned: bool) 
                                                      "backbone_in_weights": fine_tuned}))
     # A fine-tuned backbone has no dog detector (its heads read the pretrained one), so no detection stage.
     assert finds_dogs(PredictOptions(model=str(tmp_path))) is not fine_tuned
+
+
+@pytest.mark.slow
+def test_breed_cascade_reads_unsure_dogs_again_with_the_best_ensemble(tmp_path: Path, chelsea_jpeg: bytes) -> None:
+    photos = [chelsea_jpeg] + [smooth_photo(tmp_path / f"{i}.jpg", i).read_bytes() for i in range(2)]
+    plain = Predictor(find_dogs=False, dog_threshold=0.0, dog_cascade=False, breed_cascade=False)
+    assert not plain.breed_cascade
+    # Every row a dog (threshold 0) and unsure (threshold above any probability): each is `best`'s answer.
+    every = Predictor(find_dogs=False, dog_threshold=0.0, dog_cascade=False)
+    assert every.breed_cascade and every.loaded.breed_cascade.backbones == tuple(BEST_BACKBONES)
+    every.decision.uncertain_threshold = 1.01
+    best = Predictor(quality="best", find_dogs=False)
+    assert not best.breed_cascade  # best is the ensemble already
+    for got, want, first in zip(every.predict(photos), best.predict(photos), plain.predict(photos), strict=True):
+        assert [b.name for b in got.breeds] == [b.name for b in want.breeds]
+        assert [b.probability for b in got.breeds] == pytest.approx([b.probability for b in want.breeds], abs=2e-4)
+        assert got.dog_probability == first.dog_probability  # the dog-or-not answer is not the cascade's
+        assert [b.probability for b in got.breeds] != [b.probability for b in first.breeds]
+    # No row unsure: Lite0's breeds stand, and the stronger members are never loaded.
+    sure = Predictor(find_dogs=False, dog_threshold=0.0, dog_cascade=False)
+    sure.decision.uncertain_threshold = 0.0
+    assert [p.breeds for p in sure.predict(photos)] == [p.breeds for p in plain.predict(photos)]
+    assert sure.loaded.breed_cascade._load.cache_info().currsize == 0

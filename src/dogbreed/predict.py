@@ -19,7 +19,7 @@ from .breeds import Breed
 from .errors import ImageDecodeError
 from .inference import decode, executors, scoring
 from .inference.decode import Prepared, Source, photo_rows, row_source
-from .inference.dogs import answer_photos
+from .inference.dogs import answer_photos, rows_read
 from .inference.loading import LoadedModel, load_model
 from .inference.options import PredictOptions
 from .inference.regions import crop
@@ -70,6 +70,7 @@ class Predictor:
     draft_size: int = property(lambda self: self.loaded.draft_size)  # type: ignore[assignment]
     tta_flip: bool = property(lambda self: self.loaded.tta_flip)  # type: ignore[assignment]
     dog_cascade: bool = property(lambda self: self.loaded.cascade is not None)  # type: ignore[assignment]
+    breed_cascade: bool = property(lambda self: self.loaded.breed_cascade is not None)  # type: ignore[assignment]
     model = property(lambda self: self.options.model)
     quality = property(lambda self: self.options.quality)
     finds_dogs: bool = property(lambda self: self.loaded.finder is not None)  # type: ignore[assignment]
@@ -121,6 +122,8 @@ class Predictor:
         if self.loaded.cascade is not None:
             dog = self.loaded.cascade(dog, outputs, lambda r: self._image(b, r))
         logp = self.breed_log_probabilities(outputs, b)
+        if self.loaded.breed_cascade is not None:
+            logp = self._breed_second_look(logp, dog, outputs, b)
         if b.regions is None:
             preds = scoring.decide(logp, dog, paths, self.classes, self.decision, self.top_k)
         else:
@@ -138,10 +141,24 @@ class Predictor:
                 attach_look_alikes([d for d, _ in dogs], feats[[r for _, r in dogs]], self.gallery)
         return preds
 
-    def breed_log_probabilities(self, outputs: Sequence[MemberOutput], b: Prepared) -> np.ndarray:
-        """Each row's breed log-probabilities from the members' outputs: the one place a subclass swaps the breed
-        head and keeps the rest of the path (bench/stage_out_of_fold.py scores each photo out of fold)."""
-        return scoring.combine_breeds(outputs, self.decision.temperature)
+    def breed_log_probabilities(self, outputs: Sequence[MemberOutput], b: Prepared, rows: Sequence[int] | None = None,
+                                temperature: float | None = None) -> np.ndarray:
+        """Breed log-probabilities from the members' outputs on the batch's rows (or on ``rows`` of it, the
+        breed cascade's): the one place a subclass swaps the breed head and keeps the rest of the path
+        (bench/stage_out_of_fold.py scores each photo out of fold)."""
+        return scoring.combine_breeds(outputs, temperature or self.decision.temperature)
+
+    def _breed_second_look(self, logp: np.ndarray, dog: np.ndarray, outputs: Sequence[MemberOutput],
+                           b: Prepared) -> np.ndarray:
+        """Rows unsure of their breed, read again by `best`'s ensemble (`scoring.BreedCascade`)."""
+        bc = self.loaded.breed_cascade
+        read = rows_read(logp, dog, b.regions, self.decision) if b.regions is not None else None
+        rows, more = bc.outputs(bc.rows(logp, dog, self.decision, read), outputs, lambda r: self._image(b, r))
+        if not rows:
+            return logp
+        logp = logp.copy()
+        logp[rows] = self.breed_log_probabilities(more, b, rows, bc.temperature)
+        return logp
 
     def scores(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
         """Decoded RGB images -> (breed log-probabilities (N, C), dog probability (N,)), before any decision."""

@@ -111,6 +111,27 @@ def answer_photos(logp: np.ndarray, dog: np.ndarray, regions: Sequence[list[Regi
     return out
 
 
+def rows_read(logp: np.ndarray, dog: np.ndarray, regions: Sequence[Sequence[Region]],
+              decision: Decision) -> list[int]:
+    """The rows of a batch whose breeds an answer reads (`answer_photo`): each dog's crop, and the whole photo where
+    it answers or is averaged in; the breed cascade re-reads only these."""
+    out, start = [], 0
+    for found in regions:
+        rows = slice(start, start + len(found))
+        kept = _dogs_among(dog[rows], found, max(decision.dog_threshold, CROP_THRESHOLD))
+        whole = not kept or _reads_whole_photo(logp[rows], dog[rows], found, kept, decision)
+        out += [start + i for i in ([0] if whole else []) + kept]
+        start += len(found)
+    return out
+
+
+def _reads_whole_photo(logp: np.ndarray, dog: np.ndarray, regions: Sequence[Region], kept: Sequence[int],
+                       decision: Decision) -> bool:
+    """Whether the main dog also reads the whole photo: close up, or a lone dog the whole photo is sure of."""
+    return regions[kept[0]].area >= WHOLE_PHOTO_AREA or (
+        len(kept) == 1 and dog[0] >= decision.dog_threshold and np.exp(logp[0].max()) >= WHOLE_PHOTO_SURE)
+
+
 def answer_photo(logp: np.ndarray, dog: np.ndarray, regions: Sequence[Region], path: str | None,
                  classes: Sequence[Breed], decision: Decision, top_k: int) -> Prediction:
     """One photo's rows (row 0 the whole photo, then one per candidate) -> its `Prediction` with ``dogs``."""
@@ -125,8 +146,7 @@ def answer_photo(logp: np.ndarray, dog: np.ndarray, regions: Sequence[Region], p
         return whole
     rows, dogp = logp[kept].copy(), dog[kept].copy()
     i = kept[0]
-    if regions[i].area >= WHOLE_PHOTO_AREA or (  # the main dog, close up: the whole photo sees it too
-            len(kept) == 1 and dog[0] >= decision.dog_threshold and np.exp(logp[0].max()) >= WHOLE_PHOTO_SURE):
+    if _reads_whole_photo(logp, dog, regions, kept, decision):  # the main dog, close up: the whole photo sees it too
         rows[0] = log_softmax((logp[0] + logp[i])[None] / 2)[0]
         dogp[0] = max(dog[0], dog[i])
     answers = decide(rows, dogp, [path] * len(kept), classes, decision, top_k)

@@ -7,18 +7,21 @@ member/view combination and, for `fast`, its cascade.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ..breeds import Breed
 from ..dogness import DogDetector, default_detector
 from ..errors import ModelLoadError
-from ..resolve import QUALITIES, ResolvedModel, model_outline, resolve_model
+from ..resolve import BEST_BACKBONES, QUALITIES, ResolvedModel, model_outline, resolve_model, shipped_decision
 from ..runtime import resolve_device
 from ..specs import get_spec
+from ..transforms import Preprocess
 from .options import PredictOptions
-from .runners import create_runner, packaged_runner, remember_export, session_precision, uses_onnx
-from .scoring import CascadeStage, Decision, Member
+from .runners import Runner, create_runner, packaged_runner, remember_export, session_precision, uses_onnx
+from .scoring import BreedCascade, CascadeStage, Decision, Member
 
 CPU_BATCH_SIZE = 16
 FIND_DRAFT = 448  # shorter side: a dog a tenth of a big photo's width keeps ~60 px or more
@@ -37,6 +40,7 @@ class LoadedModel:
     resolved: ResolvedModel
     detector: DogDetector | None = None
     cascade: CascadeStage | None = None
+    breed_cascade: BreedCascade | None = None
     finder: Any | None = None  # `detect.DogFinder`: the detection stage, when it runs
 
     @property
@@ -46,6 +50,8 @@ class LoadedModel:
         sizes = [m.preprocess.draft_size for m in self.members]
         if self.cascade is not None:  # the cascade's member reads the same decoded photo at its own, larger size
             sizes += [get_spec(b).preprocess().draft_size for b in self.cascade.cascade.extra_backbones()]
+        if self.breed_cascade is not None:
+            sizes += [get_spec(b).preprocess().draft_size for b in self.breed_cascade.backbones]
         if self.finder is not None:
             sizes.append(FIND_DRAFT)
         return max(sizes)
@@ -81,7 +87,13 @@ def load_model(opts: PredictOptions) -> LoadedModel:
     # "best" runs three backbones where the model has them; a single head can only add the flip view.
     m = LoadedModel(members, list(resolved.classifiers[0].classes), Decision.from_dict(resolved.decision), device,
                     batch_size, opts.tta_flip or opts.quality == "best", resolved)
-    _attach_dog_detector(m, opts, runtime, device)
+    # The cascades' stronger members, loaded on the first photo that needs one, once for both.
+    load = functools.cache(lambda bb: packaged_runner(bb, True, runtime, device, opts.precision))
+    _attach_dog_detector(m, opts, load)
+    best = shipped_decision("best")
+    if (opts.breed_cascade and resolved.kind == "default" and opts.quality == "fast" and not m.tta_flip
+            and m.member_backbones == [BEST_BACKBONES[0]] and "temperature" in best):
+        m.breed_cascade = BreedCascade(BEST_BACKBONES, float(best["temperature"]), load)
     if opts.find_dogs and m.detector is not None:  # without a dog detector nothing could refuse a false crop
         # (`finds_dogs` decides the same from the model's config alone)
         from .detect import default_finder
@@ -113,7 +125,8 @@ def finds_dogs(opts: PredictOptions) -> bool:
     return dog_detector_for(opts, *model_outline(opts.model, opts.quality)) is not None
 
 
-def _attach_dog_detector(m: LoadedModel, opts: PredictOptions, runtime: str, device: str) -> None:
+def _attach_dog_detector(m: LoadedModel, opts: PredictOptions, load: Callable[[str], tuple[Runner, Preprocess]],
+                         ) -> None:
     """The dog detector and its threshold for this member/view combination, and the cascade where it applies.
 
     Its heads read the ImageNet head of an unchanged pretrained backbone, so a fine-tuned backbone keeps the plain
@@ -128,5 +141,5 @@ def _attach_dog_detector(m: LoadedModel, opts: PredictOptions, runtime: str, dev
     c = det.cascade
     if (opts.dog_cascade and c is not None and m.member_backbones == [c.first] and not m.tta_flip
             and opts.dog_target_recall is None):
-        m.cascade = CascadeStage(det, lambda bb: packaged_runner(bb, False, runtime, device, opts.precision))
+        m.cascade = CascadeStage(det, load)
         m.decision.dog_threshold = c.threshold

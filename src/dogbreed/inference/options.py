@@ -47,6 +47,11 @@ class PredictOptions:
     # is asked for. False: the first member alone (faster, rejects fewer cats).
     dog_cascade: bool = _opt(True, "fast: check photos with an uncertain dog score again with Lite2 (rejects more "
                              "cats; only those photos pay).", "--dog-cascade/--no-dog-cascade")
+    # `fast`'s second look at breeds (`scoring.BreedCascade`): a dog the default Lite0 head is unsure of
+    # (calibrated top-1 under its uncertain threshold) is read again by `best`'s ensemble; False: Lite0 alone.
+    breed_cascade: bool = _opt(True, "fast: read a dog whose breed Lite0 is unsure of again with best's ensemble "
+                               "(Lite0-2, plain and flipped; only those dogs pay).",
+                               "--breed-cascade/--no-breed-cascade")
     # Look-alike photos: a gallery file written by `dogbreed gallery build` (or a loaded `gallery.Gallery`); None
     # (the default) loads nothing and changes nothing.
     gallery: Any = _opt(None, "A gallery from `dogbreed gallery build`: list the nearest labelled photos of the "

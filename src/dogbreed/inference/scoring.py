@@ -189,6 +189,45 @@ class CascadeStage:
         return dog
 
 
+class BreedCascade:
+    """`fast`'s second look at breeds: a row that may be a dog (its dog probability at the threshold or above) and
+    whose calibrated top breed stays under the uncertain threshold is read again by `best`'s ensemble, every
+    backbone on the plain and the flipped view, loaded on first use so sure answers never pay.
+
+    Out of fold on the 733 web-dogs + imagenet-val-dogs photos (`bench/accuracy.py`'s folds), 112 rows are unsure
+    (the threshold `fast` already has, nothing tuned for this); re-read by `best` there, the top breed is right on
+    620 of the 733 against 612 for `fast` alone in fp32 (17 answers mended, 9 broken; `best` everywhere: 621), 615
+    against 614 in bf16, where rounding moves about as many of these close calls (bench/stage_out_of_fold.py)."""
+
+    def __init__(self, backbones: Sequence[str], temperature: float,
+                 load: Callable[[str], tuple[Runner, Preprocess]]):
+        self.backbones, self.temperature, self._load = tuple(backbones), temperature, load
+
+    def rows(self, logp: np.ndarray, dog: np.ndarray, decision: Decision,
+             among: Sequence[int] | None = None) -> list[int]:
+        """The rows to read again: may be a dog, unsure of its breed, and (``among``) read by an answer."""
+        unsure = np.exp(logp.max(-1)) < decision.uncertain_threshold
+        rows = np.flatnonzero(unsure & (dog >= decision.dog_threshold)).tolist()
+        return rows if among is None else sorted(set(rows) & set(among))
+
+    def outputs(self, rows: Sequence[int], first: Sequence[MemberOutput],
+                image: Callable[[int], Image.Image | None]) -> tuple[list[int], list[MemberOutput]]:
+        """The rows whose image can be had again, and every backbone's outputs on them, plain and flipped (the
+        first member's plain view is the one already run, cut to these rows)."""
+        ims = {r: im for r in rows if (im := image(r)) is not None}
+        rows = list(ims)
+        if not rows:
+            return [], []
+        out = []
+        for bb in self.backbones:
+            have = next((o for o in first if o.member.backbone == bb and o.view == "plain"), None)
+            member = have.member if have is not None else Member(*self._load(bb), bb)
+            x = np.stack([to_input(ims[r], member.preprocess) for r in rows])
+            plain = ModelOutputs(*(np.asarray(a)[rows] for a in have.out)) if have is not None else member.runner(x)
+            out += [MemberOutput(member, "plain", plain), MemberOutput(member, "flip", member.runner(flip(x)))]
+        return rows, out
+
+
 def decide(logp: np.ndarray, dog: np.ndarray, paths: Sequence[str | None], classes: Sequence[Breed],
            decision: Decision, top_k: int) -> list[Prediction]:
     """Scores -> one `Prediction` per row: the top-k breeds and a verdict (dog, no_dog or uncertain_breed)."""
