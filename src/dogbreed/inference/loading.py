@@ -90,10 +90,11 @@ def load_model(opts: PredictOptions) -> LoadedModel:
     # The cascades' stronger members, loaded on the first photo that needs one, once for both.
     load = functools.cache(lambda bb: packaged_runner(bb, True, runtime, device, opts.precision))
     _attach_dog_detector(m, opts, load)
-    best = shipped_decision("best")
     if (opts.breed_cascade and resolved.kind == "default" and opts.quality == "fast" and not m.tta_flip
-            and m.member_backbones == [BEST_BACKBONES[0]] and "temperature" in best):
-        m.breed_cascade = BreedCascade(BEST_BACKBONES, float(best["temperature"]), load)
+            and m.member_backbones == [BEST_BACKBONES[0]]):
+        best = shipped_decision("best")  # read only where the cascade can run: not for best, imagenet or a model dir
+        if "temperature" in best:
+            m.breed_cascade = BreedCascade(BEST_BACKBONES, float(best["temperature"]), load)
     if opts.find_dogs and m.detector is not None:  # without a dog detector nothing could refuse a false crop
         # (`finds_dogs` decides the same from the model's config alone)
         from .detect import default_finder
