@@ -196,3 +196,29 @@ def test_breed_cascade_reads_unsure_dogs_again_with_the_best_ensemble(tmp_path: 
     sure.decision.uncertain_threshold = 0.0
     assert [p.breeds for p in sure.predict(photos)] == [p.breeds for p in plain.predict(photos)]
     assert sure.loaded.breed_cascade._load.cache_info().currsize == 0
+
+
+@pytest.mark.slow
+def test_cli_default_reads_an_unsure_dog_again_as_best_would(real_data: Path) -> None:
+    """As a user first runs it: `dogbreed predict` with its default flags (the per-dog stage and the breed cascade
+    on) over real dog photos; a dog Lite0 alone is clearly unsure of gets `best`'s breeds, a sure one keeps Lite0's."""
+    files = [str(f) for f in sorted((real_data / "dogs-any").glob("*.jpg"))[:24]]
+
+    def run(*flags: str) -> list[dict]:
+        res = runner.invoke(app, ["predict", *files, "--format", "json", *flags])
+        assert res.exit_code == 0, res.output
+        return json.loads(res.stdout)
+
+    default, lite0, best = run(), run("--no-breed-cascade"), run("--quality", "best")
+    # Photos with one dog, boxed alike by both runs, and Lite0's top breed far from the uncertain threshold (0.547)
+    # on either side, so bf16 and fp32 machines pick the same ones.
+    one = [i for i, p in enumerate(lite0) if len(p["dogs"]) == 1 and len(best[i]["dogs"]) == 1
+           and p["dogs"][0]["box"] == best[i]["dogs"][0]["box"]]
+    unsure = [i for i in one if lite0[i]["breeds"][0]["probability"] < 0.4]
+    sure = [i for i in one if lite0[i]["breeds"][0]["probability"] > 0.7]
+    assert unsure and sure, [p["breeds"][0]["probability"] for p in lite0]
+    for i in sure:
+        assert default[i]["breeds"] == lite0[i]["breeds"]
+    for i in unsure:
+        assert default[i]["breeds"] != lite0[i]["breeds"]
+        assert default[i]["breeds"][0]["name"] == best[i]["breeds"][0]["name"], (default[i], best[i])
