@@ -25,17 +25,19 @@ def _logp(top: int, p: float = 0.9) -> np.ndarray:
     return np.log(probs)
 
 
-def _region(box: tuple[int, int, int, int] | None, size: tuple[int, int] = (640, 480), score: float = 0.5) -> Region:
+def _region(box: tuple[int, int, int, int] | None, size: tuple[int, int] = (640, 480), score: float = 0.5,
+            label: str = "dog") -> Region:
     if box is None:
         return Region(None, [0, 0, *size], 1.0)
     area = (box[2] - box[0]) * (box[3] - box[1]) / (size[0] * size[1])
-    return Region(tuple(map(float, box)), list(box), area, score, "dog", weak=score < SCORE_THRESHOLD)
+    return Region(tuple(map(float, box)), list(box), area, score, label, weak=score < SCORE_THRESHOLD)
 
 
 def _answer(dog: list[float], logps: list[np.ndarray], boxes: list[tuple[int, int, int, int] | None],
-            scores: list[float] | None = None) -> Prediction:
+            scores: list[float] | None = None, label: str = "dog") -> Prediction:
+    """One photo's answer; every candidate's detector class is ``label``."""
     scores = scores or [0.5] * len(boxes)
-    regions = [_region(b, score=s) for b, s in zip(boxes, scores, strict=True)]
+    regions = [_region(b, score=s, label=label) for b, s in zip(boxes, scores, strict=True)]
     return answer_photo(np.stack(logps), np.array(dog, np.float32), regions, "x.jpg", CLASSES,
                         Decision(dog_threshold=0.5, uncertain_threshold=0.3), top_k=3)
 
@@ -66,7 +68,20 @@ def test_no_dog_and_a_refused_cat() -> None:
     p = _answer([0.1, 0.2], [_logp(0), _logp(0)], [None, (100, 100, 300, 300)])
     assert p.verdict == "no_dog" and p.dogs == [] and p.to_dict()["dogs"] == []
     # A crop needs more than the whole photo's threshold: a photo offers several crops to be wrong on.
-    assert _answer([0.1, 0.9], [_logp(0), _logp(0)], [None, (100, 100, 300, 300)]).verdict == "no_dog"
+    assert _answer([0.1, 0.9], [_logp(0), _logp(0)], [None, (100, 100, 300, 300)], label="cat").verdict == "no_dog"
+
+
+@pytest.mark.parametrize(("label", "score", "crop_dog", "is_dog"), [
+    ("dog", 0.5, 0.8, True),  # the detector and the crop head agree
+    ("dog", 0.5, 0.6, False),  # under DETECTOR_SURE_CROP
+    ("dog", 0.2, 0.8, False),  # the detector unsure: the crop needs CROP_THRESHOLD
+    ("cat", 0.5, 0.8, False),  # a cat the detector is sure of
+    ("cat", 0.5, 0.97, True),  # a dog the detector called a cat
+])
+def test_a_box_the_detector_calls_a_dog_needs_a_less_sure_crop(label: str, score: float, crop_dog: float,
+                                                                is_dog: bool) -> None:
+    p = _answer([0.1, crop_dog], [_logp(0), _logp(4)], [None, (100, 100, 300, 300)], [1.0, score], label)
+    assert (p.verdict != "no_dog") is is_dog and len(p.dogs) == int(is_dog)
 
 
 def test_whole_photo_dog_without_a_dog_crop_keeps_the_best_candidate_box() -> None:
@@ -85,6 +100,9 @@ def test_a_thing_whose_crop_shows_a_dog_beside_it_is_not_a_second_dog() -> None:
     # head calls it "dog".
     p = _answer([0.3, 0.99, 0.99], [_logp(0), _logp(6), _logp(6)], [None, (200, 100, 400, 400), (360, 250, 520, 330)])
     assert [d.box for d in p.dogs] == [[200, 100, 400, 400]]
+    # Further out, the dog is a sixth of the fish's crop (16%): still the dog seen again.
+    p = _answer([0.3, 0.99, 0.99], [_logp(0), _logp(6), _logp(6)], [None, (200, 100, 400, 400), (390, 250, 550, 330)])
+    assert [d.box for d in p.dogs] == [[200, 100, 400, 400]]
     # Two dogs side by side, boxes touching, each crop showing a little of the other: both stay.
     p = _answer([0.3, 0.99, 0.99], [_logp(0), _logp(6), _logp(8)], [None, (100, 100, 300, 300), (300, 100, 500, 300)])
     assert len(p.dogs) == 2 and {d.breeds[0].name for d in p.dogs} == {CLASSES[6].name, CLASSES[8].name}
@@ -92,9 +110,9 @@ def test_a_thing_whose_crop_shows_a_dog_beside_it_is_not_a_second_dog() -> None:
 
 @pytest.mark.parametrize(("score", "listed"), [(0.3, 2), (0.03, 1)])
 def test_a_weak_box_beside_a_dog_needs_a_crop_freer_of_it(score: float, listed: int) -> None:
-    # The dog covers 15% of the tall box's square crop: a candidate the detector is sure of is a second dog, one it
+    # The dog covers 12% of the tall box's square crop: a candidate the detector is sure of is a second dog, one it
     # kept only beside the sure dog (under its own threshold) is a stretch of scene that shows the dog.
-    p = _answer([0.3, 0.99, 0.99], [_logp(0), _logp(6), _logp(8)], [None, (100, 100, 300, 300), (320, 60, 440, 340)],
+    p = _answer([0.3, 0.99, 0.99], [_logp(0), _logp(6), _logp(8)], [None, (100, 100, 300, 300), (340, 60, 460, 340)],
                 [1.0, 0.6, score])
     assert len(p.dogs) == listed and p.dogs[0].box == [100, 100, 300, 300]
 
@@ -120,6 +138,23 @@ def test_a_weak_box_over_part_of_a_far_surer_dog_gives_way_to_it() -> None:
     # As sure as the box, the dog is still its part: a head in its body does not take the body's place.
     p = _answer([0.6, 0.99, 0.99, 0.99], [_logp(0), _logp(2), _logp(6), _logp(8)], boxes, [1.0, 0.4, 0.63, 0.5])
     assert sorted(d.box for d in p.dogs) == [[65, 287, 273, 409], [459, 108, 568, 220]]
+
+
+@pytest.mark.parametrize(("crop_dog", "score", "box", "listed"), [
+    (0.9, 0.3, (360, 120, 520, 280), 2),  # a second dog whose crop is less sure: listed, after the sure one
+    (0.8, 0.3, (360, 120, 520, 280), 1),  # under BESIDE_A_DOG
+    (0.9, 0.05, (360, 120, 520, 280), 1),  # the detector barely sees it
+    (0.9, 0.3, (300, 0, 640, 480), 1),  # a stretch of scene far larger than the dog
+])
+def test_beside_a_sure_dog_a_second_dog_needs_a_less_sure_crop(crop_dog: float, score: float,
+                                                               box: tuple[int, int, int, int], listed: int) -> None:
+    boxes = [None, (60, 140, 220, 300), box]
+    p = _answer([0.3, 0.99, crop_dog], [_logp(0), _logp(6), _logp(8)], boxes, [1.0, 0.6, score], "cat")
+    assert [d.box for d in p.dogs][:1] == [[60, 140, 220, 300]] and len(p.dogs) == listed
+    assert p.breeds[0].name == CLASSES[6].name
+    # Without the sure dog, the same crop is no dog: photos with no dog never reach the lower threshold.
+    alone = _answer([0.3, crop_dog], [_logp(0), _logp(8)], [None, box], [1.0, score], "cat")
+    assert alone.verdict == "no_dog" and alone.dogs == []
 
 
 @pytest.mark.parametrize(("whole_sure", "want"), [(0.8, 1), (0.4, 2)])
