@@ -133,6 +133,42 @@ def test_closer_look_windows_sit_on_uncovered_weak_hints_inside_the_photo(monkey
     assert DogFinder(size=SHAPE, looks=0).windows(strong, weak, np.array([0.02, 0.04, 0.01]), (640, 480)) == []
 
 
+def test_the_wider_look_sits_on_a_larger_hint_of_a_photo_the_first_pass_shrank() -> None:
+    finder = DogFinder(size=SHAPE)
+    strong = np.array([[300, 300, 400, 400]], np.float32)
+    weak = np.array([[310, 310, 390, 390], [100, 100, 250, 200], [500, 50, 560, 100], [20, 300, 60, 330]], np.float32)
+    scores = np.array([0.04, 0.03, 0.02, 0.008])
+    # the best hint lies on a candidate; the next one (150 px) gets a window 1.5x its longer side around its centre
+    side = detect.WIDE_SPAN * 150
+    want = (round(175 - side / 2), round(150 - side / 2), round(175 + side / 2), round(150 + side / 2))
+    assert finder.wide_window(strong, weak, scores, (640, 480), 0.8) == want
+    # a hint a closer-look window already holds is passed over (a small one gets the smallest window), and a hint
+    # under WIDE_FROM never gets one
+    assert finder.wide_window(strong, weak, scores, (640, 480), 0.8, [(0, 0, 300, 260)]) == (482, 27, 578, 123)
+    assert finder.wide_window(strong, weak, scores, (640, 480), 0.8, [(0, 0, 300, 260), (480, 30, 580, 130)]) is None
+    # a photo the first pass did not shrink has no pixels the first pass missed: no wider look
+    assert finder.wide_window(strong, weak, scores, (640, 480), 1.0) is None
+    assert DogFinder(size=SHAPE, wide=False).wide_window(strong, weak, scores, (640, 480), 0.8) is None
+
+
+def test_find_runs_the_wider_look_on_the_photo_and_keeps_what_it_finds(monkeypatch: pytest.MonkeyPatch) -> None:
+    # First pass: one 0.02 hint 150 px wide in a 640x480 photo read at 0.45; the wider look finds a dog there.
+    raw = _raw(SHAPE, {_cell(SHAPE, 16, 5, 5): (0.5, 0.5, math.log(150 * 0.45 / 16), math.log(100 * 0.45 / 16),
+                                                0.2, DOG, 0.1)})
+    finder = DogFinder(size=SHAPE, looks=0)
+    monkeypatch.setattr(finder, "raw", lambda image: (raw, 0.45, SHAPE))
+    calls = []
+
+    def look(image: Image.Image, window: tuple[int, int, int, int], size: int = 0) -> tuple[np.ndarray, ...]:
+        calls.append((window, size))
+        return np.array([[130, 140, 250, 210]], np.float32), np.array([0.6], np.float32), np.array([DOG])
+
+    monkeypatch.setattr(finder, "_look", look)
+    got = finder.find(Image.new("RGB", (640, 480)))
+    assert [(w[2] - w[0], size) for w, size in calls] == [(round(detect.WIDE_SPAN * 150), detect.WIDE_SIZE)]
+    assert [(d.label, d.box) for d in got] == [("dog", (130.0, 140.0, 250.0, 210.0))]
+
+
 def test_letterbox_keeps_aspect_at_top_left_in_bgr() -> None:
     img = Image.new("RGB", (640, 480), (255, 0, 10))
     x, ratio = letterbox(img, (288, 224))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -73,6 +74,21 @@ LOOK_SPAN = 2.0
 LOOK_MIN_SIDE = 96  # photo pixels: a window never smaller (a tiny hint's window would hold no whole dog)
 LOOK_MAX = 1  # windows per photo
 LOOK_GAIN = 1.3  # tune half: windows on everyday photos 0.33 -> 0.18 a photo, small-dog recall kept
+# The wider look: the closer look enlarges only small hints (a window twice a 150 px hint would not show it larger),
+# yet a dog 150-260 px wide in a 640x480 photo, beside its owner or in a busy photo, can score only 0.01-0.05 at
+# the first pass. When the first pass shrank the photo (so there are pixels it did not see), the best hint of
+# WIDE_FROM or more that no candidate and no closer-look window covers gets a square window WIDE_SPAN times its
+# longer side, run at WIDE_SIZE, if that shows it LOOK_GAIN times larger. A photo the first pass did not shrink
+# (every everyday photo here is 500 px or smaller) pays nothing: a window there would only enlarge its pixels.
+# Tune half (bench/dogs_in_scene.py's composites, rows recorded with and without it), 360 one-dog photos a bin:
+# 150-260 px dogs said "dog" 340 -> 349, named 289 -> 297; 100-150 px 302 -> 309; 180 two-dog photos: a box on each
+# 157 -> 159, both named 121 -> 123, exactly two 147 either way; everyday photos cover-cropped to 640x480 (467) say
+# "dog" 3 either way, cats at 640x480 (243) 1. Of span 1.3 / 1.5 / 2 and size 256 / 288 / 320, all found 345-349
+# of the 150-260 px dogs; 256 costs least (a 256x256 run is about a third of a 512x384 one); from 0.005 or 0.02
+# instead of 0.01: 349 with more false dogs, or 344.
+WIDE_FROM = 0.01
+WIDE_SPAN = 1.5
+WIDE_SIZE = 256
 # A second dog: a photo that holds a sure dog (a "dog" box scoring SECOND_DOG_FROM or more) also keeps its weaker
 # hints down to SECOND_SCORE, each at least SECOND_MIN_SIDE pixels on its longer side (a smaller crop is a blur the
 # head is not trusted on, `dogs.SMALL_BOX`) and at most SECOND_MAX_AREA times the sure dog's box. People photograph
@@ -242,7 +258,8 @@ class DogFinder:
 
     def __init__(self, precision: str = "fp32", *, size: int | Shape = INPUT_SIZE,
                  score_threshold: float = SCORE_THRESHOLD, classes: tuple[str, ...] = CANDIDATE_CLASSES,
-                 max_candidates: int = MAX_CANDIDATES, looks: int = LOOK_MAX, threads: int | None = None):
+                 max_candidates: int = MAX_CANDIDATES, looks: int = LOOK_MAX, wide: bool = True,
+                 threads: int | None = None):
         if precision not in SESSION_PRECISIONS:
             raise ValueError(f"precision must be one of {SESSION_PRECISIONS}, not {precision!r}")
         names = coco_classes()
@@ -250,7 +267,7 @@ class DogFinder:
         if unknown:
             raise ValueError(f"not COCO classes: {unknown}")
         self.precision, self.size, self.threads = precision, size, threads
-        self.score_threshold, self.max_candidates, self.looks = score_threshold, max_candidates, looks
+        self.score_threshold, self.max_candidates, self.looks, self.wide = score_threshold, max_candidates, looks, wide
         self.classes = tuple(classes)
         self._class_ids = np.array([names.index(c) for c in classes], dtype=np.int64)
         self._dog_id = names.index("dog") if "dog" in classes else -1
@@ -271,19 +288,24 @@ class DogFinder:
         return self.model(shape).run_numpy(x)[0][0], ratio, shape
 
     def find(self, image: Image.Image) -> list[Detection]:
-        """Candidates in an upright RGB photo, boxes in its pixels (first pass, then the closer looks, then the
-        weaker hints beside a sure dog)."""
+        """Candidates in an upright RGB photo, boxes in its pixels (first pass, then the closer looks, the wider
+        look, then the weaker hints beside a sure dog)."""
         raw, ratio, shape = self.raw(image)
         floor = min(SECOND_SCORE, self.score_threshold)  # the weakest box a later step reads: hints beside a dog,
         if self.looks:
             floor = min(floor, LOOK_FROM)  # or the closer look's
+        if self.wide:
+            floor = min(floor, WIDE_FROM)  # or the wider look's
         boxes, scores, ids = self._boxes(raw, ratio, shape, image.size, floor)
         strong = scores >= self.score_threshold
-        if self.looks:
-            for window in self.windows(boxes[strong], boxes[~strong], scores[~strong], image.size, ratio):
-                b, s, i = self._look(image, window)
-                boxes, scores, ids = np.concatenate([boxes, b]), np.concatenate([scores, s]), np.concatenate([ids, i])
+        looks = self.windows(boxes[strong], boxes[~strong], scores[~strong], image.size, ratio) if self.looks else []
+        for window in looks:
+            boxes, scores, ids = self._add(self._look(image, window), boxes, scores, ids)
         strong = scores >= self.score_threshold
+        wide = self.wide_window(boxes[strong], boxes[~strong], scores[~strong], image.size, ratio, looks)
+        if wide is not None:  # after the closer looks: a candidate one of them found may cover the hint
+            boxes, scores, ids = self._add(self._look(image, wide, WIDE_SIZE), boxes, scores, ids)
+            strong = scores >= self.score_threshold
         keep = strong.copy()
         sure = (ids == self._dog_id) & (scores >= SECOND_DOG_FROM)
         if sure.any():
@@ -291,6 +313,12 @@ class DogFinder:
             side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
             keep |= (scores >= SECOND_SCORE) & (side >= SECOND_MIN_SIDE) & (area <= SECOND_MAX_AREA * area[sure].max())
         return self._ranked(boxes[keep], scores[keep], ids[keep], ~strong[keep])
+
+    @staticmethod
+    def _add(found: tuple[np.ndarray, ...], boxes: np.ndarray, scores: np.ndarray,
+             ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        b, s, i = found
+        return np.concatenate([boxes, b]), np.concatenate([scores, s]), np.concatenate([ids, i])
 
     def candidates(self, raw: np.ndarray, ratio: float, shape: Shape, image_size: Shape) -> list[Detection]:
         """The first pass alone: decode, threshold, class-agnostic NMS, boxes in the photo's pixels, ranked."""
@@ -337,10 +365,34 @@ class DogFinder:
             out.append((round(left), round(top), round(left + side), round(top + side)))
         return out
 
-    def _look(self, image: Image.Image, window: tuple[int, int, int, int]) -> tuple[np.ndarray, ...]:
-        """Candidates inside one window, run at LOOK_SIZE, in the photo's pixels."""
+    def wide_window(self, strong: np.ndarray, weak: np.ndarray, weak_scores: np.ndarray, image_size: Shape,
+                    ratio: float, looked: Sequence[tuple[int, int, int, int]] = ()) -> tuple[int, int, int, int] | None:
+        """The wider look's square window (`WIDE_FROM`): around the best hint of a photo the first pass shrank
+        (``ratio`` < 1) that no candidate covers and no window in ``looked`` holds, if it enlarges the hint."""
+        if not self.wide or ratio >= 1:
+            return None
+        w, h = image_size
+        for i in np.argsort(-weak_scores, kind="stable"):
+            if weak_scores[i] < WIDE_FROM:
+                break
+            if len(strong) and box_iou(weak[i:i + 1], strong).max() > 0.3:
+                continue
+            x0, y0, x1, y1 = weak[i]
+            if any(x0 >= a and y0 >= b and x1 <= c and y1 <= d for a, b, c, d in looked):
+                continue
+            side = min(max(WIDE_SPAN * max(x1 - x0, y1 - y0), LOOK_MIN_SIDE), w, h)
+            if WIDE_SIZE / side < LOOK_GAIN * ratio:
+                continue
+            left = min(max(0.0, (x0 + x1 - side) / 2), w - side)
+            top = min(max(0.0, (y0 + y1 - side) / 2), h - side)
+            return round(left), round(top), round(left + side), round(top + side)
+        return None
+
+    def _look(self, image: Image.Image, window: tuple[int, int, int, int],
+              size: int = LOOK_SIZE) -> tuple[np.ndarray, ...]:
+        """Candidates inside one window, run at ``size`` x ``size``, in the photo's pixels."""
         crop = image.crop(window)
-        shape = (LOOK_SIZE, LOOK_SIZE)
+        shape = (size, size)
         x, ratio = letterbox(crop, shape)
         raw = self.model(shape).run_numpy(x)[0][0]
         boxes, scores, ids = self._boxes(raw, ratio, shape, crop.size, self.score_threshold)
