@@ -61,7 +61,9 @@ The table above chose the first canvas, 288x224, on detector recall and cost alo
 predictor (its per-dog rules included) on the tune half, it found too few 150-260 px dogs, and the canvas is now
 512x384: `--predictor-only --halves tune --limit 120 --find-size S` gave 150-260 px dogs said "dog" 97 / 109 / 115
 of 120 and two-dog photos listed as exactly two 66 / 76 / 92 of 120 at 288x224 / 416x320 / 512x384
-(bench/results/dogs_in_scene.json has the test half).
+(bench/results/dogs_in_scene.json has the test half). The wider look (`detect.WIDE_FROM`) and the later per-dog
+rules (`dogs.BESIDE_A_DOG`, `DETECTOR_SURE`, SEEN_AGAIN 0.15) were chosen on the tune half's composites too, from
+the rows the predictor part runs, recorded once per setting and re-answered offline; README has the figures.
 """
 
 from __future__ import annotations

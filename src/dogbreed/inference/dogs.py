@@ -45,9 +45,10 @@ CROP_THRESHOLD = 0.95
 SMALL_BOX = 48
 SMALL_CROP_THRESHOLD = 0.99
 # A box the detector itself calls "dog" at DETECTOR_SURE or more is a dog from a crop probability of
-# DETECTOR_SURE_CROP: two models agree. Tune half, 360 one-dog photos a kind: said "dog" 337 -> 340 (150-260 px)
-# and 299 -> 302 (100-150 px), everything else unchanged, cats (243) and everyday photos (467) too; most of the
-# small dogs still missed (15 of the 20 150-260 px ones) have no candidate at all. At 0.2 / 0.5 a cat became a dog.
+# DETECTOR_SURE_CROP: two models agree. Tune half (bench/dog_rules.py), 360 one-dog photos a kind: said "dog"
+# 337 -> 340 (150-260 px) and 299 -> 302 (100-150 px), everything else unchanged, cats (243) and everyday photos
+# (467) too; most small dogs still missed (15 of the 20 150-260 px ones) have no candidate at all. At 0.2 / 0.5 a
+# cat became a dog.
 DETECTOR_SURE = 0.3
 DETECTOR_SURE_CROP = 0.7
 # A dog box this much inside a more prominent one, or overlapping it this much (IoU), is a part of that dog (a head,
@@ -63,7 +64,7 @@ OVERLAP = 0.2
 # side, boxes touching, cover about a tenth of each other's crop. 0.15 since: retuned on the whole tune half with
 # the rules below it (180 two-dog photos, 360 a kind of one-dog photo, 360 uncut): one-dog photos listing more than
 # one dog 23 -> 11 (150-260 px) and 41 -> 29 (260-400 px), uncut 19 -> 13, two-dog photos listed as exactly two
-# 141 either way, a box on each 151 -> 150 (at 0.1: 10, 22, 10, 143 and 147; 0.3 lost 8 pairs).
+# 141 either way, a box on each 151 -> 150 (at 0.1: 10, 22, 10, 143 and 147; 0.3 lost 11 pairs; bench/dog_rules.py).
 SEEN_AGAIN = 0.15
 # A candidate the detector kept only beside a sure dog (`Region.weak`: under the finder's threshold, down to
 # `detect.SECOND_SCORE`) is that dog seen again already when the dog covers SEEN_AGAIN_WEAK of its crop: such weak
@@ -88,10 +89,11 @@ SURER = 2.0
 # Beside a dog already found (a crop at `CROP_THRESHOLD`), a further candidate the detector gives at least
 # BESIDE_A_DOG_SCORE counts as a dog from a crop probability of BESIDE_A_DOG: a second dog's crop, cut close beside
 # the first, often shows part of the first and scores 0.85-0.95, and CROP_THRESHOLD is there for photos with no dog
-# at all (cats, everyday photos), which this never reaches. Tune half (bench/dogs_in_scene.py), with SEEN_AGAIN
-# 0.15: 180 two-dog photos listed as exactly two 141 -> 150, a box on each 150 -> 159, both named 115 -> 118;
-# one-dog 150-260 px photos listing more than one dog 11 -> 13 of 360; a detector score of 0.05 instead of 0.1
-# listed more false dogs beside single dogs (16 of 360), 0.15 found fewer second dogs (146 exactly two).
+# at all (cats, everyday photos), which this never reaches. Dogs found this way come after the others, and only
+# up to BESIDE_A_DOG_AREA times the largest dog's box (a stretch of scene beside a dog is often larger). Tune half
+# (bench/dog_rules.py), with SEEN_AGAIN 0.15: 180 two-dog photos listed as exactly two 141 -> 147, a box on each
+# 150 -> 157, both named 116 -> 121; one-dog 150-260 px photos listing more than one dog 11 -> 13 of 360; a detector
+# score of 0.05 instead of 0.1 listed more extra dogs (uncut 16 of 360 against 14), 0.15 found fewer (145 pairs).
 BESIDE_A_DOG = 0.85
 BESIDE_A_DOG_SCORE = 0.1
 BESIDE_A_DOG_AREA = 2.0
