@@ -350,19 +350,13 @@ class DogFinder:
         """Square windows (x0, y0, x1, y1) around the best weak hints that no candidate already covers; with the
         first pass's ``ratio``, only windows that show the hint at least LOOK_GAIN times larger than it did."""
         out: list[tuple[int, int, int, int]] = []
-        w, h = image_size
         for i in np.argsort(-weak_scores, kind="stable"):
             if len(out) >= self.looks:
                 break
-            if len(strong) and box_iou(weak[i:i + 1], strong).max() > 0.3:
-                continue
-            x0, y0, x1, y1 = weak[i]
-            side = min(max(LOOK_SPAN * max(x1 - x0, y1 - y0), LOOK_MIN_SIDE), w, h)
-            if ratio is not None and LOOK_SIZE / side < LOOK_GAIN * ratio:
-                continue  # a large hint: the window would barely enlarge it
-            left = min(max(0.0, (x0 + x1 - side) / 2), w - side)
-            top = min(max(0.0, (y0 + y1 - side) / 2), h - side)
-            out.append((round(left), round(top), round(left + side), round(top + side)))
+            if not _covered(weak[i], strong):
+                window = _window_around(weak[i], LOOK_SPAN, LOOK_SIZE, image_size, ratio)
+                if window is not None:
+                    out.append(window)
         return out
 
     def wide_window(self, strong: np.ndarray, weak: np.ndarray, weak_scores: np.ndarray, image_size: Shape,
@@ -371,21 +365,15 @@ class DogFinder:
         (``ratio`` < 1) that no candidate covers and no window in ``looked`` holds, if it enlarges the hint."""
         if not self.wide or ratio >= 1:
             return None
-        w, h = image_size
         for i in np.argsort(-weak_scores, kind="stable"):
             if weak_scores[i] < WIDE_FROM:
                 break
-            if len(strong) and box_iou(weak[i:i + 1], strong).max() > 0.3:
-                continue
             x0, y0, x1, y1 = weak[i]
-            if any(x0 >= a and y0 >= b and x1 <= c and y1 <= d for a, b, c, d in looked):
+            if _covered(weak[i], strong) or any(x0 >= a and y0 >= b and x1 <= c and y1 <= d for a, b, c, d in looked):
                 continue
-            side = min(max(WIDE_SPAN * max(x1 - x0, y1 - y0), LOOK_MIN_SIDE), w, h)
-            if WIDE_SIZE / side < LOOK_GAIN * ratio:
-                continue
-            left = min(max(0.0, (x0 + x1 - side) / 2), w - side)
-            top = min(max(0.0, (y0 + y1 - side) / 2), h - side)
-            return round(left), round(top), round(left + side), round(top + side)
+            window = _window_around(weak[i], WIDE_SPAN, WIDE_SIZE, image_size, ratio)
+            if window is not None:
+                return window
         return None
 
     def _look(self, image: Image.Image, window: tuple[int, int, int, int],
@@ -397,6 +385,26 @@ class DogFinder:
         raw = self.model(shape).run_numpy(x)[0][0]
         boxes, scores, ids = self._boxes(raw, ratio, shape, crop.size, self.score_threshold)
         return boxes + np.array(window[:2] * 2, dtype=np.float32), scores, ids
+
+
+def _covered(box: np.ndarray, strong: np.ndarray) -> bool:
+    """Whether a candidate already covers a hint (IoU over 0.3): a look there would find it again."""
+    return bool(len(strong)) and box_iou(box[None], strong).max() > 0.3
+
+
+def _window_around(box: np.ndarray, span: float, size: int, image_size: Shape,
+                   ratio: float | None) -> tuple[int, int, int, int] | None:
+    """The square window ``span`` times a hint's longer side (at least LOOK_MIN_SIDE, at most the photo), centred
+    on it and pushed back inside the photo; None when, run at ``size``, it would not show the hint LOOK_GAIN times
+    larger than the first pass (at ``ratio``) did."""
+    w, h = image_size
+    x0, y0, x1, y1 = box
+    side = min(max(span * max(x1 - x0, y1 - y0), LOOK_MIN_SIDE), w, h)
+    if ratio is not None and size / side < LOOK_GAIN * ratio:
+        return None  # a large hint: the window would barely enlarge it
+    left = min(max(0.0, (x0 + x1 - side) / 2), w - side)
+    top = min(max(0.0, (y0 + y1 - side) / 2), h - side)
+    return round(left), round(top), round(left + side), round(top + side)
 
 
 @functools.cache
