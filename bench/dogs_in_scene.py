@@ -709,6 +709,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--find-size", default=None, type=parse_size,
                     help="the predictor part: run its detection stage on this canvas (N or LONGxSHORT) instead of "
                     "the shipped one")
+    ap.add_argument("--finder-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="the predictor part: a `DogFinder` argument, JSON (e.g. small=[] for no small canvases)")
     ap.add_argument("--halves", default="tune,test", help="the predictor part: which halves to score")
     ap.add_argument("--kinds", default=None,
                     help=f"the predictor part: only these kinds, comma-separated ({','.join(PER_HALF + WHOLE_SETS)})")
@@ -782,8 +784,10 @@ def run_predictor(a: argparse.Namespace) -> dict[str, Any]:
     from dogbreed.predict import Predictor
 
     predictor = Predictor(quality=a.quality, **predictor_options(a.predictor_option))
-    if a.find_size is not None and predictor.loaded.finder is not None:
-        predictor.loaded.finder = DogFinder(predictor.loaded.finder.precision, size=a.find_size)
+    if (a.find_size is not None or a.finder_option) and predictor.loaded.finder is not None:
+        old = predictor.loaded.finder
+        predictor.loaded.finder = DogFinder(old.precision, size=a.find_size or old.size,
+                                            **predictor_options(a.finder_option))
     out: dict[str, Any] = {"loadavg_before": os.getloadavg(), "find_size": size_name(
         predictor.loaded.finder.size) if predictor.loaded.finder is not None else None}
     both: dict[str, PredTally] = {}

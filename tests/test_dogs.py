@@ -12,7 +12,7 @@ import pytest
 from dogbreed.breeds import stanford_breeds
 from dogbreed.inference import sinks
 from dogbreed.inference.detect import SCORE_THRESHOLD
-from dogbreed.inference.dogs import answer_photo, rows_read
+from dogbreed.inference.dogs import answer_photo, crops_needed, deferred_crops, rows_read
 from dogbreed.inference.regions import Region
 from dogbreed.inference.scoring import Decision, Prediction
 
@@ -227,3 +227,61 @@ def test_rows_read_are_each_dogs_crop_and_the_whole_photo_only_where_an_answer_r
     # photo 1: its two dog crops (rows 1, 2), not the weak third candidate (3) nor the whole photo of two dogs (0);
     # photo 2: the close-up dog's crop (5) and the whole photo (4); photo 3: the whole photo alone (6).
     assert sorted(rows_read(logp, dog, regions, decision)) == [1, 2, 4, 5, 6]
+
+
+def _random_photo(rng: np.random.Generator) -> tuple[list[Region], np.ndarray, np.ndarray]:
+    """A photo with 2-6 candidates, most of them piled on one dog (heads, bodies, scenery around it) so that many
+    are deferred, with random detector scores, labels, weak flags and crop dog probabilities."""
+    cx, cy, half = rng.uniform(150, 490), rng.uniform(120, 360), rng.uniform(40, 140)
+    regions = [_region(None)]
+    for _ in range(rng.integers(2, 7)):
+        jitter, grow = rng.uniform(-0.6, 0.6, 2) * half, rng.uniform(0.4, 1.3, 2) * half
+        x0, y0 = cx + jitter[0] - grow[0], cy + jitter[1] - grow[1]
+        box = tuple(int(np.clip(v, 0, m)) for v, m in zip((x0, y0, x0 + 2 * grow[0], y0 + 2 * grow[1]),
+                                                            (640, 480, 640, 480), strict=True))
+        if box[2] - box[0] < 8 or box[3] - box[1] < 8:
+            continue
+        regions.append(_region(box, score=float(rng.choice([0.02, 0.08, 0.2, 0.4, 0.7])),  # type: ignore[arg-type]
+                               label=str(rng.choice(["dog", "cat", "bear"]))))
+    regions[1:] = sorted(regions[1:], key=lambda r: -r.area * r.score)  # the finder's order
+    dog = rng.choice([0.01, 0.5, 0.8, 0.9, 0.96, 0.99, 1.0], len(regions)).astype(np.float32)
+    logp = np.stack([_logp(int(rng.integers(len(CLASSES))), float(rng.uniform(0.2, 0.99))) for _ in regions])
+    return regions, dog, logp
+
+
+def test_a_deferred_crop_left_unrun_never_changes_the_answer() -> None:
+    """`deferred_crops` + `crops_needed`: the crops the predictor skips (their dog probability 0, their breeds
+    anything) give the very answer running every crop gives, on random photos; and skipping does happen."""
+    rng = np.random.default_rng(0)
+    decision = Decision(dog_threshold=0.5, uncertain_threshold=0.3)
+    skipped = photos = 0
+    for _ in range(3000):
+        regions, dog, logp = _random_photo(rng)
+        deferred = deferred_crops(regions)
+        skip = sorted(set(deferred) - set(crops_needed(dog, regions, deferred, decision)))
+        if not skip:
+            continue
+        photos, skipped = photos + 1, skipped + len(skip)
+        full = answer_photo(logp, dog, regions, "x.jpg", CLASSES, decision, top_k=3)
+        dog2, logp2 = dog.copy(), logp.copy()
+        dog2[skip], logp2[skip] = 0.0, _logp(0)
+        assert answer_photo(logp2, dog2, regions, "x.jpg", CLASSES, decision, top_k=3).to_dict() == full.to_dict()
+        assert rows_read(logp2, dog2, [regions], decision) == rows_read(logp, dog, [regions], decision)
+    assert photos > 300 and skipped > photos
+
+
+def test_crops_are_deferred_only_behind_the_surest_candidate_and_run_when_it_is_no_dog() -> None:
+    body, head = (100, 100, 400, 400), (150, 120, 260, 230)
+    regions = [_region(None), _region(body, score=0.6), _region(head, score=0.3)]
+    assert deferred_crops(regions) == [2]  # the head is a part of the body
+    decision = Decision(dog_threshold=0.5, uncertain_threshold=0.3)
+    assert crops_needed(np.array([0.9, 0.99, 0.0]), regions, [2], decision) == []
+    assert crops_needed(np.array([0.9, 0.4, 0.0]), regions, [2], decision) == [2]  # the body is no dog: run it
+    surer_head = [_region(None), _region(body, score=0.3), _region(head, score=0.6)]
+    assert deferred_crops(surer_head) == []  # a surer part may take the body's place (`SURER`)
+    apart = [_region(None), _region(body, score=0.6), _region((450, 100, 600, 250), score=0.3)]
+    assert deferred_crops(apart) == []  # a dog beside it: always looked at
+    # A weaker box holding the head could count it towards a group (`GROUP`) once it is a dog: looked at too.
+    group = [_region(None), _region(body, score=0.6), _region((120, 90, 460, 420), score=0.1),
+             _region(head, score=0.3)]
+    assert deferred_crops(group) == [2]  # the weak box itself may wait (the body hides it), not the head

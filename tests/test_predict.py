@@ -222,3 +222,32 @@ def test_cli_default_reads_an_unsure_dog_again_as_best_would(real_data: Path) ->
     for i in unsure:
         assert default[i]["breeds"] != lite0[i]["breeds"]
         assert default[i]["breeds"][0]["name"] == best[i]["breeds"][0]["name"], (default[i], best[i])
+
+
+def test_crops_the_first_dog_hides_are_not_run_and_answers_stay_the_same(
+        default_predictor: Predictor, real_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real dog photos often get a second box over part of the same dog (a head, the body again): its crop is
+    prepared and run only when the first candidate's crop is no dog (`dogs.crops_needed`). Skipped or run late,
+    every answer is the one running every crop gives."""
+    import dogbreed.predict as predict_module
+    from dogbreed.inference import scoring
+
+    files = sorted((real_data / "imagenet-val-dogs").glob("*/*.jpg"))[::6][:40]
+    rows: list[int] = []
+    run = scoring.run_members
+    monkeypatch.setattr(scoring, "run_members", lambda m, xs, tta: rows.append(len(xs[0])) or run(m, xs, tta))
+
+    def answers(**patch: object) -> tuple[list[str], int]:
+        with monkeypatch.context() as mp:
+            for name, value in patch.items():
+                mp.setattr(predict_module, name, value)
+            rows.clear()
+            got = [json.dumps(p.to_dict(), sort_keys=True) for p in default_predictor.predict(files)]
+            return got, sum(rows)
+
+    skipped, n_skipped = answers()
+    every, n_every = answers(deferred_crops=lambda regions: [])
+    late, n_late = answers(crops_needed=lambda dog, regions, deferred, decision: list(deferred))
+    assert n_skipped <= n_every - 5 and n_every == n_late, (n_skipped, n_every)  # some crops were never run; run late, they are all run
+    assert skipped == every
+    assert late == every  # inputs prepared late from the kept crops are the ones prepared up front

@@ -19,7 +19,7 @@ from .breeds import Breed
 from .errors import ImageDecodeError
 from .inference import decode, executors, scoring
 from .inference.decode import Prepared, Source, photo_rows, row_source
-from .inference.dogs import answer_photos, rows_read
+from .inference.dogs import answer_photos, crops_needed, deferred_crops, rows_read
 from .inference.loading import LoadedModel, load_model
 from .inference.options import PredictOptions
 from .inference.regions import crop
@@ -84,7 +84,8 @@ class Predictor:
         DataLoader processes (then ``sources`` must be re-iterable, e.g. `inference.sources.Sources`)."""
         pre = [m.preprocess for m in self.members]
         batches = executors.batches(sources, pre, self.draft_size, self.batch_size, names, workers=workers,
-                                    device=self.device, keep_images=workers == 0, finder=self.loaded.finder)
+                                    device=self.device, keep_images=workers == 0, finder=self.loaded.finder,
+                                    defer=deferred_crops)
         try:
             for b in batches:
                 yield from self.answers(b)
@@ -103,7 +104,7 @@ class Predictor:
             return []
         names = list(names) if names is not None else [None] * len(images)
         b = decode.prepare_batch(images, [m.preprocess for m in self.members], self.draft_size, names,
-                                 keep_images=True, finder=self.loaded.finder)
+                                 keep_images=True, finder=self.loaded.finder, defer=deferred_crops)
         return list(self.answers(b))
 
     def answers(self, b: Prepared) -> Iterator[Prediction]:
@@ -116,11 +117,7 @@ class Predictor:
         """A decoded and preprocessed batch (`inference.decode.prepare_batch`, from any executor) -> the
         predictions of its readable photos, in order (each with its dogs when the detection stage ran)."""
         paths = b.ok_paths
-        outputs = scoring.run_members(self.members, b.tensors, self.tta_flip)
-        n_rows = len(outputs[0].out.breed_logits)
-        dog = scoring.dog_probability(outputs, self.detector, n_rows)
-        if self.loaded.cascade is not None:
-            dog = self.loaded.cascade(dog, outputs, lambda r: self._image(b, r))
+        outputs, dog = self._rows(b)
         logp = self.breed_log_probabilities(outputs, b)
         if self.loaded.breed_cascade is not None:
             logp = self._breed_second_look(logp, dog, outputs, b)
@@ -140,6 +137,45 @@ class Predictor:
             if dogs:
                 attach_look_alikes([d for d, _ in dogs], feats[[r for _, r in dogs]], self.gallery)
         return preds
+
+    def _rows(self, b: Prepared) -> tuple[list[MemberOutput], np.ndarray]:
+        """The members' outputs and dog probability of every row a batch's answers can read. A candidate's crop
+        that its photo's first dog would hide (`dogs.deferred_crops`, whose inputs the executor left as zeros) is
+        prepared and run only when that first candidate's crop turns out not to be such a dog
+        (`dogs.crops_needed`); skipped rows keep a dog probability of 0, so no answer reads them, and each answer
+        is the one running every crop would give."""
+        n = len(b.tensors[0])
+        deferred: list[tuple[int, list[int]]] = []  # per photo: its first row, its deferred crops (photo rows)
+        if b.regions is not None:
+            for start, found in zip(photo_rows(b), b.regions, strict=True):
+                if rows := deferred_crops(found):
+                    deferred.append((start, rows))
+        if not deferred:
+            outputs = scoring.run_members(self.members, b.tensors, self.tta_flip)
+            return outputs, self._dog_rows(outputs, b, None)
+        later = {start + i for start, rows in deferred for i in rows}
+        first = [r for r in range(n) if r not in later]
+        outputs = scoring.run_members_on(self.members, b.tensors, self.tta_flip, first)
+        dog = self._dog_rows(outputs, b, first)
+        regions = dict(zip(photo_rows(b), b.regions or [], strict=True))
+        needed = [start + i for start, rows in deferred
+                  for i in crops_needed(dog[start:], regions[start], rows, self.decision)]
+        if needed:
+            decode.prepare_rows(b, needed, [self._image(b, r) for r in needed], [m.preprocess for m in self.members])
+            outputs = scoring.run_members_on(self.members, b.tensors, self.tta_flip, needed, into=outputs)
+            dog[needed] = self._dog_rows(outputs, b, needed)[needed]
+        return outputs, dog
+
+    def _dog_rows(self, outputs: Sequence[MemberOutput], b: Prepared, rows: Sequence[int] | None) -> np.ndarray:
+        """Dog probability of ``rows`` (all when None), the cascade's second look included; 0 on every other row."""
+        n = len(outputs[0].out.breed_logits)
+        dog = scoring.dog_probability(outputs, self.detector, n)
+        if rows is not None:
+            dog, part = np.zeros_like(dog), dog
+            dog[list(rows)] = part[list(rows)]
+        if self.loaded.cascade is not None:
+            dog = self.loaded.cascade(dog, outputs, lambda r: self._image(b, r))
+        return dog
 
     def breed_log_probabilities(self, outputs: Sequence[MemberOutput], b: Prepared, rows: Sequence[int] | None = None,
                                 temperature: float | None = None) -> np.ndarray:

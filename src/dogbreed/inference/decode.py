@@ -8,7 +8,7 @@ photo's reason in its place instead of raising.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -74,17 +74,35 @@ class Prepared:
         return Prepared(self.paths, self.errors, [t.pin_memory() for t in self.tensors], self.images, self.regions)
 
 
+Defer = Callable[[Sequence[Region]], Sequence[int]]  # a photo's regions -> the rows whose inputs can wait
+
+
 def prepare_image(img: Image.Image, preprocess: Sequence[Preprocess], finder: Any | None = None,
-                  ) -> tuple[list[Region], list[Image.Image], list[list[np.ndarray]]]:
-    """A decoded photo -> its regions, each region's image, and per region one input per member."""
+                  defer: Defer | None = None) -> tuple[list[Region], list[Image.Image], list[list[np.ndarray]]]:
+    """A decoded photo -> its regions, each region's image, and per region one input per member. Rows ``defer``
+    names (crops the answer will likely not read) get zeros, to be prepared only if they are needed after all
+    (`prepare_rows`)."""
     regions = find_regions(img, finder)
     views = [crop(img, r) for r in regions]
-    return regions, views, [[to_input(v, cfg) for cfg in preprocess] for v in views]
+    later = set(defer(regions)) if defer is not None else set()
+    return regions, views, [[np.zeros((3, cfg.size, cfg.size), np.float32) if i in later else to_input(v, cfg)
+                             for cfg in preprocess] for i, v in enumerate(views)]
+
+
+def prepare_rows(b: Prepared, rows: Sequence[int], images: Sequence[Image.Image | None],
+                 preprocess: Sequence[Preprocess]) -> None:
+    """Fill the inputs of deferred ``rows`` of ``b`` in place, from their region images (a None stays zeros)."""
+    for r, im in zip(rows, images, strict=True):
+        if im is None:
+            continue
+        for t, cfg in zip(b.tensors, preprocess, strict=True):
+            x = to_input(im, cfg)
+            t[r] = x if isinstance(t, np.ndarray) else t.new_tensor(x)  # a torch tensor from a worker process
 
 
 def prepare_batch(sources: Sequence[Source | Image.Image], preprocess: Sequence[Preprocess], draft_size: int,
                   names: Sequence[str | None] | None = None, keep_images: bool = False,
-                  finder: Any | None = None) -> Prepared:
+                  finder: Any | None = None, defer: Defer | None = None) -> Prepared:
     """Decode + preprocess photos (or take decoded ones) for every member, with the detection stage's regions when
     a ``finder`` is given; a photo that fails gets its reason, never an exception."""
     per_member: list[list[np.ndarray]] = [[] for _ in preprocess]
@@ -94,7 +112,7 @@ def prepare_batch(sources: Sequence[Source | Image.Image], preprocess: Sequence[
     for src in sources:
         try:
             img = src if isinstance(src, Image.Image) else decode(src, draft_size=draft_size)
-            found, views, xs = prepare_image(img, preprocess, finder)
+            found, views, xs = prepare_image(img, preprocess, finder, defer)
         except ImageDecodeError as e:
             errors.append(str(e) or type(e).__name__)
             continue
@@ -114,14 +132,15 @@ def prepare_batch(sources: Sequence[Source | Image.Image], preprocess: Sequence[
 
 def prepared_batches(sources: Iterable[Source], preprocess: Sequence[Preprocess], draft_size: int, batch_size: int,
                      names: Iterable[str | None] | None = None, keep_images: bool = False,
-                     part: tuple[int, int] = (0, 1), finder: Any | None = None) -> Iterator[Prepared]:
+                     part: tuple[int, int] = (0, 1), finder: Any | None = None,
+                     defer: Defer | None = None) -> Iterator[Prepared]:
     """`prepare_batch` over consecutive chunks of ``sources``; ``part`` = (w, W) keeps chunks w, w+W, ... (one
     decode worker's share)."""
     name_it = iter(names) if names is not None else None
     for i, chunk in enumerate(chunks(sources, batch_size)):
         chunk_names = list(itertools.islice(name_it, len(chunk))) if name_it is not None else None
         if i % part[1] == part[0]:
-            yield prepare_batch(chunk, preprocess, draft_size, chunk_names, keep_images, finder)
+            yield prepare_batch(chunk, preprocess, draft_size, chunk_names, keep_images, finder, defer)
 
 
 def chunks(it: Iterable[T], n: int) -> Iterator[list[T]]:

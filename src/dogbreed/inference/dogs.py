@@ -182,11 +182,7 @@ def _dogs_among(dog: np.ndarray, regions: Sequence[Region], threshold: float) ->
     itself calls a dog needs a less sure crop (`DETECTOR_SURE`), and so does a candidate beside a dog already found
     (`BESIDE_A_DOG`)."""
     def surest(i: int) -> float:
-        if _side(regions[i]) < SMALL_BOX:
-            return max(threshold, SMALL_CROP_THRESHOLD)
-        if regions[i].label == "dog" and regions[i].score >= DETECTOR_SURE:
-            return min(threshold, DETECTOR_SURE_CROP)
-        return threshold
+        return _crop_threshold(regions[i], threshold)
 
     rows = [i for i in range(1, len(regions)) if dog[i] >= surest(i)]
     rows = [i for i in rows if sum(_holds_surer(regions[i], regions[j]) for j in rows) < GROUP]
@@ -206,6 +202,44 @@ def _dogs_among(dog: np.ndarray, regions: Sequence[Region], threshold: float) ->
             if not _hiders(i, kept, regions):
                 kept.append(i)
     return kept
+
+
+def _crop_threshold(region: Region, threshold: float) -> float:
+    """The dog probability a candidate's crop needs: more for a tiny box, less for a box the detector calls a dog."""
+    if _side(region) < SMALL_BOX:
+        return max(threshold, SMALL_CROP_THRESHOLD)
+    if region.label == "dog" and region.score >= DETECTOR_SURE:
+        return min(threshold, DETECTOR_SURE_CROP)
+    return threshold
+
+
+def deferred_crops(regions: Sequence[Region]) -> list[int]:
+    """Candidate rows whose crop the answer may not need: those the first (most prominent) candidate would hide as
+    a part of it or as it seen again, in a photo where no candidate is surer than the first one (so no rule can
+    drop it: `SURER`, `GROUP`) and where none of them could count towards another box's `GROUP`. Once the first
+    candidate's crop turns out a dog that comes first (`crops_needed`), they cannot be dogs of the answer, whatever
+    their crops would say: on ordinary dog photos this is about a third of all crops."""
+    if len(regions) < 3:
+        return []
+    one = regions[1]
+    if any(r.score > one.score for r in regions[2:]):
+        return []
+    return [i for i in range(2, len(regions)) if _hiders(i, [1], regions)
+            and not any(_holds_surer(regions[o], regions[i]) for o in range(2, len(regions)) if o != i)]
+
+
+def crops_needed(dog: np.ndarray, regions: Sequence[Region], deferred: Sequence[int], decision: Decision) -> list[int]:
+    """Of a photo's `deferred_crops`, those still to run, given the dog probabilities of its other rows (the
+    deferred rows' values are not read): none when the first candidate is a dog that ranks first whatever the
+    deferred crops say (each at most as prominent as its whole box), else all of them."""
+    if not deferred:
+        return []
+    one, later = regions[1], set(deferred)
+    first = one.area * float(dog[1])
+    ranks_first = all((regions[j].area if j in later else regions[j].area * float(dog[j])) < first
+                      for j in range(2, len(regions)))
+    is_dog = dog[1] >= _crop_threshold(one, max(decision.dog_threshold, CROP_THRESHOLD))
+    return [] if is_dog and ranks_first else list(deferred)
 
 
 def _hiders(i: int, kept: Sequence[int], regions: Sequence[Region]) -> list[int]:

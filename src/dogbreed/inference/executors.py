@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from ..transforms import Preprocess
-from .decode import Prepared, Source, prepared_batches
+from .decode import Defer, Prepared, Source, prepared_batches
 
 T = TypeVar("T")
 PREFETCH_BATCHES = 3  # decoded batches waiting for the network: enough to ride out one slow (huge) photo
@@ -62,7 +62,8 @@ def prefetched(items: Iterator[T], depth: int = PREFETCH_BATCHES) -> Iterator[T]
 
 def worker_batches(sources: Iterable[Source], preprocess: Sequence[Preprocess], draft_size: int, batch_size: int,
                    names: Iterable[str | None] | None = None, *, device: str = "cpu",
-                   workers: int = 1, finder_precision: str | None = None) -> Iterator[Prepared]:
+                   workers: int = 1, finder_precision: str | None = None,
+                   defer: Defer | None = None) -> Iterator[Prepared]:
     """`decode.prepared_batches` decoded in ``workers`` DataLoader processes (pinned memory on CUDA), in input
     order. Worker w of W takes batches w, w+W, ...; DataLoader collects from workers in that same round-robin
     order, so batches come out in input order with any number of workers.
@@ -87,7 +88,7 @@ def worker_batches(sources: Iterable[Source], preprocess: Sequence[Preprocess], 
                 from .detect import default_finder
 
                 finder = default_finder(finder_precision)
-            for b in prepared_batches(*args, part=part, finder=finder):
+            for b in prepared_batches(*args, part=part, finder=finder, defer=defer):
                 # As tensors, batches cross from the worker in shared memory instead of through a pipe.
                 yield Prepared(b.paths, b.errors, [torch.from_numpy(t) for t in b.tensors], None, b.regions)
 
@@ -96,12 +97,12 @@ def worker_batches(sources: Iterable[Source], preprocess: Sequence[Preprocess], 
 
 def batches(sources: Iterable[Source], preprocess: Sequence[Preprocess], draft_size: int, batch_size: int,
             names: Iterable[str | None] | None = None, *, workers: int = 0, device: str = "cpu",
-            keep_images: bool = False, finder: Any | None = None) -> Iterator[Prepared]:
+            keep_images: bool = False, finder: Any | None = None, defer: Defer | None = None) -> Iterator[Prepared]:
     """Prepared batches of ``sources`` in order: decoded (and, with a ``finder``, searched for animals) in a
     background thread (``workers`` = 0), or in ``workers`` DataLoader processes (which hand no decoded photos
     back, only arrays)."""
     if workers > 0:
         return worker_batches(sources, preprocess, draft_size, batch_size, names, device=device, workers=workers,
-                              finder_precision=finder.precision if finder is not None else None)
+                              finder_precision=finder.precision if finder is not None else None, defer=defer)
     return prefetched(prepared_batches(sources, preprocess, draft_size, batch_size, names, keep_images,
-                                       finder=finder))
+                                       finder=finder, defer=defer))

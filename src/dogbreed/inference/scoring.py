@@ -117,6 +117,21 @@ def run_members(members: Sequence[Member], xs: Sequence[Any], tta_flip: bool) ->
     return outputs
 
 
+def run_members_on(members: Sequence[Member], xs: Sequence[Any], tta_flip: bool, rows: Sequence[int],
+                   into: Sequence[MemberOutput] | None = None) -> list[MemberOutput]:
+    """`run_members` on ``rows`` of the batch only, written into the full batch's outputs (``into``, or new ones
+    whose other rows are zeros): rows never run are never read."""
+    got = run_members(members, [x[list(rows)] for x in xs], tta_flip)
+    n = len(xs[0])
+    if into is None:
+        into = [MemberOutput(o.member, o.view, ModelOutputs(*(np.zeros((n, *a.shape[1:]), a.dtype) for a in o.out)))
+                for o in got]
+    for full, part in zip(into, got, strict=True):
+        for a, b in zip(full.out, part.out, strict=True):
+            a[list(rows)] = b
+    return list(into)
+
+
 def combine_breeds(outputs: Sequence[MemberOutput], temperature: float) -> np.ndarray:
     """Weighted mean of temperature-scaled log-probabilities over members and views.
 
