@@ -6,6 +6,9 @@ candidates themselves. So the shipped `fast` Predictor runs once over the compos
 half), its rows are kept, and every rule setting re-answers the same rows in milliseconds, counted as that bench
 counts (`PredTally`). The detector's own settings change the candidates, so each wider-look setting (`detect.WIDE_*`)
 records the photos again (the rules' table is recorded without the wider look, as they were chosen before it).
+Rows are recorded with every crop run. The same-view table (`regions.WHOLE_VIEW`: a crop whose square covers that
+share of the photo takes the whole photo's row instead of running) re-answers the shipped detector's rows with
+such crops' rows replaced by the whole photo's, as `Predictor` answers them, and counts the crops it would not run.
 
 Photos: dogs_in_scene.py's one-dog composites (three bins), two-dog photos, uncut dog photos, cats and everyday
 photos of the half; and, because the real photos here are all 500 px or smaller (the first pass never shrinks them,
@@ -32,6 +35,7 @@ import numpy as np
 import dogbreed.predict as predict_module
 from dogbreed.fileio import atomic_write_text
 from dogbreed.inference import detect, dogs
+from dogbreed.inference.regions import shows_whole_photo
 from dogbreed.predict import Predictor
 from dogbreed.runtime import cpu_name
 
@@ -56,6 +60,7 @@ RULES: dict[str, dict[str, float]] = {
        for s, c in ((0.2, 0.5), (0.2, 0.7), (0.3, 0.5), (0.3, 0.8), (0.5, 0.7))},
     "shipped": {},
 }
+SAME_VIEW = (None, 0.95, 0.9, 0.8, 0.7, 0.6)  # `regions.WHOLE_VIEW` settings compared (None: every crop run)
 WIDE = {"off": None, **{f"span {s}, {z}x{z}, from {f}": (s, z, f) for s, z, f in (
     (1.5, 256, 0.01), (1.5, 288, 0.01), (1.5, 320, 0.01), (1.3, 288, 0.01), (2.0, 288, 0.01), (1.5, 288, 0.02),
     (1.5, 288, 0.005))}}
@@ -84,7 +89,8 @@ def photos(real: Path, half: str, kinds: Sequence[str], draft: int, limit: int |
 
 
 def record(predictor: Predictor, shots: Iterator[scenes.Scene], batch: int = 16) -> list[Row]:
-    """Run the predictor's own path and keep, per photo, the rows `dogs.answer_photos` was given."""
+    """Run the predictor's own path and keep, per photo, the rows `dogs.answer_photos` was given: with every crop
+    run (none deferred, none taken as the whole photo's), so any rule can be asked of any row."""
     seen: list[tuple[np.ndarray, np.ndarray, list[Any]]] = []
     original = predict_module.answer_photos
 
@@ -96,8 +102,9 @@ def record(predictor: Predictor, shots: Iterator[scenes.Scene], batch: int = 16)
         return original(logp, dog, regions, *rest)
 
     out: list[Row] = []
-    predict_module.answer_photos = keep  # type: ignore[assignment]
-    try:
+    every = {"answer_photos": keep, "deferred_crops": lambda regions: [],
+             "shows_whole_photo": lambda region, whole: False}
+    with patched(predict_module, every):
         chunk: list[scenes.Scene] = []
         for shot in [*shots, None]:
             if shot is not None:
@@ -107,8 +114,6 @@ def record(predictor: Predictor, shots: Iterator[scenes.Scene], batch: int = 16)
                 predictor.predict_images([s.image for s in chunk])
                 out += [Row(s, *r) for s, r in zip(chunk, seen[first:], strict=True)]
                 chunk = []
-    finally:
-        predict_module.answer_photos = original  # type: ignore[assignment]
     return out
 
 
@@ -133,6 +138,24 @@ def answer(rows: Sequence[Row], predictor: Predictor, rules: dict[str, float]) -
                                   predictor.top_k)
             tallies[r.scene.kind].add(p, r.scene)
     return {k: t.summary() for k, t in tallies.items()}
+
+
+def answer_same_view(rows: Sequence[Row], predictor: Predictor, share: float | None,
+                     ) -> tuple[dict[str, dict[str, Any]], dict[str, list[int]]]:
+    """Every row re-answered as the predictor answers when a crop whose square covers ``share`` of the photo takes
+    the whole photo's row (`regions.shows_whole_photo`; None: never), and per kind (such crops, all crops)."""
+    tallies: dict[str, scenes.PredTally] = defaultdict(scenes.PredTally)
+    crops: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for r in rows:
+        logp, dog = r.logp.copy(), r.dog.copy()
+        same = [i for i, reg in enumerate(r.regions)
+                if share is not None and shows_whole_photo(reg, r.regions[0], share)]
+        logp[same], dog[same] = logp[0], dog[0]
+        crops[r.scene.kind][0] += len(same)
+        crops[r.scene.kind][1] += len(r.regions) - 1
+        p = dogs.answer_photo(logp, dog, r.regions, None, predictor.classes, predictor.decision, predictor.top_k)
+        tallies[r.scene.kind].add(p, r.scene)
+    return {k: t.summary() for k, t in tallies.items()}, dict(crops)
 
 
 def line(name: str, res: dict[str, dict[str, Any]]) -> str:
@@ -165,11 +188,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     finder = predictor.loaded.finder
     with patched(finder, {"wide": False}):  # the rules were chosen before the wider look, on these candidates
         rows = record(predictor, photos(a.data, a.half, KINDS, predictor.draft_size, a.limit))
-    out: dict[str, Any] = {"cpu": cpu_name(), "half": a.half, "limit": a.limit, "rules": {}, "wide": {}}
+    out: dict[str, Any] = {"cpu": cpu_name(), "half": a.half, "limit": a.limit, "rules": {}, "same_view": {},
+                           "wide": {}}
     print(f"\n{a.half} half, the detector without the wider look; per-dog rules re-answered on the same rows\n{HEADER}")
     for name, rules in RULES.items():
         out["rules"][name] = {"constants": rules, "kinds": answer(rows, predictor, rules)}
         print(line(name, out["rules"][name]["kinds"]))
+    print(f"\n{a.half} half, the shipped detector; a crop whose square covers this share of the photo takes the "
+          f"whole photo's row "
+          f"(crops not run: uncut / 260-400 px / 150-260 px / pairs / cats / everyday)\n{HEADER}")
+    shipped = record(predictor, photos(a.data, a.half, KINDS, predictor.draft_size, a.limit))  # the wider look on
+    for share in SAME_VIEW:
+        res, crops = answer_same_view(shipped, predictor, share)
+        saved = " / ".join("{}/{}".format(*crops.get(k, [0, 0])) for k in (
+            "uncut", "single-large", "single-medium", "pair", "scene-cat", "scene-other"))
+        out["same_view"][str(share)] = {"kinds": res, "crops_not_run": crops}
+        print(line(f"share {share} ({saved})", res))
     if not a.no_wide:
         print(f"\n{a.half} half, the wider look's settings (shipped rules; composites recorded again each)\n{HEADER}")
         for name, setting in WIDE.items():

@@ -710,7 +710,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     help="the predictor part: run its detection stage on this canvas (N or LONGxSHORT) instead of "
                     "the shipped one")
     ap.add_argument("--finder-option", action="append", default=[], metavar="KEY=VALUE",
-                    help="the predictor part: a `DogFinder` argument, JSON (e.g. small=[] for no small canvases)")
+                    help="the predictor part: a `DogFinder` argument, its value JSON (e.g. wide=false, looks=0)")
     ap.add_argument("--halves", default="tune,test", help="the predictor part: which halves to score")
     ap.add_argument("--kinds", default=None,
                     help=f"the predictor part: only these kinds, comma-separated ({','.join(PER_HALF + WHOLE_SETS)})")

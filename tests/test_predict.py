@@ -248,6 +248,34 @@ def test_crops_the_first_dog_hides_are_not_run_and_answers_stay_the_same(
     skipped, n_skipped = answers()
     every, n_every = answers(deferred_crops=lambda regions: [])
     late, n_late = answers(crops_needed=lambda dog, regions, deferred, decision: list(deferred))
-    assert n_skipped <= n_every - 5 and n_every == n_late, (n_skipped, n_every)  # some crops were never run; run late, they are all run
+    assert n_skipped <= n_every - 5 and n_every == n_late, (n_skipped, n_every)  # run late: all of them run
     assert skipped == every
     assert late == every  # inputs prepared late from the kept crops are the ones prepared up front
+
+
+def test_a_crop_that_shows_the_whole_photo_takes_the_photos_row(
+        default_predictor: Predictor, real_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dog filling the photo gets a box whose square crop is the photo again: no crop of its own is run, and the
+    dog's answer is the one the whole photo alone gives."""
+    import dogbreed.predict as predict_module
+    from dogbreed.inference import decode, scoring
+
+    files = [str(f) for f in sorted((real_data / "imagenet-val-dogs").glob("*/*.jpg"))[::6][:40]]
+    p = default_predictor
+    b = decode.prepare_batch(files, [m.preprocess for m in p.members], p.draft_size, keep_images=True,
+                             finder=p.loaded.finder, defer=predict_module.unprepared_rows)
+    same = predict_module.same_view_rows(b)
+    rows: list[int] = []
+    run = scoring.run_members
+    monkeypatch.setattr(scoring, "run_members", lambda m, xs, tta: rows.append(len(xs[0])) or run(m, xs, tta))
+    preds = p.predict_prepared(b)
+    assert sum(rows) <= len(b.tensors[0]) - len(same)
+    alone = Predictor(find_dogs=False).predict(files)
+    checked = 0
+    for pred, whole, start in zip(preds, alone, predict_module.photo_rows(b), strict=True):
+        for d in pred.dogs or []:
+            if start + d.row in same:
+                checked += 1
+                assert [x.name for x in d.breeds] == [x.name for x in whole.breeds]
+                assert d.dog_probability == pytest.approx(whole.dog_probability, abs=1e-6)
+    assert checked >= 5

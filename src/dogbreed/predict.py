@@ -22,7 +22,7 @@ from .inference.decode import Prepared, Source, photo_rows, row_source
 from .inference.dogs import answer_photos, crops_needed, deferred_crops, rows_read
 from .inference.loading import LoadedModel, load_model
 from .inference.options import PredictOptions
-from .inference.regions import crop
+from .inference.regions import Region, crop, shows_whole_photo
 from .inference.runners import ModelOutputs
 from .inference.scoring import BreedScore, Decision, Member, MemberOutput, Prediction, dog_mass
 from .inference.sources import IMAGE_EXTENSIONS, expand_inputs
@@ -85,7 +85,7 @@ class Predictor:
         pre = [m.preprocess for m in self.members]
         batches = executors.batches(sources, pre, self.draft_size, self.batch_size, names, workers=workers,
                                     device=self.device, keep_images=workers == 0, finder=self.loaded.finder,
-                                    defer=deferred_crops)
+                                    defer=unprepared_rows)
         try:
             for b in batches:
                 yield from self.answers(b)
@@ -104,7 +104,7 @@ class Predictor:
             return []
         names = list(names) if names is not None else [None] * len(images)
         b = decode.prepare_batch(images, [m.preprocess for m in self.members], self.draft_size, names,
-                                 keep_images=True, finder=self.loaded.finder, defer=deferred_crops)
+                                 keep_images=True, finder=self.loaded.finder, defer=unprepared_rows)
         return list(self.answers(b))
 
     def answers(self, b: Prepared) -> Iterator[Prediction]:
@@ -139,24 +139,27 @@ class Predictor:
         return preds
 
     def _rows(self, b: Prepared) -> tuple[list[MemberOutput], np.ndarray]:
-        """The members' outputs and dog probability of every row a batch's answers can read. A candidate's crop
-        that its photo's first dog would hide (`dogs.deferred_crops`, whose inputs the executor left as zeros) is
-        prepared and run only when that first candidate's crop turns out not to be such a dog
-        (`dogs.crops_needed`); skipped rows keep a dog probability of 0, so no answer reads them, and each answer
-        is the one running every crop would give."""
-        n = len(b.tensors[0])
+        """The members' outputs and dog probability of every row a batch's answers can read. Two kinds of crop are
+        not run where the executor left their inputs as zeros (`unprepared_rows`): one whose square shows the
+        whole photo (`regions.shows_whole_photo`) takes the photo's row; one its photo's first dog would hide
+        (`dogs.deferred_crops`) is prepared and run only when that first crop turns out not to be such a dog
+        (`dogs.crops_needed`), else it keeps a dog probability of 0, which no answer reads, and each answer is the
+        one running it would give."""
+        same = same_view_rows(b)
         deferred: list[tuple[int, list[int]]] = []  # per photo: its first row, its deferred crops (photo rows)
         if b.regions is not None:
             for start, found in zip(photo_rows(b), b.regions, strict=True):
-                if rows := deferred_crops(found):
+                if rows := [i for i in deferred_crops(found) if start + i not in same]:
                     deferred.append((start, rows))
-        if not deferred:
+        if not deferred and not same:
             outputs = scoring.run_members(self.members, b.tensors, self.tta_flip)
             return outputs, self._dog_rows(outputs, b, None)
         later = {start + i for start, rows in deferred for i in rows}
-        first = [r for r in range(n) if r not in later]
+        first = [r for r in range(len(b.tensors[0])) if r not in later and r not in same]
         outputs = scoring.run_members_on(self.members, b.tensors, self.tta_flip, first)
         dog = self._dog_rows(outputs, b, first)
+        scoring.copy_rows(outputs, same)
+        dog[list(same)] = dog[list(same.values())]
         regions = dict(zip(photo_rows(b), b.regions or [], strict=True))
         needed = [start + i for start, rows in deferred
                   for i in crops_needed(dog[start:], regions[start], rows, self.decision)]
@@ -189,11 +192,15 @@ class Predictor:
         """Rows unsure of their breed, read again by `best`'s ensemble (`scoring.BreedCascade`)."""
         bc = self.loaded.breed_cascade
         read = rows_read(logp, dog, b.regions, self.decision) if b.regions is not None else None
-        rows, more = bc.outputs(bc.rows(logp, dog, self.decision, read), outputs, lambda r: self._image(b, r))
+        same = same_view_rows(b)  # a crop that shows the whole photo is read again as the photo
+        wanted = sorted({same.get(r, r) for r in bc.rows(logp, dog, self.decision, read)})
+        rows, more = bc.outputs(wanted, outputs, lambda r: self._image(b, r))
         if not rows:
             return logp
         logp = logp.copy()
         logp[rows] = self.breed_log_probabilities(more, b, rows, bc.temperature)
+        copies = {r: p for r, p in same.items() if p in rows}
+        logp[list(copies)] = logp[list(copies.values())]
         return logp
 
     def scores(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
@@ -224,6 +231,20 @@ class Predictor:
         if self.loaded.resolved.backbone_in_weights:
             raise ValueError("gallery features come from the pretrained backbone; this model fine-tuned it")
         return g
+
+
+def unprepared_rows(regions: Sequence[Region]) -> list[int]:
+    """The rows of a photo whose inputs the executor need not prepare (`Predictor._rows`): crops that show the whole
+    photo, and crops the first dog would hide."""
+    return sorted({i for i, r in enumerate(regions) if shows_whole_photo(r, regions[0])} | set(deferred_crops(regions)))
+
+
+def same_view_rows(b: Prepared) -> dict[int, int]:
+    """Rows of ``b`` whose crop shows the whole photo -> their photo's own row."""
+    if b.regions is None:
+        return {}
+    return {start + i: start for start, found in zip(photo_rows(b), b.regions, strict=True)
+            for i, r in enumerate(found) if shows_whole_photo(r, found[0])}
 
 
 _PREDICTORS: dict[tuple, Predictor] = {}

@@ -132,6 +132,14 @@ def run_members_on(members: Sequence[Member], xs: Sequence[Any], tta_flip: bool,
     return list(into)
 
 
+def copy_rows(outputs: Sequence[MemberOutput], rows: dict[int, int]) -> None:
+    """Give each row of ``rows`` (row -> source row) its source's outputs, in place."""
+    if rows:
+        for o in outputs:
+            for a in o.out:
+                a[list(rows)] = a[list(rows.values())]
+
+
 def combine_breeds(outputs: Sequence[MemberOutput], temperature: float) -> np.ndarray:
     """Weighted mean of temperature-scaled log-probabilities over members and views.
 
