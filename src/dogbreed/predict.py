@@ -117,10 +117,11 @@ class Predictor:
         """A decoded and preprocessed batch (`inference.decode.prepare_batch`, from any executor) -> the
         predictions of its readable photos, in order (each with its dogs when the detection stage ran)."""
         paths = b.ok_paths
-        outputs, dog = self._rows(b)
+        same = same_view_rows(b)
+        outputs, dog = self._rows(b, same)
         logp = self.breed_log_probabilities(outputs, b)
         if self.loaded.breed_cascade is not None:
-            logp = self._breed_second_look(logp, dog, outputs, b)
+            logp = self._breed_second_look(logp, dog, outputs, b, same)
         if b.regions is None:
             preds = scoring.decide(logp, dog, paths, self.classes, self.decision, self.top_k)
         else:
@@ -138,31 +139,29 @@ class Predictor:
                 attach_look_alikes([d for d, _ in dogs], feats[[r for _, r in dogs]], self.gallery)
         return preds
 
-    def _rows(self, b: Prepared) -> tuple[list[MemberOutput], np.ndarray]:
+    def _rows(self, b: Prepared, same: dict[int, int]) -> tuple[list[MemberOutput], np.ndarray]:
         """The members' outputs and dog probability of every row a batch's answers can read. Two kinds of crop are
         not run where the executor left their inputs as zeros (`unprepared_rows`): one whose square shows the
         whole photo (`regions.shows_whole_photo`) takes the photo's row; one its photo's first dog would hide
         (`dogs.deferred_crops`) is prepared and run only when that first crop turns out not to be such a dog
         (`dogs.crops_needed`), else it keeps a dog probability of 0, which no answer reads, and each answer is the
-        one running it would give."""
-        same = same_view_rows(b)
-        deferred: list[tuple[int, list[int]]] = []  # per photo: its first row, its deferred crops (photo rows)
+        one running it would give. ``same``: `same_view_rows`."""
+        deferred: list[tuple[int, list[Region], list[int]]] = []  # per photo: first row, regions, deferred crops
         if b.regions is not None:
             for start, found in zip(photo_rows(b), b.regions, strict=True):
                 if rows := [i for i in deferred_crops(found) if start + i not in same]:
-                    deferred.append((start, rows))
+                    deferred.append((start, found, rows))
         if not deferred and not same:
             outputs = scoring.run_members(self.members, b.tensors, self.tta_flip)
             return outputs, self._dog_rows(outputs, b, None)
-        later = {start + i for start, rows in deferred for i in rows}
+        later = {start + i for start, _, rows in deferred for i in rows}
         first = [r for r in range(len(b.tensors[0])) if r not in later and r not in same]
         outputs = scoring.run_members_on(self.members, b.tensors, self.tta_flip, first)
         dog = self._dog_rows(outputs, b, first)
         scoring.copy_rows(outputs, same)
         dog[list(same)] = dog[list(same.values())]
-        regions = dict(zip(photo_rows(b), b.regions or [], strict=True))
-        needed = [start + i for start, rows in deferred
-                  for i in crops_needed(dog[start:], regions[start], rows, self.decision)]
+        needed = [start + i for start, found, rows in deferred
+                  for i in crops_needed(dog[start:], found, rows, self.decision)]
         if needed:
             decode.prepare_rows(b, needed, [self._image(b, r) for r in needed], [m.preprocess for m in self.members])
             outputs = scoring.run_members_on(self.members, b.tensors, self.tta_flip, needed, into=outputs)
@@ -188,11 +187,11 @@ class Predictor:
         return scoring.combine_breeds(outputs, temperature or self.decision.temperature)
 
     def _breed_second_look(self, logp: np.ndarray, dog: np.ndarray, outputs: Sequence[MemberOutput],
-                           b: Prepared) -> np.ndarray:
+                           b: Prepared, same: dict[int, int]) -> np.ndarray:
         """Rows unsure of their breed, read again by `best`'s ensemble (`scoring.BreedCascade`)."""
         bc = self.loaded.breed_cascade
         read = rows_read(logp, dog, b.regions, self.decision) if b.regions is not None else None
-        same = same_view_rows(b)  # a crop that shows the whole photo is read again as the photo
+        # A crop that shows the whole photo (``same``: `same_view_rows`) is read again as the photo.
         wanted = sorted({same.get(r, r) for r in bc.rows(logp, dog, self.decision, read)})
         rows, more = bc.outputs(wanted, outputs, lambda r: self._image(b, r))
         if not rows:

@@ -139,7 +139,7 @@ def rows_read(logp: np.ndarray, dog: np.ndarray, regions: Sequence[Sequence[Regi
     out, start = [], 0
     for found in regions:
         rows = slice(start, start + len(found))
-        kept = _dogs_among(dog[rows], found, max(decision.dog_threshold, CROP_THRESHOLD))
+        kept = _dogs_among(dog[rows], found, _crop_floor(decision))
         whole = not kept or _reads_whole_photo(logp[rows], dog[rows], found, kept, decision)
         out += [start + i for i in ([0] if whole else []) + kept]
         start += len(found)
@@ -156,7 +156,7 @@ def _reads_whole_photo(logp: np.ndarray, dog: np.ndarray, regions: Sequence[Regi
 def answer_photo(logp: np.ndarray, dog: np.ndarray, regions: Sequence[Region], path: str | None,
                  classes: Sequence[Breed], decision: Decision, top_k: int) -> Prediction:
     """One photo's rows (row 0 the whole photo, then one per candidate) -> its `Prediction` with ``dogs``."""
-    kept = _dogs_among(dog, regions, max(decision.dog_threshold, CROP_THRESHOLD))
+    kept = _dogs_among(dog, regions, _crop_floor(decision))
     if not kept:
         (whole,) = decide(logp[:1], dog[:1], [path], classes, decision, top_k)
         if whole.verdict == "no_dog":
@@ -204,6 +204,11 @@ def _dogs_among(dog: np.ndarray, regions: Sequence[Region], threshold: float) ->
     return kept
 
 
+def _crop_floor(decision: Decision) -> float:
+    """The dog probability a crop needs to be a dog: more than the whole photo's (`CROP_THRESHOLD`)."""
+    return max(decision.dog_threshold, CROP_THRESHOLD)
+
+
 def _crop_threshold(region: Region, threshold: float) -> float:
     """The dog probability a candidate's crop needs: more for a tiny box, less for a box the detector calls a dog."""
     if _side(region) < SMALL_BOX:
@@ -238,7 +243,7 @@ def crops_needed(dog: np.ndarray, regions: Sequence[Region], deferred: Sequence[
     first = one.area * float(dog[1])
     ranks_first = all((regions[j].area if j in later else regions[j].area * float(dog[j])) < first
                       for j in range(2, len(regions)))
-    is_dog = dog[1] >= _crop_threshold(one, max(decision.dog_threshold, CROP_THRESHOLD))
+    is_dog = dog[1] >= _crop_threshold(one, _crop_floor(decision))
     return [] if is_dog and ranks_first else list(deferred)
 
 
