@@ -13,18 +13,34 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .accel import loader_kwargs
 from .errors import ImageDecodeError, WriteError
 from .fileio import atomic_write, say_once
-from .inference.decode import prepare
+from .inference.decode import decode, prepare, to_input
 from .inference.runners import create_runner
 from .paths import cache_dir, model_fingerprint
 from .transforms import Preprocess
 
 VIEWS = ("plain", "flip")
+# "small": the photo as a dog far off in a scene shows it. Shrunk (bicubic, as bench/dogs_in_scene.py pastes a photo)
+# until its shorter side is a number of pixels in SMALL_SIDES drawn from the file's content, so a photo always gets
+# the same, then preprocessed as usual, which enlarges it back: blurred as a small dog's crop is. For fitting heads
+# on what such crops show (bench/small_view_head.py measured one: no better, so the shipped heads do not use it).
+SMALL_VIEW = "small"
+SMALL_SIDES = (80, 180)
+
+
+def shrink(img: Image.Image, seed: int, sides: tuple[int, int] = SMALL_SIDES) -> Image.Image:
+    """``img`` shrunk so its shorter side is ``sides[0] + seed % (sides[1] - sides[0])`` px (never enlarged)."""
+    side = sides[0] + seed % (sides[1] - sides[0])
+    k = side / min(img.size)
+    if k >= 1:
+        return img
+    return img.resize((max(1, round(img.width * k)), max(1, round(img.height * k))), Image.Resampling.BICUBIC)
 
 
 @dataclass
@@ -53,18 +69,27 @@ def cache_key(model: Any, cfg: Preprocess, view: str, box_aware: bool = False) -
 
 
 class _Images(Dataset):
-    def __init__(self, paths: Sequence[str], cfg: Preprocess, boxes: Sequence[Any] | None):
-        self.paths, self.cfg, self.boxes = list(paths), cfg, boxes
+    """Each photo's input; with ``small_seeds`` (one per photo), (2, 3, H, W): the input and its small view."""
+
+    def __init__(self, paths: Sequence[str], cfg: Preprocess, boxes: Sequence[Any] | None,
+                 small_seeds: Sequence[int] | None = None):
+        self.paths, self.cfg, self.boxes, self.small_seeds = list(paths), cfg, boxes, small_seeds
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, str]:
+        box = self.boxes[i] if self.boxes is not None else None
         try:
-            x = prepare(self.paths[i], self.cfg, self.boxes[i] if self.boxes is not None else None)
+            if self.small_seeds is None:
+                return torch.from_numpy(prepare(self.paths[i], self.cfg, box)), i, ""
+            img = decode(self.paths[i], draft_size=self.cfg.draft_size)
+            x = np.stack([to_input(img, self.cfg), to_input(shrink(img, self.small_seeds[i]), self.cfg)])
             return torch.from_numpy(x), i, ""
         except ImageDecodeError as e:
-            return torch.zeros(3, self.cfg.size, self.cfg.size), i, str(e) or "unreadable"
+            shape = (3, self.cfg.size, self.cfg.size) if self.small_seeds is None else (2, 3, self.cfg.size,
+                                                                                          self.cfg.size)
+            return torch.zeros(shape), i, str(e) or "unreadable"
 
 
 def _from_cache(digests: list[str], keys: dict[str, str], results: dict[tuple[int, str], dict[str, np.ndarray]],
@@ -119,6 +144,19 @@ def store_entry(f: Path, rec: dict[str, np.ndarray]) -> bool:
         return False
 
 
+def _view_keys(model: Any, cfg: Preprocess, views: Sequence[str], precision: str, boxes: bool) -> dict[str, str]:
+    """Each view's cache key; unknown views, and the small view with boxes, are refused."""
+    unknown = set(views) - {*VIEWS, SMALL_VIEW}
+    if unknown:
+        raise ValueError(f"unknown view(s) {sorted(unknown)}; views are {[*VIEWS, SMALL_VIEW]}")
+    if SMALL_VIEW in views and boxes:
+        raise ValueError("the small view is of whole photos: not with boxes")
+    # The small view's key names its sides, so other sides never reuse its entries.
+    return {v: cache_key(model, cfg, (v if v != SMALL_VIEW else f"{v}{SMALL_SIDES[0]}-{SMALL_SIDES[1]}")
+                         + ("" if precision == "fp32" else f"-{precision}"), boxes)
+            for v in views}
+
+
 def extract(
     paths: Sequence[str | Path],
     model: Any,
@@ -142,20 +180,23 @@ def extract(
     ``runtime="torch"`` with ``device="cuda"``: batches are decoded in ``num_workers`` processes into pinned memory
     and copied without blocking (`accel`); ``precision="bf16"`` adds autocast (and its own cache key, since the
     features then differ from fp32 within `accel.BF16_TOLERANCE`).
+
+    Views: ``"plain"``, ``"flip"`` (mirrored) and ``"small"`` (`shrink`; not with ``boxes``).
     """
     cfg = cfg or model.preprocess_cfg
     paths = [str(p) for p in paths]
     n, nv = len(paths), len(views)
+    keys = _view_keys(model, cfg, views, precision, boxes is not None)
+    small = SMALL_VIEW in views
     digests = [file_digest(p) if os.path.isfile(p) else "" for p in paths]
-    keys = {v: cache_key(model, cfg, v + ("" if precision == "fp32" else f"-{precision}"), boxes is not None)
-            for v in views}
     results: dict[tuple[int, str], dict[str, np.ndarray]] = {}
     errors: list[str | None] = [None if d else f"file not found: {p}" for p, d in zip(paths, digests, strict=True)]
     todo = _from_cache(digests, keys, results) if use_cache else [i for i, d in enumerate(digests) if d]
     if todo:
         # The module as trained (no BatchNorm folding), so cached features do not depend on the runtime chosen.
         runner = create_runner(model, runtime, device, precision, size=cfg.size, fold_batchnorm=False)
-        ds = _Images([paths[i] for i in todo], cfg, [boxes[i] for i in todo] if boxes is not None else None)
+        ds = _Images([paths[i] for i in todo], cfg, [boxes[i] for i in todo] if boxes is not None else None,
+                     [int(digests[i][:8], 16) for i in todo] if small else None)
         dl = DataLoader(ds, batch_size=batch_size, shuffle=False, **loader_kwargs(device, num_workers))
         it: Any = dl
         if progress:
@@ -167,9 +208,9 @@ def extract(
                     errors[todo[int(local_idx[j])]] = e
             if not good:
                 continue
-            xb = x[good]
+            xb, xsmall = (x[good], None) if not small else (x[good][:, 0].contiguous(), x[good][:, 1].contiguous())
             for v in views:
-                xin = xb.flip(-1) if v == "flip" else xb
+                xin = xsmall if v == SMALL_VIEW else xb.flip(-1) if v == "flip" else xb
                 with torch.inference_mode():
                     breed, imnet, feats = runner(xin)
                 for row, j in enumerate(good):
