@@ -58,26 +58,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--limit", type=int, default=100, help="composites per kind and half")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "small_view_head.json")
     a = ap.parse_args(argv)
-    photos: dict[str, list[scenes.Scene]] = defaultdict(list)
-    for half in ("tune", "test"):
-        photos["uncut"] += list(scenes.scenes_for(a.data, half, 320, None, ["uncut"]))
-        for s in scenes.scenes_for(a.data, half, 320, a.limit, list(oof.KINDS)):
-            photos[s.kind].append(s)
+    photos = oof.photos_by_kind(a.data, a.limit)
     result: dict[str, Any] = {"cpu": cpu_name(), "limit": a.limit, "breed_cascade": False, "kinds": defaultdict(dict)}
     for name, small in (("shipped_views", False), ("with_small_view", True)):
         heads, fold = lite0_fold_heads(a.data, small)
         oof.OutOfFold.heads = {LITE0: heads}
         for kind, ss in photos.items():
-            oof.OutOfFold.pasted = [[(tuple(r), fold[str(Path(src).resolve())]) for r, src in
-                                     zip(s.boxes, s.sources, strict=True)] for s in ss]
-            p = oof.OutOfFold(find_dogs=True, breed_cascade=False)
-            t = scenes.PredTally()
-            for i in range(0, len(ss), 16):
-                names = [str(j) for j in range(i, min(i + 16, len(ss)))]
-                for pred, s in zip(p.predict_images([s.image for s in ss[i:i + 16]], names), ss[i:i + 16],
-                                   strict=True):
-                    t.add(pred, s)
-            result["kinds"][kind][name] = t.summary()
+            oof.OutOfFold.pasted = oof.pasted_folds(ss, fold)
+            result["kinds"][kind][name] = oof.tally(oof.OutOfFold(find_dogs=True, breed_cascade=False), ss)
             print(oof.line(kind, {name: result["kinds"][kind][name]}), flush=True)
     atomic_write_text(a.out, json.dumps(result, indent=1) + "\n")
     print(f"wrote {a.out}")

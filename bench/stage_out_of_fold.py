@@ -106,6 +106,34 @@ def line(kind: str, row: dict[str, dict[str, Any]]) -> str:
     return f"| {kind} | " + " | ".join(f"{k}: {cell(v)}" for k, v in row.items()) + " |"
 
 
+def photos_by_kind(data: Path, limit: int) -> dict[str, list[scenes.Scene]]:
+    """All uncut photos of both halves, and ``limit`` composites of each of `KINDS` per half."""
+    photos: dict[str, list[scenes.Scene]] = defaultdict(list)
+    for half in ("tune", "test"):
+        for s in scenes.scenes_for(data, half, 320, None, ["uncut"]):
+            photos["uncut"].append(s)
+        for s in scenes.scenes_for(data, half, 320, limit, list(KINDS)):
+            photos[s.kind].append(s)
+    return photos
+
+
+def pasted_folds(ss: Sequence[scenes.Scene], fold: dict[str, int]) -> list[list[tuple[tuple[float, ...], int]]]:
+    """`OutOfFold.pasted` for these photos: each pasted dog photo's rectangle and fold."""
+    return [[(tuple(rect), fold[str(Path(src).resolve())]) for rect, src in zip(s.boxes, s.sources, strict=True)]
+            for s in ss]
+
+
+def tally(p: Predictor, ss: Sequence[scenes.Scene]) -> dict[str, Any]:
+    """``p`` over the photos (named by their index, as `OutOfFold` reads them), counted as dogs_in_scene.py counts."""
+    names = [str(i) for i in range(len(ss))]
+    t = scenes.PredTally()
+    for i in range(0, len(ss), 16):
+        for pred, s in zip(p.predict_images([s.image for s in ss[i:i + 16]], names[i:i + 16]), ss[i:i + 16],
+                           strict=True):
+            t.add(pred, s)
+    return t.summary()
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=scenes.REAL)
@@ -114,31 +142,17 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     heads, fold = fold_heads(a.data)
     OutOfFold.heads = heads
-    photos: dict[str, list[scenes.Scene]] = defaultdict(list)
-    for half in ("tune", "test"):
-        for s in scenes.scenes_for(a.data, half, 320, None, ["uncut"]):
-            photos["uncut"].append(s)
-        for s in scenes.scenes_for(a.data, half, 320, a.limit, list(KINDS)):
-            photos[s.kind].append(s)
+    photos = photos_by_kind(a.data, a.limit)
     # (heads, breed cascade): the breed cascade off only out of fold, where its effect can be read
     runs = {"in_sample": (Predictor, True), "out_of_fold": (OutOfFold, True),
             "out_of_fold_no_breed_cascade": (OutOfFold, False)}
     result: dict[str, Any] = {"cpu": cpu_name(), "limit": a.limit, "kinds": {}}
     for kind, ss in photos.items():
-        OutOfFold.pasted = [[(tuple(rect), fold[str(Path(src).resolve())]) for rect, src in zip(s.boxes, s.sources,
-                                                                                             strict=True)]
-                            for s in ss]
-        names = [str(i) for i in range(len(ss))]
+        OutOfFold.pasted = pasted_folds(ss, fold)
         row: dict[str, Any] = {}
         for heads_name, (cls, cascade) in runs.items():
             for mode, find in (("whole_photo", False), ("stage", True)):
-                p = cls(find_dogs=find, breed_cascade=cascade)
-                t = scenes.PredTally()
-                for i in range(0, len(ss), 16):
-                    for pred, s in zip(p.predict_images([s.image for s in ss[i:i + 16]], names[i:i + 16]),
-                                       ss[i:i + 16], strict=True):
-                        t.add(pred, s)
-                row[f"{heads_name}/{mode}"] = t.summary()
+                row[f"{heads_name}/{mode}"] = tally(cls(find_dogs=find, breed_cascade=cascade), ss)
         result["kinds"][kind] = row
         print(line(kind, row), flush=True)
     atomic_write_text(a.out, json.dumps(result, indent=1) + "\n")
