@@ -6,6 +6,11 @@ same ones:
   aspect kept, into a not-dogs/other scene (940) cover-cropped to 640x480, at a random position; width bins
   small 100-150, medium 150-260, large 260-400 px (each dog photo once per bin);
 - pair: two dog photos of two different breeds, each 150-260 px wide, pasted without overlap into an 800x500 scene;
+- large-*: a phone's photo, 4032x3024 (a scene cover-cropped and enlarged to it), one dog photo pasted at a width
+  of 4-8% (large-far), 8-15% (large-small) or 15-25% (large-medium) of the photo's, handed to the predictor as a
+  JPEG (quality 90) so it is decoded as a user's photo is, in draft mode; large-scene-other and large-scene-cat are
+  the everyday and cat photos enlarged the same way, no dog pasted (blurred by the enlargement, so they show how
+  the large-photo pass treats a large cat or scene, not how busy a sharp 12 MP photo is). Only with --kinds;
 - ground truth: the pasted rectangle (the whole dog photo, so its background too) and the breed wnid.
 
 Halves: every source file (dog photos, scenes, cats) is assigned to `tune` or `test` by a seeded hash of its path
@@ -70,6 +75,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import os
 import random
@@ -108,6 +114,8 @@ DOGBREED = [str(Path(sys.executable).with_name("dogbreed"))]  # the CLI of this 
 SEED = 21
 SINGLE_CANVAS, PAIR_CANVAS = (640, 480), (800, 500)
 BINS = {"small": (100, 150), "medium": (150, 260), "large": (260, 400)}
+LARGE_CANVAS = (4032, 3024)
+LARGE_BINS = {"far": (0.04, 0.08), "small": (0.08, 0.15), "medium": (0.15, 0.25)}  # dog width / photo width
 PAIR_WIDTH = (150, 260)
 DOG_SETS = ("web-dogs", "imagenet-val-dogs")
 SCENE_SETS = {"scene-other": "not-dogs/other", "scene-cat": "not-dogs/cat"}
@@ -133,6 +141,7 @@ class Scene:
     boxes: list[tuple[float, float, float, float]] = field(default_factory=list)  # pasted rectangles
     wnids: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+    data: bytes | None = None  # the photo as a JPEG, for kinds decoded as a user's file is (large-*)
 
 
 def half_of(path: Path, real: Path = REAL) -> str:
@@ -205,6 +214,36 @@ def single_composites(real: Path, half: str, bin_name: str, limit: int | None = 
         yield Scene(f"single-{bin_name}", canvas, [box], [dog.wnid], [str(dog.path)])
 
 
+def _jpeg(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def large_composites(real: Path, half: str, bin_name: str, limit: int | None = None) -> Iterator[Scene]:
+    """Each dog photo of the half once, pasted into an enlarged scene of the half at a share of its width; the
+    photo travels as JPEG bytes (`Scene.data`), its ``image`` kept only as a stand-in for its size."""
+    rng = random.Random(f"{SEED}|large|{half}|{bin_name}")
+    scenes = scene_files(real, SCENE_SETS["scene-other"], half)
+    lo, hi = LARGE_BINS[bin_name]
+    W, H = LARGE_CANVAS
+    for dog in spread(dog_photos(real, half), limit):
+        w = round(rng.uniform(lo, hi) * W)
+        h = round(w * _aspect(dog))
+        if h > H:
+            continue
+        canvas = _scene(rng.choice(scenes), LARGE_CANVAS)
+        box = _paste(canvas, dog, w, (rng.randrange(0, W - w + 1), rng.randrange(0, H - h + 1)))
+        yield Scene(f"large-{bin_name}", canvas.resize((1, 1)), [box], [dog.wnid], [str(dog.path)], _jpeg(canvas))
+
+
+def large_scenes(real: Path, kind: str, limit: int | None = None) -> Iterator[Scene]:
+    """Every everyday or cat photo (both halves, as the whole dog-or-not sets), enlarged to `LARGE_CANVAS`."""
+    for p in spread(scene_files(real, SCENE_SETS[kind.removeprefix("large-")], None), limit):
+        canvas = _scene(p, LARGE_CANVAS)
+        yield Scene(kind, canvas.resize((1, 1)), sources=[str(p)], data=_jpeg(canvas))
+
+
 def _aspect(dog: DogPhoto) -> float:
     """Height / width after EXIF rotation (a JPEG decoded in draft mode: cheap)."""
     im = load_image(dog.path, draft_size=64)
@@ -272,6 +311,8 @@ def scenes_for(real: Path, half: str, draft: int, limit: int | None = None,
     for kind in kinds:
         if kind.startswith("single-"):
             yield from single_composites(real, half, kind.split("-", 1)[1], limit)
+        elif kind.startswith("large-"):
+            yield from large_composites(real, half, kind.split("-", 1)[1], limit)
         elif kind == "pair":
             yield from pair_composites(real, half, limit)
         else:
@@ -573,13 +614,19 @@ def score_predictor(predictor: Any, scenes: Iterable[Scene], batch: int = 16,
     chunk: list[Scene] = []
 
     def flush() -> None:
-        for pred, scene in zip(predictor.predict_images([s.image for s in chunk]), chunk, strict=True):
+        if all(s.data is not None for s in chunk):
+            preds = predictor.predict([s.data for s in chunk])
+        else:
+            preds = predictor.predict_images([s.image for s in chunk])
+        for pred, scene in zip(preds, chunk, strict=True):
             tallies[scene.kind].add(pred, scene)
             if combined is not None:
                 combined.setdefault(scene.kind, PredTally()).add(pred, scene)
         chunk.clear()
 
     for scene in scenes:
+        if chunk and (scene.data is None) != (chunk[0].data is None):
+            flush()
         chunk.append(scene)
         if len(chunk) >= batch:
             flush()
@@ -590,6 +637,8 @@ def score_predictor(predictor: Any, scenes: Iterable[Scene], batch: int = 16,
 
 PER_HALF = [f"single-{b}" for b in BINS] + ["pair", "uncut"]
 WHOLE_SETS = ["scene-cat", "scene-other", "dogs-any"]
+LARGE_KINDS = [f"large-{b}" for b in LARGE_BINS]  # per half, only when asked for (--kinds)
+LARGE_WHOLE = ["large-scene-other", "large-scene-cat"]
 
 
 def predictor_scenes(real: Path, half: str, draft: int, limit: int | None,
@@ -597,13 +646,16 @@ def predictor_scenes(real: Path, half: str, draft: int, limit: int | None,
     """The predictor's photos: composites and uncut dogs of one half; cats, other photos and dogs-any whole (the
     dog-or-not head's figures, README's, are on the whole sets), the latter only with the test half. ``kinds``:
     only these (e.g. ["uncut"] with both halves: all 733 uncut photos)."""
-    per_half = [k for k in PER_HALF if not kinds or k in kinds]
+    per_half = [k for k in PER_HALF if not kinds or k in kinds] + [k for k in LARGE_KINDS if kinds and k in kinds]
     if per_half:
         yield from scenes_for(real, half, draft, limit, per_half)
     if half == "test":
         for kind in WHOLE_SETS:
             if not kinds or kind in kinds:
                 yield from real_photos(real, kind, None, draft, limit)
+        for kind in LARGE_WHOLE:
+            if kinds and kind in kinds:
+                yield from large_scenes(real, kind, limit)
 
 
 def cli_speed(real: Path, limit: int | None, cmd: Sequence[str], extra: Sequence[str] = ()) -> dict[str, Any]:
@@ -713,7 +765,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                     help="the predictor part: a `DogFinder` argument, its value JSON (e.g. wide=false, looks=0)")
     ap.add_argument("--halves", default="tune,test", help="the predictor part: which halves to score")
     ap.add_argument("--kinds", default=None,
-                    help=f"the predictor part: only these kinds, comma-separated ({','.join(PER_HALF + WHOLE_SETS)})")
+                    help="the predictor part: only these kinds, comma-separated "
+                    f"({','.join(PER_HALF + WHOLE_SETS + LARGE_KINDS + LARGE_WHOLE)}; the large-* only when named)")
     ap.add_argument("--no-cli-speed", action="store_true")
     ap.add_argument("--cli-args", default="", help="more arguments for the timed `dogbreed predict` runs")
     ap.add_argument("--cli-speed-only", action="store_true",

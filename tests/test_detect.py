@@ -156,7 +156,7 @@ def test_find_runs_the_wider_look_on_the_photo_and_keeps_what_it_finds(monkeypat
     # First pass: one 0.02 hint 150 px wide in a 640x480 photo read at 0.45; the wider look finds a dog there.
     raw = _raw(SHAPE, {_cell(SHAPE, 16, 5, 5): (0.5, 0.5, math.log(150 * 0.45 / 16), math.log(100 * 0.45 / 16),
                                                 0.2, DOG, 0.1)})
-    finder = DogFinder(size=SHAPE, looks=0)
+    finder = DogFinder(size=SHAPE, looks=0, large=False)  # at 0.45 the large-photo pass would run too
     monkeypatch.setattr(finder, "raw", lambda image: (raw, 0.45, SHAPE))
     calls = []
 
@@ -168,6 +168,39 @@ def test_find_runs_the_wider_look_on_the_photo_and_keeps_what_it_finds(monkeypat
     got = finder.find(Image.new("RGB", (640, 480)))
     assert [(w[2] - w[0], size) for w, size in calls] == [(round(detect.WIDE_SPAN * 150), detect.WIDE_SIZE)]
     assert [(d.label, d.box) for d in got] == [("dog", (130.0, 140.0, 250.0, 210.0))]
+
+
+def test_a_large_photo_also_runs_on_the_large_canvas_and_keeps_its_small_boxes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A 2000x1500 photo: the first pass (SHAPE, ratio 0.144) finds nothing; on 1024x768 (ratio 0.512) a dog
+    # 100x80 px and a cat's part 600x600 px (over LARGE_MAX_SIDE of the photo: the first pass's to see whole).
+    photo = (2000, 1500)
+    large = canvas_for(photo, detect.LARGE_SIZE)
+    assert large == (1024, 768)
+    r = 0.512
+    big_raw = _raw(large, {
+        _cell(large, 8, 20, 30): (0.5, 0.5, math.log(100 * r / 8), math.log(80 * r / 8), 0.9, DOG, 0.8),
+        _cell(large, 32, 10, 10): (0.5, 0.5, math.log(600 * r / 32), math.log(600 * r / 32), 0.9, CAT, 0.7)})
+    finder = DogFinder(size=SHAPE, looks=0, wide=False)
+    monkeypatch.setattr(finder, "raw", lambda image: (_raw(SHAPE, {}), 0.144, SHAPE))
+    shapes = []
+
+    def model(shape: tuple[int, int]) -> SimpleNamespace:
+        shapes.append(shape)
+        return SimpleNamespace(run_numpy=lambda x: [big_raw[None]])
+
+    monkeypatch.setattr(finder, "model", model)
+    got = finder.find(Image.new("RGB", photo))
+    assert shapes == [large]
+    assert [d.label for d in got] == ["dog"]
+    cx, cy = (20 + 0.5) * 8 / r, (30 + 0.5) * 8 / r
+    np.testing.assert_allclose(got[0].box, [cx - 50, cy - 40, cx + 50, cy + 40], atol=0.01)
+    # a photo the first pass barely shrinks, or a finder without the pass, never runs it
+    monkeypatch.setattr(finder, "raw", lambda image: (_raw(SHAPE, {}), detect.LARGE_FROM, SHAPE))
+    assert finder.find(Image.new("RGB", photo)) == [] and shapes == [large]
+    finder.large = False
+    monkeypatch.setattr(finder, "raw", lambda image: (_raw(SHAPE, {}), 0.144, SHAPE))
+    assert finder.find(Image.new("RGB", photo)) == [] and shapes == [large]
 
 
 def test_letterbox_keeps_aspect_at_top_left_in_bgr() -> None:

@@ -102,6 +102,17 @@ SECOND_DOG_FROM = 0.3
 SECOND_SCORE = 0.015
 SECOND_MIN_SIDE = 48
 SECOND_MAX_AREA = 1.5
+# Large photos (a phone's 12 MP, decoded at `loading.FIND_DRAFT`): the first pass shrinks them to half their
+# decoded size or less, so a dog a tenth of the photo's width is ~40 px on the canvas, and the one closer look
+# cannot reach every such hint. A photo the first pass shrinks below LARGE_FROM is also run on LARGE_SIZE, twice
+# the canvas each way (four times its cost); from that pass only boxes up to LARGE_MAX_SIDE of the photo's longer
+# side are kept: on a canvas that large YOLOX-Nano splits a large animal into parts (a cat's head, its back) whose
+# crops the head can call "dog", while the first pass sees such an animal whole. Every photo in bench/'s sets is
+# 800 px or smaller (composites 640x480 and 800x500), so none of them runs it; measured on 4032x3024 JPEGs made
+# from the tune half (bench/dogs_in_scene.py --kinds large-*), see README "Large photos".
+LARGE_FROM = 0.6
+LARGE_SIZE: tuple[int, int] = (1024, 768)
+LARGE_MAX_SIDE = 0.25
 
 
 @dataclass(frozen=True)
@@ -259,7 +270,7 @@ class DogFinder:
     def __init__(self, precision: str = "fp32", *, size: int | Shape = INPUT_SIZE,
                  score_threshold: float = SCORE_THRESHOLD, classes: tuple[str, ...] = CANDIDATE_CLASSES,
                  max_candidates: int = MAX_CANDIDATES, looks: int = LOOK_MAX, wide: bool = True,
-                 threads: int | None = None):
+                 large: bool = True, threads: int | None = None):
         if precision not in SESSION_PRECISIONS:
             raise ValueError(f"precision must be one of {SESSION_PRECISIONS}, not {precision!r}")
         names = coco_classes()
@@ -268,6 +279,7 @@ class DogFinder:
             raise ValueError(f"not COCO classes: {unknown}")
         self.precision, self.size, self.threads = precision, size, threads
         self.score_threshold, self.max_candidates, self.looks, self.wide = score_threshold, max_candidates, looks, wide
+        self.large = large
         self.classes = tuple(classes)
         self._class_ids = np.array([names.index(c) for c in classes], dtype=np.int64)
         self._dog_id = names.index("dog") if "dog" in classes else -1
@@ -297,6 +309,8 @@ class DogFinder:
         if self.wide:
             floor = min(floor, WIDE_FROM)  # or the wider look's
         boxes, scores, ids = self._boxes(raw, ratio, shape, image.size, floor)
+        if self.large and ratio < LARGE_FROM:
+            boxes, scores, ids, ratio = self._large_pass(image, floor, boxes, scores, ids)
         strong = scores >= self.score_threshold
         looks = self.windows(boxes[strong], boxes[~strong], scores[~strong], image.size, ratio) if self.looks else []
         for window in looks:
@@ -313,6 +327,16 @@ class DogFinder:
             side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
             keep |= (scores >= SECOND_SCORE) & (side >= SECOND_MIN_SIDE) & (area <= SECOND_MAX_AREA * area[sure].max())
         return self._ranked(boxes[keep], scores[keep], ids[keep], ~strong[keep])
+
+    def _large_pass(self, image: Image.Image, floor: float, boxes: np.ndarray, scores: np.ndarray,
+                    ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """`LARGE_SIZE`'s boxes up to `LARGE_MAX_SIDE` of the photo added to the first pass's; the ratio the
+        looks then judge their gain against is this pass's (the photo has been seen that large)."""
+        shape = canvas_for(image.size, LARGE_SIZE)
+        x, ratio = letterbox(image, shape)
+        b, s, i = self._boxes(self.model(shape).run_numpy(x)[0][0], ratio, shape, image.size, floor)
+        small = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) <= LARGE_MAX_SIDE * max(image.size)
+        return *self._add((b[small], s[small], i[small]), boxes, scores, ids), ratio
 
     @staticmethod
     def _add(found: tuple[np.ndarray, ...], boxes: np.ndarray, scores: np.ndarray,
