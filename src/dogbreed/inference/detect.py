@@ -296,8 +296,12 @@ class DogFinder:
     def raw(self, image: Image.Image) -> tuple[np.ndarray, float, Shape]:
         """The graph's raw (cells, 85) output for a photo, the letterbox ratio and the canvas it ran on."""
         shape = canvas_for(image.size, self.size)
+        return *self._run(image, shape), shape
+
+    def _run(self, image: Image.Image, shape: Shape) -> tuple[np.ndarray, float]:
+        """One photo (or window) letterboxed onto a canvas and run: the raw (cells, 85) output and the ratio."""
         x, ratio = letterbox(image, shape)
-        return self.model(shape).run_numpy(x)[0][0], ratio, shape
+        return self.model(shape).run_numpy(x)[0][0], ratio
 
     def find(self, image: Image.Image) -> list[Detection]:
         """Candidates in an upright RGB photo, boxes in its pixels (first pass, then the closer looks, the wider
@@ -333,8 +337,8 @@ class DogFinder:
         """`LARGE_SIZE`'s boxes up to `LARGE_MAX_SIDE` of the photo added to the first pass's; the ratio the
         looks then judge their gain against is this pass's (the photo has been seen that large)."""
         shape = canvas_for(image.size, LARGE_SIZE)
-        x, ratio = letterbox(image, shape)
-        b, s, i = self._boxes(self.model(shape).run_numpy(x)[0][0], ratio, shape, image.size, floor)
+        raw, ratio = self._run(image, shape)
+        b, s, i = self._boxes(raw, ratio, shape, image.size, floor)
         small = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) <= LARGE_MAX_SIDE * max(image.size)
         return *self._add((b[small], s[small], i[small]), boxes, scores, ids), ratio
 
@@ -405,8 +409,7 @@ class DogFinder:
         """Candidates inside one window, run at ``size`` x ``size``, in the photo's pixels."""
         crop = image.crop(window)
         shape = (size, size)
-        x, ratio = letterbox(crop, shape)
-        raw = self.model(shape).run_numpy(x)[0][0]
+        raw, ratio = self._run(crop, shape)
         boxes, scores, ids = self._boxes(raw, ratio, shape, crop.size, self.score_threshold)
         return boxes + np.array(window[:2] * 2, dtype=np.float32), scores, ids
 
