@@ -232,6 +232,41 @@ def test_square_photos_run_on_a_square_canvas_at_the_same_scale(photo: tuple[int
     assert detect.canvases(416) == [(416, 416)]
 
 
+@pytest.mark.parametrize(("photo", "canvas", "ratio"), [
+    ((224, 224), (224, 224), 1.0), ((220, 165), (224, 224), 224 / 220), ((341, 256), (384, 256), 1.0),
+    ((256, 341), (256, 384), 1.0), ((256, 256), (384, 256), 1.0), ((300, 300), (384, 384), 1.28),
+    ((500, 375), (512, 384), 1.024), ((640, 480), (512, 384), 0.8), ((4032, 3024), (512, 384), 512 / 4032)])
+def test_a_photo_the_full_canvas_would_enlarge_runs_at_its_own_size(photo: tuple[int, int], canvas: tuple[int, int],
+                                                                     ratio: float) -> None:
+    """`SMALL_CANVASES`: a thumbnail is not enlarged onto 384x384 (twice the detector's cost for no new pixels); a
+    photo the full canvas shrinks, or one no small canvas holds, runs as `canvas_for` always ran it."""
+    assert canvas_for(photo, (512, 384), enlarge=False) == canvas
+    assert letterbox(Image.new("RGB", photo), canvas)[1] == pytest.approx(ratio)
+    if min(512 / max(photo), 384 / min(photo)) <= 1:
+        assert canvas_for(photo, (512, 384)) == canvas
+
+
+def test_closer_looks_judge_a_small_photo_at_the_full_canvas_scale(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 224x224 photo runs on 224x224, but a 70 px hint there gets no closer look: on 384x384 (ratio 1.71) the
+    first pass saw it larger than a 140 px window run at LOOK_SIZE would (judged against the own-size pass, such
+    windows opened on thumbnails and 4 more of 940 everyday photos said "dog")."""
+    photo = (224, 224)
+    hint = _raw(photo, {_cell(photo, 8, 10, 10): (0.5, 0.5, math.log(70 / 8), math.log(70 / 8), 0.2, DOG, 0.1)})
+    shapes: list[tuple[int, int]] = []
+
+    def model(shape: tuple[int, int]) -> SimpleNamespace:
+        shapes.append(shape)
+        return SimpleNamespace(run_numpy=lambda x: [(hint if shape == photo else _raw(shape, {}))[None]])
+
+    finder = DogFinder(size=(512, 384), wide=False)
+    monkeypatch.setattr(finder, "model", model)
+    assert finder.find(Image.new("RGB", photo)) == [] and shapes == [photo]
+    # the gain test is what keeps the window closed: judged at the own-size ratio (1.0) it would open
+    assert finder.windows(np.zeros((0, 4)), np.array([[105.0, 105, 175, 175]]), np.array([0.02]), (224, 224), 1.0)
+    assert not finder.windows(np.zeros((0, 4)), np.array([[105.0, 105, 175, 175]]), np.array([0.02]), (224, 224),
+                              detect.full_ratio((224, 224), (512, 384)))
+
+
 def test_packaged_graph_is_the_upstream_file_and_rewrites_are_cached(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     pkg = detect.packaged_graph()
