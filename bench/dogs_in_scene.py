@@ -197,20 +197,30 @@ def _scene(path: Path, size: tuple[int, int]) -> Image.Image:
     return ImageOps.fit(load_image(path, draft_size=max(size)), size, Image.Resampling.BICUBIC)
 
 
+def _one_dog_each(real: Path, half: str, size: tuple[int, int], rng: random.Random,
+                  width: Callable[[float], int | None],
+                  limit: int | None) -> Iterator[tuple[DogPhoto, Image.Image, tuple[float, ...]]]:
+    """Each dog photo of the half once, pasted into a random scene of the half (cover-cropped to ``size``) at
+    ``width(aspect)`` pixels (None: the photo is skipped, too tall at that width), at a random place."""
+    scenes = scene_files(real, SCENE_SETS["scene-other"], half)
+    W, H = size
+    for dog in spread(dog_photos(real, half), limit):
+        aspect = _aspect(dog)
+        w = width(aspect)
+        if w is None:
+            continue
+        canvas = _scene(rng.choice(scenes), size)
+        h = round(w * aspect)
+        yield dog, canvas, _paste(canvas, dog, w, (rng.randrange(0, W - w + 1), rng.randrange(0, max(1, H - h + 1))))
+
+
 def single_composites(real: Path, half: str, bin_name: str, limit: int | None = None) -> Iterator[Scene]:
     """Each dog photo of the half once, pasted into a random scene of the half at a width in the bin."""
     rng = random.Random(f"{SEED}|single|{half}|{bin_name}")
-    scenes = scene_files(real, SCENE_SETS["scene-other"], half)
     lo, hi = BINS[bin_name]
-    W, H = SINGLE_CANVAS
-    for dog in spread(dog_photos(real, half), limit):
-        aspect = _aspect(dog)
-        w = _fit_width(aspect, lo, hi, H, rng)
-        if w is None:
-            continue  # too tall for the canvas at this bin's widths (a portrait photo in the large bin)
-        canvas = _scene(rng.choice(scenes), SINGLE_CANVAS)
-        h = round(w * aspect)
-        box = _paste(canvas, dog, w, (rng.randrange(0, W - w + 1), rng.randrange(0, max(1, H - h + 1))))
+    # None: too tall for the canvas at this bin's widths (a portrait photo in the large bin)
+    for dog, canvas, box in _one_dog_each(real, half, SINGLE_CANVAS, rng,
+                                          lambda aspect: _fit_width(aspect, lo, hi, SINGLE_CANVAS[1], rng), limit):
         yield Scene(f"single-{bin_name}", canvas, [box], [dog.wnid], [str(dog.path)])
 
 
@@ -224,16 +234,14 @@ def large_composites(real: Path, half: str, bin_name: str, limit: int | None = N
     """Each dog photo of the half once, pasted into an enlarged scene of the half at a share of its width; the
     photo travels as JPEG bytes (`Scene.data`), its ``image`` kept only as a stand-in for its size."""
     rng = random.Random(f"{SEED}|large|{half}|{bin_name}")
-    scenes = scene_files(real, SCENE_SETS["scene-other"], half)
     lo, hi = LARGE_BINS[bin_name]
     W, H = LARGE_CANVAS
-    for dog in spread(dog_photos(real, half), limit):
+
+    def width(aspect: float) -> int | None:
         w = round(rng.uniform(lo, hi) * W)
-        h = round(w * _aspect(dog))
-        if h > H:
-            continue
-        canvas = _scene(rng.choice(scenes), LARGE_CANVAS)
-        box = _paste(canvas, dog, w, (rng.randrange(0, W - w + 1), rng.randrange(0, H - h + 1)))
+        return w if round(w * aspect) <= H else None
+
+    for dog, canvas, box in _one_dog_each(real, half, LARGE_CANVAS, rng, width, limit):
         yield Scene(f"large-{bin_name}", canvas.resize((1, 1)), [box], [dog.wnid], [str(dog.path)], _jpeg(canvas))
 
 
