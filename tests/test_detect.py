@@ -394,6 +394,43 @@ def test_cli_default_finds_dogs_only_the_wider_look_sees(real_data: Path, tmp_pa
         predictor.loaded.finder.wide = True  # the finder is the process's (`default_finder`)
 
 
+@pytest.mark.real
+@pytest.mark.slow
+def test_cli_default_finds_far_dogs_in_a_phone_photo(real_data: Path, tmp_path: Path) -> None:
+    """`dogbreed predict` with its default flags on 4032x3024 JPEGs (a phone's photo) of a dog 8-15% of the width:
+    three tune-half composites of bench/dogs_in_scene.py whose dog only the large-photo pass finds (checked in fp32).
+    Boxes come back in the photo's own pixels, decoded from the file as a user's is."""
+    from typer.testing import CliRunner
+
+    from dogbreed.cli import app
+    from dogbreed.predict import Predictor
+
+    wanted, rects = (7, 8, 10), {}
+    for i, scene in enumerate(_bench().large_composites(real_data, "tune", "small")):  # type: ignore[attr-defined]
+        if i in wanted:
+            (tmp_path / f"large_{i}.jpg").write_bytes(scene.data)
+            rects[f"large_{i}.jpg"] = scene.boxes[0]
+        if i >= max(wanted):
+            break
+    res = CliRunner().invoke(app, ["predict", str(tmp_path), "--format", "json"])
+    assert res.exit_code == 0, res.output
+
+    def on_dog(box: list[float], rect: tuple[float, ...]) -> bool:
+        return rect[0] <= (box[0] + box[2]) / 2 <= rect[2] and rect[1] <= (box[1] + box[3]) / 2 <= rect[3]
+
+    for p in json.loads(res.stdout):
+        rect = rects[Path(p["path"]).name]
+        assert p["verdict"] != "no_dog" and p["dogs"] and on_dog(p["dogs"][0]["box"], rect), (p, rect)
+    predictor = Predictor()
+    predictor.loaded.finder.large = False
+    try:  # without the large pass no box lands on these dogs
+        for path in sorted(tmp_path.glob("*.jpg")):
+            got = predictor.predict([path])[0]
+            assert not any(on_dog(list(d.box), rects[path.name]) for d in got.dogs or []), got
+    finally:
+        predictor.loaded.finder.large = True  # the finder is the process's (`default_finder`)
+
+
 def test_detection_never_imports_torch() -> None:
     """The CPU prediction path must not pay torch's import (~1.5 s a process on 2 cores)."""
     code = ("import sys\n"
