@@ -210,7 +210,7 @@ def canvas_for(image_size: Shape, size: int | Shape, enlarge: bool = True) -> Sh
     if portrait:
         w, h = h, w
     full, *others = canvases(size)
-    ratio = min(full[0] / w, full[1] / h)
+    ratio = full_ratio(image_size, size)
     if not enlarge and ratio > 1:
         ratio = 1.0
         others = [*others, *(c for c in SMALL_CANVASES if c[0] * c[1] < full[0] * full[1])]
