@@ -24,6 +24,7 @@ import csv
 import itertools
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -37,8 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT / ".." / "shared" / "data" / "real"
 SOURCES = ("not-dogs/other", "not-dogs/cat", "imagenet-val-dogs")
 SPEED_FOLDERS = ("not-dogs/other", "not-dogs/cat")
-VARIANTS = {"default": [], "fp32": ["--precision", "fp32"], "fp32, 1 worker process": ["--precision", "fp32",
-                                                                                        "--workers", "1"]}
+VARIANTS = {"default": [], "fp32": ["--precision", "fp32"],
+            "fp32, one batch at a time": ["--precision", "fp32", "--lanes", "1"],
+            "fp32, 1 worker process": ["--precision", "fp32", "--workers", "1"]}
 
 
 def dogbreed_cmd() -> list[str]:
@@ -129,14 +131,14 @@ def _summary(cmd: list[str], rc: int | None, wall: float, samples: list, load0: 
 
 
 def bench_memory(rows: int, interrupt_after: float, time_limit: float | None, workdir: Path,
-                 save: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+                 save: Callable[[dict[str, Any]], None], extra: list[str]) -> dict[str, Any]:
     """First run interrupted, then the same command resumed (stopped at ``time_limit`` seconds if given)."""
     import pyarrow.parquet as pq
 
     manifest, out = workdir / "manifest.csv", workdir / "results.parquet"
     n_photos = write_manifest(manifest, rows)
-    cmd = dogbreed_cmd() + ["predict", str(manifest), "--out", str(out)]
-    res: dict[str, Any] = {"rows": rows, "distinct_photos": n_photos, "sources": list(SOURCES)}
+    cmd = dogbreed_cmd() + ["predict", str(manifest), "--out", str(out), *extra]
+    res: dict[str, Any] = {"rows": rows, "distinct_photos": n_photos, "sources": list(SOURCES), "flags": extra}
     res["first_run"] = run_sampled(cmd, out, interrupt_after, workdir / "first.log")
     res["rows_after_interrupt"] = rows_done(out)
 
@@ -156,10 +158,12 @@ def bench_memory(rows: int, interrupt_after: float, time_limit: float | None, wo
     return res
 
 
-def bench_speed(repeats: int) -> dict[str, Any]:
+def bench_speed(repeats: int, variants: list[str]) -> dict[str, Any]:
     """Wall time of `dogbreed predict FOLDER... --format json` (process start and exit included) over everyday things
     alone (the issue's target set is 1,197 such photos) and with the cats: the default (bf16 on OpenVINO where the
-    CPU has native bf16, a decode thread), fp32 on ONNX Runtime, and fp32 with one DataLoader worker process."""
+    CPU has native bf16, a decode thread), fp32 on ONNX Runtime (in lanes, one batch per core), fp32 one batch at a
+    time on both cores (``--lanes 1``: a decode thread ahead of the network), and fp32 with one DataLoader worker
+    process."""
     sys.path.insert(0, str(ROOT / "src"))
     from dogbreed.predict import expand_inputs
 
@@ -169,7 +173,8 @@ def bench_speed(repeats: int) -> dict[str, Any]:
         n = len(expand_inputs(folders))
         runs = []
         for _ in range(repeats):
-            for name, extra in VARIANTS.items():
+            for name in variants:
+                extra = VARIANTS[name]
                 cmd = dogbreed_cmd() + ["predict", *folders, "--format", "json", *extra]
                 load0, cpu0 = os.getloadavg(), _children_cpu()
                 t0 = time.perf_counter()
@@ -198,19 +203,24 @@ def main() -> None:
     ap.add_argument("--speed-only", action="store_true")
     ap.add_argument("--memory-only", action="store_true")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--memory-flags", default="", help="more `dogbreed predict` flags for the memory runs, one "
+                    "string (e.g. --memory-flags='--lanes 1')")
+    ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+                    help="which speed runs, alternating in this order each repeat")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "batch.json"))
     args = ap.parse_args()
     # Parts run separately (--speed-only / --memory-only) update their own key of one JSON file.
     result: dict[str, Any] = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
     result.update({"cpu_count": os.cpu_count(), "python": sys.version.split()[0]})
     if not args.memory_only:
-        result["speed"] = bench_speed(args.repeats)
+        result["speed"] = bench_speed(args.repeats, args.variants)
     if not args.speed_only:
         def save(memory: dict[str, Any]) -> None:  # partial figures survive a run stopped from outside
             Path(args.out).write_text(json.dumps({**result, "memory": memory}, indent=1) + "\n")
 
         with tempfile.TemporaryDirectory() as tmp:
-            result["memory"] = bench_memory(args.rows, args.interrupt_after, args.time_limit, Path(tmp), save)
+            result["memory"] = bench_memory(args.rows, args.interrupt_after, args.time_limit, Path(tmp), save,
+                                            shlex.split(args.memory_flags))
         m = result["memory"]
         print(f"{m['rows']}-row manifest ({m['distinct_photos']} distinct photos): peak main RSS / tree PSS "
               f"{m['first_run']['peak_main_rss_mb']} / {m['first_run']['peak_tree_pss_mb']} MB, resumed run "

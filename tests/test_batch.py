@@ -97,6 +97,90 @@ def test_prefetched_keeps_order_raises_in_place_and_stops_when_closed() -> None:
     assert len(produced) <= 5
 
 
+def test_lanes_keep_order_raise_in_place_stop_when_closed_and_bound_what_they_hold() -> None:
+    import random
+    import threading
+    import time
+
+    from dogbreed.inference import executors
+
+    def slow_double(x: int) -> int:  # uneven times, so lanes finish out of order
+        time.sleep(random.Random(x).random() / 200)
+        return 2 * x
+
+    assert list(executors.lanes(iter(range(40)), slow_double, 3)) == [2 * i for i in range(40)]
+
+    def fail_at_5(x: int) -> int:
+        if x == 5:
+            raise ValueError("photo 5")
+        return slow_double(x)
+
+    got = []
+    with pytest.raises(ValueError, match="photo 5"):
+        for x in executors.lanes(iter(range(20)), fail_at_5, 2):
+            got.append(x)
+    assert got == [0, 2, 4, 6, 8]
+
+    def failing():
+        yield from range(3)
+        raise OSError("disk gone")
+
+    got = []
+    with pytest.raises(OSError, match="disk gone"):
+        for x in executors.lanes(failing(), slow_double, 2):
+            got.append(x)
+    assert got == [0, 2, 4]
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    it = executors.lanes(endless(), slow_double, 2, ahead=1)
+    assert next(it) == 0
+    time.sleep(0.1)  # the lanes run ahead of a consumer that stops reading, but only so far
+    assert len(produced) <= 1 + 2 + 1 + 1  # yielded, plus n + ahead taken, plus one the source was asked for
+    it.close()
+    assert not any(t.name.startswith("dogbreed-lane") for t in threading.enumerate())
+
+
+def test_lanes_answer_as_one_batch_at_a_time_does(photos: Path, small_batches: Predictor) -> None:
+    import threading
+
+    ran_on: list[str] = []
+
+    def recording(lanes: int) -> Predictor:
+        """The shared predictor with ``lanes``, noting the thread and intra-op threads each batch ran with."""
+        p = small_batches.with_options(lanes=lanes)
+        real = p.predict_prepared
+
+        def predict_prepared(b: Prepared) -> list:
+            session = p.members[0].runner.model._session_here()  # each lane computes on its own core
+            ran_on.append(f"{threading.current_thread().name}/{session.get_session_options().intra_op_num_threads}")
+            return real(b)
+
+        p.predict_prepared = predict_prepared  # type: ignore[method-assign]
+        return p
+
+    paths = expand_inputs([photos])
+    here = f"{threading.current_thread().name}/{small_batches.members[0].runner.model.threads}"
+    one = [x.to_dict() for x in recording(1).iter_predict(paths)]
+    assert set(ran_on) == {here}
+    ran_on.clear()
+    names = [f"n{i}" for i in range(len(paths))]
+    two = [x.to_dict() for x in recording(2).iter_predict(paths, names)]
+    assert set(ran_on) == {"dogbreed-lane-0/1", "dogbreed-lane-1/1"}
+    assert [r.pop("path") for r in two] == names
+    assert [{k: v for k, v in r.items() if k != "path"} for r in one] == two
+    assert [i for i, r in enumerate(two) if "error" in r] == [paths.index(str(photos / "broken.jpg"))]
+    ran_on.clear()
+    assert recording(2).predict(paths[:2]) and set(ran_on) == {here}  # one batch: no lanes
+    assert small_batches.lanes_for(workers=2) == 1 and small_batches.lanes_for(lanes=3) == 3
+
+
 class _Interrupt(Exception):
     pass
 

@@ -23,8 +23,8 @@ def test_predict_and_serve_offer_the_same_prediction_options() -> None:
     assert shared <= set(predict) and shared <= set(serve)
     assert {n: predict[n] for n in shared} == {n: serve[n] for n in shared}
     # predict-only options come from the same declaration; serve takes top_k per request instead
-    assert {f.name for f in cli_fields()} - shared == {"top_k", "batch_size"} <= set(predict)
-    assert not {"top_k", "batch_size"} & set(serve)
+    assert {f.name for f in cli_fields()} - shared == {"top_k", "batch_size", "lanes"} <= set(predict)
+    assert not {"top_k", "batch_size", "lanes"} & set(serve)
     runner = CliRunner()
     helps = {c: runner.invoke(app, [c, "--help"], terminal_width=200).output for c in ("predict", "serve")}
     for f in cli_fields(every_command=True):

@@ -126,3 +126,23 @@ def test_cached_export_key_follows_a_preprocessing_default(tmp_path: Path) -> No
     same, edited = key(tmp_path / "same"), key(tmp_path / "edited")
     assert same == onnxrun.default_recipe_key("efficientnet_lite0", True) and same != "None"
     assert edited != same
+
+
+def test_one_thread_each_runs_a_twin_session_on_the_calling_thread(default_predictor: Predictor) -> None:
+    import numpy as np
+
+    from dogbreed.onnxrun import one_thread_capable, one_thread_each
+
+    model = default_predictor.members[0].runner.model
+    assert one_thread_capable(model)
+    x = np.random.default_rng(0).random((2, 3, 224, 224), dtype=np.float32)
+    main = model._session_here()
+    with one_thread_each():
+        twin = model._session_here()
+        inside = model.run_numpy(x)
+    assert model._session_here() is main and (twin is not main) == (model.threads > 1)
+    if model.threads > 1:
+        assert main.get_session_options().intra_op_num_threads == model.threads
+    assert twin.get_session_options().intra_op_num_threads == 1
+    for a, b in zip(inside, model.run_numpy(x), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

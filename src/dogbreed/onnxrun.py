@@ -18,6 +18,7 @@ import hashlib
 import json
 import re
 import threading
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -70,20 +71,11 @@ class OnnxModel:
         if precision == "bf16":
             self._open_openvino()
             return
-        import onnxruntime as ort  # lazy: ~0.3 s to import, and torch-only callers never open a session
-
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.intra_op_num_threads = self.threads
-        opts.inter_op_num_threads = 1
-        # No busy-waiting between runs: in the single-photo path the pool's spinning thread fights the main
-        # thread's JPEG decode for a core (measured p50 11-14 ms without spinning vs 17-19 ms with, 2 cores).
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.log_severity_level = 3  # errors only; warnings about unused initializers are noise here
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.session = _ort_session(self.path, self.threads)
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
+        self._single: Any = None  # the one-thread twin `one_thread_each` runs, opened on first use
+        self._single_lock = threading.Lock()
 
     def _open_openvino(self) -> None:
         if not native_bf16():
@@ -98,15 +90,62 @@ class OnnxModel:
     def run_numpy(self, x: np.ndarray) -> list[np.ndarray]:
         x = np.ascontiguousarray(x, dtype=np.float32)
         if self.session is not None:
-            return self.session.run(None, {self.input_name: x})
+            return self._session_here().run(None, {self.input_name: x})
         with self._lock:
             out = self._request.infer({0: x})
             return [np.array(out[o]) for o in self._compiled.outputs]
+
+    def _session_here(self) -> Any:
+        """The session for the calling thread: the one-thread twin inside `one_thread_each`, else the main one."""
+        if self.threads == 1 or not getattr(_lanes, "one_thread", False):
+            return self.session
+        with self._single_lock:  # two lanes asking first open it once
+            if self._single is None:
+                self._single = _ort_session(self.path, 1)
+            return self._single
 
     def __call__(self, x: Any) -> tuple[np.ndarray, ...]:
         if hasattr(x, "detach"):  # a torch tensor; .contiguous() turns channels-last back into NCHW
             x = x.detach().cpu().contiguous().numpy()
         return tuple(self.run_numpy(x))
+
+
+def _ort_session(path: Path, threads: int) -> Any:
+    import onnxruntime as ort  # lazy: ~0.3 s to import, and torch-only callers never open a session
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    # No busy-waiting between runs: in the single-photo path the pool's spinning thread fights the main
+    # thread's JPEG decode for a core (measured p50 11-14 ms without spinning vs 17-19 ms with, 2 cores).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.log_severity_level = 3  # errors only; warnings about unused initializers are noise here
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+_lanes = threading.local()
+
+
+@contextlib.contextmanager
+def one_thread_each() -> Iterator[None]:
+    """Inside the block, every fp32 session this thread runs computes on this thread alone (a one-thread twin of
+    the session, opened once). For `inference.executors.lanes`, where each core predicts its own photos: a small
+    graph splits poorly over two cores (on 2 cores Lite0 at batch 1 runs in 13.7 ms on one thread and 15.3 ms on
+    two, YOLOX-Nano at 224x224 in 8.9 and 10.9 ms), so two photos at once on one core each beat one photo at a
+    time on both. bf16 (OpenVINO) sessions are unchanged."""
+    before = getattr(_lanes, "one_thread", False)
+    _lanes.one_thread = True
+    try:
+        yield
+    finally:
+        _lanes.one_thread = before
+
+
+def one_thread_capable(model: Any) -> bool:
+    """Whether `one_thread_each` runs ``model`` on its calling thread alone: an ONNX Runtime session."""
+    return isinstance(model, OnnxModel) and model.session is not None
 
 
 @functools.cache

@@ -8,6 +8,7 @@ torch, which keeps ~1.5 s of start-up and exit off every `dogbreed predict`.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,13 +27,15 @@ from .inference.regions import Region, crop, shows_whole_photo
 from .inference.runners import ModelOutputs
 from .inference.scoring import BreedScore, Decision, Member, MemberOutput, Prediction, dog_mass
 from .inference.sources import IMAGE_EXTENSIONS, expand_inputs
+from .onnxrun import one_thread_capable
 from .resolve import BEST_BACKBONES
+from .runtime import physical_cores
 
 __all__ = ["BEST_BACKBONES", "IMAGE_EXTENSIONS", "BreedScore", "Decision", "Member", "MemberOutput", "ModelOutputs",
            "PredictOptions", "Prediction", "Predictor", "dog_mass", "expand_inputs", "get_predictor", "predict"]
 
 
-PER_CALL = {"top_k", "batch_size", "gallery"}  # options a loaded model can change without loading again
+PER_CALL = {"top_k", "batch_size", "gallery", "lanes"}  # options a loaded model can change without loading again
 
 
 class Predictor:
@@ -80,8 +83,14 @@ class Predictor:
                      workers: int = 0) -> Iterator[Prediction]:
         """Predict files or bytes in batches, yielding one result per source in order; bad ones carry ``error``.
 
-        Decoding runs a few batches ahead: in a background thread (``workers`` = 0), or in ``workers``
+        On CPU with ONNX Runtime sessions, more than one batch runs in the ``lanes`` option's threads at once,
+        each batch from decoding to answers on one core (`executors.lanes`; None: one per physical core).
+        Otherwise decoding runs a few batches ahead: in a background thread (``workers`` = 0), or in ``workers``
         DataLoader processes (then ``sources`` must be re-iterable, e.g. `inference.sources.Sources`)."""
+        n = self.lanes_for(workers, self.options.lanes)
+        if n > 1:
+            yield from self._in_lanes(sources, names, n)
+            return
         pre = [m.preprocess for m in self.members]
         batches = executors.batches(sources, pre, self.draft_size, self.batch_size, names, workers=workers,
                                     device=self.device, keep_images=workers == 0, finder=self.loaded.finder,
@@ -93,6 +102,35 @@ class Predictor:
             # Stop the decode thread now, not when the generator happens to be collected: it runs the detector's
             # session, and a native thread still running when the interpreter exits (after an error) aborts it.
             batches.close()
+
+    def lanes_for(self, workers: int = 0, lanes: int | None = None) -> int:
+        """How many lanes `iter_predict` runs: ``lanes`` (None: one per physical core) where every session is ONNX
+        Runtime's on CPU (fp32) and no worker processes decode; else 1."""
+        finder = self.loaded.finder
+        if (workers == 0 and self.device == "cpu" and all(one_thread_capable(m.runner.model) for m in self.members)
+                and (finder is None or finder.precision == "fp32")):
+            return max(1, physical_cores() if lanes is None else lanes)
+        return 1
+
+    def _in_lanes(self, sources: Iterable[Source], names: Iterable[str | None] | None, n: int,
+                  ) -> Iterator[Prediction]:
+        pre = [m.preprocess for m in self.members]
+        pairs = zip(sources, names, strict=True) if names is not None else ((s, None) for s in sources)
+
+        def answer(chunk: list[tuple[Source, str | None]]) -> list[Prediction]:
+            b = decode.prepare_batch([s for s, _ in chunk], pre, self.draft_size,
+                                     [m for _, m in chunk] if names is not None else None, keep_images=True,
+                                     finder=self.loaded.finder, defer=unprepared_rows)
+            return list(self.answers(b))
+
+        chunks = decode.chunks(pairs, self.batch_size)
+        first = list(itertools.islice(chunks, 2))
+        if len(first) < 2:  # one batch (one photo, the service's and latency's case) keeps both cores on it
+            for chunk in first:
+                yield from answer(chunk)
+            return
+        for preds in executors.lanes(itertools.chain(first, chunks), answer, n):
+            yield from preds
 
     def predict(self, sources: Sequence[Source], names: Sequence[str | None] | None = None) -> list[Prediction]:
         return list(self.iter_predict(sources, names))

@@ -5,19 +5,24 @@ ONNX Runtime runs on the others, with no process to start and no batch to copy b
 cores, 940 photos: 140 images/s against 125 with one DataLoader worker process and 131 decoding in the loop). On
 CUDA DataLoader worker processes (`worker_batches`), where many cores must decode to keep a GPU busy. Ray actors
 are the third executor (`dogbreed.batch_ray`), over the same `decode.prepare_batch`.
+
+`lanes` runs whole batches, from decoding to answers, on one thread per core, each computing on its own core
+(`onnxrun.one_thread_each`): the CPU default for many photos on ONNX Runtime, since the detection stage's small
+graphs split poorly over cores.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from ..transforms import Preprocess
 from .decode import Defer, Prepared, Source, prepared_batches
 
 T = TypeVar("T")
+U = TypeVar("U")
 PREFETCH_BATCHES = 3  # decoded batches waiting for the network: enough to ride out one slow (huge) photo
 
 
@@ -106,3 +111,75 @@ def batches(sources: Iterable[Source], preprocess: Sequence[Preprocess], draft_s
                               finder_precision=finder.precision if finder is not None else None, defer=defer)
     return prefetched(prepared_batches(sources, preprocess, draft_size, batch_size, names, keep_images,
                                        finder=finder, defer=defer))
+
+
+def lanes(items: Iterable[T], work: Callable[[T], U], n: int, ahead: int = PREFETCH_BATCHES) -> Iterator[U]:
+    """``work(item)`` for each of ``items``, run on ``n`` threads at once (each on one core:
+    `onnxrun.one_thread_each`), yielded in input order. A lane takes the next item only while fewer than
+    ``n + ahead`` are taken and not yet yielded, so one slow (huge) photo holds back memory, not order. The first
+    exception, from ``items`` or ``work``, is raised here in its place; closing the generator stops the lanes once
+    their current item is done."""
+    from ..onnxrun import one_thread_each
+
+    source = iter(items)
+    done: dict[int, tuple[bool, Any]] = {}  # index -> (ok, result or exception), waiting to be yielded
+    cv = threading.Condition()
+    st = {"taken": 0, "out": 0, "end": None, "stop": False}  # end: no item at or after it will come
+
+    def take() -> tuple[int, T] | None:
+        with cv:
+            while not st["stop"] and st["end"] is None and st["taken"] - st["out"] >= n + ahead:
+                cv.wait()
+            if st["stop"] or st["end"] is not None:
+                return None
+            i = st["taken"]
+            try:
+                item = next(source)
+            except StopIteration:
+                st["end"] = i
+                cv.notify_all()
+                return None
+            except BaseException as e:  # noqa: BLE001 - raised by the consumer at this item's place
+                done[i], st["end"] = (False, e), i + 1
+                cv.notify_all()
+                return None
+            st["taken"] = i + 1
+            return i, item
+
+    def lane() -> None:
+        with one_thread_each():
+            while (got := take()) is not None:
+                i, item = got
+                try:
+                    result: tuple[bool, Any] = (True, work(item))
+                except BaseException as e:  # noqa: BLE001 - raised by the consumer at this item's place
+                    result = (False, e)
+                with cv:
+                    done[i] = result
+                    if not result[0]:  # nothing after a failed item is taken
+                        st["end"] = i + 1 if st["end"] is None else min(st["end"], i + 1)
+                    cv.notify_all()
+
+    threads = [threading.Thread(target=lane, name=f"dogbreed-lane-{k}", daemon=True) for k in range(max(1, n))]
+    for t in threads:
+        t.start()
+    try:
+        while True:
+            with cv:
+                i = st["out"]
+                while i not in done and (st["end"] is None or i < st["end"]):
+                    cv.wait()
+                if i not in done:
+                    return
+                ok, value = done.pop(i)
+                st["out"] = i + 1
+                cv.notify_all()
+            if not ok:
+                raise value
+            yield value
+    finally:
+        with cv:
+            st["stop"] = True
+            cv.notify_all()
+        for t in threads:
+            t.join(timeout=30)  # a lane's current batch runs the sessions' native code: let it finish

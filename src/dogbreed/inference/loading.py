@@ -7,7 +7,7 @@ member/view combination and, for `fast`, its cascade.
 
 from __future__ import annotations
 
-import functools
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -92,8 +92,8 @@ def load_model(opts: PredictOptions) -> LoadedModel:
     # "best" runs three backbones where the model has them; a single head can only add the flip view.
     m = LoadedModel(members, list(resolved.classifiers[0].classes), Decision.from_dict(resolved.decision), device,
                     batch_size, opts.tta_flip or opts.quality == "best", resolved)
-    # The cascades' stronger members, loaded on the first photo that needs one, once for both.
-    load = functools.cache(lambda bb: packaged_runner(bb, True, runtime, device, opts.precision))
+    # The cascades' stronger members, loaded on the first photo that needs one, once for both (and for every lane).
+    load = OnceEach(lambda bb: packaged_runner(bb, True, runtime, device, opts.precision))
     _attach_dog_detector(m, opts, load)
     if (opts.breed_cascade and resolved.kind == "default" and opts.quality == "fast" and not m.tta_flip
             and m.member_backbones == [BEST_BACKBONES[0]]):
@@ -108,6 +108,20 @@ def load_model(opts: PredictOptions) -> LoadedModel:
     if opts.dog_threshold is not None:
         m.decision.dog_threshold = opts.dog_threshold
     return m
+
+
+class OnceEach:
+    """``make`` cached per argument and called once for it, also when two lanes (`executors.lanes`) ask first."""
+
+    def __init__(self, make: Callable[[str], Any]):
+        self.make, self.made = make, {}
+        self._lock = threading.Lock()
+
+    def __call__(self, key: str) -> Any:
+        with self._lock:
+            if key not in self.made:
+                self.made[key] = self.make(key)
+            return self.made[key]
 
 
 def dog_detector_for(opts: PredictOptions, backbones: list[str], fine_tuned: bool) -> DogDetector | None:
