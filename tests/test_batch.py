@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,15 @@ def test_stream_equals_predictor_and_bad_file_is_an_error_row(photos: Path, smal
     assert [Path(r["path"]).name for r in errors] == ["broken.jpg"]
 
 
+def _endless(produced: list[int]) -> Iterator[int]:
+    """0, 1, 2, ... for ever, noting in ``produced`` each number asked for (how far a consumer's helper read)."""
+    i = 0
+    while True:
+        produced.append(i)
+        yield i
+        i += 1
+
+
 def test_prefetched_keeps_order_raises_in_place_and_stops_when_closed() -> None:
     import threading
 
@@ -83,14 +93,7 @@ def test_prefetched_keeps_order_raises_in_place_and_stops_when_closed() -> None:
     assert got == [1]
     produced = []
 
-    def endless():
-        i = 0
-        while True:
-            produced.append(i)
-            yield i
-            i += 1
-
-    it = batch.prefetched(endless(), depth=2)
+    it = batch.prefetched(_endless(produced), depth=2)
     assert next(it) == 0
     it.close()  # the consumer stops early: the thread must stop too, not decode the rest of the input
     assert not any(t.name == "dogbreed-decode" for t in threading.enumerate())
@@ -132,14 +135,7 @@ def test_lanes_keep_order_raise_in_place_stop_when_closed_and_bound_what_they_ho
     assert got == [0, 2, 4]
     produced = []
 
-    def endless():
-        i = 0
-        while True:
-            produced.append(i)
-            yield i
-            i += 1
-
-    it = executors.lanes(endless(), slow_double, 2, ahead=1)
+    it = executors.lanes(_endless(produced), slow_double, 2, ahead=1)
     assert next(it) == 0
     time.sleep(0.1)  # the lanes run ahead of a consumer that stops reading, but only so far
     assert len(produced) <= 1 + 2 + 1 + 1  # yielded, plus n + ahead taken, plus one the source was asked for
@@ -290,6 +286,15 @@ def test_cli_json_is_exactly_json_dumps(photos: Path) -> None:
     data = json.loads(res.stdout)
     assert res.stdout == json.dumps(data, indent=2) + "\n"
     assert [d["path"] for d in data] == expand_inputs([photos])
+
+
+def test_cli_default_runs_many_batches_in_lanes_with_the_answers_of_one_at_a_time(photos: Path) -> None:
+    """As a user first runs it: default flags but small batches, so the folder is several batches and lanes run."""
+    default = runner.invoke(app, ["predict", str(photos), "--format", "json", "--batch-size", "2"])
+    one = runner.invoke(app, ["predict", str(photos), "--format", "json", "--batch-size", "2", "--lanes", "1"])
+    assert default.exit_code == 0 and one.exit_code == 0, default.output + one.output
+    assert json.loads(default.stdout) == json.loads(one.stdout)
+    assert [d["path"] for d in json.loads(default.stdout)] == expand_inputs([photos])
 
 
 def test_loader_settings_on_cpu_and_cuda() -> None:
