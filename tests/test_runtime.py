@@ -1,7 +1,10 @@
-"""runtime.py: eager-PyTorch CPU preparation keeps outputs; BatchNorm folding refuses what it cannot prove."""
+"""runtime.py: eager-PyTorch CPU preparation keeps outputs; BatchNorm folding refuses what it cannot prove; OnceEach
+makes a lazily opened object once, whichever threads ask first."""
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -10,7 +13,7 @@ from torch import nn
 
 from dogbreed.export import parity_inputs
 from dogbreed.models import default_classifier
-from dogbreed.runtime import fold_batchnorm, optimize_for_cpu
+from dogbreed.runtime import OnceEach, fold_batchnorm, optimize_for_cpu
 
 
 def test_optimize_for_cpu_keeps_outputs() -> None:
@@ -57,3 +60,29 @@ def test_cpu_name_names_the_model_and_the_bf16_instruction_sets(tmp_path: Path,
     assert rt.cpu_name() == "Plain CPU (avx512_bf16, amx_bf16)"
     info.unlink()
     assert rt.cpu_name()  # no /proc/cpuinfo: whatever the platform says, never an error
+
+
+def test_once_each_makes_each_key_once_when_threads_ask_together() -> None:
+    calls: list[str] = []
+    start = threading.Barrier(4)
+
+    def make(key: str) -> object:
+        calls.append(key)
+        time.sleep(0.05)  # slow, like opening a session: the other threads arrive while it is being made
+        return object()
+
+    once = OnceEach(make)
+    got: list[tuple[str, object]] = []
+
+    def ask(key: str) -> None:
+        start.wait()
+        got.append((key, once(key)))
+
+    threads = [threading.Thread(target=ask, args=(k,)) for k in ("a", "a", "a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(calls) == ["a", "b"]
+    assert len({id(obj) for key, obj in got if key == "a"}) == 1
+    assert once("b") is dict(got)["b"]

@@ -29,7 +29,7 @@ from .breeds import Breed
 from .errors import ModelLoadError
 from .fileio import atomic_write_text, read_json, say_once
 from .paths import cache_dir
-from .runtime import physical_cores
+from .runtime import OnceEach, physical_cores
 from .transforms import Preprocess
 
 OUTPUT_NAMES = ["breed_logits", "imagenet_logits", "features"]
@@ -74,8 +74,7 @@ class OnnxModel:
         self.session = _ort_session(self.path, self.threads)
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self._single: Any = None  # the one-thread twin `one_thread_each` runs, opened on first use
-        self._single_lock = threading.Lock()
+        self._twins = OnceEach(lambda threads: _ort_session(self.path, threads))  # what `one_thread_each` runs
 
     def _open_openvino(self) -> None:
         if not native_bf16():
@@ -99,10 +98,7 @@ class OnnxModel:
         """The session for the calling thread: the one-thread twin inside `one_thread_each`, else the main one."""
         if self.threads == 1 or not getattr(_lanes, "one_thread", False):
             return self.session
-        with self._single_lock:  # two lanes asking first open it once
-            if self._single is None:
-                self._single = _ort_session(self.path, 1)
-            return self._single
+        return self._twins(1)  # opened on first use
 
     def __call__(self, x: Any) -> tuple[np.ndarray, ...]:
         if hasattr(x, "detach"):  # a torch tensor; .contiguous() turns channels-last back into NCHW

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
 
@@ -35,6 +36,23 @@ def trim_heap() -> bool:
         return bool(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0))
     except (OSError, AttributeError):
         return False
+
+
+class OnceEach:
+    """``make`` cached per key and called once for it, also when several threads ask for it first: sessions and
+    models opened lazily by code that lanes (`inference.executors.lanes`) run on two threads at once (each such
+    object costs tens of MB and up to a second to open, so opening one twice is waste, not just a race)."""
+
+    def __init__(self, make: Callable[[Any], Any]):
+        self.make: Callable[[Any], Any] = make
+        self.made: dict[Hashable, Any] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, key: Hashable) -> Any:
+        with self._lock:
+            if key not in self.made:
+                self.made[key] = self.make(key)
+            return self.made[key]
 
 
 def resolve_device(device: str) -> str:

@@ -17,7 +17,6 @@ natively), one per precision and size per process (`default_finder`). Nothing he
 from __future__ import annotations
 
 import functools
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -29,6 +28,7 @@ from PIL import Image
 from ..fileio import atomic_write
 from ..onnxrun import SESSION_PRECISIONS, OnnxModel
 from ..paths import cache_dir
+from ..runtime import OnceEach
 
 GRAPH_FILE = "yolox_nano.onnx"
 GRAPH_SHA256 = "695e750a5d5754bb5a8d5325643b59282191a7e7a564e435a415fd3c578eab14"
@@ -305,15 +305,13 @@ class DogFinder:
         self.classes = tuple(classes)
         self._class_ids = np.array([names.index(c) for c in classes], dtype=np.int64)
         self._dog_id = names.index("dog") if "dog" in classes else -1
-        self._models: dict[Shape, OnnxModel] = {}
-        self._lock = threading.Lock()
+        # per canvas shape, opened on the first photo that needs it (two lanes asking at once open it once)
+        self._models = OnceEach(lambda shape: OnnxModel(sized_graph(shape), threads=self.threads,
+                                                        precision=self.precision))
         self.model(canvases(size)[0])  # open the full landscape session now: a bad setting fails here
 
     def model(self, shape: Shape) -> OnnxModel:
-        with self._lock:  # two threads asking for the portrait session at once open it once
-            if shape not in self._models:
-                self._models[shape] = OnnxModel(sized_graph(shape), threads=self.threads, precision=self.precision)
-            return self._models[shape]
+        return self._models(shape)
 
     def raw(self, image: Image.Image) -> tuple[np.ndarray, float, Shape]:
         """The graph's raw (cells, 85) output for a photo, the letterbox ratio and the canvas it ran on."""

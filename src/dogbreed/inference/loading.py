@@ -7,7 +7,6 @@ member/view combination and, for `fast`, its cascade.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +15,7 @@ from ..breeds import Breed
 from ..dogness import DogDetector, default_detector
 from ..errors import ModelLoadError
 from ..resolve import BEST_BACKBONES, QUALITIES, ResolvedModel, model_outline, resolve_model, shipped_decision
-from ..runtime import resolve_device
+from ..runtime import OnceEach, resolve_device
 from ..specs import get_spec
 from ..transforms import Preprocess
 from .options import PredictOptions
@@ -108,20 +107,6 @@ def load_model(opts: PredictOptions) -> LoadedModel:
     if opts.dog_threshold is not None:
         m.decision.dog_threshold = opts.dog_threshold
     return m
-
-
-class OnceEach:
-    """``make`` cached per argument and called once for it, also when two lanes (`executors.lanes`) ask first."""
-
-    def __init__(self, make: Callable[[str], Any]):
-        self.make, self.made = make, {}
-        self._lock = threading.Lock()
-
-    def __call__(self, key: str) -> Any:
-        with self._lock:
-            if key not in self.made:
-                self.made[key] = self.make(key)
-            return self.made[key]
 
 
 def dog_detector_for(opts: PredictOptions, backbones: list[str], fine_tuned: bool) -> DogDetector | None:
