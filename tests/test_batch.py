@@ -146,6 +146,8 @@ def test_lanes_keep_order_raise_in_place_stop_when_closed_and_bound_what_they_ho
 def test_lanes_answer_as_one_batch_at_a_time_does(photos: Path, small_batches: Predictor) -> None:
     import threading
 
+    if small_batches.members[0].runner.model.session is None:  # a bf16 CPU's default: OpenVINO, tested below
+        small_batches = small_batches.with_options(precision="fp32")
     ran_on: list[str] = []
 
     def recording(lanes: int) -> Predictor:
@@ -175,6 +177,34 @@ def test_lanes_answer_as_one_batch_at_a_time_does(photos: Path, small_batches: P
     ran_on.clear()
     assert recording(2).predict(paths[:2]) and set(ran_on) == {here}  # one batch: no lanes
     assert small_batches.lanes_for(workers=2) == 1 and small_batches.lanes_for(lanes=3) == 3
+
+
+def test_lanes_on_openvino_answer_as_one_batch_at_a_time_does(photos: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bf16 sessions (OpenVINO) run in lanes too, each lane on its own infer requests; the detection stage's finder
+    and every member included."""
+    pytest.importorskip("openvino")
+    from dogbreed import onnxrun
+    from dogbreed.inference import executors, runners
+
+    for module in (onnxrun, runners):  # without native bf16 OpenVINO computes f32: the same code path
+        monkeypatch.setattr(module, "native_bf16", lambda: True)
+    p = Predictor(precision="bf16", batch_size=2)
+    assert p.members[0].runner.model.session is None and p.loaded.finder.precision == "bf16"
+    assert p.lanes_for(lanes=2) == 2
+    ran: list[int] = []
+    real = executors.lanes
+
+    def counted(items, work, n, **kw):  # noqa: ANN001, ANN003, ANN202 - a spy on the real thing
+        ran.append(n)
+        return real(items, work, n, **kw)
+
+    monkeypatch.setattr(executors, "lanes", counted)
+    paths = expand_inputs([photos])
+    one = [x.to_dict() for x in p.with_options(lanes=1).iter_predict(paths)]
+    assert ran == []
+    two = [x.to_dict() for x in p.with_options(lanes=2).iter_predict(paths)]
+    assert ran == [2] and two == one
+    assert [i for i, r in enumerate(two) if "error" in r] == [paths.index(str(photos / "broken.jpg"))]
 
 
 class _Interrupt(Exception):

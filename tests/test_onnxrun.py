@@ -131,10 +131,10 @@ def test_cached_export_key_follows_a_preprocessing_default(tmp_path: Path) -> No
 def test_one_thread_each_runs_a_twin_session_on_the_calling_thread(default_predictor: Predictor) -> None:
     import numpy as np
 
-    from dogbreed.onnxrun import one_thread_capable, one_thread_each
+    from dogbreed.onnxrun import OnnxModel, one_thread_each, runs_in_lanes
 
-    model = default_predictor.members[0].runner.model
-    assert one_thread_capable(model)
+    model = OnnxModel(default_predictor.members[0].runner.model.path)  # fp32, whatever this CPU's default
+    assert runs_in_lanes(model)
     x = np.random.default_rng(0).random((2, 3, 224, 224), dtype=np.float32)
     main = model._session_here()
     with one_thread_each():
@@ -146,3 +146,38 @@ def test_one_thread_each_runs_a_twin_session_on_the_calling_thread(default_predi
     assert twin.get_session_options().intra_op_num_threads == 1
     for a, b in zip(inside, model.run_numpy(x), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_openvino_sessions_run_each_threads_batches_on_its_own_request(default_predictor: Predictor,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lanes on OpenVINO: threads share the compiled model, each with an infer request of its own (one request
+    runs one batch at a time), and get the answers one thread gets."""
+    import threading
+
+    import numpy as np
+
+    pytest.importorskip("openvino")
+    from dogbreed import onnxrun
+
+    monkeypatch.setattr(onnxrun, "native_bf16", lambda: True)  # without it OpenVINO computes f32: same code path
+    model = onnxrun.OnnxModel(default_predictor.members[0].runner.model.path, precision="bf16")
+    xs = [np.random.default_rng(i).random((2, 3, 224, 224), dtype=np.float32) for i in range(6)]
+    want = [model.run_numpy(x)[0] for x in xs]
+    got: dict[int, np.ndarray] = {}
+    requests: dict[str, int] = {}
+    start = threading.Barrier(2)
+
+    def lane(k: int) -> None:
+        start.wait()
+        for i in range(k, len(xs), 2):
+            got[i] = model.run_numpy(xs[i])[0]
+        requests[threading.current_thread().name] = id(model._requests.request)
+
+    threads = [threading.Thread(target=lane, args=(k,), name=f"lane-{k}") for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(requests.values())) == 2 and id(model._requests.request) not in requests.values()
+    for i, w in enumerate(want):
+        np.testing.assert_allclose(got[i], w, rtol=1e-5, atol=1e-5)

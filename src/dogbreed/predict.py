@@ -27,7 +27,7 @@ from .inference.regions import Region, crop, shows_whole_photo
 from .inference.runners import ModelOutputs
 from .inference.scoring import BreedScore, Decision, Member, MemberOutput, Prediction, dog_mass
 from .inference.sources import IMAGE_EXTENSIONS, expand_inputs
-from .onnxrun import one_thread_capable
+from .onnxrun import runs_in_lanes
 from .resolve import BEST_BACKBONES
 from .runtime import physical_cores
 
@@ -83,8 +83,8 @@ class Predictor:
                      workers: int = 0) -> Iterator[Prediction]:
         """Predict files or bytes in batches, yielding one result per source in order; bad ones carry ``error``.
 
-        On CPU with ONNX Runtime sessions, more than one batch runs in the ``lanes`` option's threads at once,
-        each batch from decoding to answers on one core (`executors.lanes`; None: one per physical core).
+        On CPU with ONNX Runtime or OpenVINO sessions, more than one batch runs in the ``lanes`` option's threads
+        at once, each batch from decoding to answers on one thread (`executors.lanes`; None: one per physical core).
         Otherwise decoding runs a few batches ahead: in a background thread (``workers`` = 0), or in ``workers``
         DataLoader processes (then ``sources`` must be re-iterable, e.g. `inference.sources.Sources`)."""
         n = self.lanes_for(workers, self.options.lanes)
@@ -104,11 +104,9 @@ class Predictor:
             batches.close()
 
     def lanes_for(self, workers: int = 0, lanes: int | None = None) -> int:
-        """How many lanes `iter_predict` runs: ``lanes`` (None: one per physical core) where every session is ONNX
-        Runtime's on CPU (fp32) and no worker processes decode; else 1."""
-        finder = self.loaded.finder
-        if (workers == 0 and self.device == "cpu" and all(one_thread_capable(m.runner.model) for m in self.members)
-                and (finder is None or finder.precision == "fp32")):
+        """How many lanes `iter_predict` runs: ``lanes`` (None: one per physical core) where every member is an ONNX
+        Runtime or OpenVINO session on CPU and no worker processes decode; else 1."""
+        if workers == 0 and self.device == "cpu" and all(runs_in_lanes(m.runner.model) for m in self.members):
             return max(1, physical_cores() if lanes is None else lanes)
         return 1
 

@@ -6,9 +6,9 @@ cores, 940 photos: 140 images/s against 125 with one DataLoader worker process a
 CUDA DataLoader worker processes (`worker_batches`), where many cores must decode to keep a GPU busy. Ray actors
 are the third executor (`dogbreed.batch_ray`), over the same `decode.prepare_batch`.
 
-`lanes` runs whole batches, from decoding to answers, on one thread per core, each computing on its own core
-(`onnxrun.one_thread_each`): the CPU default for many photos on ONNX Runtime, since the detection stage's small
-graphs split poorly over cores.
+`lanes` runs whole batches, from decoding to answers, on one thread per core (`onnxrun.one_thread_each`: ONNX
+Runtime computes each lane on its own core, since the detection stage's small graphs split poorly over cores;
+OpenVINO runs each lane's own infer request): the CPU default for many photos on ONNX models.
 """
 
 from __future__ import annotations

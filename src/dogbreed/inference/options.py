@@ -35,9 +35,9 @@ class PredictOptions:
     top_k: int = _opt(5, "How many breeds to list per photo.", "--top-k", "-k", every_command=False, min=1)
     batch_size: int | None = _opt(None, "Photos per forward pass [16 on CPU, 256 on CUDA].", every_command=False,
                                   min=1)
-    # Lanes (`executors.lanes`): batches run at once, each from decoding to answers on one core; only where every
-    # session is ONNX Runtime's (fp32 on CPU) and a run has more than one batch.
-    lanes: int | None = _opt(None, "Batches predicted at once on CPU, each on one core (fp32 ONNX Runtime, more than "
+    # Lanes (`executors.lanes`): batches run at once, each from decoding to answers on one thread; only where every
+    # session is ONNX Runtime's or OpenVINO's (CPU) and a run has more than one batch.
+    lanes: int | None = _opt(None, "Batches predicted at once on CPU, each on one thread (ONNX models, more than "
                              "one batch) [one per physical core; 1: one batch at a time on every core].",
                              every_command=False, min=1)
     # Dog detector: "default" (shipped with the package), a path written by `dogbreed fit-dog-detector`, or
