@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -188,6 +189,9 @@ def test_lanes_on_openvino_answer_as_one_batch_at_a_time_does(photos: Path, monk
 
     for module in (onnxrun, runners):  # without native bf16 OpenVINO computes f32: the same code path
         monkeypatch.setattr(module, "native_bf16", lambda: True)
+    from dogbreed.inference import detect
+
+    monkeypatch.setattr(detect, "default_finder", functools.cache(detect.default_finder.__wrapped__))  # not shared
     p = Predictor(precision="bf16", batch_size=2)
     assert p.members[0].runner.model.session is None and p.loaded.finder.precision == "bf16"
     assert p.lanes_for(lanes=2) == 2

@@ -76,7 +76,7 @@ def test_a_truncated_openvino_blob_is_compiled_again_once(warm_cache: Path, monk
     onnx = sorted((warm_cache / "onnx").glob("*-224-*.onnx"))[0]
 
     def open_fresh() -> onnxrun.OnnxModel:  # as a new process would: no compiled model held in memory
-        onnxrun._compiled_once.cache_clear()
+        onnxrun._compiled_models.clear()
         onnxrun._openvino_core.cache_clear()
         return onnxrun.OnnxModel(onnx, precision="bf16")
 
@@ -93,7 +93,7 @@ def test_a_truncated_openvino_blob_is_compiled_again_once(warm_cache: Path, monk
     caplog.clear()
     open_fresh()
     assert blob.stat().st_mtime_ns == stat and _messages(caplog) == []
-    onnxrun._compiled_once.cache_clear()
+    onnxrun._compiled_models.clear()
     onnxrun._openvino_core.cache_clear()
 
 

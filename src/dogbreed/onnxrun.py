@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import queue
 import re
 import threading
 from collections.abc import Iterator
@@ -74,7 +75,7 @@ class OnnxModel:
         self.session = _ort_session(self.path, self.threads)
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self._twins = OnceEach(lambda threads: _ort_session(self.path, threads))  # what `one_thread_each` runs
+        self._twins = OnceEach(functools.partial(_ort_session, self.path))  # what `one_thread_each` runs
 
     def _open_openvino(self) -> None:
         if not native_bf16():
@@ -83,17 +84,23 @@ class OnnxModel:
         self.session = None
         self._compiled = _openvino_compiled(str(self.path), self.threads)
         self.output_names = [o.get_any_name() for o in self._compiled.outputs]
-        self._requests = threading.local()
+        # An infer request runs one batch at a time: each call takes an idle one (or makes one), so there are as
+        # many as calls ever ran at once (lanes: one each), not one per thread that ever called.
+        self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
 
     def run_numpy(self, x: np.ndarray) -> list[np.ndarray]:
         x = np.ascontiguousarray(x, dtype=np.float32)
         if self.session is not None:
             return self._session_here().run(None, {self.input_name: x})
-        mine = self._requests.__dict__  # an infer request runs one batch at a time: each thread has its own
-        if "request" not in mine:
-            mine["request"] = self._compiled.create_infer_request()
-        out = mine["request"].infer({0: x})
-        return [np.array(out[o]) for o in self._compiled.outputs]
+        try:
+            request = self._idle.get_nowait()
+        except queue.Empty:
+            request = self._compiled.create_infer_request()
+        try:
+            out = request.infer({0: x}, share_outputs=True)  # views of the request's buffers, copied here:
+            return [np.array(out[o]) for o in self._compiled.outputs]
+        finally:
+            self._idle.put(request)
 
     def _session_here(self) -> Any:
         """The session for the calling thread: the one-thread twin inside `one_thread_each`, else the main one."""
@@ -131,10 +138,10 @@ def one_thread_each() -> Iterator[None]:
     the session, opened once). For `inference.executors.lanes`, where each core predicts its own photos: a small
     graph splits poorly over two cores (on 2 cores Lite0 at batch 1 runs in 13.7 ms on one thread and 15.3 ms on
     two, YOLOX-Nano at 224x224 in 8.9 and 10.9 ms), so two photos at once on one core each beat one photo at a
-    time on both. OpenVINO (bf16) sessions keep their compiled model, and each thread runs its own infer request on
-    it: what lanes gain there is one lane's Python and Pillow work beside the other's network. On an AVX2 machine,
-    OpenVINO (in f32) over 940 everyday photos: 42-43 images/s in lanes against 32-36 with the decode thread, three
-    rounds; a second compiled model with a one-thread stream per lane was no faster than the decode thread."""
+    time on both. OpenVINO (bf16) sessions keep their compiled model, and each lane runs its own infer request on
+    it: what lanes gain there is one lane's Python and Pillow work beside the other's network (bench/openvino_lanes.py:
+    on an AVX2 machine, OpenVINO compiling f32, 940 everyday photos, 42 against 38 images/s, the means of six noisy
+    rounds; a second compiled model with a one-thread stream per lane was no faster than the decode thread)."""
     before = getattr(_lanes, "one_thread", False)
     _lanes.one_thread = True
     try:
@@ -149,25 +156,24 @@ def runs_in_lanes(model: Any) -> bool:
     return isinstance(model, OnnxModel)
 
 
-_compile_lock = threading.Lock()
-
-
 def _openvino_compiled(path: str, threads: int) -> Any:
     """One OpenVINO core and one compiled model per graph for the whole process: they are never torn down while
     another thread might still use them (compiled blobs are also cached on disk, so a new process starts fast); two
     lanes asking first compile it once."""
-    with _compile_lock:
-        return _compiled_once(path, threads)
+    return _compiled_models((path, threads))
 
 
-@functools.cache
-def _compiled_once(path: str, threads: int) -> Any:
+def _compile(key: tuple[str, int]) -> Any:
+    path, threads = key
     core = _openvino_core()
     before = _blob_stats()
     compiled = core.compile_model(core.read_model(path), "CPU", {
         "INFERENCE_PRECISION_HINT": "bf16", "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads})
     _say_if_blob_rebuilt(before)
     return compiled
+
+
+_compiled_models: OnceEach[tuple[str, int], Any] = OnceEach(_compile)
 
 
 def _blob_stats() -> dict[str, tuple[int, int]]:

@@ -12,7 +12,7 @@ import os
 import threading
 from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from .errors import ConfigError
 
@@ -38,21 +38,31 @@ def trim_heap() -> bool:
         return False
 
 
-class OnceEach:
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class OnceEach(Generic[K, V]):
     """``make`` cached per key and called once for it, also when several threads ask for it first: sessions and
     models opened lazily by code that lanes (`inference.executors.lanes`) run on two threads at once (each such
-    object costs tens of MB and up to a second to open, so opening one twice is waste, not just a race)."""
+    object costs tens of MB and up to a second to open, so opening one twice is waste, not just a race). Give it a
+    ``make`` that does not hold its owner (a function of the key and plain values), so the owner is freed as soon as
+    it is dropped, not at the next garbage collection."""
 
-    def __init__(self, make: Callable[[Any], Any]):
-        self.make: Callable[[Any], Any] = make
-        self.made: dict[Hashable, Any] = {}
+    def __init__(self, make: Callable[[K], V]):
+        self.make = make
+        self.made: dict[K, V] = {}
         self._lock = threading.Lock()
 
-    def __call__(self, key: Hashable) -> Any:
+    def __call__(self, key: K) -> V:
         with self._lock:
             if key not in self.made:
                 self.made[key] = self.make(key)
             return self.made[key]
+
+    def clear(self) -> None:
+        with self._lock:
+            self.made.clear()
 
 
 def resolve_device(device: str) -> str:

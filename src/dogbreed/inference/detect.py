@@ -306,8 +306,7 @@ class DogFinder:
         self._class_ids = np.array([names.index(c) for c in classes], dtype=np.int64)
         self._dog_id = names.index("dog") if "dog" in classes else -1
         # per canvas shape, opened on the first photo that needs it (two lanes asking at once open it once)
-        self._models = OnceEach(lambda shape: OnnxModel(sized_graph(shape), threads=self.threads,
-                                                        precision=self.precision))
+        self._models: OnceEach[Shape, OnnxModel] = OnceEach(functools.partial(_open_sized, threads, precision))
         self.model(canvases(size)[0])  # open the full landscape session now: a bad setting fails here
 
     def model(self, shape: Shape) -> OnnxModel:
@@ -454,6 +453,10 @@ def _window_around(box: np.ndarray, span: float, size: int, image_size: Shape,
     left = min(max(0.0, (x0 + x1 - side) / 2), w - side)
     top = min(max(0.0, (y0 + y1 - side) / 2), h - side)
     return round(left), round(top), round(left + side), round(top + side)
+
+
+def _open_sized(threads: int | None, precision: str, shape: Shape) -> OnnxModel:
+    return OnnxModel(sized_graph(shape), threads=threads, precision=precision)
 
 
 @functools.cache

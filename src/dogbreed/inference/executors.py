@@ -114,8 +114,8 @@ def batches(sources: Iterable[Source], preprocess: Sequence[Preprocess], draft_s
 
 
 def lanes(items: Iterable[T], work: Callable[[T], U], n: int, ahead: int = PREFETCH_BATCHES) -> Iterator[U]:
-    """``work(item)`` for each of ``items``, run on ``n`` threads at once (each on one core:
-    `onnxrun.one_thread_each`), yielded in input order. A lane takes the next item only while fewer than
+    """``work(item)`` for each of ``items``, run on ``n`` threads at once (inside `onnxrun.one_thread_each`: ONNX
+    Runtime computes each on its own core), yielded in input order. A lane takes the next item only while fewer than
     ``n + ahead`` are taken and not yet yielded, so one slow (huge) photo holds back memory, not order. The first
     exception, from ``items`` or ``work``, is raised here in its place; closing the generator stops the lanes once
     their current item is done."""
