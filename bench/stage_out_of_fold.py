@@ -15,6 +15,7 @@ counts (`PredTally`). Features of the fitting photos come from the feature cache
 cold, Lite0 over 15,000 photos takes about 6 minutes on 2 cores).
 
 Run: python bench/stage_out_of_fold.py [--limit 150] [--out bench/results/stage_out_of_fold.json]
+     [--halves tune] [--only out_of_fold/stage] [--crop-margin 0.3]
 """
 
 from __future__ import annotations
@@ -106,10 +107,10 @@ def line(kind: str, row: dict[str, dict[str, Any]]) -> str:
     return f"| {kind} | " + " | ".join(f"{k}: {cell(v)}" for k, v in row.items()) + " |"
 
 
-def photos_by_kind(data: Path, limit: int) -> dict[str, list[scenes.Scene]]:
-    """All uncut photos of both halves, and ``limit`` composites of each of `KINDS` per half."""
+def photos_by_kind(data: Path, limit: int, halves: Sequence[str] = ("tune", "test")) -> dict[str, list[scenes.Scene]]:
+    """All uncut photos of these halves, and ``limit`` composites of each of `KINDS` per half."""
     photos: dict[str, list[scenes.Scene]] = defaultdict(list)
-    for half in ("tune", "test"):
+    for half in halves:
         for s in scenes.scenes_for(data, half, 320, None, ["uncut"]):
             photos["uncut"].append(s)
         for s in scenes.scenes_for(data, half, 320, limit, list(KINDS)):
@@ -139,20 +140,31 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", type=Path, default=scenes.REAL)
     ap.add_argument("--limit", type=int, default=150, help="composites per kind and half")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "stage_out_of_fold.json")
+    ap.add_argument("--halves", nargs="+", default=["tune", "test"], choices=["tune", "test"])
+    ap.add_argument("--only", nargs="+", default=None, metavar="RUN",
+                    help="just these of the six runs, e.g. out_of_fold/stage")
+    ap.add_argument("--crop-margin", type=float, default=None,
+                    help="an experiment: the context a dog's crop shows (regions.MARGIN; the per-dog rules keep it)")
     a = ap.parse_args(argv)
+    if a.crop_margin is not None:
+        from dogbreed.inference import regions
+
+        regions.crop.__defaults__ = (a.crop_margin,)  # the view only; dogs.py's overlap rules read `window` as is
     heads, fold = fold_heads(a.data)
     OutOfFold.heads = heads
-    photos = photos_by_kind(a.data, a.limit)
+    photos = photos_by_kind(a.data, a.limit, a.halves)
     # (heads, breed cascade): the breed cascade off only out of fold, where its effect can be read
     runs = {"in_sample": (Predictor, True), "out_of_fold": (OutOfFold, True),
             "out_of_fold_no_breed_cascade": (OutOfFold, False)}
-    result: dict[str, Any] = {"cpu": cpu_name(), "limit": a.limit, "kinds": {}}
+    result: dict[str, Any] = {"cpu": cpu_name(), "limit": a.limit, "halves": a.halves,
+                              "crop_margin": a.crop_margin, "kinds": {}}
     for kind, ss in photos.items():
         OutOfFold.pasted = pasted_folds(ss, fold)
         row: dict[str, Any] = {}
         for heads_name, (cls, cascade) in runs.items():
             for mode, find in (("whole_photo", False), ("stage", True)):
-                row[f"{heads_name}/{mode}"] = tally(cls(find_dogs=find, breed_cascade=cascade), ss)
+                if a.only is None or f"{heads_name}/{mode}" in a.only:
+                    row[f"{heads_name}/{mode}"] = tally(cls(find_dogs=find, breed_cascade=cascade), ss)
         result["kinds"][kind] = row
         print(line(kind, row), flush=True)
     atomic_write_text(a.out, json.dumps(result, indent=1) + "\n")
