@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from dogbreed.breeds import stanford_breeds
 from dogbreed.inference import sinks
 from dogbreed.inference.detect import SCORE_THRESHOLD
 from dogbreed.inference.dogs import answer_photo, crops_needed, deferred_crops, rows_read
-from dogbreed.inference.regions import Region
+from dogbreed.inference.regions import Region, crop, view
 from dogbreed.inference.scoring import Decision, Prediction
 
 CLASSES = list(stanford_breeds())
@@ -285,3 +286,29 @@ def test_crops_are_deferred_only_behind_the_surest_candidate_and_run_when_it_is_
     group = [_region(None), _region(body, score=0.6), _region((120, 90, 460, 420), score=0.1),
              _region(head, score=0.3)]
     assert deferred_crops(group) == [2]  # the weak box itself may wait (the body hides it), not the head
+
+
+@pytest.mark.parametrize(("score", "label", "hidden"), [(0.6, "dog", True), (0.2, "dog", False), (0.6, "cat", False)])
+def test_a_crop_does_not_show_the_sure_dog_beside_it(score: float, label: str, hidden: bool) -> None:
+    img = Image.new("RGB", (400, 200), (90, 90, 90))
+    img.paste((0, 200, 0), (60, 50, 200, 150))  # this dog
+    img.paste((0, 0, 255), (205, 40, 380, 160))  # the one beside it, partly inside this crop's square
+    regions = [_region(None, (400, 200)), _region((60, 50, 200, 150), (400, 200), 0.8),
+               _region((205, 40, 380, 160), (400, 200), score, label)]
+    plain = np.asarray(crop(img, regions[1]))
+    seen = np.asarray(view(img, regions, 1))
+    blue = (seen == (0, 0, 255)).all(-1)
+    assert (plain == (0, 0, 255)).all(-1).any()  # the square does reach the other dog
+    assert not blue.any() if hidden else (seen == plain).all()
+    assert ((seen == (0, 200, 0)).all(-1) == (plain == (0, 200, 0)).all(-1)).all()  # its own dog is untouched
+    assert view(img, regions, 0) is img
+
+
+def test_a_crop_keeps_a_sure_box_that_it_is_part_of() -> None:
+    img = Image.new("RGB", (400, 200), (90, 90, 90))
+    img.paste((0, 200, 0), (60, 30, 260, 170))  # the body, a sure dog
+    img.paste((0, 0, 255), (100, 40, 140, 80))  # its head, a candidate of its own
+    regions = [_region(None, (400, 200)), _region((60, 30, 260, 170), (400, 200), 0.9),
+               _region((100, 40, 140, 80), (400, 200), 0.4)]
+    assert (np.asarray(view(img, regions, 2)) == np.asarray(crop(img, regions[2]))).all()
+    assert (np.asarray(view(img, regions, 1)) == np.asarray(crop(img, regions[1]))).all()

@@ -23,7 +23,7 @@ from .inference.decode import Prepared, Source, photo_rows, row_source
 from .inference.dogs import answer_photos, crops_needed, deferred_crops, rows_read
 from .inference.loading import LoadedModel, load_model
 from .inference.options import PredictOptions
-from .inference.regions import Region, crop, shows_whole_photo
+from .inference.regions import Region, shows_whole_photo, view
 from .inference.runners import ModelOutputs
 from .inference.scoring import BreedScore, Decision, Member, MemberOutput, Prediction, dog_mass
 from .inference.sources import IMAGE_EXTENSIONS, expand_inputs
@@ -255,7 +255,7 @@ class Predictor:
             img = decode.decode(str(b.ok_paths[photo]), draft_size=self.draft_size)
         except (ImageDecodeError, TypeError):
             return None
-        return crop(img, region) if region is not None else img
+        return view(img, b.regions[photo], b.regions[photo].index(region)) if region is not None else img
 
     def _load_gallery(self, gallery: Any) -> Any:
         from .gallery import Gallery  # only with --gallery

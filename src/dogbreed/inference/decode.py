@@ -18,7 +18,7 @@ from PIL import Image
 
 from ..errors import ImageDecodeError, UnreadableImage
 from ..transforms import Preprocess, load_image, preprocess_image, to_array
-from .regions import Region, crop, find_regions
+from .regions import Region, find_regions, view
 
 Source = str | Path | bytes
 T = TypeVar("T")
@@ -83,7 +83,7 @@ def prepare_image(img: Image.Image, preprocess: Sequence[Preprocess], finder: An
     names (crops the answer will likely not read) get zeros, to be prepared only if they are needed after all
     (`prepare_rows`)."""
     regions = find_regions(img, finder)
-    views = [crop(img, r) for r in regions]
+    views = [view(img, regions, i) for i in range(len(regions))]
     later = set(defer(regions)) if defer is not None else set()
     return regions, views, [[np.zeros((3, cfg.size, cfg.size), np.float32) if i in later else to_input(v, cfg)
                              for cfg in preprocess] for i, v in enumerate(views)]

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..breeds import Breed
 from ..dogness import log_softmax
-from .regions import Region, window
+from .regions import Region, box_area, box_overlap, inside, window
 from .scoring import BreedScore, Decision, Prediction, decide
 
 # The main dog at least this large also reads the whole photo. Averaging only a lone dog cost 2.1 points of top-1
@@ -251,7 +251,7 @@ def _hiders(i: int, kept: Sequence[int], regions: Sequence[Region]) -> list[int]
     """The kept dogs that candidate ``i`` is a part of (inside or overlapping it) or a view of (`SEEN_AGAIN`)."""
     a, win = regions[i].photo_box, window(regions[i].photo_box)
     seen = SEEN_AGAIN_WEAK if regions[i].weak else SEEN_AGAIN
-    return [j for j in kept if _inside(a, regions[j].photo_box) >= CONTAINED
+    return [j for j in kept if inside(a, regions[j].photo_box) >= CONTAINED
             or _iou(a, regions[j].photo_box) >= OVERLAP or _covers(regions[j].photo_box, win) >= seen]
 
 
@@ -259,7 +259,7 @@ def _holds_surer(outer: Region, inner: Region) -> bool:
     """Whether ``outer`` holds the surer candidate ``inner``: a crop is called "dog" when any dog shows in it, so a
     larger, weaker box drawn round several dogs is judged on them, not on its own (`GROUP`)."""
     return (inner.score > outer.score and inner.area < outer.area
-            and _inside(inner.photo_box, outer.photo_box) >= CONTAINED)
+            and inside(inner.photo_box, outer.photo_box) >= CONTAINED)
 
 
 def _side(region: Region) -> float:
@@ -270,27 +270,12 @@ def _side(region: Region) -> float:
 
 def _covers(box: Sequence[float], win: Sequence[float]) -> float:
     """The share of the window ``win`` that ``box`` covers."""
-    return _overlap(box, win) / _area(win)
-
-
-def _overlap(a: Sequence[float], b: Sequence[float]) -> float:
-    w = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    return float(w * h)
-
-
-def _area(a: Sequence[float]) -> float:
-    return float(max(1, (a[2] - a[0]) * (a[3] - a[1])))
-
-
-def _inside(a: Sequence[float], b: Sequence[float]) -> float:
-    """The share of box ``a`` that lies inside box ``b``."""
-    return _overlap(a, b) / _area(a)
+    return box_overlap(box, win) / box_area(win)
 
 
 def _iou(a: Sequence[float], b: Sequence[float]) -> float:
-    i = _overlap(a, b)
-    return i / max(1.0, _area(a) + _area(b) - i)
+    i = box_overlap(a, b)
+    return i / max(1.0, box_area(a) + box_area(b) - i)
 
 
 def _dog(p: Prediction, box: list[int], row: int) -> Dog:
