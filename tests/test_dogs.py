@@ -14,7 +14,7 @@ from dogbreed.breeds import stanford_breeds
 from dogbreed.inference import sinks
 from dogbreed.inference.detect import SCORE_THRESHOLD
 from dogbreed.inference.dogs import answer_photo, crops_needed, deferred_crops, rows_read
-from dogbreed.inference.regions import Region, crop, view
+from dogbreed.inference.regions import Region, crop, view, window
 from dogbreed.inference.scoring import Decision, Prediction
 
 CLASSES = list(stanford_breeds())
@@ -312,3 +312,19 @@ def test_a_crop_keeps_a_sure_box_that_it_is_part_of() -> None:
                _region((100, 40, 140, 80), (400, 200), 0.4)]
     assert (np.asarray(view(img, regions, 2)) == np.asarray(crop(img, regions[2]))).all()
     assert (np.asarray(view(img, regions, 1)) == np.asarray(crop(img, regions[1]))).all()
+
+
+def test_a_crop_at_the_photo_edge_keeps_what_its_own_box_shares_with_the_painted_dog() -> None:
+    img = Image.new("RGB", (400, 200), (90, 90, 90))
+    img.paste((0, 200, 0), (0, 50, 140, 150))  # this dog, at the left edge: its square is clipped there
+    img.paste((0, 0, 255), (130, 40, 300, 160))  # a sure dog beside it, overlapping its box by 10 px
+    regions = [_region(None, (400, 200)), _region((0, 50, 140, 150), (400, 200), 0.8),
+               _region((130, 40, 300, 160), (400, 200), 0.9)]
+    plain, seen = np.asarray(crop(img, regions[1])), np.asarray(view(img, regions, 1))
+    x0, y0 = (max(0, round(c)) for c in window(regions[1].box)[:2])  # the crop's corner in the photo
+    own = (slice(50 - y0, 150 - y0), slice(0 - x0, 140 - x0))
+    assert (seen[own] == plain[own]).all()  # the 10 px the boxes share stay blue
+    assert (plain[own] == (0, 0, 255)).all(-1).any()
+    outside = np.ones(seen.shape[:2], bool)
+    outside[own] = False
+    assert (plain[outside] == (0, 0, 255)).all(-1).any() and not (seen[outside] == (0, 0, 255)).all(-1).any()

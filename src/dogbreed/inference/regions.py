@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from ..transforms import crop_box, full_size
 
@@ -82,15 +82,19 @@ def view(img: Image.Image, regions: Sequence[Region], i: int) -> Image.Image:
         return v
     x0, y0, _, _ = window(r.box)
     ox, oy = max(0, round(x0)), max(0, round(y0))  # where `crop_box` cut the crop from the photo
-    own = [r.box[0] - ox, r.box[1] - oy, r.box[2] - ox, r.box[3] - oy]
-    kept = v.crop(tuple(round(c) for c in own))
-    v = v.copy()
-    fill = tuple(int(c) for c in np.asarray(v).reshape(-1, len(v.getbands())).mean(0))
-    draw = ImageDraw.Draw(v)
+    px = np.array(v)
+    painted = np.zeros(px.shape[:2], bool)
     for b in others:
-        draw.rectangle([b[0] - ox, b[1] - oy, b[2] - ox, b[3] - oy], fill=fill)
-    v.paste(kept, (round(own[0]), round(own[1])))
-    return v
+        painted[_rows_cols(b, ox, oy)] = True
+    painted[_rows_cols(r.box, ox, oy)] = False
+    px[painted] = px.mean(axis=(0, 1))
+    return Image.fromarray(px)
+
+
+def _rows_cols(box: Sequence[float], ox: int, oy: int) -> tuple[slice, slice]:
+    """A box in the photo's pixels as the rows and columns it covers in a crop cut at (ox, oy)."""
+    return (slice(max(0, round(box[1]) - oy), max(0, round(box[3]) - oy)),
+            slice(max(0, round(box[0]) - ox), max(0, round(box[2]) - ox)))
 
 
 def box_overlap(a: Sequence[float], b: Sequence[float]) -> float:
