@@ -1,10 +1,11 @@
 """bf16 (the CPU default where the hardware computes it natively: OpenVINO) against fp32 (ONNX Runtime), on real
 photos through `Predictor`: do the answers change, and does accuracy?
 
-    python bench/precision.py            # ~1 min on 2 cores; writes bench/results/precision.json
+    python bench/precision.py            # ~2 min on 2 cores; writes bench/results/precision.json
 
-Per set: photos, verdicts and top-1 breeds that agree, the largest change of a dog probability, the share of photos
-called "no dog", and for the breed-labelled sets (folders named <wnid>-<breed>) top-1 accuracy under each precision.
+Per set: photos, dog-or-not decisions ("no dog" or not), verdicts and top-1 breeds that agree, the largest change
+of a dog probability, the share of photos called "no dog", and for the breed-labelled sets (folders named
+<wnid>-<breed>) top-1 accuracy under each precision.
 web-dogs and imagenet-val-dogs were used to fit the shipped heads, so their accuracies are in-sample: they are here
 to compare the two precisions, not to state accuracy (README's accuracy section does that, out of fold).
 """
@@ -24,6 +25,7 @@ LABELLED = ("web-dogs", "imagenet-val-dogs")  # <wnid>-<breed> folders
 
 def main() -> None:
     sys.path.insert(0, str(ROOT / "src"))
+    from dogbreed.fileio import atomic_write_text
     from dogbreed.onnxrun import native_bf16
     from dogbreed.predict import Predictor, expand_inputs
 
@@ -41,6 +43,8 @@ def main() -> None:
             secs[k] = round(time.perf_counter() - t0, 2)
         a, b = got["bf16"], got["fp32"]
         row = {"photos": len(files), "seconds": secs,
+               "dog_or_not_agree": sum((x.verdict == "no_dog") == (y.verdict == "no_dog")
+                                       for x, y in zip(a, b, strict=True)),
                "verdicts_agree": sum(x.verdict == y.verdict for x, y in zip(a, b, strict=True)),
                "top1_agree": sum(x.breeds[0].name == y.breeds[0].name for x, y in zip(a, b, strict=True)),
                "max_abs_dog_probability_change": round(max(abs(x.dog_probability - y.dog_probability)
@@ -53,7 +57,7 @@ def main() -> None:
         out[name] = row
         print(name, json.dumps(row), flush=True)
     dest = ROOT / "bench" / "results" / "precision.json"
-    dest.write_text(json.dumps(out, indent=1) + "\n")
+    atomic_write_text(dest, json.dumps(out, indent=1) + "\n")
     print(f"wrote {dest}")
 
 

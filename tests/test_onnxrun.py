@@ -69,7 +69,8 @@ def test_cpu_prediction_never_imports_torch(photos: Path, tmp_path: Path, defaul
 @pytest.mark.skipif(not native_bf16(), reason="no OpenVINO or no native bf16 on this CPU")
 def test_cpu_bf16_default_stays_within_tolerance_of_fp32(real_data: Path) -> None:
     """`precision="auto"` on a CPU with native bf16 runs OpenVINO bf16: against fp32 ONNX Runtime on real dogs, cats
-    and everyday things, verdicts and top breeds agree and dog probabilities stay close (`BF16_TOLERANCE`)."""
+    and everyday things, dog-or-not decisions, verdicts and top breeds agree and dog probabilities stay close
+    (`BF16_TOLERANCE`)."""
     dogs = (expand_inputs([real_data / "imagenet-val-dogs"])[::7][:40]
             + expand_inputs([real_data / "web-dogs"])[::12][:40])
     others = expand_inputs([real_data / "not-dogs" / "cat"])[::25][:20] + \
@@ -77,9 +78,11 @@ def test_cpu_bf16_default_stays_within_tolerance_of_fp32(real_data: Path) -> Non
     auto, fp32 = Predictor(), Predictor(precision="fp32")
     assert auto.members[0].model.precision == "bf16" and fp32.members[0].model.precision == "fp32"
     a, b = auto.predict(dogs + others), fp32.predict(dogs + others)
+    dog_or_not = sum((x.verdict == "no_dog") == (y.verdict == "no_dog") for x, y in zip(a, b, strict=True)) / len(a)
     verdicts = sum(x.verdict == y.verdict for x, y in zip(a, b, strict=True)) / len(a)
     top1 = sum(x.breeds[0].name == y.breeds[0].name for x, y in zip(a[:len(dogs)], b, strict=False)) / len(dogs)
     worst = max(abs(x.dog_probability - y.dog_probability) for x, y in zip(a, b, strict=True))
+    assert dog_or_not >= BF16_TOLERANCE["dog_or_not_agreement"], dog_or_not
     assert verdicts >= BF16_TOLERANCE["verdict_agreement"], verdicts
     assert top1 >= BF16_TOLERANCE["top1_agreement_dogs"], top1
     assert worst <= BF16_TOLERANCE["max_abs_dog_probability"], worst
