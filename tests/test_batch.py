@@ -148,7 +148,7 @@ def test_lanes_answer_as_one_batch_at_a_time_does(photos: Path, small_batches: P
     import threading
 
     if small_batches.members[0].runner.model.session is None:  # a bf16 CPU's default: OpenVINO, tested below
-        small_batches = small_batches.with_options(precision="fp32")
+        small_batches = Predictor(small_batches.options, precision="fp32")  # another model: loaded again
     ran_on: list[str] = []
 
     def recording(lanes: int) -> Predictor:
