@@ -279,3 +279,37 @@ def test_a_crop_that_shows_the_whole_photo_takes_the_photos_row(
                 assert [x.name for x in d.breeds] == [x.name for x in whole.breeds]
                 assert d.dog_probability == pytest.approx(whole.dog_probability, abs=1e-6)
     assert checked >= 5
+
+
+def test_one_photo_prepares_its_whole_photo_beside_the_detector_with_the_same_inputs(
+        default_predictor: Predictor, real_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch of one photo (the service, the latency) resizes the whole photo on another thread while the detector
+    runs: the same inputs and regions as one after the other, and a failure there is still that photo's error."""
+    import threading
+
+    from dogbreed.errors import UnreadableImage
+    from dogbreed.inference import decode
+
+    p = default_predictor
+    pre = [m.preprocess for m in p.members]
+    photo = str(sorted((real_data / "imagenet-val-dogs").glob("*/*.jpg"))[0])
+    ran_on: list[str] = []
+    to_input = decode.to_input
+    monkeypatch.setattr(decode, "to_input", lambda im, cfg, box=None: ran_on.append(
+        threading.current_thread().name) or to_input(im, cfg, box))
+    one = decode.prepare_batch([photo], pre, p.draft_size, finder=p.loaded.finder)
+    beside = [n for n in ran_on if n.startswith("dogbreed-whole-photo")]
+    assert len(one.regions[0]) >= 2 and len(beside) == len(pre)  # the whole photo's inputs alone, one per member
+    assert len(ran_on) == len(pre) * len(one.regions[0])
+    img = decode.decode(photo, draft_size=p.draft_size)
+    regions, _, rows = decode.prepare_image(img, pre, p.loaded.finder)  # beside=False: all on this thread
+    assert regions == one.regions[0]
+    for t, member_rows in zip(one.tensors, zip(*rows, strict=True), strict=True):
+        assert np.array_equal(t, np.stack(member_rows))
+
+    def broken(im: Image.Image, cfg: object, box: object = None) -> np.ndarray:
+        raise UnreadableImage("cannot resize this one")
+
+    monkeypatch.setattr(decode, "to_input", broken)
+    failed = decode.prepare_batch([photo], pre, p.draft_size, finder=p.loaded.finder)
+    assert failed.errors == ["cannot resize this one"] and failed.regions == []

@@ -7,8 +7,11 @@ photo's reason in its place instead of raising.
 
 from __future__ import annotations
 
+import functools
 import itertools
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ImageDecodeError, UnreadableImage
+from ..runtime import physical_cores
 from ..transforms import Preprocess, load_image, preprocess_image, to_array
 from .regions import Region, find_regions, view
 
@@ -78,15 +82,30 @@ Defer = Callable[[Sequence[Region]], Sequence[int]]  # a photo's regions -> the 
 
 
 def prepare_image(img: Image.Image, preprocess: Sequence[Preprocess], finder: Any | None = None,
-                  defer: Defer | None = None) -> tuple[list[Region], list[Image.Image], list[list[np.ndarray]]]:
+                  defer: Defer | None = None, beside: bool = False,
+                  ) -> tuple[list[Region], list[Image.Image], list[list[np.ndarray]]]:
     """A decoded photo -> its regions, each region's image, and per region one input per member. Rows ``defer``
     names (crops the answer will likely not read) get zeros, to be prepared only if they are needed after all
-    (`prepare_rows`)."""
+    (`prepare_rows`). ``beside``: prepare the whole photo's inputs on another thread while the detector runs."""
+    # The whole photo's inputs do not depend on what the detector finds, so they can be resized beside its run (both
+    # release the GIL): one photo's latency 1.1-1.5 ms less in each of six rounds (2-core EPYC, bf16, 200 calls of
+    # each, interleaved call by call: 18.4 -> 17.2 up to 22.8 -> 21.4 ms p50), answers the same. Batches gain
+    # nothing (lanes already keep both cores busy: 940 everyday photos 119/148/142 against 120/147/143 images/s).
+    whole = (_beside(os.getpid()).submit(lambda: [to_input(img, cfg) for cfg in preprocess])
+             if beside and finder is not None else None)
     regions = find_regions(img, finder)
     views = [view(img, regions, i) for i in range(len(regions))]
     later = set(defer(regions)) if defer is not None else set()
-    return regions, views, [[np.zeros((3, cfg.size, cfg.size), np.float32) if i in later else to_input(v, cfg)
-                             for cfg in preprocess] for i, v in enumerate(views)]
+    rows = [whole.result() if whole is not None else [to_input(img, cfg) for cfg in preprocess]]
+    return regions, views, rows + [[np.zeros((3, cfg.size, cfg.size), np.float32) if i in later
+                                    else to_input(v, cfg) for cfg in preprocess]
+                                   for i, v in enumerate(views) if i > 0]
+
+
+@functools.cache
+def _beside(pid: int) -> ThreadPoolExecutor:
+    """One pool per process: a forked decode worker inherits the parent's pool without its threads."""
+    return ThreadPoolExecutor(max_workers=physical_cores(), thread_name_prefix="dogbreed-whole-photo")
 
 
 def prepare_rows(b: Prepared, rows: Sequence[int], images: Sequence[Image.Image | None],
@@ -112,7 +131,7 @@ def prepare_batch(sources: Sequence[Source | Image.Image], preprocess: Sequence[
     for src in sources:
         try:
             img = src if isinstance(src, Image.Image) else decode(src, draft_size=draft_size)
-            found, views, xs = prepare_image(img, preprocess, finder, defer)
+            found, views, xs = prepare_image(img, preprocess, finder, defer, beside=len(sources) == 1)
         except ImageDecodeError as e:
             errors.append(str(e) or type(e).__name__)
             continue
