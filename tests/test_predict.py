@@ -313,3 +313,33 @@ def test_one_photo_prepares_its_whole_photo_beside_the_detector_with_the_same_in
     monkeypatch.setattr(decode, "to_input", broken)
     failed = decode.prepare_batch([photo], pre, p.draft_size, finder=p.loaded.finder)
     assert failed.errors == ["cannot resize this one"] and failed.regions == []
+
+
+def test_each_dog_of_two_is_read_again_by_the_breed_cascade(
+        default_predictor: Predictor, real_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A photo with two dogs: the breed cascade reads both dogs' crops again, sure or not (`dogs.dogs_beside_dogs`),
+    and each dog's breeds are the ensemble's answer on its crop; the whole photo's row is not read for them."""
+    from dogbreed.inference import decode
+
+    canvas = Image.new("RGB", (800, 500), (206, 210, 200))
+    for rel, x in (("n02099601-golden_retriever/ILSVRC2012_val_00001112.jpg", 60),
+                   ("n02086240-Shih-Tzu/ILSVRC2012_val_00000907.jpg", 440)):
+        im = Image.open(real_data / "imagenet-val-dogs" / rel).convert("RGB")
+        h = round(im.height * 300 / im.width)
+        canvas.paste(im.resize((300, h), Image.LANCZOS), (x, (500 - h) // 2))
+    buf = io.BytesIO()
+    canvas.save(buf, "JPEG", quality=92)
+    bc = default_predictor.loaded.breed_cascade
+    read: list[list[int]] = []
+    outputs = bc.outputs
+    monkeypatch.setattr(bc, "outputs", lambda rows, first, image: read.append(list(rows))
+                        or outputs(rows, first, image))
+    b = decode.prepare_batch([buf.getvalue()], [m.preprocess for m in default_predictor.members],
+                             default_predictor.draft_size, keep_images=True, finder=default_predictor.loaded.finder)
+    pred = default_predictor.predict_prepared(b)[0]
+    assert len(pred.dogs) == 2 and len(read) == 1
+    assert {d.row for d in pred.dogs} <= set(read[0]) and 0 not in read[0]
+    off = Predictor(breed_cascade=False).predict_prepared(b)[0]  # Lite0 alone: the breeds the cascade replaced
+    assert [d.box for d in off.dogs] == [d.box for d in pred.dogs]
+    assert all([x.probability for x in d.breeds] != [x.probability for x in e.breeds]
+               for d, e in zip(pred.dogs, off.dogs, strict=True))
