@@ -13,7 +13,7 @@ from PIL import Image
 from dogbreed.breeds import stanford_breeds
 from dogbreed.inference import sinks
 from dogbreed.inference.detect import SCORE_THRESHOLD
-from dogbreed.inference.dogs import answer_photo, crops_needed, deferred_crops, dogs_beside_dogs, rows_read
+from dogbreed.inference.dogs import answer_photo, crops_needed, deferred_crops, dogs_read_again, rows_read
 from dogbreed.inference.regions import Region, crop, view, window
 from dogbreed.inference.scoring import Decision, Prediction
 
@@ -330,13 +330,16 @@ def test_a_crop_at_the_photo_edge_keeps_what_its_own_box_shares_with_the_painted
     assert (plain[outside] == (0, 0, 255)).all(-1).any() and not (seen[outside] == (0, 0, 255)).all(-1).any()
 
 
-def test_every_dog_of_a_photo_with_several_is_read_again_and_a_lone_dog_is_not() -> None:
-    """`dogs_beside_dogs`: the crop rows of photos listing two or more dogs, in batch rows; a lone dog, a crop that is
-    not a dog and the whole photo's row are not among them."""
+def test_every_dog_of_several_and_a_small_lone_dog_are_read_again_and_a_large_lone_dog_is_not() -> None:
+    """`dogs_read_again`: in batch rows, the crops of photos listing two or more dogs, and a lone dog's crop when its
+    box covers less than `WHOLE_PHOTO_AREA` of the photo; a lone dog filling its photo, a crop that is not a dog and
+    the whole photo's row are not among them."""
     two = [_region(None), _region((10, 10, 210, 210)), _region((400, 100, 600, 300)), _region((250, 300, 300, 350))]
-    one = [_region(None), _region((100, 100, 400, 400))]
-    dog = np.array([0.3, 0.99, 0.98, 0.1, 0.9, 0.99], np.float32)  # photo 1: rows 0-3, photo 2: rows 4-5
+    large = [_region(None), _region((40, 20, 600, 460))]  # 80% of the photo: the whole photo joins its answer
+    small = [_region(None), _region((100, 100, 300, 300))]  # 13%
+    dog = np.array([0.3, 0.99, 0.98, 0.1, 0.9, 0.99, 0.2, 0.99], np.float32)  # rows 0-3, 4-5, 6-7
     decision = Decision(dog_threshold=0.5, uncertain_threshold=0.3)
-    assert dogs_beside_dogs(dog, [two, one], decision) == [1, 2]
-    assert dogs_beside_dogs(dog[[4, 5, 0, 1, 2, 3]], [one, two], decision) == [3, 4]
-    assert dogs_beside_dogs(dog[[0, 1, 3]], [[two[0], two[1], two[3]]], decision) == []
+    assert dogs_read_again(dog, [two, large, small], decision) == [1, 2, 7]
+    assert dogs_read_again(dog[[4, 5, 0, 1, 2, 3]], [large, two], decision) == [3, 4]
+    assert dogs_read_again(dog[[0, 1, 3]], [[two[0], two[1], two[3]]], decision) == [1]  # one dog left, 13%
+    assert dogs_read_again(dog[[6, 3]], [small], decision) == []  # its crop is no dog

@@ -317,7 +317,7 @@ def test_one_photo_prepares_its_whole_photo_beside_the_detector_with_the_same_in
 
 def test_each_dog_of_two_is_read_again_by_the_breed_cascade(
         default_predictor: Predictor, real_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A photo with two dogs: the breed cascade reads both dogs' crops again, sure or not (`dogs.dogs_beside_dogs`),
+    """A photo with two dogs: the breed cascade reads both dogs' crops again, sure or not (`dogs.dogs_read_again`),
     and each dog's breeds are the ensemble's answer on its crop; the whole photo's row is not read for them."""
     from dogbreed.inference import decode
 

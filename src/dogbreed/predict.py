@@ -20,7 +20,7 @@ from .breeds import Breed
 from .errors import ImageDecodeError
 from .inference import decode, executors, scoring
 from .inference.decode import Prepared, Source, photo_rows, row_source
-from .inference.dogs import answer_photos, crops_needed, deferred_crops, dogs_beside_dogs, rows_read
+from .inference.dogs import answer_photos, crops_needed, deferred_crops, dogs_read_again, rows_read
 from .inference.loading import LoadedModel, load_model
 from .inference.options import PredictOptions
 from .inference.regions import Region, shows_whole_photo, view
@@ -224,13 +224,13 @@ class Predictor:
 
     def _breed_second_look(self, logp: np.ndarray, dog: np.ndarray, outputs: Sequence[MemberOutput],
                            b: Prepared, same: dict[int, int]) -> np.ndarray:
-        """Rows unsure of their breed, and every dog of a photo listing several (`dogs.dogs_beside_dogs`), read again
-        by `best`'s ensemble (`scoring.BreedCascade`)."""
+        """Rows unsure of their breed, and dogs answered from a crop cut out of a scene (`dogs.dogs_read_again`),
+        read again by `best`'s ensemble (`scoring.BreedCascade`)."""
         bc = self.loaded.breed_cascade
         read = rows_read(logp, dog, b.regions, self.decision) if b.regions is not None else None
         rows = bc.rows(logp, dog, self.decision, read)
-        if b.regions is not None:  # each dog of several, sure or not
-            rows = [*rows, *dogs_beside_dogs(dog, b.regions, self.decision)]
+        if b.regions is not None:  # each dog of several, and a small lone dog, sure or not
+            rows = [*rows, *dogs_read_again(dog, b.regions, self.decision)]
         # A crop that shows the whole photo (``same``: `same_view_rows`) is read again as the photo.
         wanted = sorted({same.get(r, r) for r in rows})
         rows, more = bc.outputs(wanted, outputs, lambda r: self._image(b, r))
