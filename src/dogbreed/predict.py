@@ -228,11 +228,11 @@ class Predictor:
         read again by `best`'s ensemble (`scoring.BreedCascade`)."""
         bc = self.loaded.breed_cascade
         read = rows_read(logp, dog, b.regions, self.decision) if b.regions is not None else None
-        rows = bc.rows(logp, dog, self.decision, read)
+        asked = bc.rows(logp, dog, self.decision, read)
         if b.regions is not None:  # each dog of several, and a small lone dog, sure or not
-            rows = [*rows, *dogs_read_again(dog, b.regions, self.decision)]
+            asked += dogs_read_again(dog, b.regions, self.decision)
         # A crop that shows the whole photo (``same``: `same_view_rows`) is read again as the photo.
-        wanted = sorted({same.get(r, r) for r in rows})
+        wanted = sorted({same.get(r, r) for r in asked})
         rows, more = bc.outputs(wanted, outputs, lambda r: self._image(b, r))
         if not rows:
             return logp
