@@ -343,3 +343,28 @@ def test_each_dog_of_two_is_read_again_by_the_breed_cascade(
     assert [d.box for d in off.dogs] == [d.box for d in pred.dogs]
     assert all([x.probability for x in d.breeds] != [x.probability for x in e.breeds]
                for d, e in zip(pred.dogs, off.dogs, strict=True))
+
+
+def test_cli_default_reads_both_dogs_of_a_two_dog_photo_again(
+        real_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`dogbreed predict PHOTO --format json` with the default flags: a two-dog photo lists both dogs, and the breed
+    cascade reads both their crops again (`dogs.dogs_read_again`), as the library does."""
+    from dogbreed.inference.scoring import BreedCascade
+
+    canvas = Image.new("RGB", (800, 500), (206, 210, 200))
+    for rel, x in (("n02099601-golden_retriever/ILSVRC2012_val_00001112.jpg", 60),
+                   ("n02086240-Shih-Tzu/ILSVRC2012_val_00000907.jpg", 440)):
+        im = Image.open(real_data / "imagenet-val-dogs" / rel).convert("RGB")
+        h = round(im.height * 300 / im.width)
+        canvas.paste(im.resize((300, h), Image.LANCZOS), (x, (500 - h) // 2))
+    photo = tmp_path / "two-dogs.jpg"
+    canvas.save(photo, quality=92)
+    read: list[list[int]] = []
+    outputs = BreedCascade.outputs
+    monkeypatch.setattr(BreedCascade, "outputs", lambda self, rows, first, image: read.append(list(rows))
+                        or outputs(self, rows, first, image))
+    res = CliRunner().invoke(app, ["predict", str(photo), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    (row,) = json.loads(res.stdout)
+    assert len(row["dogs"]) == 2 and len(read) == 1 and len(read[0]) >= 2 and 0 not in read[0]
+    assert {d["breeds"][0]["name"] for d in row["dogs"]} == {"Golden retriever", "Shih-Tzu"}
