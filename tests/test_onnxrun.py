@@ -196,3 +196,33 @@ def test_openvino_sessions_run_batches_at_once_on_requests_of_their_own(default_
     assert not meet.broken and model._idle.qsize() == 2
     for i, w in enumerate(want):
         np.testing.assert_allclose(got[i], w, rtol=1e-5, atol=1e-5)
+
+
+def test_the_first_openvino_inference_runs_when_the_model_opens_so_lanes_never_deadlock() -> None:
+    """OpenVINO's bindings deadlock when two threads make the process's first inference at once (`onnxrun.
+    _warm_bindings`): a `dogbreed predict` on bf16 hung at its first batch in 3 of 70 fresh processes of a
+    four-thread repro before. So the first inference runs as the first model opens, before any caller can run one,
+    and four threads meeting at their first call all finish. A fresh process, since only its first inference can
+    hang; OpenVINO made to think the CPU has bf16 where it has not (same bindings, f32 arithmetic)."""
+    pytest.importorskip("openvino")
+    code = (
+        "import os, threading\n"
+        "import numpy as np\n"
+        "from dogbreed import onnxrun\n"
+        "onnxrun.native_bf16 = lambda: True\n"
+        "from dogbreed.inference.detect import packaged_graph\n"
+        "model = onnxrun.OnnxModel(packaged_graph(), precision='bf16')\n"
+        "assert onnxrun._warm_done, 'no inference ran while the model opened'\n"
+        "meet = threading.Barrier(4, timeout=60)\n"
+        "x = np.zeros((1, 3, 416, 416), np.float32)\n"
+        "def first():\n"
+        "    meet.wait()\n"
+        "    model.run_numpy(x)\n"
+        "threads = [threading.Thread(target=first, daemon=True) for _ in range(4)]\n"
+        "[t.start() for t in threads]\n"
+        "[t.join(60) for t in threads]\n"
+        "print('finished', sum(not t.is_alive() for t in threads), flush=True)\n"
+        "os._exit(0)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == ["finished", "4"]

@@ -179,10 +179,29 @@ def _compile(key: tuple[str, int]) -> Any:
         "INFERENCE_PRECISION_HINT": "bf16", "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads,
         "ENABLE_CPU_PINNING": False})
     _say_if_blob_rebuilt(before)
+    _warm_bindings(compiled)
     return compiled
 
 
 _compiled_models: OnceEach[tuple[str, int], Any] = OnceEach(_compile)
+_warm_lock = threading.Lock()
+_warm_done = False
+
+
+def _warm_bindings(compiled: Any) -> None:
+    """The process's first OpenVINO inference, run here on the thread that compiles, before any other can run one.
+
+    Inside OpenVINO's Python bindings the first inference initialises a function-local static (pybind11's numpy
+    bridge) while holding the GIL, and lets the GIL go partway through; a second thread making its own first
+    inference at that moment takes the GIL and waits on the static, and neither moves again. Two lanes did exactly
+    that (`dogbreed predict FOLDER`, bf16: a process hung for good at its first batch, 2 of 30 fresh processes in a
+    two-thread repro; tests/test_onnxrun.py). Once one inference has run, every later one from any thread is safe."""
+    global _warm_done
+    with _warm_lock:  # a thread compiling another model meanwhile waits here, the GIL let go
+        if not _warm_done:
+            shape = [d.get_length() if d.is_static else 1 for d in compiled.inputs[0].get_partial_shape()]
+            compiled.create_infer_request().infer({0: np.zeros(shape, np.float32)})
+            _warm_done = True
 
 
 def _blob_stats() -> dict[str, tuple[int, int]]:
