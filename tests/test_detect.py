@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from dogbreed.inference import detect
 from dogbreed.inference.detect import Detection, DogFinder, canvas_for, decode, default_finder, letterbox, nms
@@ -110,7 +110,7 @@ def test_beside_a_sure_dog_weaker_hints_are_candidates(monkeypatch: pytest.Monke
         _cell(SHAPE, 32, 6, 1): (0.5, 0.5, math.log(2), math.log(2), 0.2, BEAR, 0.1),  # 64x64, score 0.02
     })
     finder = DogFinder(size=SHAPE, looks=0)
-    monkeypatch.setattr(finder, "raw", lambda image: (raw, 1.0, SHAPE))
+    monkeypatch.setattr(finder, "_first_pass", lambda image: (raw, 1.0, SHAPE, None))
     got = finder.find(Image.new("RGB", SHAPE))
     assert [d.label for d in got] == want
     assert got[0].score == pytest.approx(dog_score)
@@ -156,8 +156,8 @@ def test_find_runs_the_wider_look_on_the_photo_and_keeps_what_it_finds(monkeypat
     # First pass: one 0.02 hint 150 px wide in a 640x480 photo read at 0.45; the wider look finds a dog there.
     raw = _raw(SHAPE, {_cell(SHAPE, 16, 5, 5): (0.5, 0.5, math.log(150 * 0.45 / 16), math.log(100 * 0.45 / 16),
                                                 0.2, DOG, 0.1)})
-    finder = DogFinder(size=SHAPE, looks=0, large=False)  # at 0.45 the large-photo pass would run too
-    monkeypatch.setattr(finder, "raw", lambda image: (raw, 0.45, SHAPE))
+    finder = DogFinder(size=SHAPE, looks=0, large=False, mirror=False)  # at 0.45 the large-photo pass would run too
+    monkeypatch.setattr(finder, "_first_pass", lambda image: (raw, 0.45, SHAPE, None))
     calls = []
 
     def look(image: Image.Image, window: tuple[int, int, int, int], size: int = 0) -> tuple[np.ndarray, ...]:
@@ -181,8 +181,8 @@ def test_a_large_photo_also_runs_on_the_large_canvas_and_keeps_its_small_boxes(
     big_raw = _raw(large, {
         _cell(large, 8, 20, 30): (0.5, 0.5, math.log(100 * r / 8), math.log(80 * r / 8), 0.9, DOG, 0.8),
         _cell(large, 32, 10, 10): (0.5, 0.5, math.log(600 * r / 32), math.log(600 * r / 32), 0.9, CAT, 0.7)})
-    finder = DogFinder(size=SHAPE, looks=0, wide=False)
-    monkeypatch.setattr(finder, "raw", lambda image: (_raw(SHAPE, {}), 0.144, SHAPE))
+    finder = DogFinder(size=SHAPE, looks=0, wide=False, mirror=False)
+    monkeypatch.setattr(finder, "_first_pass", lambda image: (_raw(SHAPE, {}), 0.144, SHAPE, None))
     shapes = []
 
     def model(shape: tuple[int, int]) -> SimpleNamespace:
@@ -196,11 +196,43 @@ def test_a_large_photo_also_runs_on_the_large_canvas_and_keeps_its_small_boxes(
     cx, cy = (20 + 0.5) * 8 / r, (30 + 0.5) * 8 / r
     np.testing.assert_allclose(got[0].box, [cx - 50, cy - 40, cx + 50, cy + 40], atol=0.01)
     # a photo the first pass barely shrinks, or a finder without the pass, never runs it
-    monkeypatch.setattr(finder, "raw", lambda image: (_raw(SHAPE, {}), detect.LARGE_FROM, SHAPE))
+    monkeypatch.setattr(finder, "_first_pass", lambda image: (_raw(SHAPE, {}), detect.LARGE_FROM, SHAPE, None))
     assert finder.find(Image.new("RGB", photo)) == [] and shapes == [large]
     finder.large = False
-    monkeypatch.setattr(finder, "raw", lambda image: (_raw(SHAPE, {}), 0.144, SHAPE))
+    monkeypatch.setattr(finder, "_first_pass", lambda image: (_raw(SHAPE, {}), 0.144, SHAPE, None))
     assert finder.find(Image.new("RGB", photo)) == [] and shapes == [large]
+
+
+def test_a_photo_the_first_pass_shrinks_also_runs_mirrored_and_keeps_what_that_finds(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A 640x480 photo, red on its left half: the first pass (ratio 0.45) finds nothing; the mirrored pass, which
+    # must be given the photo mirrored (red on the right), finds a dog near its left edge: near the right edge of
+    # the photo itself. A photo the first pass does not shrink never runs it, nor a finder without it.
+    finder = DogFinder(size=SHAPE, looks=0, wide=False, large=False)
+    photo = Image.new("RGB", (640, 480), (0, 0, 255))
+    photo.paste((255, 0, 0), (0, 0, 320, 480))
+    x, ratio = letterbox(photo, SHAPE)
+    assert ratio == pytest.approx(0.45)
+    dog = _raw(SHAPE, {_cell(SHAPE, 16, 3, 2): (0.5, 0.5, math.log(4), math.log(2), 0.9, DOG, 0.8)})
+    seen: list[np.ndarray] = []
+
+    def model(shape: tuple[int, int]) -> SimpleNamespace:
+        return SimpleNamespace(run_numpy=lambda m: seen.append(m) or [dog[None]])
+
+    monkeypatch.setattr(finder, "model", model)
+    monkeypatch.setattr(finder, "_first_pass", lambda image: (_raw(SHAPE, {}), ratio, SHAPE, x))
+    got = finder.find(photo)
+    assert len(seen) == 1
+    np.testing.assert_array_equal(seen[0], letterbox(ImageOps.mirror(photo), SHAPE)[0])
+    # canvas box (24, 24, 88, 56) in the mirrored photo, 288 canvas pixels wide: (200, 24, 264, 56), / 0.45
+    assert [d.label for d in got] == ["dog"]
+    np.testing.assert_allclose(got[0].box, [200 / 0.45, 24 / 0.45, 264 / 0.45, 56 / 0.45], atol=0.01)
+    assert got[0].score == pytest.approx(0.72) and not got[0].weak
+    monkeypatch.setattr(finder, "_first_pass", lambda image: (_raw(SHAPE, {}), 1.0, SHAPE, x))
+    assert finder.find(photo) == [] and len(seen) == 1
+    finder.mirror = False
+    monkeypatch.setattr(finder, "_first_pass", lambda image: (_raw(SHAPE, {}), ratio, SHAPE, x))
+    assert finder.find(photo) == [] and len(seen) == 1
 
 
 def test_letterbox_keeps_aspect_at_top_left_in_bgr() -> None:
@@ -333,6 +365,22 @@ def _on(box: tuple[float, ...], rect: tuple[int, ...]) -> bool:
 
 
 @pytest.mark.real
+def test_the_mirrored_pass_puts_its_box_on_the_real_dog_too(real_data: Path) -> None:
+    """Mapped back, the mirrored pass's dog box lies on the pasted dog, as the first pass's does (a wrong mapping
+    would put it on the far side of the 640 px photo, where the 250 px offset leaves only grey)."""
+    finder = default_finder("fp32")
+    shape = canvas_for((640, 480), finder.size, finder.enlarge)
+    on = 0
+    for canvas, rect in _pasted(real_data):
+        x, ratio = letterbox(canvas, shape)
+        boxes, scores, ids = finder._mirrored(x, ratio, shape, canvas.size, detect.SCORE_THRESHOLD)
+        dogs = boxes[ids == DOG]
+        assert len(dogs), "the mirrored pass found no dog box"
+        on += _on(tuple(dogs[np.argmax(scores[ids == DOG])]), rect)
+    assert on >= 3
+
+
+@pytest.mark.real
 def test_real_dogs_get_a_box_on_the_dog(real_data: Path) -> None:
     finder = default_finder("fp32")
     photos = _pasted(real_data)
@@ -385,13 +433,14 @@ def test_cli_default_finds_dogs_only_the_wider_look_sees(real_data: Path, tmp_pa
         assert p["verdict"] != "no_dog" and p["dogs"], p
         box = p["dogs"][0]["box"]
         assert rect[0] <= (box[0] + box[2]) / 2 <= rect[2] and rect[1] <= (box[1] + box[3]) / 2 <= rect[3], (p, rect)
-    # The same photos without the wider look: no dog, so it is the wider look that finds them.
+    # The same photos without the wider look (and without the mirrored first pass, which finds some of them too):
+    # no dog, so it is those looks that find them.
     predictor = Predictor()
-    predictor.loaded.finder.wide = False
+    predictor.loaded.finder.wide = predictor.loaded.finder.mirror = False
     try:
         assert [p.verdict for p in predictor.predict(sorted(tmp_path.glob("*.jpg")))] == ["no_dog"] * len(wanted)
     finally:
-        predictor.loaded.finder.wide = True  # the finder is the process's (`default_finder`)
+        predictor.loaded.finder.wide = predictor.loaded.finder.mirror = True  # the process's (`default_finder`)
 
 
 @pytest.mark.real
@@ -422,13 +471,13 @@ def test_cli_default_finds_far_dogs_in_a_phone_photo(real_data: Path, tmp_path: 
         rect = rects[Path(p["path"]).name]
         assert p["verdict"] != "no_dog" and p["dogs"] and on_dog(p["dogs"][0]["box"], rect), (p, rect)
     predictor = Predictor()
-    predictor.loaded.finder.large = False
-    try:  # without the large pass no box lands on these dogs
+    predictor.loaded.finder.large = predictor.loaded.finder.mirror = False
+    try:  # without the large pass (nor the mirrored first pass, which finds one of them) no box lands on these dogs
         for path in sorted(tmp_path.glob("*.jpg")):
             got = predictor.predict([path])[0]
             assert not any(on_dog(list(d.box), rects[path.name]) for d in got.dogs or []), got
     finally:
-        predictor.loaded.finder.large = True  # the finder is the process's (`default_finder`)
+        predictor.loaded.finder.large = predictor.loaded.finder.mirror = True  # the process's (`default_finder`)
 
 
 def test_detection_never_imports_torch() -> None:
