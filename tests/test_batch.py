@@ -257,7 +257,10 @@ def test_interrupted_run_resumes_without_redoing_rows(photos: Path, tmp_path: Pa
     second: list[str] = []
     s = run_batch(_interrupt_after(small_batches, -1, second), [photos], out, workers=0)
     done = s.skipped
-    assert done >= 4 and s.written == len(paths) - done and s.errors == 1
+    # In lanes a batch may finish beside the interrupted one, so the rows done vary with timing, and with them
+    # whether the broken photo is among those left.
+    assert done >= 4 and s.written == len(paths) - done
+    assert s.errors == sum(p.endswith("broken.jpg") for p in paths[done:])
     # No photo went through the network twice, and every good photo went through it once.
     assert not set(first) & set(second)
     assert sorted(first + second) == sorted(p for p in paths if not p.endswith("broken.jpg"))

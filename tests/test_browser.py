@@ -345,11 +345,24 @@ def overlap(a: dict, b: dict) -> float:
     return max(0.0, w) * max(0.0, h)
 
 
-def on_screen(page, rect: tuple[int, int, int, int]) -> dict:
-    """A rectangle in the photo's pixels -> where the page shows it (the photo is drawn with object-fit: contain)."""
-    img = page.locator("#preview:not([hidden]), #overlay:not([hidden])").first
-    frame = img.bounding_box()
-    nw, nh = page.locator("#preview").evaluate("img => [img.naturalWidth, img.naturalHeight]")
+# Where the photo and its boxes are, read in one script run: read one at a time, a smooth scroll or a frame of
+# layout between two reads shifts one against the other (a box once read 25 px below its photo's frame).
+GEOMETRY = """() => {
+  const rect = (e) => {
+    const b = e.getBoundingClientRect();
+    return {x: b.x, y: b.y, width: b.width, height: b.height};
+  };
+  const img = document.querySelector("#preview:not([hidden]), #overlay:not([hidden])");
+  const preview = document.querySelector("#preview");
+  return {photo: rect(img), natural: [preview.naturalWidth, preview.naturalHeight],
+          boxes: [...document.querySelectorAll("#boxes .dog-box")].map(rect)};
+}"""
+
+
+def on_screen(geometry: dict, rect: tuple[int, int, int, int]) -> dict:
+    """A rectangle in the photo's pixels -> where the page shows it (the photo is drawn with object-fit: contain),
+    in a `GEOMETRY` snapshot."""
+    frame, (nw, nh) = geometry["photo"], geometry["natural"]
     s = min(frame["width"] / nw, frame["height"] / nh)
     ox, oy = frame["x"] + (frame["width"] - nw * s) / 2, frame["y"] + (frame["height"] - nh * s) / 2
     x0, y0, x1, y1 = rect
@@ -391,7 +404,8 @@ def check_two_dogs(page, pasted: list[tuple[str, tuple[int, ...]]]) -> None:
     """Exactly two numbered boxes over the photo, each on one pasted dog; two entries, each naming its dog's breed."""
     boxes = page.locator("#boxes .dog-box")
     assert boxes.count() == 2
-    photo = page.locator("#preview:not([hidden]), #overlay:not([hidden])").first.bounding_box()
+    geometry = page.evaluate(GEOMETRY)
+    photo = geometry["photo"]
     entries = page.locator("#dogs > li")
     assert entries.count() == 2
     found = {}
@@ -399,11 +413,11 @@ def check_two_dogs(page, pasted: list[tuple[str, tuple[int, ...]]]) -> None:
         box = boxes.nth(i)
         assert box.locator(".dog-num").inner_text() == str(i + 1)
         assert box.get_attribute("aria-label").startswith(f"Dog {i + 1}: ")
-        r = box.bounding_box()
+        r = geometry["boxes"][i]
         assert within(r, photo)
-        shares = [overlap(r, on_screen(page, rect)) / (r["width"] * r["height"]) for _, rect in pasted]
+        shares = [overlap(r, on_screen(geometry, rect)) / (r["width"] * r["height"]) for _, rect in pasted]
         j = max(range(2), key=shares.__getitem__)
-        target = on_screen(page, pasted[j][1])
+        target = on_screen(geometry, pasted[j][1])
         assert shares[j] >= 0.85, f"box {i + 1} {r} is not on a pasted dog {target}"
         assert r["width"] * r["height"] >= 0.2 * target["width"] * target["height"], "box too small for its dog"
         found[j] = i
