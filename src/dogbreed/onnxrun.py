@@ -198,8 +198,9 @@ def _warm_bindings(compiled: Any) -> None:
     two-thread repro; tests/test_onnxrun.py). Once one inference has run, every later one from any thread is safe."""
     global _warm_done
     with _warm_lock:  # a thread compiling another model meanwhile waits here, the GIL let go
-        if not _warm_done:
-            shape = [d.get_length() if d.is_static else 1 for d in compiled.inputs[0].get_partial_shape()]
+        dims = list(compiled.inputs[0].get_partial_shape())
+        if not _warm_done and all(d.is_static for d in dims[1:]):  # else the next model opened warms them
+            shape = [d.get_length() if d.is_static else 1 for d in dims]  # a free batch size: one photo
             compiled.create_infer_request().infer({0: np.zeros(shape, np.float32)})
             _warm_done = True
 
