@@ -160,3 +160,23 @@ def smooth_photo(path: Path, seed: int, size: tuple[int, int] = (300, 260)) -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path, "JPEG", quality=90)
     return path
+
+
+# Two breeds that look nothing alike, each photo got its breed alone (../shared/data/real); pasted side by side by
+# `two_dog_photo` for the two-dog tests.
+TWO_DOGS = (("imagenet-val-dogs/n02099601-golden_retriever/ILSVRC2012_val_00001112.jpg", "Golden retriever"),
+            ("imagenet-val-dogs/n02086240-Shih-Tzu/ILSVRC2012_val_00000907.jpg", "Shih-Tzu"))
+
+
+def two_dog_photo(real: Path) -> tuple[Image.Image, list[tuple[str, tuple[int, int, int, int]]]]:
+    """`TWO_DOGS`, each 300 px wide, side by side on a plain 800x500 canvas: the photo, and for each pasted dog its
+    breed and the rectangle it was pasted into."""
+    canvas = Image.new("RGB", (800, 500), (206, 210, 200))
+    pasted = []
+    for (rel, breed), x in zip(TWO_DOGS, (60, 440), strict=True):
+        im = Image.open(real / rel).convert("RGB")
+        w, h = 300, round(im.height * 300 / im.width)
+        y = (500 - h) // 2
+        canvas.paste(im.resize((w, h), Image.LANCZOS), (x, y))
+        pasted.append((breed, (x, y, x + w, y + h)))
+    return canvas, pasted

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+from fixtures import TWO_DOGS
+from fixtures import two_dog_photo as make_two_dog_photo
 
 # Real photos are used when ../shared/data/real is there (generated ones otherwise), so these are `real` too.
 pytestmark = [pytest.mark.browser, pytest.mark.real]
@@ -18,9 +20,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.real]
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 SAMOYED = "imagenet-val-dogs/n02111889-Samoyed/ILSVRC2012_val_00003808.jpg"
-# Two breeds that look nothing alike, each photo got its breed alone; pasted side by side for the two-dog test.
-TWO_DOGS = (("imagenet-val-dogs/n02099601-golden_retriever/ILSVRC2012_val_00001112.jpg", "Golden retriever"),
-            ("imagenet-val-dogs/n02086240-Shih-Tzu/ILSVRC2012_val_00000907.jpg", "Shih-Tzu"))
 REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real"
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                "--disable-component-update", "--disable-sync"]
@@ -381,20 +380,10 @@ def contrast(rgb: str, other: tuple[int, int, int] = (255, 255, 255)) -> float:
 
 @pytest.fixture(scope="module")
 def two_dog_photo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[str, tuple[int, ...]]]]:
-    """Two real photos of two breeds, each 300 px wide, side by side on an 800x500 canvas (written to a tmp dir):
-    the photo, and for each pasted dog its breed and the rectangle it was pasted into."""
-    from PIL import Image
-
+    """`fixtures.two_dog_photo` written to a tmp dir as a JPEG: its path, and each pasted dog's breed and rectangle."""
     if not all((REAL / rel).exists() for rel, _ in TWO_DOGS):
         pytest.skip("needs the real photos in ../shared/data/real/imagenet-val-dogs")
-    canvas = Image.new("RGB", (800, 500), (206, 210, 200))
-    pasted = []
-    for (rel, breed), x in zip(TWO_DOGS, (60, 440), strict=True):
-        im = Image.open(REAL / rel).convert("RGB")
-        w, h = 300, round(im.height * 300 / im.width)
-        y = (500 - h) // 2
-        canvas.paste(im.resize((w, h), Image.LANCZOS), (x, y))
-        pasted.append((breed, (x, y, x + w, y + h)))
+    canvas, pasted = make_two_dog_photo(REAL)
     path = tmp_path_factory.mktemp("two-dogs") / "two-dogs.jpg"
     canvas.save(path, quality=92)
     return path, pasted

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixtures import smooth_photo
+from fixtures import smooth_photo, two_dog_photo
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -321,12 +321,7 @@ def test_each_dog_of_two_is_read_again_by_the_breed_cascade(
     and each dog's breeds are the ensemble's answer on its crop; the whole photo's row is not read for them."""
     from dogbreed.inference import decode
 
-    canvas = Image.new("RGB", (800, 500), (206, 210, 200))
-    for rel, x in (("n02099601-golden_retriever/ILSVRC2012_val_00001112.jpg", 60),
-                   ("n02086240-Shih-Tzu/ILSVRC2012_val_00000907.jpg", 440)):
-        im = Image.open(real_data / "imagenet-val-dogs" / rel).convert("RGB")
-        h = round(im.height * 300 / im.width)
-        canvas.paste(im.resize((300, h), Image.LANCZOS), (x, (500 - h) // 2))
+    canvas, _ = two_dog_photo(real_data)
     buf = io.BytesIO()
     canvas.save(buf, "JPEG", quality=92)
     bc = default_predictor.loaded.breed_cascade
@@ -351,12 +346,7 @@ def test_cli_default_reads_both_dogs_of_a_two_dog_photo_again(
     cascade reads both their crops again (`dogs.dogs_read_again`), as the library does."""
     from dogbreed.inference.scoring import BreedCascade
 
-    canvas = Image.new("RGB", (800, 500), (206, 210, 200))
-    for rel, x in (("n02099601-golden_retriever/ILSVRC2012_val_00001112.jpg", 60),
-                   ("n02086240-Shih-Tzu/ILSVRC2012_val_00000907.jpg", 440)):
-        im = Image.open(real_data / "imagenet-val-dogs" / rel).convert("RGB")
-        h = round(im.height * 300 / im.width)
-        canvas.paste(im.resize((300, h), Image.LANCZOS), (x, (500 - h) // 2))
+    canvas, _ = two_dog_photo(real_data)
     photo = tmp_path / "two-dogs.jpg"
     canvas.save(photo, quality=92)
     read: list[list[int]] = []
