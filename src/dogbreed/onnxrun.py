@@ -194,8 +194,9 @@ def _warm_bindings(compiled: Any) -> None:
     Inside OpenVINO's Python bindings the first inference initialises a function-local static (pybind11's numpy
     bridge) while holding the GIL, and lets the GIL go partway through; a second thread making its own first
     inference at that moment takes the GIL and waits on the static, and neither moves again. Two lanes did exactly
-    that (`dogbreed predict FOLDER`, bf16: a process hung for good at its first batch, 2 of 30 fresh processes in a
-    two-thread repro; tests/test_onnxrun.py). Once one inference has run, every later one from any thread is safe."""
+    that (`dogbreed predict FOLDER`, bf16: a process hung for good at its first batch; a repro of four threads making
+    their first inference at once hung 3 of 70 fresh processes, 0 of 100 with this; tests/test_onnxrun.py). Once one
+    inference has run, every later one from any thread is safe."""
     global _warm_done
     with _warm_lock:  # a thread compiling another model meanwhile waits here, the GIL let go
         dims = list(compiled.inputs[0].get_partial_shape())

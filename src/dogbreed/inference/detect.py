@@ -328,13 +328,14 @@ class DogFinder:
     def _first_pass(self, image: Image.Image) -> tuple[np.ndarray, float, Shape, np.ndarray]:
         """`raw`, and the letterboxed input it ran on (the mirrored pass reverses it rather than resize again)."""
         shape = canvas_for(image.size, self.size, self.enlarge)
-        x, ratio = letterbox(image, shape)
-        return self.model(shape).run_numpy(x)[0][0], ratio, shape, x
+        raw, ratio, x = self._run(image, shape)
+        return raw, ratio, shape, x
 
-    def _run(self, image: Image.Image, shape: Shape) -> tuple[np.ndarray, float]:
-        """One photo (or window) letterboxed onto a canvas and run: the raw (cells, 85) output and the ratio."""
+    def _run(self, image: Image.Image, shape: Shape) -> tuple[np.ndarray, float, np.ndarray]:
+        """One photo (or window) letterboxed onto a canvas and run: the raw (cells, 85) output, the ratio and the
+        letterboxed input."""
         x, ratio = letterbox(image, shape)
-        return self.model(shape).run_numpy(x)[0][0], ratio
+        return self.model(shape).run_numpy(x)[0][0], ratio, x
 
     def find(self, image: Image.Image) -> list[Detection]:
         """Candidates in an upright RGB photo, boxes in its pixels (first pass, mirrored too if it shrank the photo,
@@ -384,7 +385,7 @@ class DogFinder:
         """`LARGE_SIZE`'s boxes up to `LARGE_MAX_SIDE` of the photo added to the first pass's; the ratio the
         looks then judge their gain against is this pass's (the photo has been seen that large)."""
         shape = canvas_for(image.size, LARGE_SIZE)
-        raw, ratio = self._run(image, shape)
+        raw, ratio, _ = self._run(image, shape)
         b, s, i = self._boxes(raw, ratio, shape, image.size, floor)
         small = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) <= LARGE_MAX_SIDE * max(image.size)
         return *self._add((b[small], s[small], i[small]), boxes, scores, ids), ratio
@@ -460,7 +461,7 @@ class DogFinder:
         """Candidates inside one window, run at ``size`` x ``size``, in the photo's pixels."""
         crop = image.crop(window)
         shape = (size, size)
-        raw, ratio = self._run(crop, shape)
+        raw, ratio, _ = self._run(crop, shape)
         boxes, scores, ids = self._boxes(raw, ratio, shape, crop.size, self.score_threshold)
         return boxes + np.array(window[:2] * 2, dtype=np.float32), scores, ids
 
