@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.crop_margin is not None:
         from dogbreed.inference import regions
 
-        regions.crop.__defaults__ = (a.crop_margin,)  # the view only; dogs.py's overlap rules read `window` as is
+        regions.view.__defaults__ = (a.crop_margin,)  # the view only; dogs.py's overlap rules read `window` as is
     heads, fold = fold_heads(a.data)
     OutOfFold.heads = heads
     photos = photos_by_kind(a.data, a.limit, a.halves)
