@@ -13,15 +13,8 @@ from PIL import Image
 from dogbreed.breeds import stanford_breeds
 from dogbreed.inference import sinks
 from dogbreed.inference.detect import SCORE_THRESHOLD
-from dogbreed.inference.dogs import (
-    answer_photo,
-    crops_needed,
-    deferred_crops,
-    dogs_of_several,
-    dogs_read_again,
-    rows_read,
-)
-from dogbreed.inference.regions import MARGIN, TIGHT_MARGIN, Region, crop, view, window
+from dogbreed.inference.dogs import answer_photo, crops_needed, deferred_crops, dogs_read_again, rows_read
+from dogbreed.inference.regions import MARGIN, Region, crop, view, window
 from dogbreed.inference.scoring import Decision, Prediction
 
 CLASSES = list(stanford_breeds())
@@ -321,10 +314,10 @@ def test_a_crop_keeps_a_sure_box_that_it_is_part_of() -> None:
     assert (np.asarray(view(img, regions, 1)) == np.asarray(crop(img, regions[1]))).all()
 
 
-@pytest.mark.parametrize("margin", [MARGIN, TIGHT_MARGIN])
+@pytest.mark.parametrize("margin", [MARGIN, 0.04])
 def test_a_crop_at_the_photo_edge_keeps_what_its_own_box_shares_with_the_painted_dog(margin: float) -> None:
-    """At either margin (the tighter one reads dogs of several again), the painting lands where that crop shows the
-    dog beside it."""
+    """At any margin (`bench/stage_out_of_fold.py --crop-margin` sweeps it), the painting lands where that crop
+    shows the dog beside it."""
     img = Image.new("RGB", (400, 200), (90, 90, 90))
     img.paste((0, 200, 0), (0, 50, 140, 150))  # this dog, at the left edge: its square is clipped there
     img.paste((0, 0, 255), (130, 40, 300, 160))  # a sure dog beside it, overlapping its box by 10 px
@@ -354,15 +347,3 @@ def test_every_dog_of_several_and_a_small_lone_dog_are_read_again_and_a_large_lo
     assert dogs_read_again(dog[[4, 5, 0, 1, 2, 3]], [large, two], decision) == [3, 4]
     assert dogs_read_again(dog[[0, 1, 3]], [[two[0], two[1], two[3]]], decision) == [1]  # one dog left, 13%
     assert dogs_read_again(dog[[6, 3]], [small], decision) == []  # its crop is no dog
-
-
-def test_dogs_of_several_cut_from_a_scene_are_read_on_the_tighter_crop() -> None:
-    """`dogs_of_several`: the rows of each dog of a photo listing two or more whose box covers less than
-    `WHOLE_PHOTO_AREA`; a lone dog, however small, and a close-up dog beside another keep the usual crop."""
-    two = [_region(None), _region((10, 10, 210, 210)), _region((400, 100, 600, 300)), _region((250, 300, 300, 350))]
-    small = [_region(None), _region((100, 100, 300, 300))]  # 13%, alone
-    close = [_region(None), _region((0, 0, 420, 400)), _region((440, 100, 640, 300))]  # 55% and 13%
-    dog = np.array([0.3, 0.99, 0.98, 0.1, 0.2, 0.99, 0.4, 0.99, 0.99], np.float32)
-    decision = Decision(dog_threshold=0.5, uncertain_threshold=0.3)
-    assert dogs_read_again(dog, [two, small, close], decision) == [1, 2, 5, 7, 8]
-    assert dogs_of_several(dog, [two, small, close], decision) == [1, 2, 8]

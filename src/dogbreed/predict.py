@@ -20,17 +20,10 @@ from .breeds import Breed
 from .errors import ImageDecodeError
 from .inference import decode, executors, scoring
 from .inference.decode import Prepared, Source, photo_rows, row_source
-from .inference.dogs import (
-    answer_photos,
-    crops_needed,
-    deferred_crops,
-    dogs_of_several,
-    dogs_read_again,
-    rows_read,
-)
+from .inference.dogs import answer_photos, crops_needed, deferred_crops, dogs_read_again, rows_read
 from .inference.loading import LoadedModel, load_model
 from .inference.options import PredictOptions
-from .inference.regions import MARGIN, TIGHT_MARGIN, Region, shows_whole_photo, view
+from .inference.regions import Region, shows_whole_photo, view
 from .inference.runners import ModelOutputs
 from .inference.scoring import BreedScore, Decision, Member, MemberOutput, Prediction, dog_mass
 from .inference.sources import IMAGE_EXTENSIONS, expand_inputs
@@ -236,20 +229,15 @@ class Predictor:
         bc = self.loaded.breed_cascade
         read = rows_read(logp, dog, b.regions, self.decision) if b.regions is not None else None
         asked = bc.rows(logp, dog, self.decision, read)
-        tight: set[int] = set()
         if b.regions is not None:  # each dog of several, and a small lone dog, sure or not
             asked += dogs_read_again(dog, b.regions, self.decision)
-            tight = set(dogs_of_several(dog, b.regions, self.decision)) - set(same)
         # A crop that shows the whole photo (``same``: `same_view_rows`) is read again as the photo.
-        wanted = sorted({same.get(r, r) for r in asked} - tight)
+        wanted = sorted({same.get(r, r) for r in asked})
         rows, more = bc.outputs(wanted, outputs, lambda r: self._image(b, r))
-        close, closer = bc.outputs(sorted(tight), outputs, lambda r: self._image(b, r, TIGHT_MARGIN), ran=False)
-        if not rows and not close:
+        if not rows:
             return logp
         logp = logp.copy()
-        for at, out in ((rows, more), (close, closer)):
-            if at:
-                logp[at] = self.breed_log_probabilities(out, b, at, bc.temperature)
+        logp[rows] = self.breed_log_probabilities(more, b, rows, bc.temperature)
         copies = {r: p for r, p in same.items() if p in rows}
         logp[list(copies)] = logp[list(copies.values())]
         return logp
@@ -261,23 +249,17 @@ class Predictor:
         return (scoring.combine_breeds(outputs, self.decision.temperature),
                 scoring.dog_probability(outputs, self.detector, len(images)))
 
-    def _image(self, b: Prepared, row: int, margin: float | None = None) -> Image.Image | None:
-        """Row ``row``'s image (a photo, or a region's crop, at ``margin`` when given): kept by the executor, or
-        decoded again (worker processes keep none); a photo that fails now keeps its first score."""
-        photo, region = row_source(b, row)
-        if b.images is not None and (margin is None or region is None):
-            return b.images[row]
+    def _image(self, b: Prepared, row: int) -> Image.Image | None:
+        """Row ``row``'s image (a photo, or a region's crop): kept by the executor, or decoded again (worker
+        processes keep none); a photo that fails now keeps its first score."""
         if b.images is not None:
-            img = b.images[photo_rows(b)[photo]]  # the photo's own row holds the photo
-        else:
-            try:
-                img = decode.decode(str(b.ok_paths[photo]), draft_size=self.draft_size)
-            except (ImageDecodeError, TypeError):
-                return None
-        if region is None:
-            return img
-        found = b.regions[photo]
-        return view(img, found, found.index(region), MARGIN if margin is None else margin)
+            return b.images[row]
+        photo, region = row_source(b, row)
+        try:
+            img = decode.decode(str(b.ok_paths[photo]), draft_size=self.draft_size)
+        except (ImageDecodeError, TypeError):
+            return None
+        return view(img, b.regions[photo], b.regions[photo].index(region)) if region is not None else img
 
     def _load_gallery(self, gallery: Any) -> Any:
         from .gallery import Gallery  # only with --gallery

@@ -158,13 +158,6 @@ def dogs_read_again(dog: np.ndarray, regions: Sequence[Sequence[Region]], decisi
             if len(kept) >= 2 or (kept and found[kept[0]].area < WHOLE_PHOTO_AREA) for i in kept]
 
 
-def dogs_of_several(dog: np.ndarray, regions: Sequence[Sequence[Region]], decision: Decision) -> list[int]:
-    """The crop rows of every dog cut from a scene (its box under `WHOLE_PHOTO_AREA` of the photo) of a photo that
-    lists two or more: `dogs_read_again` reads these on their tighter crop (`regions.TIGHT_MARGIN`)."""
-    return [start + i for start, found, kept in _dogs_of_each_photo(dog, regions, decision) if len(kept) >= 2
-            for i in kept if found[i].area < WHOLE_PHOTO_AREA]
-
-
 def _dogs_of_each_photo(dog: np.ndarray, regions: Sequence[Sequence[Region]], decision: Decision,
                         ) -> Iterator[tuple[int, Sequence[Region], list[int]]]:
     """Per photo of a batch: its first row, its regions and the rows (within the photo) `answer_photo` lists as

@@ -33,11 +33,6 @@ WHOLE_VIEW = 0.9
 # dogs named 80 -> 81, 260-400 px 81 -> 82 of 100; uncut named 305 of 360 either way, listing more than one dog
 # 17 -> 15. From 0.1 instead: the same but one 260-400 px dog more.
 NEIGHBOUR_SURE = 0.3
-# A dog of a photo that lists several is read again (`dogs.dogs_read_again`) on a tighter crop, TIGHT_MARGIN of
-# its box a side: the context a crop keeps helps a dog alone in its photo but, beside another dog, is more of the
-# scene between them. The margin is the one chosen for every crop on the tune half (0 / 0.04 / 0.08 / 0.15 / 0.25),
-# which held on the test half for two-dog photos only (README "Dogs of several are read on a tighter crop").
-TIGHT_MARGIN = 0.04
 PART = 0.5  # = dogs.CONTAINED, which imports this module
 
 
@@ -75,8 +70,8 @@ def crop(img: Image.Image, region: Region, margin: float = MARGIN) -> Image.Imag
 
 
 def view(img: Image.Image, regions: Sequence[Region], i: int, margin: float = MARGIN) -> Image.Image:
-    """What the members see for region ``i`` of a photo: its crop (`crop`), with the other sure dogs painted out
-    (`NEIGHBOUR_SURE`)."""
+    """What the members see for region ``i`` of a photo: its crop (`crop`, at ``margin``), with the other sure dogs
+    painted out (`NEIGHBOUR_SURE`)."""
     r = regions[i]
     v = crop(img, r, margin)
     if r.box is None:

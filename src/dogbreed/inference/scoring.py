@@ -234,10 +234,9 @@ class BreedCascade:
         return rows if among is None else sorted(set(rows) & set(among))
 
     def outputs(self, rows: Sequence[int], first: Sequence[MemberOutput],
-                image: Callable[[int], Image.Image | None], ran: bool = True) -> tuple[list[int], list[MemberOutput]]:
+                image: Callable[[int], Image.Image | None]) -> tuple[list[int], list[MemberOutput]]:
         """The rows whose image can be had again, and every backbone's outputs on them, plain and flipped (the
-        first member's plain view is the one already run, cut to these rows, unless ``image`` gives those rows
-        another view than the one it ran: ``ran`` False)."""
+        first member's plain view is the one already run, cut to these rows)."""
         ims = {r: im for r in rows if (im := image(r)) is not None}
         rows = list(ims)
         if not rows:
@@ -247,8 +246,7 @@ class BreedCascade:
             have = next((o for o in first if o.member.backbone == bb and o.view == "plain"), None)
             member = have.member if have is not None else Member(*self._load(bb), bb)
             x = np.stack([to_input(ims[r], member.preprocess) for r in rows])
-            plain = (ModelOutputs(*(np.asarray(a)[rows] for a in have.out)) if have is not None and ran
-                     else member.runner(x))
+            plain = ModelOutputs(*(np.asarray(a)[rows] for a in have.out)) if have is not None else member.runner(x)
             out += [MemberOutput(member, "plain", plain), MemberOutput(member, "flip", member.runner(flip(x)))]
         return rows, out
 
