@@ -3,6 +3,7 @@
 The schema cannot say "these bytes decode as an image"; it documents 415 for bytes that do not. So that schema-valid
 (positive) cases are real requests, generated files are small images in every format the service reads. Negative
 cases still get whatever schemathesis makes of the other constraints (missing fields, empty files, wrong types).
+The same holds for a feedback's dog box (format `dog-box`), which must lie inside the photo sent with it.
 """
 
 from __future__ import annotations
@@ -27,3 +28,15 @@ schemathesis.openapi.format(
     st.tuples(st.integers(1, 96), st.integers(1, 96), _colour, st.sampled_from(["PNG", "JPEG", "GIF", "WEBP", "BMP"]))
     .map(_image),
 )
+# A dog's box in a feedback request: its "x0,y0,x1,y1" must lie inside the photo, which the schema cannot say (it
+# gives the pattern only); every generated photo is at least 1x1, so schema-valid cases name that pixel or none.
+schemathesis.openapi.format("dog-box", st.sampled_from(["", "0,0,1,1", " 0, 0, 1, 1 "]))
+
+
+@schemathesis.hook("map_query").apply_to(path="/v1/explain")
+def _no_dog_number_for_a_photo_without_dogs(ctx: schemathesis.HookContext, query: dict | None) -> dict | None:
+    """A dog's number is valid only for a photo with that many dogs, and the generated photos (one colour) hold
+    none: a schema-valid `dog` is dropped; the invalid ones (0, text) stay and must be refused."""
+    if query and isinstance(query.get("dog"), int) and not isinstance(query["dog"], bool) and query["dog"] >= 1:
+        query = {k: v for k, v in query.items() if k != "dog"}
+    return query

@@ -229,6 +229,7 @@ def test_bad_files_get_clear_4xx(client: TestClient, chelsea_jpeg: bytes, kind: 
     assert isinstance(detail, str)
     assert message in detail
     assert f"upload.{kind}" in detail  # says which file
+    assert "Error" not in detail  # Pillow's words, not its exception class
 
 
 def test_one_bad_file_among_good_ones_names_it(client: TestClient, chelsea_jpeg: bytes) -> None:
@@ -252,6 +253,14 @@ def test_not_multipart_is_415(client: TestClient, chelsea_jpeg: bytes) -> None:
     assert "multipart/form-data" in r.json()["detail"]
     r = client.post("/v1/predict", json={"file": "x"})
     assert r.status_code == 415
+    for route in ("/v1/predict", "/v1/explain", "/v1/feedback"):  # a URL-encoded form: 'file' can only be text
+        r = client.post(route, data={"file": "abc", "breed": "Pug"})
+        assert r.status_code == 415 and "multipart/form-data" in r.json()["detail"], r.text
+
+
+def test_a_file_field_holding_text_is_400(client: TestClient, chelsea_jpeg: bytes) -> None:
+    r = client.post("/v1/predict", files={"other": ("x.jpg", chelsea_jpeg, "image/jpeg")}, data={"file": "hello"})
+    assert r.status_code == 400 and "holds text, not a file" in r.json()["detail"]
 
 
 def test_size_limits_are_413(small_client: TestClient, chelsea_jpeg: bytes) -> None:
@@ -382,6 +391,50 @@ def test_feedback_round_trip_and_export(client: TestClient, feedback_db: Path, t
                      f"n02111889-Samoyed/{hashlib.sha256(photo).hexdigest()}.png"]
     assert (out / files[1]).read_bytes() == photo
     assert "2 photos in 2 breeds" in res.output
+
+
+def test_feedback_on_one_dog_of_several_stores_its_box_and_exports_its_crop(default_predictor, tmp_path: Path) -> None:
+    from dogbreed.inference.regions import window
+    from dogbreed.serve.feedback import export_feedback
+
+    db = tmp_path / "fb.sqlite3"
+    photo = noise_png(7, (400, 300))
+    with TestClient(create_app(predictor=default_predictor, feedback_db=db)) as c:
+        def send(breed: str, box: str | None) -> object:
+            data = {"breed": breed} | ({"box": box} if box is not None else {})
+            return c.post("/v1/feedback", files={"file": ("two.png", photo, "image/png")}, data=data)
+
+        a, b = send("Pug", "20,40,140,200"), send("Border collie", "250, 60, 390, 290")
+        assert a.status_code == 200 and a.json()["box"] == [20, 40, 140, 200]
+        assert b.status_code == 200 and b.json()["box"] == [250, 60, 390, 290]
+        assert send("Samoyed", None).json()["box"] is None  # the photo as a whole, as before
+        assert send("Pug", "20,40,140,200").status_code == 200  # the same dog again: the latest answer wins
+        for bad, why in (("1,2,3", "four numbers"), ("0,0,500,100", "inside the 400x300 photo"),
+                         ("50,50,10,80", "inside"), ("a,b,c,d", "four numbers")):
+            r = send("Pug", bad)
+            assert r.status_code == 422 and why in r.json()["detail"] and "two.png" in r.json()["detail"], r.text
+        rows = sqlite3.connect(db).execute("SELECT breed_name, box FROM feedback ORDER BY id").fetchall()
+    assert rows == [("Pug", "20,40,140,200"), ("Border collie", "250,60,390,290"), ("Samoyed", None),
+                    ("Pug", "20,40,140,200")]
+    counts = export_feedback(db, tmp_path / "out")
+    assert counts == {"n02106166-Border_collie": 1, "n02110958-pug": 1, "n02111889-Samoyed": 1}
+    sha = hashlib.sha256(photo).hexdigest()
+    crop = Image.open(tmp_path / "out" / "n02110958-pug" / f"{sha}-20_40_140_200.jpg")
+    x0, y0, x1, y1 = window((20, 40, 140, 200))  # the square the predictor reads the dog from, clipped
+    assert crop.size == (round(x1) - max(0, round(x0)), round(y1) - round(y0))
+    assert (tmp_path / "out" / "n02111889-Samoyed" / f"{sha}.png").read_bytes() == photo
+
+
+def test_a_feedback_database_from_before_boxes_is_upgraded(default_predictor, tmp_path: Path) -> None:
+    db = tmp_path / "old.sqlite3"
+    with sqlite3.connect(db) as con:  # the table as it was before sizes and boxes
+        con.execute("CREATE TABLE feedback (id INTEGER PRIMARY KEY AUTOINCREMENT, sha256 TEXT NOT NULL, image_file "
+                    "TEXT NOT NULL, predicted TEXT NOT NULL, breed_wnid TEXT, breed_name TEXT NOT NULL, breed_folder "
+                    "TEXT NOT NULL, created_at TEXT NOT NULL)")
+    with TestClient(create_app(predictor=default_predictor, feedback_db=db)) as c:
+        r = c.post("/v1/feedback", files={"file": ("x.png", noise_png(3), "image/png")},
+                   data={"breed": "Pug", "box": "0,0,50,40"})
+        assert r.status_code == 200 and r.json()["box"] == [0, 0, 50, 40]
 
 
 def test_feedback_export_with_nothing_fails_clearly(tmp_path: Path) -> None:

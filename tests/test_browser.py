@@ -536,3 +536,47 @@ def test_each_dog_says_how_sure_it_is(page, dog_photo: Path) -> None:
     page.wait_for_timeout(700)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "page-dog-states.png"), full_page=True)
+
+
+def test_feedback_names_its_dog_and_a_small_dog_keeps_its_number_beside_it(page, dog_photo: Path) -> None:
+    """A made-up answer of three dogs, the third one tiny at the photo's top right corner: its number is drawn
+    beside its box, not over it; feedback on dog 2 sends dog 2's box, and the server stores it."""
+    import json
+
+    from PIL import Image
+
+    w, h = Image.open(dog_photo).size
+
+    def dog(box: list[int], verdict: str, name: str) -> dict:
+        return {"box": box, "dog_probability": 0.98, "verdict": verdict, "several_breeds_likely": False,
+                "breeds": [{"wnid": None, "name": name, "probability": 0.9}]}
+
+    dogs = [dog([0, 0, w // 2, h], "dog", "Samoyed"), dog([w // 2, h // 4, w - 40, h], "uncertain_breed", "Beagle"),
+            dog([w - 14, 0, w, 12], "dog", "Pug")]
+    answer = {"predictions": [{**{k: v for k, v in dogs[0].items() if k != "box"}, "path": dog_photo.name,
+                               "dogs": dogs}]}
+    page.route("**/v1/predict*", lambda route: route.fulfill(status=200, content_type="application/json",
+                                                             body=json.dumps(answer)))
+    page.set_input_files("#file", str(dog_photo))
+    assert wait_for_verdict(page) == "dog"
+    page.wait_for_selector("#boxes:not([hidden]) .dog-box", timeout=10_000)
+    tiny, num = page.locator("#boxes .dog-box").nth(2), page.locator("#boxes .dog-box .dog-num").nth(2)
+    t, n = tiny.bounding_box(), num.bounding_box()
+    assert t["width"] < n["width"]  # the box is drawn smaller than its number
+    assert overlap(t, n) == 0, f"the number {n} hides the small dog's box {t}"
+    assert n["y"] >= 0 and n["x"] + n["width"] <= page.viewport_size["width"]  # on screen, below and left of it
+    big = page.locator("#boxes .dog-box").nth(0).bounding_box()
+    assert within(page.locator("#boxes .dog-box .dog-num").nth(0).bounding_box(), big)  # large boxes: inside
+    # feedback: the dog is chosen, the legend follows it, and its box goes with the breed
+    assert page.locator("#feedback legend").inner_text() == "Is dog 1 a Samoyed?"
+    page.select_option("#fb-dog", "1")
+    assert page.locator("#feedback legend").inner_text() == "Do you know dog 2's breed?"
+    assert page.locator("#fb-yes").is_hidden()
+    page.fill("#fb-breed", "Beagle")
+    with page.expect_response("**/v1/feedback") as resp:
+        page.click("#fb-send")
+    body = resp.value.json()
+    assert resp.value.status == 200, body
+    assert body["box"] == dogs[1]["box"] and body["breed"]["name"] == "Beagle"
+    page.wait_for_function("document.getElementById('fb-message').textContent.includes('dog 2')", timeout=5_000)
+    assert page.locator("#fb-message").inner_text() == "Thank you! Saved dog 2 as Beagle."

@@ -4,12 +4,16 @@ offers the same flags, built from that declaration."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
 from dogbreed.cli import app, prediction_options
 from dogbreed.inference.options import PredictOptions, cli_fields
+
+runner = CliRunner()
 
 
 def _flags(command: str) -> dict[str, list[str]]:
@@ -48,3 +52,19 @@ def test_flags_arrive_as_one_options_object() -> None:
                                        top_k=3, gallery="g.safetensors")]
     bad = CliRunner().invoke(demo, ["x.jpg", "--target-recall", "0.2"])  # the declared range is enforced
     assert bad.exit_code == 2
+
+
+@pytest.mark.parametrize(("extra", "why"), [
+    (["--per-dog"], "--per-dog writes one row per dog to --out"),
+    (["--per-dog", "--out", "{tmp}/r.csv", "--whole-photo"], "which --whole-photo does not look for"),
+    (["--explain", "{tmp}/afile"], "is a file; give a folder"),
+    (["--out", "{tmp}/adir.csv"], "is a folder; --out .csv is one file"),
+])
+def test_options_that_cannot_work_together_say_so_in_one_sentence(tmp_path: Path, chelsea_jpeg: bytes,
+                                                                  extra: list[str], why: str) -> None:
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "adir.csv").mkdir()
+    (tmp_path / "cat.jpg").write_bytes(chelsea_jpeg)
+    r = runner.invoke(app, ["predict", str(tmp_path / "cat.jpg"), *(a.format(tmp=tmp_path) for a in extra)])
+    assert r.exit_code == 2, r.output
+    assert why in " ".join(r.output.replace("│", " ").split()) and "Traceback" not in r.output

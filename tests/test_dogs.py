@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from dogbreed.breeds import stanford_breeds
+from dogbreed.errors import BatchError
 from dogbreed.inference import sinks
 from dogbreed.inference.detect import SCORE_THRESHOLD
 from dogbreed.inference.dogs import answer_photo, crops_needed, deferred_crops, dogs_read_again, rows_read
@@ -83,6 +84,28 @@ def test_a_box_the_detector_calls_a_dog_needs_a_less_sure_crop(label: str, score
                                                                 is_dog: bool) -> None:
     p = _answer([0.1, crop_dog], [_logp(0), _logp(4)], [None, (100, 100, 300, 300)], [1.0, score], label)
     assert (p.verdict != "no_dog") is is_dog and len(p.dogs) == int(is_dog)
+
+
+@pytest.mark.parametrize(("threshold", "crop_dog", "listed"), [
+    (0.5, 0.75, 1),  # the default: a crop the detector calls a dog is one from DETECTOR_SURE_CROP
+    (0.8, 0.75, 0),  # a raised threshold holds for such crops too
+    (0.8, 0.85, 1),
+])
+def test_a_raised_dog_threshold_lists_no_dog_under_it(threshold: float, crop_dog: float, listed: int) -> None:
+    regions = [_region(None), _region((100, 100, 300, 300), score=0.6)]
+    p = answer_photo(np.stack([_logp(0), _logp(4)]), np.array([0.1, crop_dog], np.float32), regions, "x.jpg",
+                     CLASSES, Decision(dog_threshold=threshold, uncertain_threshold=0.3), top_k=3)
+    assert len(p.dogs) == listed and (p.verdict != "no_dog") is bool(listed)
+    assert all(d.verdict != "no_dog" for d in p.dogs)
+
+
+@pytest.mark.parametrize(("threshold", "listed"), [(0.5, 2), (0.9, 1)])
+def test_a_raised_dog_threshold_holds_beside_a_dog_too(threshold: float, listed: int) -> None:
+    regions = [_region(None), _region((60, 140, 220, 300), score=0.6, label="cat"),
+               _region((360, 120, 520, 280), score=0.3, label="cat")]
+    p = answer_photo(np.stack([_logp(0), _logp(6), _logp(8)]), np.array([0.3, 0.99, 0.88], np.float32), regions,
+                     "x.jpg", CLASSES, Decision(dog_threshold=threshold, uncertain_threshold=0.3), top_k=3)
+    assert len(p.dogs) == listed and all(d.verdict != "no_dog" for d in p.dogs)
 
 
 def test_whole_photo_dog_without_a_dog_crop_keeps_the_best_candidate_box() -> None:
@@ -213,6 +236,60 @@ def test_per_dog_csv_cut_mid_photo_is_redone(tmp_path: Path) -> None:
     assert w.done == 1 and list(w.done_paths()) == ["a.jpg"]
     w.close()
     assert [r["path"] for r in csv.DictReader(out.open())] == ["a.jpg"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+@pytest.mark.parametrize("first_per_dog", [False, True])
+def test_a_resume_that_switches_per_dog_is_refused(tmp_path: Path, suffix: str, first_per_dog: bool) -> None:
+    if suffix == ".parquet":
+        pytest.importorskip("pyarrow")
+    out = tmp_path / f"r{suffix}"
+    w = sinks.RowWriter(out, 3, dogs=True, per_dog=first_per_dog)
+    w.write([_pred("a.jpg", 2), _pred("b.jpg", 1)])
+    w.close()
+    with pytest.raises(BatchError, match="with --per-dog" if first_per_dog else "one row per photo"):
+        sinks.RowWriter(out, 3, dogs=True, per_dog=not first_per_dog)
+    w = sinks.RowWriter(out, 3, dogs=True, per_dog=first_per_dog)  # the same way: resumes
+    assert w.done == 2
+    w.close()
+
+
+def test_a_file_whose_only_photo_of_several_dogs_is_the_last_resumes_either_way(tmp_path: Path) -> None:
+    out = tmp_path / "r.csv"
+    w = sinks.RowWriter(out, 3, dogs=True)
+    w.write([_pred("a.jpg", 1), _pred("b.jpg", 2)])
+    w.close()
+    w = sinks.RowWriter(out, 3, dogs=True, per_dog=True)  # b.jpg's one row reads as a photo cut short: redone
+    assert w.done == 1
+    w.write([_pred("b.jpg", 2)])
+    w.close()
+    assert [(r["path"], r["dog"]) for r in csv.DictReader(out.open())] == [("a.jpg", "1"), ("b.jpg", "1"),
+                                                                          ("b.jpg", "2")]
+
+
+@pytest.mark.parametrize(("top_k", "dogs", "why"), [(1, True, "--top-k 3"), (3, False, "dogs of each photo")])
+def test_a_jsonl_resume_asked_another_way_is_refused(tmp_path: Path, top_k: int, dogs: bool, why: str) -> None:
+    out = tmp_path / "r.jsonl"
+    w = sinks.RowWriter(out, 3, dogs=True)
+    w.write([Prediction("x.jpg", "error", 0.0, [], error="empty file"), _pred("a.jpg", 2)])
+    w.close()
+    with pytest.raises(BatchError, match=why):
+        sinks.RowWriter(out, top_k, dogs=dogs)
+    assert sinks.RowWriter(out, 3, dogs=True).done == 2
+    out.write_text('{"path": "a.jpg"}\nnot json\n')
+    with pytest.raises(BatchError, match="line 2 is not JSON"):
+        sinks.RowWriter(out, 3, dogs=True)
+
+
+def test_a_column_mismatch_says_what_differs(tmp_path: Path) -> None:
+    out = tmp_path / "r.csv"
+    w = sinks.RowWriter(out, 120)
+    w.write([_pred("a.jpg", 1)])
+    w.close()
+    with pytest.raises(BatchError) as e:
+        sinks.RowWriter(out, 3)
+    msg = str(e.value)
+    assert "365 columns, this run writes 14" in msg and "and 347 more" in msg and len(msg) < 400
 
 
 def test_rows_read_are_each_dogs_crop_and_the_whole_photo_only_where_an_answer_reads_it() -> None:

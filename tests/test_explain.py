@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import torch
@@ -128,6 +129,28 @@ def test_cli_explain_writes_an_overlay_per_photo(tmp_path: Path, chelsea_jpeg: b
 
 
 @pytest.mark.slow
+def test_a_resumed_run_keeps_the_heat_maps_written_before(tmp_path: Path, chelsea_jpeg: bytes) -> None:
+    for d in ("p1", "p2"):
+        (tmp_path / d).mkdir()
+    (tmp_path / "p1" / "x.jpg").write_bytes(chelsea_jpeg)
+    noise((120, 90)).save(tmp_path / "p2" / "x.jpg")
+    out, heat = tmp_path / "r.jsonl", tmp_path / "heat"
+    first = [str(tmp_path / "p1" / "x.jpg")]
+    args = ["--out", str(out), "--explain", str(heat), "--whole-photo"]
+    assert runner.invoke(cli_app, ["predict", *first, *args]).exit_code == 0
+    before = (heat / "x.png").read_bytes()
+    r = runner.invoke(cli_app, ["predict", *first, str(tmp_path / "p2" / "x.jpg"), *args])  # resumes after p1
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [Path(x["explanation"]).name for x in rows] == ["x.png", "x-2.png"]
+    assert (heat / "x.png").read_bytes() == before  # p1's heat-map is still p1's
+    assert Image.open(heat / "x-2.png").size == (120, 90)
+    # the same photo explained again takes its own name back
+    assert runner.invoke(cli_app, ["predict", *first, *args, "--overwrite"]).exit_code == 0
+    assert sorted(p.name for p in heat.iterdir()) == ["x-2.png", "x.png"]
+
+
+@pytest.mark.slow
 def test_cli_explain_unknown_breed_fails_before_reading_photos(tmp_path: Path, chelsea_jpeg: bytes) -> None:
     (tmp_path / "cat.jpg").write_bytes(chelsea_jpeg)
     r = runner.invoke(cli_app, ["predict", str(tmp_path / "cat.jpg"), "--explain", str(tmp_path / "o"),
@@ -154,6 +177,67 @@ def test_api_explain_returns_a_png_the_photos_size(default_predictor, chelsea_jp
         r = c.post("/v1/explain", files={"file": ("x.jpg", b"not an image", "image/jpeg")})
         assert r.status_code == 415 and "x.jpg" in r.json()["detail"]
         assert "/v1/explain" in c.get("/openapi.json").json()["paths"]
+
+
+@pytest.mark.slow
+def test_api_explains_each_dog_in_its_box_and_one_dog_by_number(default_predictor, real_data: Path) -> None:
+    from fixtures import two_dog_photo
+
+    from dogbreed.serve.app import create_app
+
+    photo, pasted = two_dog_photo(real_data)
+    buf = io.BytesIO()
+    photo.save(buf, format="JPEG", quality=92)
+    jpeg = buf.getvalue()
+    with TestClient(create_app(predictor=default_predictor)) as c:
+        def post(query: str = "") -> httpx.Response:
+            return c.post("/v1/explain" + query, files={"file": ("two.jpg", jpeg, "image/jpeg")})
+
+        dogs = c.post("/v1/predict", files={"file": ("two.jpg", jpeg, "image/jpeg")}).json()["predictions"][0]["dogs"]
+        assert len(dogs) == 2
+        every = post()
+        assert every.status_code == 200 and every.headers["x-dogbreed-dogs"] == "1,2"
+        assert every.headers["x-dogbreed-breed"] == "; ".join(d["breeds"][0]["name"] for d in dogs)
+        second = post("?dog=2")
+        assert second.status_code == 200 and second.headers["x-dogbreed-dogs"] == "2"
+        assert second.headers["x-dogbreed-breed"] == dogs[1]["breeds"][0]["name"]
+        # only dog 2's box carries heat: outside it the overlay is the photo under the coldest tint everywhere
+        img = np.asarray(Image.open(io.BytesIO(second.content)).convert("RGB"), np.float32)
+        cold = np.asarray(overlay(Image.open(io.BytesIO(jpeg)), np.zeros((500, 800), np.float32)), np.float32)
+        x0, y0, x1, y1 = dogs[1]["box"]
+        outside = np.ones((500, 800), bool)
+        outside[max(0, y0 - 4):y1 + 4, max(0, x0 - 4):x1 + 4] = False  # the box's outline and number
+        assert np.abs(img - cold)[outside].max() <= 1
+        assert np.abs(img - cold)[y0 + 4:y1 - 4, x0 + 4:x1 - 4].mean() > 5
+        named = post("?dog=1&breed=Beagle")
+        assert named.status_code == 200 and named.headers["x-dogbreed-breed"] == "Beagle"
+        whole = post("?breed=Beagle")  # a breed without a dog: the whole photo, as before
+        assert whole.headers["x-dogbreed-dogs"] == "" and whole.headers["x-dogbreed-breed"] == "Beagle"
+        bad = post("?dog=3")
+        assert bad.status_code == 422 and "has 2 dogs" in bad.json()["detail"]
+        assert post("?dog=0").status_code == 422
+        assert "dog" in {p["name"] for p in c.get("/openapi.json").json()["paths"]["/v1/explain"]["post"]["parameters"]}
+
+
+def test_a_small_lone_dog_is_explained_in_its_box(explainer: Explainer, real_data: Path) -> None:
+    """A dog 12% of a grey canvas: without a breed asked for, its heat-map is drawn in its box (over the whole photo
+    a small dog's map is mostly the scene's); with one, the whole photo, as for a dog filling it."""
+    from dogbreed.inference.dogs import Dog
+    from dogbreed.inference.scoring import BreedScore, Prediction
+
+    dog = Image.open(real_data / "imagenet-val-dogs" / DOGS[0]).convert("RGB").resize((200, 150))
+    canvas = Image.new("RGB", (640, 480), (128, 128, 128))
+    canvas.paste(dog, (400, 300))
+    top = [BreedScore("n02111889", "Samoyed", 0.9)]
+    answer = Prediction("x.jpg", "dog", 0.99, top, dogs=[Dog([400, 300, 600, 450], 0.99, "dog", top)])
+    _, breeds, drawn = explainer.explain_answer(canvas, answer)
+    assert drawn == [1] and [b.name for b in breeds] == ["Samoyed"]
+    _, breeds, drawn = explainer.explain_answer(canvas, answer, breed="Beagle")
+    assert drawn == [] and [b.name for b in breeds] == ["Beagle"]
+    answer.dogs[0].box = [0, 0, 640, 480]
+    assert explainer.explain_answer(canvas, answer)[2] == []  # a dog filling the photo: the whole photo
+    with pytest.raises(ValueError, match="has 1 dog"):
+        explainer.explain_answer(canvas, answer, dog=2)
 
 
 @pytest.mark.slow

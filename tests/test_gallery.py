@@ -75,6 +75,9 @@ def test_bad_gallery_files_are_clear_errors(tmp_path: Path) -> None:
     (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 64)
     with pytest.raises(ValueError, match="unreadable|not a dogbreed gallery"):
         Gallery.load(tmp_path / "junk.safetensors")
+    (tmp_path / "rex.jpg").write_bytes(b"\xff\xd8 a photo, not a gallery")  # given by its own name, not "missing"
+    with pytest.raises(ValueError, match="unreadable|not a dogbreed gallery"):
+        Gallery.load(tmp_path / "rex.jpg")
 
 
 def test_predictor_adds_look_alikes_only_with_a_gallery(default_predictor: Predictor, gallery_file: Path,

@@ -26,3 +26,25 @@ def test_fast_resize_and_to_tensor_match_the_reference() -> None:
         want = (np.asarray(got, np.float32) / 255 - np.array(cfg.mean, np.float32)) / np.array(cfg.std, np.float32)
         assert t.shape == (3, 224, 224) and t.is_contiguous()
         assert np.abs(t.numpy() - want.transpose(2, 0, 1)).max() < 1e-5
+
+
+def test_a_photo_over_the_bomb_limit_is_refused_without_pillows_warning() -> None:
+    import struct
+    import warnings
+    import zlib
+
+    import pytest
+
+    from dogbreed.errors import ImageTooLarge
+    from dogbreed.transforms import load_image
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    # a header claiming 12000x9000 (108 MP: over Pillow's 89 MP limit, under twice it, where Pillow only warns)
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", 12000, 9000, 8, 2, 0, 0, 0))
+    png = b"\x89PNG\r\n\x1a\n" + header + chunk(b"IEND", b"")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        with pytest.raises(ImageTooLarge, match="12000x9000"):
+            load_image(png)

@@ -170,11 +170,18 @@ def predict(
     ray_cpus_per_actor: float = typer.Option(1.0, min=0.01, help="With --engine ray: CPUs each actor asks for."),
 ) -> None:
     """Predict the breed of the dog in each photo."""
-    from .errors import BatchError, DogbreedError
+    from .errors import BatchError
     from .inference.sources import iter_sources
 
     if fmt not in ("table", "json", "csv"):
         raise typer.BadParameter("--format must be table, json or csv")
+    if per_dog and out is None:
+        raise typer.BadParameter("--per-dog writes one row per dog to --out (.csv or .parquet); on the screen, "
+                                 "--format json lists every dog")
+    if per_dog and not options.find_dogs:
+        raise typer.BadParameter("--per-dog needs the dogs of each photo, which --whole-photo does not look for")
+    if explain and Path(explain).exists() and not Path(explain).is_dir():
+        raise typer.BadParameter(f"--explain {explain} is a file; give a folder for the heat-map PNGs")
     try:
         if next(iter(iter_sources(paths, path_column)), None) is None:
             _err("no images found in the given paths")
@@ -191,11 +198,7 @@ def predict(
     if engine != "local":
         raise typer.BadParameter("--engine must be local or ray")
     pred = _load_predictor(options)
-    try:
-        explainer = _explainer(options.model, options.device, explain_breed) if explain else None
-    except (DogbreedError, FileNotFoundError, ValueError, RuntimeError) as e:
-        _err(f"cannot load model: {e}")
-        raise typer.Exit(2) from e
+    explainer = _explainer(options.model, options.device, explain_breed) if explain else None
     on_row = _explain_hook(explainer, explain_breed, explain) if explainer is not None else None
     if out is not None:
         _predict_to_file(pred, paths, out, workers, path_column, overwrite, on_row, per_dog)
@@ -210,35 +213,41 @@ def _load_predictor(options: PredictOptions) -> Predictor:
     try:
         return Predictor(options)
     except (DogbreedError, FileNotFoundError, ValueError, RuntimeError) as e:
-        _err(f"cannot load model: {e}")
+        _err(str(e) if str(e).startswith("gallery ") else f"cannot load model: {e}")  # the gallery's own sentence
         raise typer.Exit(2) from e
 
 
 def _explainer(model: str, device: str, breed: str | None):  # noqa: ANN202 - explain is imported lazily
+    from .errors import DogbreedError
     from .explain import Explainer, torch_classifier
     from .runtime import resolve_device
 
-    ex = Explainer(torch_classifier(model), device=resolve_device(device))
-    ex.class_index(breed)  # an unknown breed fails here, before any photo is read
+    try:
+        ex = Explainer(torch_classifier(model), device=resolve_device(device))
+    except (DogbreedError, FileNotFoundError, ValueError, RuntimeError) as e:
+        _err(f"cannot load model: {e}")
+        raise typer.Exit(2) from e
+    try:
+        ex.class_index(breed)  # an unknown breed fails here, before any photo is read
+    except ValueError as e:
+        _err(f"--explain-breed: {e}; see `dogbreed breeds`")
+        raise typer.Exit(2) from e
     return ex
 
 
 def _write_overlay(explainer, r: Prediction, breed: str | None, out_dir: str, written: set[str]) -> str:  # noqa: ANN001
-    """OUT_DIR/<stem>.png (numbered when two photos share a stem); returns the path written. Several dogs: each
-    dog's own heat-map in its numbered box (unless one breed is asked for)."""
+    """OUT_DIR/<stem>.png (numbered when two photos share a stem); returns the path written. Several dogs, or one
+    small dog: each dog's own heat-map in its numbered box, unless one breed is asked for (`explain_answer`)."""
     import io
 
-    from .explain import overlay_name
+    from .explain import overlay_info, overlay_name
     from .fileio import atomic_write_bytes
 
-    target = Path(out_dir) / overlay_name(str(r.path), written)
-    if breed is None and r.dogs and len(r.dogs) > 1:
-        buf = io.BytesIO()
-        explainer.explain_dogs(r.path, r.dogs).save(buf, format="PNG", compress_level=3)
-        png = buf.getvalue()
-    else:
-        png = explainer.explain(r.path, breed or r.breeds[0].wnid or r.breeds[0].name).png()
-    atomic_write_bytes(target, png)
+    target = Path(out_dir) / overlay_name(str(r.path), written, out_dir)
+    buf = io.BytesIO()
+    explainer.explain_answer(r.path, r, breed)[0].save(buf, format="PNG", compress_level=3,
+                                                         pnginfo=overlay_info(str(r.path)))
+    atomic_write_bytes(target, buf.getvalue())
     return str(target)
 
 

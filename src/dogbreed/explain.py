@@ -129,30 +129,64 @@ class Explainer:
         heat, c = self.heatmap(img, self.class_index(breed))
         return Explanation(self.classes[c], c, heat, overlay(img, heat))
 
-    def explain_dogs(self, src: Any, dogs: Sequence[Any], max_pixels: int | None = OVERLAY_MAX_PIXELS) -> Image.Image:
-        """One overlay for a photo with several dogs: each dog's heat-map, computed on its own box for its own top
-        breed, placed in its box, and the boxes outlined and numbered (``dogs``: `inference.dogs.Dog`s, boxes in
-        the photo's pixels)."""
+    def explain_dogs(self, src: Any, dogs: Sequence[Any], max_pixels: int | None = OVERLAY_MAX_PIXELS,
+                     breed: str | int | None = None, numbers: Sequence[int] | None = None,
+                     ) -> tuple[Image.Image, list[Breed]]:
+        """One overlay for the dogs of a photo: each dog's heat-map, computed on its own box for its own top breed
+        (or ``breed``), placed in its box, and the boxes outlined and numbered (``dogs``: `inference.dogs.Dog`s,
+        boxes in the photo's pixels; ``numbers``: the number drawn on each, 1, 2, ... by default). Returns the
+        overlay and the breed explained in each box."""
         img = decode(src)
         if max_pixels is not None:
             img = reduce_to_pixels(img, max_pixels)
         fw, fh = full_size(img)
         sx, sy = img.width / fw, img.height / fh
         heat = np.zeros((img.height, img.width), np.float32)
-        boxes = []
-        for d in dogs:
+        boxes, explained = [], []
+        asked = self.class_index(breed)  # an unknown breed fails before any heat-map
+        for n, d in zip(numbers or range(1, len(dogs) + 1), dogs, strict=True):
             x0, y0, x1, y1 = (round(d.box[0] * sx), round(d.box[1] * sy), round(d.box[2] * sx), round(d.box[3] * sy))
             if x1 - x0 < 2 or y1 - y0 < 2:
                 continue
-            h, _ = self.heatmap(img.crop((x0, y0, x1, y1)), self.class_index(d.breeds[0].wnid or d.breeds[0].name))
+            h, c = self.heatmap(img.crop((x0, y0, x1, y1)),
+                                self.class_index(d.breeds[0].wnid or d.breeds[0].name) if asked is None else asked)
             heat[y0:y1, x0:x1] = np.maximum(heat[y0:y1, x0:x1], h)
-            boxes.append((x0, y0, x1, y1))
+            boxes.append(((x0, y0, x1, y1), n))
+            explained.append(self.classes[c])
         out = overlay(img, heat)
         draw = ImageDraw.Draw(out)
-        for n, box in enumerate(boxes, 1):
+        for box, n in boxes:
             draw.rectangle(box, outline=(255, 255, 255), width=max(2, img.width // 300))
             draw.text((box[0] + 4, box[1] + 2), str(n), fill=(255, 255, 255))
-        return out
+        return out, explained
+
+    def explain_answer(self, src: Any, answer: Any, breed: str | int | None = None, dog: int | None = None,
+                       max_pixels: int | None = OVERLAY_MAX_PIXELS) -> tuple[Image.Image, list[Breed], list[int]]:
+        """The overlay a photo's answer (a `Prediction`) calls for, as `predict --explain` and `POST /v1/explain`
+        both draw it: dog number ``dog`` (1 = the main dog) explained in its own box; without ``dog`` and
+        ``breed``, every dog in its own box when the photo lists several or its one dog covers less than
+        `dogs.WHOLE_PHOTO_AREA` of it (a small dog's heat-map over the whole photo is the scene's, not the dog's);
+        else the whole photo for ``breed`` or the answer's top breed. Returns the overlay, the breeds explained
+        and the numbers of the dogs drawn in their boxes ([] for the whole photo)."""
+        from .inference.dogs import WHOLE_PHOTO_AREA
+
+        img = decode(src)  # once, for every branch below
+        if max_pixels is not None:
+            img = reduce_to_pixels(img, max_pixels)
+        dogs = list(getattr(answer, "dogs", None) or [])
+        if dog is not None:
+            if not 1 <= dog <= len(dogs):
+                have = f"{len(dogs)} dog" + ("" if len(dogs) == 1 else "s")
+                raise ValueError(f"dog {dog} asked for, but the photo has {have}" +
+                                 (f"; give 1..{len(dogs)}" if dogs else ""))
+            out, explained = self.explain_dogs(img, [dogs[dog - 1]], None, breed, [dog])
+            return out, explained, [dog]
+        if breed is None and dogs and (len(dogs) > 1 or _box_share(dogs[0].box, img) < WHOLE_PHOTO_AREA):
+            out, explained = self.explain_dogs(img, dogs, None)
+            return out, explained, list(range(1, len(dogs) + 1))
+        top = answer.breeds[0]
+        e = self.explain(img, breed if breed is not None else top.wnid or top.name, None)
+        return e.overlay, [e.breed], []
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Breed logits and the backbone's last 4-D activation, the autograd graph recorded from that activation
@@ -203,6 +237,12 @@ class Explainer:
         return self._target
 
 
+def _box_share(box: Sequence[float], img: Image.Image) -> float:
+    """The share of the photo ``img`` was decoded from that a box in that photo's pixels covers."""
+    fw, fh = full_size(img)
+    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1]) / max(1, fw * fh)
+
+
 def _pools_any_size(clf: Classifier) -> bool:
     return clf.backbone.spec.name.startswith(("efficientnet", "resnet"))
 
@@ -227,12 +267,37 @@ def mass_inside(heat: np.ndarray, box: tuple[int, int, int, int]) -> float:
     return float(heat[y0:y1, x0:x1].sum()) / total if total > 0 else 0.0
 
 
-def overlay_name(path: str, used: set[str]) -> str:
-    """<stem>.png for a photo, numbered (<stem>-2.png, ...) when an earlier photo in ``used`` took the name."""
+def overlay_name(path: str, used: set[str], folder: str | Path | None = None) -> str:
+    """<stem>.png for a photo, numbered (<stem>-2.png, ...) when an earlier photo in ``used`` took the name, or when
+    ``folder`` holds that name already for another photo (a run resumed after an earlier one: each overlay names
+    its photo, `overlay_info`)."""
     stem = Path(path).stem or "photo"
     name, n = f"{stem}.png", 1
-    while name in used:
+    while name in used or (folder is not None and _written_for_another(Path(folder) / name, str(path))):
         n += 1
         name = f"{stem}-{n}.png"
     used.add(name)
     return name
+
+
+def overlay_info(path: str) -> Any:
+    """The PNG text chunk an overlay carries: the photo it was drawn for (what `overlay_name` reads back)."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_itxt(_SOURCE_KEY, str(path))
+    return info
+
+
+_SOURCE_KEY = "dogbreed:photo"
+
+
+def _written_for_another(png: Path, path: str) -> bool:
+    if not png.exists():
+        return False
+    try:
+        with Image.open(png) as im:
+            source = im.text.get(_SOURCE_KEY) if hasattr(im, "text") else None
+    except Exception:  # noqa: BLE001 - an unreadable file there is not ours to overwrite
+        return True
+    return source is not None and source != path

@@ -113,8 +113,9 @@ class Gallery:
 
 
 def _file(path: str | Path) -> Path:
+    """The gallery file: the path as given when it is one (whatever its name), else with .safetensors added."""
     p = Path(path)
-    return p if p.suffix == ".safetensors" else p.with_name(p.name + ".safetensors")
+    return p if p.suffix == ".safetensors" or p.is_file() else p.with_name(p.name + ".safetensors")
 
 
 def thumbnail_jpeg(path: str, px: int = THUMB_PX) -> bytes:

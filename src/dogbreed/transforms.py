@@ -77,15 +77,19 @@ def load_image(
         img = src
     else:
         try:
-            if isinstance(src, (bytes, bytearray, memoryview)):
-                if len(src) == 0:
-                    raise EmptyImage("empty file (0 bytes)")
-                img = Image.open(io.BytesIO(bytes(src)))
-            else:
-                problem = path_problem(src)
-                if problem:
-                    raise _path_error(problem)
-                img = Image.open(Path(src))
+            # Pillow warns on stderr of a photo over its bomb limit but under twice it: the pixel check below
+            # refuses such a photo with a sentence of its own.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                if isinstance(src, (bytes, bytearray, memoryview)):
+                    if len(src) == 0:
+                        raise EmptyImage("empty file (0 bytes)")
+                    img = Image.open(io.BytesIO(bytes(src)))
+                else:
+                    problem = path_problem(src)
+                    if problem:
+                        raise _path_error(problem)
+                    img = Image.open(Path(src))
         except ImageDecodeError:
             raise
         except FileNotFoundError as e:
@@ -93,9 +97,9 @@ def load_image(
         except Image.DecompressionBombError as e:
             raise ImageTooLarge(f"image too large: {e}") from e
         except UnidentifiedImageError as e:
-            raise UnsupportedImage(f"not a readable image ({type(e).__name__}: {e})") from e
+            raise UnsupportedImage(f"not a readable image ({_reason(e)})") from e
         except Exception as e:  # Pillow also raises OSError, SyntaxError... on a damaged header
-            raise UnreadableImage(f"not a readable image ({type(e).__name__}: {e})") from e
+            raise UnreadableImage(f"corrupt or truncated image ({_reason(e)})") from e
     limit = max_pixels or Image.MAX_IMAGE_PIXELS
     if limit and img.size[0] * img.size[1] > limit:
         raise ImageTooLarge(f"image too large: {img.size[0]}x{img.size[1]} pixels exceeds {limit}")
@@ -122,7 +126,12 @@ def load_image(
     except Exception as e:
         if isinstance(e, Image.DecompressionBombError):  # raised by the decoder after draft() too
             raise ImageTooLarge(f"image too large: {e}") from e
-        raise UnreadableImage(f"corrupt or truncated image ({type(e).__name__}: {e})") from e
+        raise UnreadableImage(f"corrupt or truncated image ({_reason(e)})") from e
+
+
+def _reason(e: BaseException) -> str:
+    """Pillow's own words for a failure, for a person to read (its class name only when it gave none)."""
+    return str(e).strip() or type(e).__name__
 
 
 def reduce_to_pixels(img: Image.Image, max_pixels: int) -> Image.Image:

@@ -164,7 +164,7 @@ def _dogs_of_each_photo(dog: np.ndarray, regions: Sequence[Sequence[Region]], de
     dogs."""
     start = 0
     for found in regions:
-        yield start, found, _dogs_among(dog[start:start + len(found)], found, _crop_floor(decision))
+        yield start, found, _dogs_among(dog[start:start + len(found)], found, decision)
         start += len(found)
 
 
@@ -178,7 +178,7 @@ def _reads_whole_photo(logp: np.ndarray, dog: np.ndarray, regions: Sequence[Regi
 def answer_photo(logp: np.ndarray, dog: np.ndarray, regions: Sequence[Region], path: str | None,
                  classes: Sequence[Breed], decision: Decision, top_k: int) -> Prediction:
     """One photo's rows (row 0 the whole photo, then one per candidate) -> its `Prediction` with ``dogs``."""
-    kept = _dogs_among(dog, regions, _crop_floor(decision))
+    kept = _dogs_among(dog, regions, decision)
     if not kept:
         (whole,) = decide(logp[:1], dog[:1], [path], classes, decision, top_k)
         if whole.verdict == "no_dog":
@@ -198,13 +198,13 @@ def answer_photo(logp: np.ndarray, dog: np.ndarray, regions: Sequence[Region], p
     return main
 
 
-def _dogs_among(dog: np.ndarray, regions: Sequence[Region], threshold: float) -> list[int]:
+def _dogs_among(dog: np.ndarray, regions: Sequence[Region], decision: Decision) -> list[int]:
     """Candidate rows whose crop is a dog, most prominent (area x dog probability) first, without the parts of a
     dog already kept (a head box inside the body's box) unless the part is far surer (`SURER`). A box the detector
     itself calls a dog needs a less sure crop (`DETECTOR_SURE`), and so does a candidate beside a dog already found
-    (`BESIDE_A_DOG`)."""
+    (`BESIDE_A_DOG`), but never less than the photo's own threshold: a dog listed is a dog by its verdict too."""
     def surest(i: int) -> float:
-        return _crop_threshold(regions[i], threshold)
+        return _crop_threshold(regions[i], decision)
 
     rows = [i for i in range(1, len(regions)) if dog[i] >= surest(i)]
     rows = [i for i in rows if sum(_holds_surer(regions[i], regions[j]) for j in rows) < GROUP]
@@ -219,7 +219,8 @@ def _dogs_among(dog: np.ndarray, regions: Sequence[Region], threshold: float) ->
     if kept:  # only adds dogs, after those found at the full threshold, whose answers stay as they were
         largest = max(regions[i].area for i in kept)
         beside = [i for i in range(1, len(regions)) if i not in rows and regions[i].score >= BESIDE_A_DOG_SCORE
-                  and dog[i] >= min(surest(i), BESIDE_A_DOG) and regions[i].area <= BESIDE_A_DOG_AREA * largest]
+                  and dog[i] >= max(decision.dog_threshold, min(surest(i), BESIDE_A_DOG))
+                  and regions[i].area <= BESIDE_A_DOG_AREA * largest]
         for i in sorted(beside, key=lambda i: -regions[i].area * float(dog[i])):
             if not _hiders(i, kept, regions):
                 kept.append(i)
@@ -231,12 +232,14 @@ def _crop_floor(decision: Decision) -> float:
     return max(decision.dog_threshold, CROP_THRESHOLD)
 
 
-def _crop_threshold(region: Region, threshold: float) -> float:
-    """The dog probability a candidate's crop needs: more for a tiny box, less for a box the detector calls a dog."""
+def _crop_threshold(region: Region, decision: Decision) -> float:
+    """The dog probability a candidate's crop needs: more for a tiny box, less for a box the detector calls a dog
+    (down to the photo's own threshold, which a user may raise above `DETECTOR_SURE_CROP`)."""
+    threshold = _crop_floor(decision)
     if _side(region) < SMALL_BOX:
         return max(threshold, SMALL_CROP_THRESHOLD)
     if region.label == "dog" and region.score >= DETECTOR_SURE:
-        return min(threshold, DETECTOR_SURE_CROP)
+        return max(decision.dog_threshold, min(threshold, DETECTOR_SURE_CROP))
     return threshold
 
 
@@ -265,7 +268,7 @@ def crops_needed(dog: np.ndarray, regions: Sequence[Region], deferred: Sequence[
     first = one.area * float(dog[1])
     ranks_first = all((regions[j].area if j in later else regions[j].area * float(dog[j])) < first
                       for j in range(2, len(regions)))
-    is_dog = dog[1] >= _crop_threshold(one, _crop_floor(decision))
+    is_dog = dog[1] >= _crop_threshold(one, decision)
     return [] if is_dog and ranks_first else list(deferred)
 
 

@@ -109,17 +109,26 @@ class RowWriter:
     def _open(self) -> int:
         if self.fmt == "parquet":
             return self._open_parquet()
+        if self.out.is_dir():
+            raise BatchError(f"{self.out} is a folder; --out .{self.fmt} is one file (only .parquet output is a "
+                             "folder of parts)")
         done = _repair_text(self.out) if self.out.exists() else 0
         self.out.parent.mkdir(parents=True, exist_ok=True)
         if self.fmt == "csv" and done:
             with open(self.out, newline="", encoding="utf-8") as f:
                 header = next(csv.reader(f), None)
             if header != self.cols:
-                raise BatchError(f"{self.out} has other columns ({header}), e.g. another --top-k or dog columns; "
-                                 "use --overwrite or another --out")
+                raise BatchError(f"{self.out} has other columns ({_column_difference(header, self.cols)}), e.g. "
+                                 "another --top-k, or dog columns with or without --whole-photo; use --overwrite or "
+                                 "another --out")
             done -= 1  # the header line
+            if self.dogs:
+                with open(self.out, newline="", encoding="utf-8") as f:
+                    self._check_layout((r["dogs"] or None, r["dog"] or None) for r in csv.DictReader(f))
             if self.per_dog:
                 done = self._repair_photos()
+        if self.fmt == "jsonl" and done:
+            self._check_jsonl()
         self._f = open(self.out, "a", newline="", encoding="utf-8")  # noqa: SIM115 - closed in close()
         if self.fmt == "csv":
             self._csv = csv.DictWriter(self._f, self.cols, lineterminator="\n")
@@ -139,14 +148,63 @@ class RowWriter:
         for i, part in enumerate(self._parts):
             if part.name != _part_name(i):
                 raise BatchError(f"{self.out}: part files are not numbered 0..n-1 ({part.name})")
-            meta = pq.ParquetFile(part)
+            try:
+                meta = pq.ParquetFile(part)
+            except Exception as e:  # noqa: BLE001 - pyarrow's errors for a damaged file are many
+                raise BatchError(f"{part} cannot be read ({e}); it was not written by this tool whole (parts are "
+                                 "written atomically): remove it to redo its rows, or use --overwrite") from None
             if meta.schema_arrow.names != self.cols:
-                raise BatchError(f"{part} has other columns, e.g. another --top-k or dog columns; use --overwrite "
-                                 "or another --out")
+                raise BatchError(f"{part} has other columns ({_column_difference(meta.schema_arrow.names, self.cols)}"
+                                 "), e.g. another --top-k, or dog columns with or without --whole-photo; use "
+                                 "--overwrite or another --out")
             done += (meta.metadata.num_rows if not self.per_dog else
                      sum(_starts_photo(d) for d in pq.read_table(part, columns=["dog"]).column(0).to_pylist()))
+        if self.dogs and self._parts:
+            self._check_layout(row for part in self._parts for row in zip(
+                *(c.to_pylist() for c in pq.read_table(part, columns=["dogs", "dog"]).columns), strict=True))
         self._pending: list[dict[str, Any]] = []
         return done
+
+    def _check_layout(self, rows: Iterable[tuple[Any, Any]]) -> None:
+        """The rows already written (their ``dogs`` and ``dog`` values) must be laid out as this run writes them:
+        one row per photo, or with ``per_dog`` one per dog. The two differ only on photos with several dogs, so a
+        file whose only such photo is the last one (perhaps cut off mid-photo) resumes either way."""
+        rows = list(rows)
+        if not self.per_dog:
+            if any(d is not None and int(d) >= 2 for _, d in rows):
+                raise BatchError(f"{self.out} was written with --per-dog (one row per dog); resume it with "
+                                 "--per-dog, or use --overwrite or another --out")
+            return
+        for i, (n, d) in enumerate(rows):
+            several = n is not None and int(n) >= 2 and _starts_photo(d)
+            if several and i + 1 < len(rows) and _starts_photo(rows[i + 1][1]):  # the next photo follows at once
+                raise BatchError(f"{self.out} was written one row per photo (without --per-dog): row {i + 2} lists "
+                                 f"{int(n)} dogs in one row; resume it without --per-dog, or use --overwrite or "
+                                 "another --out")
+
+    def _check_jsonl(self) -> None:
+        """JSONL rows carry their answer as it was asked for: this run's must look the same (its --top-k, and its
+        dogs with or without --whole-photo), or the file would mix two kinds of answer."""
+        with open(self.out, encoding="utf-8") as f:
+            for i, line in enumerate(f, 1):
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    raise BatchError(f"{self.out} line {i} is not JSON; it was not written by this tool: use "
+                                     "--overwrite or another --out") from None
+                if not isinstance(row, dict) or "path" not in row:
+                    raise BatchError(f"{self.out} line {i} is not a prediction; use --overwrite or another --out")
+                if row.get("error") is None and "breeds" in row:
+                    break
+            else:
+                return  # only error rows so far: nothing says how they were asked for
+        if len(row["breeds"]) != self.top_k:
+            raise BatchError(f"{self.out} was written with --top-k {len(row['breeds'])} (line {i}), not "
+                             f"{self.top_k}; resume it with the same --top-k, or use --overwrite or another --out")
+        if ("dogs" in row) != self.dogs:
+            was = "with the dogs of each photo" if "dogs" in row else "with --whole-photo (no dogs)"
+            raise BatchError(f"{self.out} was written {was} (line {i}); resume it the same way, or use --overwrite "
+                             "or another --out")
 
     def done_paths(self) -> Iterator[str]:
         """Paths of the photos already written, in order (one per photo, also with a row per dog)."""
@@ -240,6 +298,17 @@ class RowWriter:
         self._f.flush()
         os.fsync(self._f.fileno())
         self._f.close()
+
+
+def _column_difference(have: Sequence[str] | None, want: Sequence[str]) -> str:
+    """What tells two headers apart, in a few words (a header of 120 breeds is 360 names)."""
+    have = list(have or [])
+    missing, extra = [c for c in want if c not in have], [c for c in have if c not in want]
+    parts = [f"{len(have)} columns, this run writes {len(want)}"]
+    for what, cols in (("without", missing), ("with", extra)):
+        if cols:
+            parts.append(f"{what} " + ", ".join(cols[:4]) + (f" and {len(cols) - 4} more" if len(cols) > 4 else ""))
+    return "; ".join(parts)
 
 
 def _starts_photo(dog: Any) -> bool:

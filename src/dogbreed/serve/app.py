@@ -29,8 +29,13 @@ __all__ = ["INTERNAL_ERROR", "ErrorDetail", "Limits", "MicroBatcher", "create_ap
 def _validation_status(request: Request, exc: RequestValidationError) -> tuple[int, str]:
     """A missing file is 400 (415 when the body is not a form at all); anything else is 422, in one sentence."""
     errs = exc.errors()
+    ctype = request.headers.get("content-type", "")
+    if any(_file_given_as_text(e) for e in errs):  # a form field 'file' that holds text, not an uploaded file
+        if ctype.startswith("application/x-www-form-urlencoded"):
+            return 415, ("unsupported content type 'application/x-www-form-urlencoded': send the photo as "
+                         "multipart/form-data field 'file'")
+        return 400, "field 'file' holds text, not a file: send the photo itself as the multipart field 'file'"
     if any(e.get("type") == "missing" and tuple(e.get("loc", ()))[-1:] == ("file",) for e in errs):
-        ctype = request.headers.get("content-type", "")
         if ctype and not ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
             return 415, (f"unsupported content type {ctype.split(';')[0]!r}: send the photo as multipart/form-data "
                          "field 'file'")
@@ -40,6 +45,11 @@ def _validation_status(request: Request, exc: RequestValidationError) -> tuple[i
         loc = ".".join(str(x) for x in err.get("loc", ()) if x not in ("body", "query"))
         parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
     return 422, "; ".join(parts) or "invalid request"
+
+
+def _file_given_as_text(err: dict) -> bool:
+    loc = [x for x in err.get("loc", ()) if not isinstance(x, int)]
+    return loc[-1:] == ["file"] and "UploadFile" in str(err.get("msg", ""))
 
 
 def create_app(

@@ -1,16 +1,20 @@
 """User feedback on predictions: a small SQLite table plus the photos, and an export to a folder-per-breed dataset.
 
 Photos are stored only when a user chooses to send feedback (never on plain predictions), named by their sha256 so
-the same photo sent twice is kept once.
+the same photo sent twice is kept once. Feedback on one dog of several names its box: the photo is stored whole, and
+the export writes that dog's crop (the square the predictor reads it from), so a photo of a Pug beside a Border
+collie does not teach "Pug" from both.
 """
 
 from __future__ import annotations
 
 import errno
+import io
 import re
 import shutil
 import sqlite3
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -29,7 +33,8 @@ CREATE TABLE IF NOT EXISTS feedback (
     breed_name TEXT NOT NULL,
     breed_folder TEXT NOT NULL,
     created_at TEXT NOT NULL,
-    size_bytes INTEGER
+    size_bytes INTEGER,
+    box TEXT
 );
 CREATE INDEX IF NOT EXISTS feedback_sha256 ON feedback (sha256);
 """
@@ -95,6 +100,7 @@ class FeedbackRecord:
     breed_wnid: str | None
     breed_name: str
     created_at: str
+    box: list[int] | None = None
 
 
 class FeedbackStore:
@@ -116,9 +122,11 @@ class FeedbackStore:
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         con = sqlite3.connect(self.db_path, timeout=10)
         con.executescript(SCHEMA)
-        if "size_bytes" not in {r[1] for r in con.execute("PRAGMA table_info(feedback)")}:
-            con.execute("ALTER TABLE feedback ADD COLUMN size_bytes INTEGER")  # a database from before quotas
-            con.commit()
+        have = {r[1] for r in con.execute("PRAGMA table_info(feedback)")}
+        for column, kind in (("size_bytes", "INTEGER"), ("box", "TEXT")):  # a database from before quotas, boxes
+            if column not in have:
+                con.execute(f"ALTER TABLE feedback ADD COLUMN {column} {kind}")
+                con.commit()
         return con
 
     def _check_quota(self, con: sqlite3.Connection, sha256: str, size: int, now: datetime) -> None:
@@ -139,8 +147,10 @@ class FeedbackStore:
                 raise FeedbackQuotaExceeded(f"feedback storage is full ({used / 1e6:.0f} of "
                                             f"{self.max_bytes / 1e6:.0f} MB used)", daily=False)
 
-    def add(self, image: bytes, image_format: str | None, sha256: str, predicted: str, breed: Breed) -> FeedbackRecord:
-        """Store the photo and its row together: if either cannot be written, neither is kept."""
+    def add(self, image: bytes, image_format: str | None, sha256: str, predicted: str, breed: Breed,
+            box: Sequence[int] | None = None) -> FeedbackRecord:
+        """Store the photo and its row together: if either cannot be written, neither is kept. ``box``: the dog the
+        feedback is about, in the photo's pixels (None: the photo as a whole)."""
         ext = _EXT.get((image_format or "").upper(), ".img")
         name = f"{sha256}{ext}"
         now = datetime.now(timezone.utc)
@@ -158,8 +168,9 @@ class FeedbackStore:
                 self._check_quota(con, sha256, len(image), now)
                 cur = con.execute(
                     "INSERT INTO feedback (sha256, image_file, predicted, breed_wnid, breed_name, breed_folder,"
-                    " created_at, size_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (sha256, name, predicted, breed.wnid, breed.name, breed_folder(breed), created, len(image)),
+                    " created_at, size_bytes, box) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (sha256, name, predicted, breed.wnid, breed.name, breed_folder(breed), created, len(image),
+                     _box_text(box)),
                 )
                 row_id = int(cur.lastrowid or 0)
                 if not target.exists():
@@ -176,7 +187,8 @@ class FeedbackStore:
                 raise FeedbackStorageError(f"cannot store feedback in {self.db_path}: {e}", _disk_full(e)) from e
             finally:
                 con.close()
-        return FeedbackRecord(row_id, sha256, predicted, breed.wnid, breed.name, created)
+        return FeedbackRecord(row_id, sha256, predicted, breed.wnid, breed.name, created,
+                              list(box) if box is not None else None)
 
     def records(self) -> list[dict]:
         if not self.db_path.exists():
@@ -190,14 +202,16 @@ class FeedbackStore:
 
 
 def export_feedback(db_path: str | Path | None, out: str | Path) -> dict[str, int]:
-    """Write the feedback photos as ``out/<breed folder>/<sha256>.<ext>``; returns photos per breed folder.
+    """Write the feedback photos as ``out/<breed folder>/<sha256>.<ext>``, and each dog of several that got its
+    own feedback as ``<sha256>-<x0>_<y0>_<x1>_<y1>.jpg``, its crop; returns photos per breed folder.
 
-    When the same photo got several answers, the latest one wins, so a user's correction replaces a mistake.
+    When the same photo (or the same dog in it) got several answers, the latest one wins, so a user's correction
+    replaces a mistake.
     """
     store = FeedbackStore(db_path)
-    latest: dict[str, dict] = {}
+    latest: dict[tuple[str, str | None], dict] = {}
     for r in store.records():
-        latest[r["sha256"]] = r
+        latest[(r["sha256"], r.get("box"))] = r
     out = Path(out)
     counts: dict[str, int] = {}
     for r in latest.values():
@@ -206,6 +220,46 @@ def export_feedback(db_path: str | Path | None, out: str | Path) -> dict[str, in
             continue  # a photo deleted by hand (e.g. on request) is simply left out
         folder = out / r["breed_folder"]
         folder.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, folder / r["image_file"])
+        if r.get("box"):
+            box = [int(v) for v in r["box"].split(",")]
+            name = f"{r['sha256']}-{'_'.join(map(str, box))}.jpg"
+            atomic_write_bytes(folder / name, dog_crop_jpeg(src, box))
+        else:
+            shutil.copyfile(src, folder / r["image_file"])
         counts[r["breed_folder"]] = counts.get(r["breed_folder"], 0) + 1
     return dict(sorted(counts.items()))
+
+
+def dog_crop_jpeg(photo: Path, box: Sequence[int]) -> bytes:
+    """The square the predictor reads a dog from (`regions.window` around its box, clipped to the photo), from the
+    upright photo, as a JPEG."""
+    from ..inference.decode import decode
+    from ..inference.regions import window
+
+    img = decode(photo)
+    x0, y0, x1, y1 = window(box)
+    buf = io.BytesIO()
+    img.crop((max(0, round(x0)), max(0, round(y0)), min(img.width, round(x1)), min(img.height, round(y1)))).save(
+        buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+def parse_box(text: str, size: tuple[int, int]) -> list[int]:
+    """A dog's box as the feedback form sends it, "x0,y0,x1,y1" in the photo's pixels (the `box` of a dog in the
+    predict answer) -> four integers; ValueError with a sentence when it is not a box inside a photo of ``size``."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        box = [int(round(float(p))) for p in parts]
+    except ValueError:
+        box = []
+    if len(box) != 4 or len(parts) != 4:
+        raise ValueError(f"box {text!r} is not four numbers x0,y0,x1,y1")
+    x0, y0, x1, y1 = box
+    w, h = size
+    if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
+        raise ValueError(f"box {text!r} is not inside the {w}x{h} photo (x0 < x1 <= {w}, y0 < y1 <= {h})")
+    return box
+
+
+def _box_text(box: Sequence[int] | None) -> str | None:
+    return None if box is None else ",".join(str(int(v)) for v in box)

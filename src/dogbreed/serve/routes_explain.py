@@ -2,36 +2,52 @@
 
 from __future__ import annotations
 
+import io
+import string
+from urllib.parse import quote
+
 from fastapi import APIRouter, Depends, File, HTTPException, Query, UploadFile
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import ImageDecodeError
 from ..inference.decode import decode as decode_image
+from ..inference.scoring import Prediction
 from ..transforms import reduce_to_pixels
 from .limits import EXPLAIN_MAX_PIXELS
 from .schemas import errors
 from .service import NON_EMPTY_FILE, Service, decode_error, service
 
 
-def _explain_png(svc: Service, data: bytes, name: str, breed: str | None, top: tuple[str | None, str],
-                 ) -> tuple[bytes, str]:
-    from ..explain import Explainer, Explanation, overlay, torch_classifier
+def _explain_png(svc: Service, data: bytes, name: str, answer: Prediction, breed: str | None, dog: int | None,
+                 ) -> tuple[bytes, list[str], list[int]]:
+    from ..explain import Explainer, torch_classifier
 
     with svc.explain_lock:  # one heat-map at a time: a backward pass is heavy, and torch uses every core already
         if not svc.explainers:
             svc.explainers.append(Explainer(torch_classifier(svc.predictor.model)))
         ex = svc.explainers[0]
         try:
-            c = ex.class_index(breed) if breed else ex.class_index(top[0] or top[1])
+            ex.class_index(breed)
         except ValueError as e:
             raise HTTPException(422, f"{e}; see GET /v1/breeds") from None
         try:  # no JPEG draft: the overlay has the photo's own size, up to EXPLAIN_MAX_PIXELS
             img = reduce_to_pixels(decode_image(data, max_pixels=svc.limits.max_pixels), EXPLAIN_MAX_PIXELS)
         except ImageDecodeError as e:
             raise decode_error(e, name) from e
-        heat, c = ex.heatmap(img, c)
-        return Explanation(ex.classes[c], c, heat, overlay(img, heat)).png(), ex.classes[c].name
+        try:
+            out, breeds, dogs = ex.explain_answer(img, answer, breed or None, dog, max_pixels=None)
+        except ValueError as e:  # a dog number the photo does not have
+            raise HTTPException(422, f"{name}: {e}") from None
+        buf = io.BytesIO()
+        out.save(buf, format="PNG", compress_level=3)
+        return buf.getvalue(), [b.name for b in breeds], dogs
+
+
+def _header_text(text: str) -> str:
+    """Printable ASCII as it is; anything else (a breed a user added, say "Löwchen") percent-encoded, since HTTP
+    headers carry Latin-1 at most."""
+    return quote(text, safe=string.punctuation + " ")
 
 
 def router(breed_values: list[str]) -> APIRouter:
@@ -41,30 +57,36 @@ def router(breed_values: list[str]) -> APIRouter:
     @r.post("/v1/explain", summary="Heat-map of where the model looked, as a PNG overlay the photo's size "
               f"(reduced to at most {EXPLAIN_MAX_PIXELS / 1e6:.0f} megapixels)",
               response_class=Response, responses={200: {"content": {"image/png": {}},
-                                                         "description": "The photo with the heat-map blended in; "
-                                                         "header X-Dogbreed-Breed names the breed explained"},
+                                                         "description": "The photo with the heat-map blended in. "
+                                                         "Header X-Dogbreed-Breed names the breed explained (for "
+                                                         "several dogs, each dog's, in order, joined by '; '); "
+                                                         "X-Dogbreed-Dogs lists the numbers of the dogs explained "
+                                                         "in their own boxes (as in the predict answer's `dogs`, "
+                                                         "1 = the main dog), empty for the whole photo"},
                                                    **errors(400, 413, 415, 422, 500, 503)})
     async def explain(
         file: UploadFile = File(..., description="The photo.", json_schema_extra=NON_EMPTY_FILE),
         breed: str | None = Query(None, max_length=200, json_schema_extra={"enum": breed_values},
                                   description="Breed to explain (name or wnid, as in GET /v1/breeds; any spelling "
-                                  "of the name is accepted); default: the top breed."),
+                                  "of the name is accepted); default: the top breed (of each dog)."),
+        dog: int | None = Query(None, ge=1, le=1000,
+                                description="Explain this dog only, in its own box: its number in the predict "
+                                "answer's `dogs` (1 = the main dog). Default: several dogs, or one small dog, each in "
+                                "its own box (for its own top breed, unless `breed` is given); else the whole photo."),
         svc: Service = Depends(service),
     ) -> Response:
         ((name, f),) = svc.check_uploads([file])
         await svc.check_pixels([(name, f)], draft=False)  # the heat-map decodes the photo at full size
-        top: tuple[str | None, str] = ("", "")
-        if not breed:
-            (pred,) = await svc.predict([(name, f)])
-            top = (pred.breeds[0].wnid, pred.breeds[0].name)
+        (pred,) = await svc.predict([(name, f)])  # the dogs and their boxes, and the top breed
         svc.admission.enter(1)  # the full-size decode and the backward pass hold memory: they take a place too
         try:
             async with svc.slots.get():
                 data = await run_in_threadpool(svc.read, f, name)
-                png, explained = await run_in_threadpool(_explain_png, svc, data, name, breed, top)
+                png, breeds, dogs = await run_in_threadpool(_explain_png, svc, data, name, pred, breed, dog)
         finally:
             svc.admission.leave(1)
-        return Response(png, media_type="image/png", headers={"X-Dogbreed-Breed": explained,
-                                                              "Cache-Control": "no-store"})
+        return Response(png, media_type="image/png", headers={
+            "X-Dogbreed-Breed": _header_text("; ".join(breeds)), "X-Dogbreed-Dogs": ",".join(map(str, dogs)),
+            "Cache-Control": "no-store"})
 
     return r

@@ -9,9 +9,14 @@ from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
-from .feedback import FeedbackQuotaExceeded, FeedbackStorageError, find_breed
+from ..transforms import full_size
+from .feedback import FeedbackQuotaExceeded, FeedbackStorageError, find_breed, parse_box
 from .schemas import FeedbackResponse, errors
 from .service import NON_EMPTY_FILE, Service, log, service
+
+# Four numbers (the predict answer's integers, or any decimals), or nothing. Whether they lie inside the photo only
+# the photo can say: such a box is a 422 naming the photo's size.
+BOX_PATTERN = r"^(\s*\d+(\.\d+)?\s*(,\s*\d+(\.\d+)?\s*){3})?$"
 
 
 def router(breed_values: list[str]) -> APIRouter:
@@ -27,6 +32,10 @@ def router(breed_values: list[str]) -> APIRouter:
                           description="The right breed: its name or wnid, as in GET /v1/breeds (any spelling of "
                                       "the name is accepted)."),
         predicted: str = Form("", max_length=200, description="What the model said (top breed or verdict)."),
+        box: str = Form("", max_length=100, json_schema_extra={"pattern": BOX_PATTERN, "format": "dog-box"},
+                        description="The dog this is about, when the photo shows several: its "
+                        "`box` from the predict answer's `dogs`, as x0,y0,x1,y1 in the photo's pixels. Stored with "
+                        "the row; `dogbreed feedback export` then writes that dog's crop instead of the whole photo."),
         svc: Service = Depends(service),
     ) -> dict[str, Any]:
         ((name, f),) = svc.check_uploads([file])
@@ -34,11 +43,16 @@ def router(breed_values: list[str]) -> APIRouter:
         if right is None:
             raise HTTPException(422, f"unknown breed {breed!r}; see GET /v1/breeds")
         await svc.check_pixels([(name, f)])
-        await svc.decode(name, f)  # only readable photos go into the dataset
+        img = await svc.decode(name, f)  # only readable photos go into the dataset
+        try:
+            dog_box = parse_box(box, full_size(img)) if box.strip() else None
+        except ValueError as e:
+            raise HTTPException(422, f"{name}: {e}") from None
         data = await run_in_threadpool(svc.read, f, name)
         sha = hashlib.sha256(data).hexdigest()
         try:
-            rec = await run_in_threadpool(svc.store.add, data, _format_of(data), sha, predicted.strip(), right)
+            rec = await run_in_threadpool(svc.store.add, data, _format_of(data), sha, predicted.strip(), right,
+                                          dog_box)
         except FeedbackQuotaExceeded as e:
             if e.daily:
                 raise HTTPException(429, str(e), headers={"Retry-After": str(e.retry_after_s)}) from None
@@ -51,7 +65,7 @@ def router(breed_values: list[str]) -> APIRouter:
             raise HTTPException(503, "feedback cannot be stored right now; nothing was saved",
                                 headers={"Retry-After": "60"}) from None
         return {"id": rec.id, "sha256": sha, "predicted": rec.predicted, "breed": {"wnid": right.wnid,
-                "name": right.name}, "created_at": rec.created_at}
+                "name": right.name}, "created_at": rec.created_at, "box": rec.box}
 
     return r
 

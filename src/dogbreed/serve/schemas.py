@@ -102,6 +102,8 @@ class FeedbackResponse(BaseModel):
     predicted: str
     breed: FeedbackBreed
     created_at: str
+    box: list[int] | None = Field(None, description="The dog the feedback is about (x0, y0, x1, y1 in the photo's "
+                                  "pixels), or null for the photo as a whole.")
 
 
 _TEXT = {

@@ -18,6 +18,8 @@
   const fbYes = $("fb-yes");
   const fbSend = $("fb-send");
   const fbMessage = $("fb-message");
+  const fbDog = $("fb-dog");
+  const fbDogRow = $("fb-dog-row");
   const figure = preview.closest("figure");
   const grid = result.querySelector(".result-grid");
   const upload = dropzone.closest(".upload");
@@ -110,6 +112,8 @@
     fbMessage.className = "fb-message";
     fbBreed.value = "";
     for (const b of [fbYes, fbSend]) b.disabled = false;
+    fbDog.replaceChildren();
+    fbDogRow.hidden = true;
     resetExplain();
     lookalikes.replaceChildren();
     lookalikes.hidden = true;
@@ -193,6 +197,14 @@
     boxesEl.style.top = (img.offsetTop + (ch - dh) / 2) + "px";
     boxesEl.style.width = dw + "px";
     boxesEl.style.height = dh + "px";
+    // a small dog would vanish under its number: move the number outside its box, on the side with room
+    for (const box of boxesEl.querySelectorAll(".dog-box")) {
+      const num = box.querySelector(".dog-num");
+      const bw = box.offsetWidth, bh = box.offsetHeight, nw = num.offsetWidth, nh = num.offsetHeight;
+      box.classList.toggle("small", bw < 2 * nw || bh < 2 * nh);
+      box.classList.toggle("below", box.offsetTop < nh + 4);
+      box.classList.toggle("after", box.offsetLeft < nw + 4);
+    }
   }
 
   // hovering or focusing a dog's box or its entry lights up both
@@ -272,8 +284,8 @@
       overlayImg.onload = () => {
         if (seq !== requestSeq || !explainToggle.checked) return;
         showOverlay(true);
-        explainStatus.textContent = "Warm colours: where the model looked for the " +
-          (resp.headers.get("X-Dogbreed-Breed") || "top breed") + ".";
+        explainStatus.textContent = explainWords(resp.headers.get("X-Dogbreed-Breed"),
+          resp.headers.get("X-Dogbreed-Dogs"));
       };
       overlayImg.src = overlayUrl;
     } catch (e) {
@@ -281,6 +293,18 @@
       explainToggle.checked = false;
       explainStatus.textContent = "No heat-map: " + e.message;
     }
+  }
+
+  // several dogs (or one small one) are each explained in their own box, for their own breed
+  function explainWords(breeds, dogs) {
+    const nums = (dogs || "").split(",").filter((v) => v);
+    const names = (breeds || "").split("; ");
+    if (nums.length > 1 && names.length === nums.length) {
+      return "Warm colours: where the model looked, each dog in its own box (" +
+        nums.map((n, i) => n + ": " + names[i]).join(", ") + ").";
+    }
+    return "Warm colours: where the model looked for the " + (breeds || "top breed") +
+      (nums.length === 1 ? ", in the dog's box." : ".");
   }
 
   function renderLookAlikes(list) {
@@ -376,10 +400,18 @@
     breedsEl.replaceChildren();
     renderLookAlikes(null);
     renderDogs(dogs, p.breeds.length);
-    showFeedback(p, " dog 1");
+    fbDog.replaceChildren(...dogs.map((d, i) => {
+      const o = el("option", null, "dog " + (i + 1) + ": " + dogWords(d)[0]);
+      o.value = String(i);
+      return o;
+    }));
+    fbDog.value = "0";
+    fbDogRow.hidden = false;
+    showFeedback(dogs[0], " dog 1");
   }
 
-  // "Is this right?" only makes sense for a clear answer; for an uncertain one, ask for the breed instead
+  // "Is this right?" only makes sense for a clear answer; for an uncertain one, ask for the breed instead.
+  // ``p``: the answer asked about (the photo's, or one dog's of several).
   function showFeedback(p, which) {
     const sure = p.verdict === "dog";
     fbForm.querySelector("legend").textContent = which
@@ -389,6 +421,20 @@
     $("fb-or").textContent = sure ? "or it's a" : "It's a";
     fbForm.hidden = false;
     loadBreedNames();
+  }
+
+  // the answer feedback is about, and the box to send with it: the dog chosen of several, or a lone dog too
+  // small for its photo to stand for it (under 30% of it, the rule the answer itself reads it by); else none
+  function feedbackTarget() {
+    const p = current.prediction;
+    const dogs = shownDogs(p);
+    if (dogs.length > 1) { const d = dogs[Number(fbDog.value) || 0]; return { answer: d, box: d.box }; }
+    const w = preview.naturalWidth, h = preview.naturalHeight;
+    if (dogs.length === 1 && w && h) {
+      const [x0, y0, x1, y1] = dogs[0].box;
+      if ((x1 - x0) * (y1 - y0) < 0.3 * w * h) return { answer: p, box: dogs[0].box };
+    }
+    return { answer: p, box: null };
   }
 
   function mb(bytes) {
@@ -469,11 +515,12 @@
 
   async function sendFeedback(breed) {
     if (!current || !current.prediction) return;
-    const p = current.prediction;
+    const { answer: p, box } = feedbackTarget();
     const form = new FormData();
     form.append("file", current.file, current.file.name || "pasted-image");
     form.append("breed", breed);
     form.append("predicted", p.verdict === "dog" ? p.breeds[0].name : p.verdict);
+    if (box) form.append("box", box.join(","));
     fbMessage.className = "fb-message";
     fbMessage.textContent = "Sending\u2026";
     for (const b of [fbYes, fbSend]) b.disabled = true;
@@ -482,7 +529,9 @@
       if (!resp.ok) throw new Error(await errorMessage(resp));
       const body = await resp.json();
       fbMessage.className = "fb-message ok";
-      fbMessage.textContent = "Thank you! Saved as " + body.breed.name + ".";
+      const several = shownDogs(current.prediction).length > 1;
+      fbMessage.textContent = "Thank you! Saved " + (several ? "dog " + (Number(fbDog.value) + 1) + " " : "") +
+        "as " + body.breed.name + ".";
     } catch (e) {
       fbMessage.className = "fb-message bad";
       fbMessage.textContent = "Feedback not saved: " + e.message;
@@ -509,7 +558,14 @@
   window.addEventListener("resize", placeBoxes);
 
   fbYes.addEventListener("click", () => {
-    if (current && current.prediction) sendFeedback(current.prediction.breeds[0].name);
+    if (current && current.prediction) sendFeedback(feedbackTarget().answer.breeds[0].name);
+  });
+  fbDog.addEventListener("change", () => {
+    const i = Number(fbDog.value) || 0;
+    showFeedback(shownDogs(current.prediction)[i], " dog " + (i + 1));
+    fbMessage.textContent = "";
+    fbMessage.className = "fb-message";
+    for (const b of [fbYes, fbSend]) b.disabled = false;
   });
   fbForm.addEventListener("submit", (ev) => {
     ev.preventDefault();
