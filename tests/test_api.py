@@ -409,8 +409,9 @@ def test_feedback_on_one_dog_of_several_stores_its_box_and_exports_its_crop(defa
         assert b.status_code == 200 and b.json()["box"] == [250, 60, 390, 290]
         assert send("Samoyed", None).json()["box"] is None  # the photo as a whole, as before
         assert send("Pug", "20,40,140,200").status_code == 200  # the same dog again: the latest answer wins
-        for bad, why in (("1,2,3", "four numbers"), ("0,0,500,100", "inside the 400x300 photo"),
-                         ("50,50,10,80", "inside"), ("a,b,c,d", "four numbers")):
+        for bad, why in (("1,2,3", "four finite numbers"), ("0,0,500,100", "inside the 400x300 photo"),
+                         ("50,50,10,80", "inside"), ("a,b,c,d", "four finite numbers"),
+                         ("inf,0,10,10", "four finite"), ("1e400,0,10,10", "four finite"), ("nan,0,1,1", "finite")):
             r = send("Pug", bad)
             assert r.status_code == 422 and why in r.json()["detail"] and "two.png" in r.json()["detail"], r.text
         rows = sqlite3.connect(db).execute("SELECT breed_name, box FROM feedback ORDER BY id").fetchall()
@@ -457,3 +458,36 @@ def test_serve_command_is_registered() -> None:
     assert res.exit_code == 0
     for opt in ("--model", "--quality", "--runtime", "--host", "--port", "--feedback-db"):
         assert opt in res.output
+
+
+def test_explain_headers_carry_any_breed_name() -> None:
+    from urllib.parse import unquote
+
+    from dogbreed.serve.routes_explain import _header_text
+
+    assert _header_text("Golden retriever; Shih-Tzu") == "Golden retriever; Shih-Tzu"  # the shipped names: as is
+    for name in ("Löwchen", "Chien 100% français", "柴犬"):
+        text = _header_text(name)
+        text.encode("latin-1")  # a header can carry it
+        assert unquote(text) == name
+
+
+def test_an_old_feedback_database_exports_without_being_written(tmp_path: Path) -> None:
+    from dogbreed.serve.feedback import export_feedback, images_dir_for
+
+    db = tmp_path / "old.sqlite3"
+    photo = noise_png(5)
+    sha = hashlib.sha256(photo).hexdigest()
+    with sqlite3.connect(db) as con:  # as written before sizes and boxes
+        con.execute("CREATE TABLE feedback (id INTEGER PRIMARY KEY AUTOINCREMENT, sha256 TEXT NOT NULL, image_file "
+                    "TEXT NOT NULL, predicted TEXT NOT NULL, breed_wnid TEXT, breed_name TEXT NOT NULL, breed_folder "
+                    "TEXT NOT NULL, created_at TEXT NOT NULL)")
+        con.execute("INSERT INTO feedback (sha256, image_file, predicted, breed_wnid, breed_name, breed_folder, "
+                    "created_at) VALUES (?, ?, '', 'n02110958', 'Pug', 'n02110958-pug', '2026-01-01')",
+                    (sha, f"{sha}.png"))
+    images_dir_for(db).mkdir()
+    (images_dir_for(db) / f"{sha}.png").write_bytes(photo)
+    before = db.read_bytes()
+    assert export_feedback(db, tmp_path / "out") == {"n02110958-pug": 1}
+    assert (tmp_path / "out" / "n02110958-pug" / f"{sha}.png").read_bytes() == photo
+    assert db.read_bytes() == before  # read only: no column added

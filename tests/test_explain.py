@@ -219,6 +219,32 @@ def test_api_explains_each_dog_in_its_box_and_one_dog_by_number(default_predicto
         assert "dog" in {p["name"] for p in c.get("/openapi.json").json()["paths"]["/v1/explain"]["post"]["parameters"]}
 
 
+def test_each_dog_of_a_photo_over_the_overlay_cap_is_explained_in_its_own_box(explainer: Explainer,
+                                                                              real_data: Path) -> None:
+    """A 3200x2000 photo (6.4 MP, over the 4 MP overlay cap, so drawn at half size): each dog's box, given in the
+    photo's own pixels, is scaled to the overlay, and its heat falls there and nowhere else."""
+    from fixtures import two_dog_photo
+
+    from dogbreed.inference.dogs import Dog
+    from dogbreed.inference.scoring import BreedScore, Prediction
+
+    small, pasted = two_dog_photo(real_data)
+    big = small.resize((3200, 2000), Image.BICUBIC)
+    buf = io.BytesIO()
+    big.save(buf, format="JPEG", quality=90)
+    top = [BreedScore(None, "Golden retriever", 0.9)]
+    dogs = [Dog([4 * v for v in rect], 0.99, "dog", top) for _, rect in pasted]
+    out, breeds, drawn = explainer.explain_answer(buf.getvalue(), Prediction("x.jpg", "dog", 0.99, top, dogs=dogs))
+    assert out.size == (1600, 1000) and drawn == [1, 2] and len(breeds) == 2
+    cold = np.asarray(overlay(big.reduce(2), np.zeros((1000, 1600), np.float32)), np.float32)
+    diff = np.abs(np.asarray(out, np.float32) - cold).max(-1)
+    outside = np.ones((1000, 1600), bool)
+    for _, (x0, y0, x1, y1) in pasted:  # at half the photo's size: twice the 800x500 rectangle
+        outside[2 * y0 - 6:2 * y1 + 6, 2 * x0 - 6:2 * x1 + 6] = False
+        assert diff[2 * y0 + 6:2 * y1 - 6, 2 * x0 + 6:2 * x1 - 6].mean() > 5
+    assert np.percentile(diff[outside], 99.9) <= 3  # JPEG noise aside, untouched outside the boxes
+
+
 def test_a_small_lone_dog_is_explained_in_its_box(explainer: Explainer, real_data: Path) -> None:
     """A dog 12% of a grey canvas: without a breed asked for, its heat-map is drawn in its box (over the whole photo
     a small dog's map is mostly the scene's); with one, the whole photo, as for a dog filling it."""

@@ -61,7 +61,8 @@ def run_batch(predictor: Predictor, inputs: Sequence[str], out: str | Path, *, w
     writes one row per dog instead (JSONL always holds every dog)."""
     total = count_sources(inputs, path_column)
     with writing(out, RESUME_HINT):
-        writer = RowWriter(out, predictor.top_k, overwrite=overwrite, dogs=predictor.finds_dogs, per_dog=per_dog)
+        writer = RowWriter(out, predictor.top_k, overwrite=overwrite, dogs=predictor.finds_dogs, per_dog=per_dog,
+                           n_breeds=len(predictor.classes))
     bar = stream = None
     try:
         writer.check_resumable(iter_sources(inputs, path_column), total)

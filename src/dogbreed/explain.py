@@ -146,8 +146,9 @@ class Explainer:
         asked = self.class_index(breed)  # an unknown breed fails before any heat-map
         for n, d in zip(numbers or range(1, len(dogs) + 1), dogs, strict=True):
             x0, y0, x1, y1 = (round(d.box[0] * sx), round(d.box[1] * sy), round(d.box[2] * sx), round(d.box[3] * sy))
-            if x1 - x0 < 2 or y1 - y0 < 2:
-                continue
+            # a box reduced to under 2 px still gets a map: the smallest the backbone takes, inside the photo
+            x0, y0 = min(max(0, x0), img.width - 2), min(max(0, y0), img.height - 2)
+            x1, y1 = max(x1, x0 + 2), max(y1, y0 + 2)
             h, c = self.heatmap(img.crop((x0, y0, x1, y1)),
                                 self.class_index(d.breeds[0].wnid or d.breeds[0].name) if asked is None else asked)
             heat[y0:y1, x0:x1] = np.maximum(heat[y0:y1, x0:x1], h)
@@ -297,7 +298,7 @@ def _written_for_another(png: Path, path: str) -> bool:
         return False
     try:
         with Image.open(png) as im:
-            source = im.text.get(_SOURCE_KEY) if hasattr(im, "text") else None
+            source = im.info.get(_SOURCE_KEY)  # read with the header (`im.text` would decode the whole image)
     except Exception:  # noqa: BLE001 - an unreadable file there is not ours to overwrite
         return True
     return source is not None and source != path

@@ -103,7 +103,9 @@ def load_image(
     limit = max_pixels or Image.MAX_IMAGE_PIXELS
     if limit and img.size[0] * img.size[1] > limit:
         raise ImageTooLarge(f"image too large: {img.size[0]}x{img.size[1]} pixels exceeds {limit}")
-    full = img.size
+    # An image decoded here before (and perhaps reduced since) keeps the size of the photo it came from: boxes are
+    # in that photo's pixels, whatever size it is handled at.
+    full = full_size(img) if isinstance(src, Image.Image) else img.size
     try:
         if draft_size and img.format == "JPEG":
             w, h = img.size

@@ -97,8 +97,9 @@ class RowWriter:
     lost to an interruption is cut off and redone)."""
 
     def __init__(self, out: str | Path, top_k: int, overwrite: bool = False, dogs: bool = False,
-                 per_dog: bool = False):
+                 per_dog: bool = False, n_breeds: int | None = None):
         self.out, self.top_k, self.fmt = Path(out), top_k, out_format(out)
+        self.n_breeds = n_breeds  # the model's breeds: an answer lists min(top_k, n_breeds) (None: not known)
         self.dogs, self.per_dog = dogs or per_dog, per_dog and self.fmt != "jsonl"
         self.cols = columns(top_k, self.dogs)
         if overwrite:
@@ -123,8 +124,11 @@ class RowWriter:
                                  "another --out")
             done -= 1  # the header line
             if self.dogs:
+                n, d = self.cols.index("dogs"), self.cols.index("dog")
                 with open(self.out, newline="", encoding="utf-8") as f:
-                    self._check_layout((r["dogs"] or None, r["dog"] or None) for r in csv.DictReader(f))
+                    rows = csv.reader(f)
+                    next(rows)  # the header, checked above
+                    self._check_layout((r[n] or None, r[d] or None) for r in rows if len(r) > d)
             if self.per_dog:
                 done = self._repair_photos()
         if self.fmt == "jsonl" and done:
@@ -169,16 +173,19 @@ class RowWriter:
         """The rows already written (their ``dogs`` and ``dog`` values) must be laid out as this run writes them:
         one row per photo, or with ``per_dog`` one per dog. The two differ only on photos with several dogs, so a
         file whose only such photo is the last one (perhaps cut off mid-photo) resumes either way."""
-        rows = list(rows)
         if not self.per_dog:
             if any(d is not None and int(d) >= 2 for _, d in rows):
                 raise BatchError(f"{self.out} was written with --per-dog (one row per dog); resume it with "
                                  "--per-dog, or use --overwrite or another --out")
             return
-        for i, (n, d) in enumerate(rows):
+        rows = iter(rows)  # streamed with one row of look-ahead: an output may hold millions of rows
+        ahead = next(rows, None)
+        i = 0
+        while ahead is not None:
+            (n, d), ahead, i = ahead, next(rows, None), i + 1
             several = n is not None and int(n) >= 2 and _starts_photo(d)
-            if several and i + 1 < len(rows) and _starts_photo(rows[i + 1][1]):  # the next photo follows at once
-                raise BatchError(f"{self.out} was written one row per photo (without --per-dog): row {i + 2} lists "
+            if several and ahead is not None and _starts_photo(ahead[1]):  # the next photo follows at once
+                raise BatchError(f"{self.out} was written one row per photo (without --per-dog): its row {i} lists "
                                  f"{int(n)} dogs in one row; resume it without --per-dog, or use --overwrite or "
                                  "another --out")
 
@@ -198,9 +205,10 @@ class RowWriter:
                     break
             else:
                 return  # only error rows so far: nothing says how they were asked for
-        if len(row["breeds"]) != self.top_k:
-            raise BatchError(f"{self.out} was written with --top-k {len(row['breeds'])} (line {i}), not "
-                             f"{self.top_k}; resume it with the same --top-k, or use --overwrite or another --out")
+        have, want = len(row["breeds"]), min(self.top_k, self.n_breeds or self.top_k)
+        if have != want and not (self.n_breeds is None and have < self.top_k):  # fewer breeds than asked: all
+            raise BatchError(f"{self.out} was written with --top-k {have} (line {i}), not {self.top_k}; resume it "
+                             "with the same --top-k, or use --overwrite or another --out")
         if ("dogs" in row) != self.dogs:
             was = "with the dogs of each photo" if "dogs" in row else "with --whole-photo (no dogs)"
             raise BatchError(f"{self.out} was written {was} (line {i}); resume it the same way, or use --overwrite "

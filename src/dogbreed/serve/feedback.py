@@ -191,9 +191,11 @@ class FeedbackStore:
                               list(box) if box is not None else None)
 
     def records(self) -> list[dict]:
+        """Every row, oldest first, read-only (an export from a database it may not write, and from before a column
+        was added, works: such rows lack that key)."""
         if not self.db_path.exists():
             return []
-        con = self._connect()
+        con = sqlite3.connect(f"{self.db_path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
         try:
             con.row_factory = sqlite3.Row
             return [dict(r) for r in con.execute("SELECT * FROM feedback ORDER BY id")]
@@ -250,10 +252,10 @@ def parse_box(text: str, size: tuple[int, int]) -> list[int]:
     parts = [p.strip() for p in text.split(",")]
     try:
         box = [int(round(float(p))) for p in parts]
-    except ValueError:
+    except (ValueError, OverflowError):  # not a number, or one with no integer ("nan", "inf", "1e400")
         box = []
     if len(box) != 4 or len(parts) != 4:
-        raise ValueError(f"box {text!r} is not four numbers x0,y0,x1,y1")
+        raise ValueError(f"box {text!r} is not four finite numbers x0,y0,x1,y1")
     x0, y0, x1, y1 = box
     w, h = size
     if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):

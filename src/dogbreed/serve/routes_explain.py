@@ -45,9 +45,10 @@ def _explain_png(svc: Service, data: bytes, name: str, answer: Prediction, breed
 
 
 def _header_text(text: str) -> str:
-    """Printable ASCII as it is; anything else (a breed a user added, say "Löwchen") percent-encoded, since HTTP
-    headers carry Latin-1 at most."""
-    return quote(text, safe=string.punctuation + " ")
+    """Percent-encoded (UTF-8) where needed: HTTP headers carry Latin-1 at most, and a breed a user added may be
+    "Löwchen". Printable ASCII but "%" stays as it is, so the shipped breeds read plainly and any value decodes
+    with `decodeURIComponent` / `urllib.parse.unquote`."""
+    return quote(text, safe=string.punctuation.replace("%", "") + " ")
 
 
 def router(breed_values: list[str]) -> APIRouter:
@@ -59,7 +60,8 @@ def router(breed_values: list[str]) -> APIRouter:
               response_class=Response, responses={200: {"content": {"image/png": {}},
                                                          "description": "The photo with the heat-map blended in. "
                                                          "Header X-Dogbreed-Breed names the breed explained (for "
-                                                         "several dogs, each dog's, in order, joined by '; '); "
+                                                         "several dogs, each dog's, in order, joined by '; '; "
+                                                         "percent-encoded UTF-8 beyond printable ASCII); "
                                                          "X-Dogbreed-Dogs lists the numbers of the dogs explained "
                                                          "in their own boxes (as in the predict answer's `dogs`, "
                                                          "1 = the main dog), empty for the whole photo"},

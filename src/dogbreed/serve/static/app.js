@@ -284,7 +284,7 @@
       overlayImg.onload = () => {
         if (seq !== requestSeq || !explainToggle.checked) return;
         showOverlay(true);
-        explainStatus.textContent = explainWords(resp.headers.get("X-Dogbreed-Breed"),
+        explainStatus.textContent = explainWords(headerText(resp.headers.get("X-Dogbreed-Breed")),
           resp.headers.get("X-Dogbreed-Dogs"));
       };
       overlayImg.src = overlayUrl;
@@ -293,6 +293,11 @@
       explainToggle.checked = false;
       explainStatus.textContent = "No heat-map: " + e.message;
     }
+  }
+
+  // the server percent-encodes what a header cannot carry (a breed a user added, "Löwchen")
+  function headerText(v) {
+    try { return v ? decodeURIComponent(v) : v; } catch (e) { return v; }
   }
 
   // several dogs (or one small one) are each explained in their own box, for their own breed
