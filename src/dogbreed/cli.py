@@ -175,6 +175,8 @@ def predict(
 
     if fmt not in ("table", "json", "csv"):
         raise typer.BadParameter("--format must be table, json or csv")
+    if overwrite and out is None:
+        raise typer.BadParameter("--overwrite starts an --out file over; without --out nothing is written")
     if per_dog and out is None:
         raise typer.BadParameter("--per-dog writes one row per dog to --out (.csv or .parquet); on the screen, "
                                  "--format json lists every dog")
