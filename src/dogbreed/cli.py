@@ -240,16 +240,11 @@ def _explainer(model: str, device: str, breed: str | None):  # noqa: ANN202 - ex
 def _write_overlay(explainer, r: Prediction, breed: str | None, out_dir: str, written: set[str]) -> str:  # noqa: ANN001
     """OUT_DIR/<stem>.png (numbered when two photos share a stem); returns the path written. Several dogs, or one
     small dog: each dog's own heat-map in its numbered box, unless one breed is asked for (`explain_answer`)."""
-    import io
-
-    from .explain import overlay_info, overlay_name
+    from .explain import overlay_info, overlay_name, png_bytes
     from .fileio import atomic_write_bytes
 
     target = Path(out_dir) / overlay_name(str(r.path), written, out_dir)
-    buf = io.BytesIO()
-    explainer.explain_answer(r.path, r, breed)[0].save(buf, format="PNG", compress_level=3,
-                                                         pnginfo=overlay_info(str(r.path)))
-    atomic_write_bytes(target, buf.getvalue())
+    atomic_write_bytes(target, png_bytes(explainer.explain_answer(r.path, r, breed)[0], overlay_info(str(r.path))))
     return str(target)
 
 

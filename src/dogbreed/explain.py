@@ -45,9 +45,15 @@ class Explanation:
     overlay: Image.Image
 
     def png(self) -> bytes:
-        buf = io.BytesIO()
-        self.overlay.save(buf, format="PNG", optimize=False, compress_level=3)
-        return buf.getvalue()
+        return png_bytes(self.overlay)
+
+
+def png_bytes(img: Image.Image, info: Any = None) -> bytes:
+    """An overlay as PNG bytes (compression level 3: a 4 MP overlay is written in a fraction of a second), with the
+    text chunk ``info`` (`overlay_info`) when given."""
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=False, compress_level=3, pnginfo=info)
+    return buf.getvalue()
 
 
 def torch_classifier(model: str = "default") -> Classifier:
@@ -240,8 +246,10 @@ class Explainer:
 
 def _box_share(box: Sequence[float], img: Image.Image) -> float:
     """The share of the photo ``img`` was decoded from that a box in that photo's pixels covers."""
+    from .inference.regions import box_area
+
     fw, fh = full_size(img)
-    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1]) / max(1, fw * fh)
+    return box_area(box) / max(1, fw * fh)
 
 
 def _pools_any_size(clf: Classifier) -> bool:

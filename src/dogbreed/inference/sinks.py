@@ -123,14 +123,14 @@ class RowWriter:
                                  "another --top-k, or dog columns with or without --whole-photo; use --overwrite or "
                                  "another --out")
             done -= 1  # the header line
-            if self.dogs:
+            if self.per_dog:
+                done = self._repair_photos()  # checks the layout on the rows it reads anyway
+            elif self.dogs:
                 n, d = self.cols.index("dogs"), self.cols.index("dog")
                 with open(self.out, newline="", encoding="utf-8") as f:
                     rows = csv.reader(f)
                     next(rows)  # the header, checked above
                     self._check_layout((r[n] or None, r[d] or None) for r in rows if len(r) > d)
-            if self.per_dog:
-                done = self._repair_photos()
         if self.fmt == "jsonl" and done:
             self._check_jsonl()
         self._f = open(self.out, "a", newline="", encoding="utf-8")  # noqa: SIM115 - closed in close()
@@ -231,10 +231,11 @@ class RowWriter:
                 yield from (json.loads(line)["path"] for line in itertools.islice(f, self.done))
 
     def _repair_photos(self) -> int:
-        """Per-dog CSV: cut the rows of a last photo that has fewer rows than its dog count (an interrupted write)
-        and return how many photos are complete."""
+        """Per-dog CSV: check the rows are laid out one per dog (`_check_layout`), cut the rows of a last photo
+        that has fewer rows than its dog count (an interrupted write) and return how many photos are complete."""
         with open(self.out, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))  # bounded by the output's size; only per-dog CSV resumes read it whole
+        self._check_layout((r["dogs"] or None, r["dog"] or None) for r in rows)
         start = max((i for i, r in enumerate(rows) if _starts_photo(r["dog"] or None)), default=0)
         tail = rows[start:]
         want = max(1, int(tail[0]["dogs"] or 0)) if tail else 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import string
 from urllib.parse import quote
 
@@ -21,7 +20,7 @@ from .service import NON_EMPTY_FILE, Service, decode_error, service
 
 def _explain_png(svc: Service, data: bytes, name: str, answer: Prediction, breed: str | None, dog: int | None,
                  ) -> tuple[bytes, list[str], list[int]]:
-    from ..explain import Explainer, torch_classifier
+    from ..explain import Explainer, png_bytes, torch_classifier
 
     with svc.explain_lock:  # one heat-map at a time: a backward pass is heavy, and torch uses every core already
         if not svc.explainers:
@@ -39,9 +38,7 @@ def _explain_png(svc: Service, data: bytes, name: str, answer: Prediction, breed
             out, breeds, dogs = ex.explain_answer(img, answer, breed or None, dog, max_pixels=None)
         except ValueError as e:  # a dog number the photo does not have
             raise HTTPException(422, f"{name}: {e}") from None
-        buf = io.BytesIO()
-        out.save(buf, format="PNG", compress_level=3)
-        return buf.getvalue(), [b.name for b in breeds], dogs
+        return png_bytes(out), [b.name for b in breeds], dogs
 
 
 def _header_text(text: str) -> str:
