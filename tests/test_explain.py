@@ -129,6 +129,28 @@ def test_cli_explain_writes_an_overlay_per_photo(tmp_path: Path, chelsea_jpeg: b
 
 
 @pytest.mark.slow
+def test_cli_explain_with_default_flags_draws_each_dog_of_two_in_its_box(tmp_path: Path, real_data: Path) -> None:
+    from fixtures import two_dog_photo
+
+    photo, pasted = two_dog_photo(real_data)
+    photo.save(tmp_path / "two.jpg", quality=92)
+    r = runner.invoke(cli_app, ["predict", str(tmp_path / "two.jpg"), "--explain", str(tmp_path / "heat"),
+                                "--format", "json"])
+    assert r.exit_code == 0, r.output
+    (row,) = json.loads(r.stdout)
+    assert len(row["dogs"]) == 2 and all(d["explanation"] == row["explanation"] for d in row["dogs"])
+    out = np.asarray(Image.open(row["explanation"]).convert("RGB"), np.float32)
+    cold = np.asarray(overlay(Image.open(tmp_path / "two.jpg"), np.zeros((500, 800), np.float32)), np.float32)
+    diff = np.abs(out - cold).max(-1)
+    outside = np.ones((500, 800), bool)
+    for d in row["dogs"]:
+        x0, y0, x1, y1 = d["box"]
+        outside[max(0, y0 - 4):y1 + 4, max(0, x0 - 4):x1 + 4] = False
+        assert diff[y0 + 4:y1 - 4, x0 + 4:x1 - 4].mean() > 5  # each dog's own heat, in its box
+    assert diff[outside].max() <= 1  # and none over the scene between them
+
+
+@pytest.mark.slow
 def test_a_resumed_run_keeps_the_heat_maps_written_before(tmp_path: Path, chelsea_jpeg: bytes) -> None:
     for d in ("p1", "p2"):
         (tmp_path / d).mkdir()
