@@ -117,6 +117,9 @@ BINS = {"small": (100, 150), "medium": (150, 260), "large": (260, 400)}
 LARGE_CANVAS = (4032, 3024)
 LARGE_BINS = {"far": (0.04, 0.08), "small": (0.08, 0.15), "medium": (0.15, 0.25)}  # dog width / photo width
 PAIR_WIDTH = (150, 260)
+# A pack: six or eight dogs of different breeds, one to a cell of a 4x2 grid, 150-260 px wide (more dogs than the
+# detector's MAX_CANDIDATES). Only when asked for (--kinds pack): nothing was chosen on it.
+PACK_CANVAS, PACK_GRID, PACK_SIZES = (1280, 800), (4, 2), (6, 8)
 DOG_SETS = ("web-dogs", "imagenet-val-dogs")
 SCENE_SETS = {"scene-other": "not-dogs/other", "scene-cat": "not-dogs/cat"}
 # Every COCO animal, so the tally shows which of them real dogs are called; the sweep's class sets are subsets.
@@ -285,6 +288,42 @@ def pair_composites(real: Path, half: str, limit: int | None = None) -> Iterator
         yield Scene("pair", canvas, boxes, [a.wnid, b.wnid], [str(a.path), str(b.path)])
 
 
+def pack_composites(real: Path, half: str, limit: int | None = None) -> Iterator[Scene]:
+    """Six or eight dog photos of the half, of different breeds, each at a random place in its own cell of a
+    `PACK_GRID` on a `PACK_CANVAS` scene of the half; every dog photo is used at most once."""
+    rng = random.Random(f"{SEED}|pack|{half}")
+    scenes = scene_files(real, SCENE_SETS["scene-other"], half)
+    dogs = dog_photos(real, half)
+    rng.shuffle(dogs)
+    (W, H), (cols, rows) = PACK_CANVAS, PACK_GRID
+    cw, ch = W // cols, H // rows
+    n = 0
+    while limit is None or n < limit:
+        k = PACK_SIZES[n % len(PACK_SIZES)]
+        picked: list[DogPhoto] = []
+        for d in dogs:
+            if all(d.wnid != p.wnid for p in picked):
+                picked.append(d)
+                if len(picked) == k:
+                    break
+        if len(picked) < k:
+            return
+        dogs = [d for d in dogs if d not in picked]
+        canvas = _scene(rng.choice(scenes), PACK_CANVAS)
+        boxes, kept = [], []
+        for d, cell in zip(picked, rng.sample(range(cols * rows), k), strict=True):
+            aspect = _aspect(d)
+            w = _fit_width(aspect, PAIR_WIDTH[0], min(PAIR_WIDTH[1], cw), ch, rng)
+            if w is None:  # too tall for a cell: the pack is one dog smaller
+                continue
+            x0, y0 = (cell % cols) * cw, (cell // cols) * ch
+            h = round(w * aspect)
+            boxes.append(_paste(canvas, d, w, (x0 + rng.randrange(0, cw - w + 1), y0 + rng.randrange(0, ch - h + 1))))
+            kept.append(d)
+        n += 1
+        yield Scene("pack", canvas, boxes, [d.wnid for d in kept], [str(d.path) for d in kept])
+
+
 def _place_pair(aspects: list[float], W: int, H: int, rng: random.Random) -> list[tuple[int, ...]] | None:
     for _ in range(100):
         rects = []
@@ -323,6 +362,8 @@ def scenes_for(real: Path, half: str, draft: int, limit: int | None = None,
             yield from large_composites(real, half, kind.split("-", 1)[1], limit)
         elif kind == "pair":
             yield from pair_composites(real, half, limit)
+        elif kind == "pack":
+            yield from pack_composites(real, half, limit)
         else:
             yield from real_photos(real, kind, half, draft, limit)
 
@@ -548,6 +589,12 @@ class PredTally:
     photos_with_false_extra: int = 0
     pairs: int = 0
     both_in_top2: int = 0
+    packs: int = 0
+    pack_dogs: int = 0  # dogs pasted into packs
+    pack_boxed: int = 0  # of them, with a box of their own
+    pack_named: int = 0  # of them, whose box names their breed
+    packs_all_boxed: int = 0  # packs with a box on every dog
+    pack_listed: int = 0  # dogs listed, all packs
     per_breed: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
 
     def add(self, pred: Any, scene: Scene) -> None:
@@ -562,6 +609,9 @@ class PredTally:
             # the issue's "before" figure: both pasted breeds among the photo's own top 2
             self.both_in_top2 += set(scene.wnids) <= {b.wnid for b in pred.breeds[:2]}
             self._pair(dogs, boxes, scene)
+            return
+        if scene.kind == "pack":
+            self._pack(dogs, boxes, scene)
             return
         right = bool(pred.breeds) and pred.breeds[0].wnid == scene.wnids[0]
         self.top1 += right  # the top breed, whatever the verdict (as README's top-1 on whole photos)
@@ -584,6 +634,19 @@ class PredTally:
         self.false_extra += false
         self.photos_with_false_extra += false > 0
 
+    def _pack(self, dogs: list[Any], boxes: list[list[float]], scene: Scene) -> None:
+        match = assign(boxes, scene.boxes, "centre")
+        self.packs += 1
+        self.pack_dogs += len(scene.boxes)
+        self.pack_listed += len(dogs)
+        self.pack_boxed += sum(m is not None for m in match)
+        self.pack_named += sum(m is not None and bool(dogs[m].breeds) and dogs[m].breeds[0].wnid == w
+                               for m, w in zip(match, scene.wnids, strict=True))
+        self.packs_all_boxed += all(m is not None for m in match)
+        false = len(dogs) - sum(m is not None for m in match)
+        self.false_extra += false
+        self.photos_with_false_extra += false > 0
+
     def summary(self) -> dict[str, Any]:
         n = self.photos
         d: dict[str, Any] = {"photos": n, "says_dog": self.says_dog, "says_dog_rate": _rate(self.says_dog, n),
@@ -600,6 +663,11 @@ class PredTally:
                   "boxes_on_both": self.boxes_on_both, "boxes_on_both_rate": _rate(self.boxes_on_both, n),
                   "both_named": self.both_named, "both_named_rate": _rate(self.both_named, n),
                   "both_in_top2": self.both_in_top2, "both_in_top2_rate": _rate(self.both_in_top2, n)}
+        if self.packs:
+            d |= {"pack_dogs": self.pack_dogs, "dogs_listed": self.pack_listed,
+                  "dogs_boxed": self.pack_boxed, "dogs_boxed_rate": _rate(self.pack_boxed, self.pack_dogs),
+                  "dogs_named": self.pack_named, "dogs_named_rate": _rate(self.pack_named, self.pack_dogs),
+                  "all_boxed": self.packs_all_boxed, "all_boxed_rate": _rate(self.packs_all_boxed, n)}
         d |= {"false_extra_dogs": self.false_extra, "false_extra_per_photo": _rate(self.false_extra, n),
               "photos_with_false_extra": self.photos_with_false_extra}
         return d
@@ -647,6 +715,7 @@ PER_HALF = [f"single-{b}" for b in BINS] + ["pair", "uncut"]
 WHOLE_SETS = ["scene-cat", "scene-other", "dogs-any"]
 LARGE_KINDS = [f"large-{b}" for b in LARGE_BINS]  # per half, only when asked for (--kinds)
 LARGE_WHOLE = ["large-scene-other", "large-scene-cat"]
+ASKED_KINDS = [*LARGE_KINDS, "pack"]  # per half, only when --kinds names them
 
 
 def predictor_scenes(real: Path, half: str, draft: int, limit: int | None,
@@ -654,7 +723,7 @@ def predictor_scenes(real: Path, half: str, draft: int, limit: int | None,
     """The predictor's photos: composites and uncut dogs of one half; cats, other photos and dogs-any whole (the
     dog-or-not head's figures, README's, are on the whole sets), the latter only with the test half. ``kinds``:
     only these (e.g. ["uncut"] with both halves: all 733 uncut photos)."""
-    per_half = [k for k in PER_HALF if not kinds or k in kinds] + [k for k in LARGE_KINDS if kinds and k in kinds]
+    per_half = [k for k in PER_HALF if not kinds or k in kinds] + [k for k in ASKED_KINDS if kinds and k in kinds]
     if per_half:
         yield from scenes_for(real, half, draft, limit, per_half)
     if half == "test":
@@ -727,6 +796,8 @@ def _pct(r: dict[str, Any], count: str, rate: str) -> str:
 def markdown_predictor(res: dict[str, dict[str, Any]]) -> str:
     keys = ["says_dog", "top1", "named", "breed_balanced_top1", "more_than_one_dog", "exactly_two", "boxes_on_both",
             "both_named", "both_in_top2", "false_extra_dogs"]
+    if any("pack_dogs" in r for r in res.values()):  # rates of the packs' dogs, not of their photos
+        keys[-1:-1] = ["dogs_boxed", "dogs_named", "all_boxed"]
     lines = ["| kind | photos | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 2)]
     for kind, r in res.items():
         cells = []
@@ -774,7 +845,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--halves", default="tune,test", help="the predictor part: which halves to score")
     ap.add_argument("--kinds", default=None,
                     help="the predictor part: only these kinds, comma-separated "
-                    f"({','.join(PER_HALF + WHOLE_SETS + LARGE_KINDS + LARGE_WHOLE)}; the large-* only when named)")
+                    f"({','.join(PER_HALF + WHOLE_SETS + ASKED_KINDS + LARGE_WHOLE)}; "
+                    "the large-* and pack only when named)")
     ap.add_argument("--no-cli-speed", action="store_true")
     ap.add_argument("--cli-args", default="", help="more arguments for the timed `dogbreed predict` runs")
     ap.add_argument("--cli-speed-only", action="store_true",

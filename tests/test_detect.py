@@ -97,6 +97,25 @@ def test_the_cap_keeps_the_surest_candidates_then_ranks_them_by_prominence() -> 
     assert [d.label for d in got] == ["dog", "cat"]  # the two surest, the larger (area x score) first
 
 
+def test_a_pack_of_sure_dogs_is_not_cut_at_the_cap() -> None:
+    # Eight dogs the detector is sure of are all candidates; beyond the cap a weaker "dog" box, or any sure box of
+    # another class, is still cut, and MAX_DOGS bounds the whole.
+    def raw_of(cells: list[tuple[int, int, int, float]]) -> np.ndarray:
+        return _raw(SHAPE, {_cell(SHAPE, 16, gx, gy): (0.5, 0.5, 0.0, 0.0, 0.9, cls, p) for gx, gy, cls, p in cells})
+
+    finder = DogFinder(size=SHAPE)
+    dogs = [(2 * k, 1, DOG, 0.8) for k in range(8)]  # eight sure dogs (0.72), 16 px each, apart
+    extra = [(2 * k, 6, DOG, 0.3) for k in range(3)] + [(2 * k, 9, CAT, 0.9) for k in range(3)]  # 0.27, 0.81 cats
+    got = finder.candidates(raw_of(dogs + extra), 1.0, SHAPE, SHAPE)
+    assert finder.max_candidates == 5 and len(got) == 11  # the five surest (cats 0.81, dogs 0.72) + 6 sure dogs
+    assert sorted(d.label for d in got) == ["cat"] * 3 + ["dog"] * 8
+    assert all(d.score > 0.7 for d in got)  # no 0.27 "dog" box beyond the cap
+    # two sure dogs beside three surer cats: nothing sure is left beyond the cap, so five as before
+    assert len(finder.candidates(raw_of(dogs[:2] + extra), 1.0, SHAPE, SHAPE)) == 5
+    assert len(DogFinder(size=SHAPE, max_dogs=6).candidates(raw_of(dogs + extra), 1.0, SHAPE, SHAPE)) == 6
+    assert len(DogFinder(size=SHAPE, max_dogs=5).candidates(raw_of(dogs + extra), 1.0, SHAPE, SHAPE)) == 5
+
+
 @pytest.mark.parametrize(("dog_score", "want"), [(0.72, ["dog", "cat"]), (0.2, ["dog"])])
 def test_beside_a_sure_dog_weaker_hints_are_candidates(monkeypatch: pytest.MonkeyPatch, dog_score: float,
                                                        want: list[str]) -> None:
@@ -567,3 +586,28 @@ def test_halves_are_stable_and_split_the_files(tmp_path: Path) -> None:
     assert halves == [b.half_of(f, tmp_path) for f in files]
     assert 70 < halves.count("tune") < 130
     assert b.assign([[0, 0, 10, 10], [50, 50, 60, 60]], [(48, 48, 70, 70), (0, 0, 12, 12)], "centre") == [1, 0]
+
+
+def test_pack_composites_and_their_tally(real_data: Path) -> None:
+    """Six or eight dogs of different breeds, each inside its own cell of the grid; the tally counts dogs, not
+    photos."""
+    b = _bench()
+    packs = list(b.pack_composites(real_data, "test", limit=2))
+    assert [len(p.boxes) for p in packs] == [6, 8] and all(p.image.size == b.PACK_CANVAS for p in packs)
+    (W, H), (cols, rows) = b.PACK_CANVAS, b.PACK_GRID
+    for p in packs:
+        assert len(set(p.wnids)) == len(p.wnids) == len(p.sources)
+        cells = {(int(x0) // (W // cols), int(y0) // (H // rows)) for x0, y0, _, _ in p.boxes}
+        assert len(cells) == len(p.boxes)  # one dog a cell
+        assert all(x1 <= (int(x0) // (W // cols) + 1) * (W // cols) and 150 <= x1 - x0 < 260
+                   for x0, _, x1, _ in p.boxes)
+    pack = packs[0]
+    dogs = [_dog([x0 + 5, y0 + 5, x1 - 5, y1 - 5], w) for (x0, y0, x1, y1), w
+            in zip(pack.boxes, pack.wnids, strict=True)]
+    dogs[1].breeds[0].wnid = "n00000000"  # one boxed dog misnamed
+    answer = SimpleNamespace(verdict="dog", breeds=dogs[0].breeds, dogs=dogs[:5] + [_dog([0, 0, 5, 5], "x")])
+    tally = b.PredTally()
+    tally.add(answer, pack)
+    got = tally.summary()
+    assert (got["pack_dogs"], got["dogs_listed"], got["dogs_boxed"], got["dogs_named"]) == (6, 6, 5, 4)
+    assert got["all_boxed"] == 0 and got["false_extra_dogs"] == 1
