@@ -267,6 +267,23 @@ def test_each_dog_of_a_photo_over_the_overlay_cap_is_explained_in_its_own_box(ex
     assert np.percentile(diff[outside], 99.9) <= 3  # JPEG noise aside, untouched outside the boxes
 
 
+def test_each_box_number_is_sized_to_the_photo_and_reads_on_any_colour(explainer: Explainer) -> None:
+    """A 1600x900 photo: the number is a tag at its box's corner about 35 px tall (the photo's longer side / 45),
+    white on black, not Pillow's 11 px default, which nobody can read on a phone's photo."""
+    from dogbreed.inference.dogs import Dog
+    from dogbreed.inference.scoring import BreedScore
+
+    canvas = Image.new("RGB", (1600, 900), (250, 250, 250))
+    top = [BreedScore("n02111889", "Samoyed", 0.9)]
+    out, _ = explainer.explain_dogs(canvas, [Dog([400, 300, 900, 700], 0.99, "dog", top),
+                                             Dog([1000, 100, 1500, 500], 0.99, "dog", top)])
+    for x0, y0 in ((400, 300), (1000, 100)):
+        tag = np.asarray(out, np.int32)[y0:y0 + 60, x0:x0 + 60].max(-1)
+        dark_rows = (tag < 40).sum(1) > 10
+        assert 28 <= dark_rows.sum() <= 55  # the tag's height
+        assert (tag[dark_rows] > 200).sum() > 30  # the digit in white inside it
+
+
 def test_a_small_lone_dog_is_explained_in_its_box(explainer: Explainer, real_data: Path) -> None:
     """A dog 12% of a grey canvas: without a breed asked for, its heat-map is drawn in its box (over the whole photo
     a small dog's map is mostly the scene's); with one, the whole photo, as for a dog filling it."""

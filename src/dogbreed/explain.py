@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from .breeds import Breed, BreedIndex
 from .errors import ModelLoadError
@@ -46,6 +46,23 @@ class Explanation:
 
     def png(self) -> bytes:
         return png_bytes(self.overlay)
+
+
+def _number_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    # Pillow's bitmap default is 11 px whatever the photo, unreadable on a phone's photo or a pack of eight
+    # dogs; a sized default needs Pillow 10.1 and FreeType, else the bitmap one is still a number.
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError, ImportError):
+        return ImageFont.load_default()
+
+
+def _draw_number(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], text: str, font: Any) -> None:
+    """A dog's number in white on a dark tag at its box's top left corner, so it reads on any photo."""
+    x0, y0, x1, y1 = draw.textbbox((box[0], box[1]), text, font=font)
+    pad = max(2, (y1 - y0) // 4)
+    draw.rectangle((box[0], box[1], x1 + 2 * pad, y1 + 2 * pad - (y0 - box[1])), fill=(0, 0, 0))
+    draw.text((box[0] + pad, box[1] + pad - (y0 - box[1])), text, fill=(255, 255, 255), font=font)
 
 
 def png_bytes(img: Image.Image, info: Any = None) -> bytes:
@@ -162,9 +179,10 @@ class Explainer:
             explained.append(self.classes[c])
         out = overlay(img, heat)
         draw = ImageDraw.Draw(out)
+        font = _number_font(max(12, max(img.size) // 45))
         for box, n in boxes:
             draw.rectangle(box, outline=(255, 255, 255), width=max(2, img.width // 300))
-            draw.text((box[0] + 4, box[1] + 2), str(n), fill=(255, 255, 255))
+            _draw_number(draw, box, str(n), font)
         return out, explained
 
     def explain_answer(self, src: Any, answer: Any, breed: str | int | None = None, dog: int | None = None,
