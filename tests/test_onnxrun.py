@@ -226,3 +226,29 @@ def test_the_first_openvino_inference_runs_when_the_model_opens_so_lanes_never_d
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.split() == ["finished", "4"]
+
+
+def test_a_cpu_runner_runs_many_rows_in_chunks_with_the_same_outputs(default_predictor: Predictor,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch of photos and their crops can hold hundreds of rows (a pack of dogs each); on CPU one forward runs
+    at most MAX_ROWS_CPU of them, and the outputs are those of the whole batch at once, in order."""
+    import numpy as np
+
+    from dogbreed.inference import runners
+
+    runner = default_predictor.members[0].runner
+    shapes: list[int] = []
+    real_run = runner._run
+    monkeypatch.setattr(runner, "_run", lambda x: (shapes.append(len(x)), real_run(x))[1])
+    size = default_predictor.members[0].preprocess.size
+    x = np.random.default_rng(0).normal(0, 1, (11, 3, size, size)).astype(np.float32)
+    monkeypatch.setattr(runners, "MAX_ROWS_CPU", 100)
+    whole = runner(x)
+    assert shapes == [11]
+    monkeypatch.setattr(runners, "MAX_ROWS_CPU", 4)
+    shapes.clear()
+    parts = runner(x)
+    assert shapes == [4, 4, 3]
+    for a, b in zip(whole, parts, strict=True):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-3 * max(1.0, float(np.abs(a).max())))

@@ -50,6 +50,13 @@ def session_precision(precision: str, device: str, onnx: bool) -> str:
     return precision
 
 
+# Rows one forward runs at most on CPU. A batch is its photos and their crops, and a photo of a pack brings up to
+# `detect.MAX_DOGS` crops: 16 photos of 24 dogs each (400 rows) in one forward took `dogbreed predict` to 9.5 GB
+# (activations, and OpenVINO's request buffers kept at the largest shape, grow with the rows). Rows do not depend
+# on each other, so the chunks give the same answers; a batch of 16 everyday photos and their crops is one chunk.
+MAX_ROWS_CPU = 32
+
+
 class Runner:
     """Callable: image batch (numpy, or a torch tensor from a DataLoader worker) -> `ModelOutputs` (numpy)."""
 
@@ -61,6 +68,13 @@ class Runner:
         return self.model if isinstance(self.model, OnnxModel) else None
 
     def __call__(self, x: Any) -> ModelOutputs:
+        step = MAX_ROWS_CPU if self.device == "cpu" else len(x)  # a GPU takes its batch size (256) at once
+        if len(x) <= step:
+            return self._run(x)
+        parts = [self._run(x[i:i + step]) for i in range(0, len(x), step)]
+        return ModelOutputs(*(np.concatenate(a) for a in zip(*parts, strict=True)))
+
+    def _run(self, x: Any) -> ModelOutputs:
         if isinstance(self.model, OnnxModel):
             return ModelOutputs(*self.model(x))
         import torch
