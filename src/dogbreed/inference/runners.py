@@ -54,7 +54,9 @@ def session_precision(precision: str, device: str, onnx: bool) -> str:
 # `detect.MAX_DOGS` crops: 16 photos of 24 dogs each (400 rows) in one forward took `dogbreed predict` to 9.5 GB
 # (activations, and OpenVINO's request buffers kept at the largest shape, grow with the rows). Rows do not depend
 # on each other, so the chunks give the same answers; a batch of 16 everyday photos and their crops is one chunk.
+# On a GPU the batch is 256 photos, so its bound is larger: 256 photos and a crop or so each are one chunk.
 MAX_ROWS_CPU = 32
+MAX_ROWS_GPU = 512
 
 
 class Runner:
@@ -68,7 +70,7 @@ class Runner:
         return self.model if isinstance(self.model, OnnxModel) else None
 
     def __call__(self, x: Any) -> ModelOutputs:
-        step = MAX_ROWS_CPU if self.device == "cpu" else len(x)  # a GPU takes its batch size (256) at once
+        step = MAX_ROWS_CPU if self.device == "cpu" else MAX_ROWS_GPU
         if len(x) <= step:
             return self._run(x)
         parts = [self._run(x[i:i + step]) for i in range(0, len(x), step)]
