@@ -98,22 +98,26 @@ def test_the_cap_keeps_the_surest_candidates_then_ranks_them_by_prominence() -> 
 
 
 def test_a_pack_of_sure_dogs_is_not_cut_at_the_cap() -> None:
-    # Eight dogs the detector is sure of are all candidates; beyond the cap a weaker "dog" box, or any sure box of
-    # another class, is still cut, and MAX_DOGS bounds the whole.
+    # Eight dogs the detector is sure of are all candidates, and beside two or more sure dogs so is a sure box of
+    # another class (a dog of a pack called "cat"); beyond the cap a weaker box is still cut, a photo with one sure
+    # dog keeps five, and MAX_DOGS bounds the whole.
     def raw_of(cells: list[tuple[int, int, int, float]]) -> np.ndarray:
         return _raw(SHAPE, {_cell(SHAPE, 16, gx, gy): (0.5, 0.5, 0.0, 0.0, 0.9, cls, p) for gx, gy, cls, p in cells})
 
     finder = DogFinder(size=SHAPE)
     dogs = [(2 * k, 1, DOG, 0.8) for k in range(8)]  # eight sure dogs (0.72), 16 px each, apart
-    extra = [(2 * k, 6, DOG, 0.3) for k in range(3)] + [(2 * k, 9, CAT, 0.9) for k in range(3)]  # 0.27, 0.81 cats
-    got = finder.candidates(raw_of(dogs + extra), 1.0, SHAPE, SHAPE)
-    assert finder.max_candidates == 5 and len(got) == 11  # the five surest (cats 0.81, dogs 0.72) + 6 sure dogs
+    weak = [(2 * k, 6, DOG, 0.3) for k in range(2)] + [(4 + 2 * k, 6, CAT, 0.3) for k in range(2)]  # 0.27
+    cats = [(2 * k, 9, CAT, 0.5) for k in range(3)]  # 0.45
+    got = finder.candidates(raw_of(dogs + weak + cats), 1.0, SHAPE, SHAPE)
+    assert finder.max_candidates == 5 and len(got) == 11  # the five surest (dogs 0.72), 3 more dogs, the 3 cats
     assert sorted(d.label for d in got) == ["cat"] * 3 + ["dog"] * 8
-    assert all(d.score > 0.7 for d in got)  # no 0.27 "dog" box beyond the cap
-    # two sure dogs beside three surer cats: nothing sure is left beyond the cap, so five as before
-    assert len(finder.candidates(raw_of(dogs[:2] + extra), 1.0, SHAPE, SHAPE)) == 5
-    assert len(DogFinder(size=SHAPE, max_dogs=6).candidates(raw_of(dogs + extra), 1.0, SHAPE, SHAPE)) == 6
-    assert len(DogFinder(size=SHAPE, max_dogs=5).candidates(raw_of(dogs + extra), 1.0, SHAPE, SHAPE)) == 5
+    assert all(d.score > 0.4 for d in got)  # no 0.27 box beyond the cap
+    # six sure cats beside one sure dog: not a pack, so five candidates as before; beside two, all eight
+    six = [(2 * k, 9, CAT, 0.5) for k in range(6)]
+    assert len(finder.candidates(raw_of(dogs[:1] + six), 1.0, SHAPE, SHAPE)) == 5
+    assert len(finder.candidates(raw_of(dogs[:2] + six), 1.0, SHAPE, SHAPE)) == 8
+    assert len(DogFinder(size=SHAPE, max_dogs=6).candidates(raw_of(dogs + cats), 1.0, SHAPE, SHAPE)) == 6
+    assert len(DogFinder(size=SHAPE, max_dogs=5).candidates(raw_of(dogs + cats), 1.0, SHAPE, SHAPE)) == 5
 
 
 @pytest.mark.parametrize(("dog_score", "want"), [(0.72, ["dog", "cat"]), (0.2, ["dog"])])
