@@ -118,6 +118,15 @@ def test_a_pack_of_sure_dogs_is_not_cut_at_the_cap() -> None:
     assert len(finder.candidates(raw_of(dogs[:2] + six), 1.0, SHAPE, SHAPE)) == 8
     assert len(DogFinder(size=SHAPE, max_dogs=6).candidates(raw_of(dogs + cats), 1.0, SHAPE, SHAPE)) == 6
     assert len(DogFinder(size=SHAPE, max_dogs=5).candidates(raw_of(dogs + cats), 1.0, SHAPE, SHAPE)) == 5
+    assert len(DogFinder(size=SHAPE, max_dogs=3).candidates(raw_of(dogs + cats), 1.0, SHAPE, SHAPE)) == 3  # in all
+    # at the cut, the surer extras are kept: the 0.72 dogs before the 0.45 cats
+    kept = DogFinder(size=SHAPE, max_dogs=8).candidates(raw_of(cats + dogs), 1.0, SHAPE, SHAPE)
+    assert [d.label for d in kept] == ["dog"] * 8
+    # the level itself: a "dog" box at exactly SECOND_DOG_FROM beyond the cap is kept, one just under it is not
+    at = detect.SECOND_DOG_FROM / 0.9
+    edge = dogs[:5] + [(2, 12, DOG, at * 1.001), (6, 12, DOG, at * 0.99)]
+    assert sorted(round(d.score, 3) for d in finder.candidates(raw_of(edge), 1.0, SHAPE, SHAPE))[0] >= 0.3
+    assert len(finder.candidates(raw_of(edge), 1.0, SHAPE, SHAPE)) == 6
 
 
 @pytest.mark.parametrize(("dog_score", "want"), [(0.72, ["dog", "cat"]), (0.2, ["dog"])])

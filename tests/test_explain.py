@@ -282,6 +282,12 @@ def test_each_box_number_is_sized_to_the_photo_and_reads_on_any_colour(explainer
         dark_rows = (tag < 40).sum(1) > 10
         assert 28 <= dark_rows.sum() <= 55  # the tag's height
         assert (tag[dark_rows] > 200).sum() > 30  # the digit in white inside it
+    # a box in the photo's bottom right corner: its tag moves inside the photo, whole
+    out, _ = explainer.explain_dogs(canvas, [Dog([1590, 890, 1600, 900], 0.99, "dog", top)], numbers=[12])
+    corner = np.asarray(out, np.int32)[-60:, -80:].max(-1)
+    dark = corner < 40
+    assert 28 <= dark.any(1).sum() <= 55 and dark[-1].any() and dark[:, -1].any()  # the tag reaches both edges
+    assert (corner[dark.any(1)] > 200).sum() > 40  # both digits in white inside it
 
 
 def test_a_small_lone_dog_is_explained_in_its_box(explainer: Explainer, real_data: Path) -> None:

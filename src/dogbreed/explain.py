@@ -57,12 +57,17 @@ def _number_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
-def _draw_number(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], text: str, font: Any) -> None:
-    """A dog's number in white on a dark tag at its box's top left corner, so it reads on any photo."""
-    x0, y0, x1, y1 = draw.textbbox((box[0], box[1]), text, font=font)
+def _draw_number(draw: ImageDraw.ImageDraw, size: tuple[int, int], box: tuple[int, int, int, int], text: str,
+                 font: Any) -> None:
+    """A dog's number in white on a dark tag at its box's top left corner (moved inside the photo for a box at
+    its right or bottom edge), so it reads on any photo."""
+    x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font)
     pad = max(2, (y1 - y0) // 4)
-    draw.rectangle((box[0], box[1], x1 + 2 * pad, y1 + 2 * pad - (y0 - box[1])), fill=(0, 0, 0))
-    draw.text((box[0] + pad, box[1] + pad - (y0 - box[1])), text, fill=(255, 255, 255), font=font)
+    w, h = x1 - x0 + 2 * pad, y1 - y0 + 2 * pad
+    tx = max(0, min(box[0], size[0] - w))
+    ty = max(0, min(box[1], size[1] - h))
+    draw.rectangle((tx, ty, tx + w - 1, ty + h - 1), fill=(0, 0, 0))
+    draw.text((tx + pad - x0, ty + pad - y0), text, fill=(255, 255, 255), font=font)
 
 
 def png_bytes(img: Image.Image, info: Any = None) -> bytes:
@@ -182,7 +187,7 @@ class Explainer:
         font = _number_font(max(12, max(img.size) // 45))
         for box, n in boxes:
             draw.rectangle(box, outline=(255, 255, 255), width=max(2, img.width // 300))
-            _draw_number(draw, box, str(n), font)
+            _draw_number(draw, out.size, box, str(n), font)
         return out, explained
 
     def explain_answer(self, src: Any, answer: Any, breed: str | int | None = None, dog: int | None = None,

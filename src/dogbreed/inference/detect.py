@@ -435,7 +435,7 @@ class DogFinder:
         weak = weak[keep] if weak is not None else np.zeros(len(keep), bool)
         area = np.prod(boxes[:, 2:] - boxes[:, :2], 1)
         ranked = [i for i in np.argsort(-scores, kind="stable") if area[i] > 0]
-        surest = ranked[:self.max_candidates]
+        surest = ranked[:min(self.max_candidates, self.max_dogs)]
         pack = sum(ids[i] == self._dog_id and scores[i] >= SECOND_DOG_FROM for i in ranked) >= PACK_FROM
         surest += [i for i in ranked[self.max_candidates:] if scores[i] >= SECOND_DOG_FROM
                    and (pack or ids[i] == self._dog_id)][:max(0, self.max_dogs - len(surest))]

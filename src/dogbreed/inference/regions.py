@@ -52,7 +52,7 @@ class Region:
 
 def find_regions(img: Image.Image, finder: Any | None) -> list[Region]:
     """The whole photo first, then every detection the finder keeps, in its order (most prominent first). Each
-    costs one member forward; the finder's own cap (`detect.MAX_CANDIDATES`) bounds them."""
+    costs one member forward; the finder's own caps (`detect.MAX_CANDIDATES`, `detect.MAX_DOGS`) bound them."""
     out = [Region(None, photo_box(img, None), 1.0)]
     if finder is not None:
         for d in finder.find(img):

@@ -53,7 +53,8 @@ def session_precision(precision: str, device: str, onnx: bool) -> str:
 # Rows one forward runs at most on CPU. A batch is its photos and their crops, and a photo of a pack brings up to
 # `detect.MAX_DOGS` crops: 16 photos of 24 dogs each (400 rows) in one forward took `dogbreed predict` to 9.5 GB
 # (activations, and OpenVINO's request buffers kept at the largest shape, grow with the rows). Rows do not depend
-# on each other, so the chunks give the same answers; a batch of 16 everyday photos and their crops is one chunk.
+# on each other, so the chunks give the same answers; 16 everyday photos and their crops (0.4 a photo) are one
+# chunk, 16 dog photos (about 2 crops each) two.
 # On a GPU the batch is 256 photos, so its bound is larger: 256 photos and a crop or so each are one chunk.
 MAX_ROWS_CPU = 32
 MAX_ROWS_GPU = 512

@@ -39,8 +39,8 @@
   let limits = null; // the server's budgets (GET /healthz), so an over-size photo is refused before uploading it
 
   const ICONS = { dog: "\u2713", uncertain_breed: "?", no_dog: "\u2715", error: "!" };
-  // one colour per dog, for its box and its number; each carries white text at 4.5:1 or more
-  const DOG_COLOURS = ["#a8431f", "#1b64d8", "#1e7a4c", "#7a3fb0", "#8a5a00"];
+  // one colour per dog (a pack of eight apart), for its box and its number; each carries white text at 4.5:1 or more
+  const DOG_COLOURS = ["#a8431f", "#1b64d8", "#1e7a4c", "#7a3fb0", "#8a5a00", "#b0306a", "#0e6f7e", "#4a5568"];
   const dogColour = (i) => DOG_COLOURS[i % DOG_COLOURS.length];
 
   function pct(p) {
