@@ -18,7 +18,7 @@ from dogbreed.batch import BatchError, iter_sources, run_batch, stream_predictio
 from dogbreed.cli import app
 from dogbreed.inference import sinks
 from dogbreed.inference.decode import Prepared
-from dogbreed.predict import Predictor, expand_inputs
+from dogbreed.predict import Predictor, expand_inputs, get_predictor
 
 runner = CliRunner()
 
@@ -288,7 +288,7 @@ def test_stray_parquet_temp_part_is_ignored(photos: Path, tmp_path: Path, small_
     (out / "part-000000.tmp").write_bytes(b"PAR1 half a part")
     s = run_batch(small_batches, [photos], out, workers=0)
     assert s.skipped == 0 and s.written == len(expand_inputs([photos]))
-    assert sorted(f.name for f in out.iterdir()) == ["part-000000.parquet"]
+    assert sorted(f.name for f in out.iterdir()) == ["_dogbreed.json", "part-000000.parquet"]  # + the options
 
 
 def test_output_of_other_inputs_or_top_k_is_refused(photos: Path, tmp_path: Path, small_batches: Predictor,
@@ -305,6 +305,36 @@ def test_output_of_other_inputs_or_top_k_is_refused(photos: Path, tmp_path: Path
     assert s.skipped == 0 and [r["path"] for r in _read(out)] == [str(photos / "cat.jpg")]
     with pytest.raises(BatchError, match="suffix"):
         run_batch(small_batches, [photos], tmp_path / "out.txt", workers=0)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_a_resumed_run_must_ask_for_the_options_of_the_first(photos: Path, tmp_path: Path, small_batches: Predictor,
+                                                             suffix: str) -> None:
+    """Options the rows do not show (model, quality, dog threshold, cascades) are recorded beside the output; a
+    resume that asks for others stops with one sentence instead of mixing two models' answers in one file."""
+    if suffix == ".parquet":
+        pytest.importorskip("pyarrow")
+    from dogbreed.inference.sinks import settings_path
+
+    out = tmp_path / f"out{suffix}"
+    first = [photos / "b.jpg", photos / "cat.jpg"]
+    run_batch(small_batches, first[:1], out, workers=0)
+    record = json.loads(settings_path(out).read_text())
+    assert record["quality"] == "fast" and record["dog_threshold"] is None and record["breed_cascade"] is True
+    other = get_predictor(small_batches.options, dog_threshold=0.7)
+    with pytest.raises(BatchError, match=r"with no --dog-threshold, and this run asks for --dog-threshold 0\.7"):
+        run_batch(other, first, out, workers=0)
+    with pytest.raises(BatchError, match="written with --breed-cascade, and this run asks for --no-breed-cascade"):
+        run_batch(get_predictor(small_batches.options, breed_cascade=False), first, out, workers=0)
+    s = run_batch(small_batches, first, out, workers=0)  # the first run's options: resumes
+    assert (s.skipped, s.written) == (1, 1)
+    s = run_batch(other, first, out, workers=0, overwrite=True)  # starting over records the new options
+    assert s.skipped == 0 and json.loads(settings_path(out).read_text())["dog_threshold"] == 0.7
+    settings_path(out).unlink()  # rows written before there was a record: resumed as before
+    assert run_batch(small_batches, first, out, workers=0).skipped == 2
+    settings_path(out).write_text("{not json")
+    with pytest.raises(BatchError, match="cannot be read"):
+        run_batch(small_batches, first, out, workers=0)
 
 
 def test_cli_out_writes_rows_and_rerun_skips(photos: Path, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from .fileio import writing
 from .inference.decode import chunks
 from .inference.executors import prefetched
 from .inference.scoring import Prediction
-from .inference.sinks import RowWriter, columns, flat_row, flat_rows, out_format, parquet_schema
+from .inference.sinks import RowWriter, columns, flat_row, flat_rows, out_format, parquet_schema, run_settings
 from .inference.sources import Sources, count_sources, iter_sources
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ def run_batch(predictor: Predictor, inputs: Sequence[str], out: str | Path, *, w
     total = count_sources(inputs, path_column)
     with writing(out, RESUME_HINT):
         writer = RowWriter(out, predictor.top_k, overwrite=overwrite, dogs=predictor.finds_dogs, per_dog=per_dog,
-                           n_breeds=len(predictor.classes))
+                           n_breeds=len(predictor.classes), settings=run_settings(predictor.options))
     bar = stream = None
     try:
         writer.check_resumable(iter_sources(inputs, path_column), total)

@@ -29,7 +29,7 @@ from .errors import BatchError
 from .fileio import writing
 from .inference.loading import finds_dogs
 from .inference.options import PredictOptions
-from .inference.sinks import RowWriter, flat_rows, parquet_schema
+from .inference.sinks import RowWriter, flat_rows, parquet_schema, run_settings
 from .inference.sources import count_sources, iter_sources
 
 RAY_BATCH_SIZE = 64  # photos per map_batches call: big enough to amortise Ray's per-batch overhead
@@ -65,7 +65,8 @@ def run_ray(inputs: Sequence[str], out: str | Path, options: PredictOptions | di
     total = count_sources(inputs, path_column)
     # The rows carry dog columns when the actors' predictor runs the detection stage, as the local engine's.
     dogs = finds_dogs(options)
-    writer = RowWriter(out, options.top_k, overwrite=overwrite, dogs=dogs, per_dog=per_dog)
+    writer = RowWriter(out, options.top_k, overwrite=overwrite, dogs=dogs, per_dog=per_dog,
+                       settings=run_settings(options))
     try:
         writer.check_resumable(iter_sources(inputs, path_column), total)
         # The path list lives on the driver (about 100 bytes a path); the photos themselves are read by the actors.

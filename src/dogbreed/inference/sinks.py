@@ -30,6 +30,12 @@ BASE_COLUMNS = ["path", "verdict", "dog_probability", "several_breeds_likely", "
 # With the detection stage: how many dogs the photo holds, which one the row describes (1 = the main dog; empty
 # when none), and that dog's box in the photo's pixels.
 DOG_COLUMNS = ["dogs", "dog", "box_x0", "box_y0", "box_x1", "box_y1"]
+# Options that change answers without changing the rows' layout, so the rows cannot show them. A run records them
+# beside its output (`settings_path`) and a resumed run must ask for the same, or two models' answers would share
+# one file unseen. (--top-k, --whole-photo and --per-dog show in the layout and are checked there; precision is
+# left out: bf16 and fp32 machines of one cluster give the same answers but for rounding.)
+RUN_SETTINGS = ("model", "quality", "dog_detector", "dog_threshold", "dog_target_recall", "dog_cascade",
+                "breed_cascade")
 
 
 def columns(top_k: int, dogs: bool = False) -> list[str]:
@@ -81,6 +87,31 @@ def parquet_schema(top_k: int, dogs: bool = False) -> Any:
     return pa.schema(fields)
 
 
+def run_settings(options: Any) -> dict[str, Any]:
+    """`RUN_SETTINGS` of a `PredictOptions`, a model given as a path made absolute (the same model from
+    another working directory is the same model)."""
+    got = {k: getattr(options, k) for k in RUN_SETTINGS}
+    for k in ("model", "dog_detector"):
+        v = got[k]
+        if isinstance(v, str) and v not in ("default", "imagenet", "none") and Path(v).exists():
+            got[k] = str(Path(v).resolve())
+    return json.loads(json.dumps(got))  # as it reads back
+
+
+def settings_path(out: str | Path) -> Path:
+    """Where a run's `run_settings` are kept: inside a Parquet folder (readers skip names starting with _),
+    beside a CSV or JSONL file."""
+    out = Path(out)
+    return out / "_dogbreed.json" if out_format(out) == "parquet" else out.with_name(out.name + ".dogbreed.json")
+
+
+def _asked(key: str, value: Any) -> str:
+    flag = "--" + key.replace("_", "-")
+    if isinstance(value, bool):
+        return flag if value else flag.replace("--", "--no-", 1)
+    return f"no {flag}" if value is None else f"{flag} {value}"
+
+
 def out_format(out: str | Path) -> str:
     suffix = Path(out).suffix.lower()
     if suffix not in OUT_FORMATS:
@@ -97,7 +128,7 @@ class RowWriter:
     lost to an interruption is cut off and redone)."""
 
     def __init__(self, out: str | Path, top_k: int, overwrite: bool = False, dogs: bool = False,
-                 per_dog: bool = False, n_breeds: int | None = None):
+                 per_dog: bool = False, n_breeds: int | None = None, settings: dict[str, Any] | None = None):
         self.out, self.top_k, self.fmt = Path(out), top_k, out_format(out)
         self.n_breeds = n_breeds  # the model's breeds: an answer lists min(top_k, n_breeds) (None: not known)
         self.dogs, self.per_dog = dogs or per_dog, per_dog and self.fmt != "jsonl"
@@ -105,6 +136,31 @@ class RowWriter:
         if overwrite:
             _remove(self.out)
         self.done = self._open()
+        if settings is not None:
+            self._check_settings(settings)
+
+    def _check_settings(self, settings: dict[str, Any]) -> None:
+        """A fresh output records ``settings`` (`run_settings`); rows already there must have been written with the
+        same ones. Rows without a record (written before there was one) are resumed as before."""
+        path = settings_path(self.out)
+        if self.done == 0:
+            with atomic_write(path) as tmp:
+                tmp.write_text(json.dumps(settings, indent=1) + "\n", encoding="utf-8")
+            return
+        try:
+            had = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as e:
+            raise BatchError(f"{path} cannot be read ({e}); it records the options {self.out} was written with: "
+                             "remove it to resume anyway, or use --overwrite") from None
+        if not isinstance(had, dict):
+            raise BatchError(f"{path} is not a record of options; remove it to resume anyway, or use --overwrite")
+        for k in RUN_SETTINGS:
+            if k in had and had[k] != settings.get(k):
+                raise BatchError(f"{self.out} was written with {_asked(k, had[k])}, and this run asks for "
+                                 f"{_asked(k, settings.get(k))}; run it with the options of the first run, or "
+                                 "use --overwrite or another --out")
 
     # -- resume ---------------------------------------------------------------------------------------------
     def _open(self) -> int:
@@ -361,6 +417,8 @@ def _leftovers(folder: Path) -> list[Path]:
 
 
 def _remove(path: Path) -> None:
+    if settings_path(path).exists():
+        settings_path(path).unlink()
     if path.is_dir():
         for part in list(path.glob("part-*.parquet")) + _leftovers(path):
             part.unlink()
