@@ -11,6 +11,9 @@ same ones:
   JPEG (quality 90) so it is decoded as a user's photo is, in draft mode; large-scene-other and large-scene-cat are
   the everyday and cat photos enlarged the same way, no dog pasted (blurred by the enlargement, so they show how
   the large-photo pass treats a large cat or scene, not how busy a sharp 12 MP photo is). Only with --kinds;
+- pack: six or eight dog photos of different breeds, 150-260 px wide, one to a cell of a 4x2 grid on a 1280x800
+  scene (more dogs than the detector's MAX_CANDIDATES): dogs with a box of their own, dogs named, packs with a box
+  on every dog. Only with --kinds;
 - ground truth: the pasted rectangle (the whole dog photo, so its background too) and the breed wnid.
 
 Halves: every source file (dog photos, scenes, cats) is assigned to `tune` or `test` by a seeded hash of its path
