@@ -16,11 +16,14 @@ import itertools
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from ..errors import BatchError
 from ..fileio import atomic_write
+from ..resolve import PACKAGED
+from .options import PredictOptions
 from .scoring import Prediction
 from .sources import pyarrow_parquet
 
@@ -93,7 +96,7 @@ def run_settings(options: Any) -> dict[str, Any]:
     got = {k: getattr(options, k) for k in RUN_SETTINGS}
     for k in ("model", "dog_detector"):
         v = got[k]
-        if isinstance(v, str) and v not in ("default", "imagenet", "none") and Path(v).exists():
+        if isinstance(v, str) and v not in (*PACKAGED, "none") and Path(v).exists():
             got[k] = str(Path(v).resolve())
     return json.loads(json.dumps(got))  # as it reads back
 
@@ -106,9 +109,12 @@ def settings_path(out: str | Path) -> Path:
 
 
 def _asked(key: str, value: Any) -> str:
-    flag = "--" + key.replace("_", "-")
+    """An option's value as the command line spells it, from the option's own declaration (`PredictOptions`)."""
+    declared = next(f.metadata["flags"] for f in fields(PredictOptions) if f.name == key)
+    flag = declared[0] if declared else "--" + key.replace("_", "-")  # Typer's name when none is declared
     if isinstance(value, bool):
-        return flag if value else flag.replace("--", "--no-", 1)
+        on, _, off = flag.partition("/")
+        return on if value else off or f"--no-{on[2:]}"
     return f"no {flag}" if value is None else f"{flag} {value}"
 
 
