@@ -433,8 +433,8 @@ class DogFinder:
     def _ranked(self, boxes: np.ndarray, scores: np.ndarray, ids: np.ndarray,
                 weak: np.ndarray | None = None) -> list[Detection]:
         """One box per animal (NMS again: a closer look may find what the first pass found): the surest
-        ``max_candidates`` and any further sure dogs (`MAX_DOGS`), most prominent (area x score) first; empty boxes
-        (all outside the photo) dropped."""
+        ``max_candidates``, then further sure dogs, or in a pack any box from `PACK_SCORE`, up to ``max_dogs`` in
+        all; most prominent (area x score) first; empty boxes (all outside the photo) dropped."""
         keep = nms(boxes, scores)
         boxes, scores, ids = boxes[keep], scores[keep], ids[keep]
         weak = weak[keep] if weak is not None else np.zeros(len(keep), bool)
