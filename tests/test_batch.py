@@ -347,6 +347,17 @@ def test_cli_out_writes_rows_and_rerun_skips(photos: Path, tmp_path: Path) -> No
     assert res.exit_code == 0 and f"{len(rows)} already done, 0 written" in res.output
 
 
+def test_cli_resume_with_another_dog_threshold_stops_with_one_sentence(photos: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.csv"
+    res = runner.invoke(app, ["predict", str(photos), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = out.read_text()
+    res = runner.invoke(app, ["predict", str(photos), "--out", str(out), "--dog-threshold", "0.7"])
+    assert res.exit_code == 2
+    assert "r.csv was written with no --dog-threshold, and this run asks for --dog-threshold 0.7" in res.output
+    assert out.read_text() == rows  # nothing written, nothing lost
+
+
 def test_cli_json_is_exactly_json_dumps(photos: Path) -> None:
     res = runner.invoke(app, ["predict", str(photos), "--format", "json", "--workers", "1"])
     assert res.exit_code == 0, res.output

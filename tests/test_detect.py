@@ -628,3 +628,23 @@ def test_pack_composites_and_their_tally(real_data: Path) -> None:
     got = tally.summary()
     assert (got["pack_dogs"], got["dogs_listed"], got["dogs_boxed"], got["dogs_named"]) == (6, 6, 5, 4)
     assert got["all_boxed"] == 0 and got["false_extra_dogs"] == 1
+
+
+def test_cli_with_default_flags_lists_every_dog_of_a_pack(tmp_path: Path, real_data: Path) -> None:
+    """`dogbreed predict PHOTO --format json` as a user first runs it, on packs of six and eight real dogs (two of
+    the bench's test-half packs): each dog gets a box of its own, not the five the candidate cap once allowed."""
+    from typer.testing import CliRunner
+
+    from dogbreed.cli import app
+
+    b = _bench()
+    packs = list(b.pack_composites(real_data, "test", limit=4))
+    for i in (0, 3):
+        packs[i].image.save(tmp_path / f"pack{i}.jpg", quality=90)
+    r = CliRunner().invoke(app, ["predict", str(tmp_path / "pack0.jpg"), str(tmp_path / "pack3.jpg"),
+                                 "--format", "json"])
+    assert r.exit_code == 0, r.output
+    for row, pack in zip(json.loads(r.stdout), (packs[0], packs[3]), strict=True):
+        assert len(pack.boxes) > detect.MAX_CANDIDATES
+        matched = b.assign([d["box"] for d in row["dogs"]], pack.boxes, "centre")
+        assert all(m is not None for m in matched), (len(row["dogs"]), matched)
