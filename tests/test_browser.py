@@ -580,3 +580,58 @@ def test_feedback_names_its_dog_and_a_small_dog_keeps_its_number_beside_it(page,
     assert body["box"] == dogs[1]["box"] and body["breed"]["name"] == "Beagle"
     page.wait_for_function("document.getElementById('fb-message').textContent.includes('dog 2')", timeout=5_000)
     assert page.locator("#fb-message").inner_text() == "Thank you! Saved dog 2 as Beagle."
+
+
+def test_a_crowded_pack_keeps_every_number_apart(browser, base_url: str, dog_photo: Path) -> None:
+    """A made-up answer of eight dogs whose boxes overlap their neighbours, as a pack's do, on a phone-wide page:
+    no number covers another, each stays on the photo, and a box's number is inside it or, for a box smaller than
+    its number, beside it."""
+    import json
+
+    from PIL import Image
+
+    w, h = Image.open(dog_photo).size
+    # two rows of four boxes, each reaching 40% into the next one and the row below; the last one tiny
+    bw, bh = w / 3.4, h / 1.6
+    boxes = [[round(c * bw * 0.6), round(r * bh * 0.6), round(c * bw * 0.6 + bw), round(r * bh * 0.6 + bh)]
+             for r in range(2) for c in range(4)]
+    boxes[-1] = [boxes[-2][0] + 8, boxes[-2][1] + 8, boxes[-2][0] + 20, boxes[-2][1] + 20]
+    dogs = [{"box": b, "dog_probability": 0.98, "verdict": "dog", "several_breeds_likely": False,
+             "breeds": [{"wnid": None, "name": f"Breed {i}", "probability": 0.9}]} for i, b in enumerate(boxes)]
+    answer = {"predictions": [{**{k: v for k, v in dogs[0].items() if k != "box"}, "path": dog_photo.name,
+                               "dogs": dogs}]}
+    ctx = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
+                              has_touch=True)
+    page = ctx.new_page()
+    try:
+        page.goto(base_url + "/")
+        page.route("**/v1/predict*", lambda route: route.fulfill(status=200, content_type="application/json",
+                                                                 body=json.dumps(answer)))
+        page.set_input_files("#file", str(dog_photo))
+        assert wait_for_verdict(page) == "dog"
+        page.wait_for_selector("#boxes:not([hidden]) .dog-box", timeout=10_000)
+        # the list grows in beside the photo and the layout settles: read it once two reads agree
+        script = GEOMETRY.replace("boxes:", 'nums: [...document.querySelectorAll("#boxes .dog-num")].map(rect), boxes:')
+        geometry, deadline = None, time.monotonic() + 10
+        while time.monotonic() < deadline:
+            page.wait_for_timeout(250)
+            now = page.evaluate(script)
+            if now == geometry:
+                break
+            geometry = now
+        nums = geometry["nums"]
+        assert len(nums) == len(geometry["boxes"]) == 8
+        photo = on_screen(geometry, (0, 0, w, h))
+        for i, n in enumerate(nums):
+            assert within(n, photo), f"number {i + 1} {n} is off the photo {photo}"
+            for j in range(i):
+                assert overlap(n, nums[j]) == 0, f"number {i + 1} {n} covers number {j + 1} {nums[j]}"
+            box = geometry["boxes"][i]
+            if box["width"] >= 2 * n["width"]:
+                assert within(n, box), f"number {i + 1} {n} is not inside its box {box}"
+            else:
+                assert overlap(n, box) == 0, f"number {i + 1} {n} hides its small dog {box}"
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "page-pack-phone.png"), full_page=True)
+    finally:
+        ctx.close()

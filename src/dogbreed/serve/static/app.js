@@ -197,14 +197,53 @@
     boxesEl.style.top = (img.offsetTop + (ch - dh) / 2) + "px";
     boxesEl.style.width = dw + "px";
     boxesEl.style.height = dh + "px";
-    // a small dog would vanish under its number: move the number outside its box, on the side with room
-    for (const box of boxesEl.querySelectorAll(".dog-box")) {
+    placeNumbers(dw, dh);
+  }
+
+  // Where each dog's number goes: the first place that keeps it on the photo, off the numbers placed before it and
+  // off the small boxes. The small boxes' numbers are placed first, as they have the fewest places that do. A box's own places come first: its inside corners, top left
+  // first; a box drawn smaller than twice its number (a dog that would vanish under it) gets places outside it
+  // instead, above it like a tab, else beside or below it. In a pack, neighbouring boxes overlap and their top-left corners meet, so one
+  // place for every number put one number over another.
+  const NUM_GAP = 2; // px between a number outside its box and the box: near enough to read as its tab
+  const BORDER = 3; // the box's border: a number's left and top count from inside it
+  const CORNERS = ["4px 0 8px 0", "0 4px 0 8px", "0 8px 0 4px", "8px 0 4px 0"]; // rounded away from the box's corner
+  function placeNumbers(dw, dh) {
+    const boxes = [...boxesEl.querySelectorAll(".dog-box")].map((box) => {
       const num = box.querySelector(".dog-num");
-      const bw = box.offsetWidth, bh = box.offsetHeight, nw = num.offsetWidth, nh = num.offsetHeight;
-      box.classList.toggle("small", bw < 2 * nw || bh < 2 * nh);
-      box.classList.toggle("below", box.offsetTop < nh + 4);
-      box.classList.toggle("after", box.offsetLeft < nw + 4);
+      const r = { box, num, x: box.offsetLeft, y: box.offsetTop, w: box.offsetWidth, h: box.offsetHeight,
+        nw: num.offsetWidth, nh: num.offsetHeight };
+      r.small = r.w < 2 * r.nw || r.h < 2 * r.nh;
+      return r;
+    });
+    const placed = [];
+    const hit = (a, b) => Math.max(0, Math.min(a.x + a.w, b.x + b.w) - Math.max(a.x, b.x)) *
+      Math.max(0, Math.min(a.y + a.h, b.y + b.h) - Math.max(a.y, b.y));
+    for (const r of [...boxes.filter((b) => b.small), ...boxes.filter((b) => !b.small)]) {
+      const { w, h, nw, nh } = r, g = NUM_GAP;
+      // [left, top] of the number's outer edge, in the box's outer coordinates
+      const places = r.small
+        ? [[0, -nh - g], [-nw - g, 0], [w + g, 0], [0, h + g], [w - nw, -nh - g], [w - nw, h + g], [-nw - g, h - nh],
+          [w + g, h - nh], [-nw - g, -nh - g], [w + g, -nh - g], [-nw - g, h + g], [w + g, h + g]]
+        : [[0, 0], [w - nw, 0], [0, h - nh], [w - nw, h - nh], [0, -nh - g], [-nw - g, 0], [w + g, 0], [0, h + g]];
+      let best = null;
+      places.forEach(([px, py], k) => {
+        const at = { x: r.x + px, y: r.y + py, w: nw, h: nh };
+        const off = at.x < -1 || at.y < -1 || at.x + nw > dw + 1 || at.y + nh > dh + 1;
+        const cost = [off ? 1 : 0, placed.reduce((c, q) => c + hit(at, q), 0),
+          boxes.reduce((c, o) => c + (o.small ? hit(at, o) : 0), 0), k];
+        if (!best || compare(cost, best.cost) < 0) best = { cost, at, k, px, py };
+      });
+      placed.push(best.at);
+      r.num.style.left = (best.px - BORDER) + "px";
+      r.num.style.top = (best.py - BORDER) + "px";
+      r.num.style.borderRadius = !r.small && best.k < 4 ? CORNERS[best.k] : "4px";
     }
+  }
+
+  function compare(a, b) {
+    for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return a[i] < b[i] ? -1 : 1;
+    return 0;
   }
 
   // hovering or focusing a dog's box or its entry lights up both
