@@ -252,3 +252,29 @@ def test_a_cpu_runner_runs_many_rows_in_chunks_with_the_same_outputs(default_pre
     for a, b in zip(whole, parts, strict=True):
         assert a.shape == b.shape
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-3 * max(1.0, float(np.abs(a).max())))
+
+
+def test_openvino_compiles_a_users_onnx_by_its_content_and_the_caches_own_exports_by_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenVINO keys a blob compiled from a path by the path and the file's size, not its content: a user's model
+    replaced at the same path by another graph of the same size must not get the first one's compiled blob back.
+    Each open here starts as a new process would, without the process's compiled models."""
+    import shutil
+
+    from dogbreed import onnxrun
+    from dogbreed.inference.detect import sized_graph
+    from dogbreed.runtime import OnceEach
+
+    monkeypatch.setattr(onnxrun, "native_bf16", lambda: True)  # without it OpenVINO computes f32: same code path
+    a, b = sized_graph((224, 224)), sized_graph((192, 192))
+    assert a.stat().st_size == b.stat().st_size  # the same graph with other input dims
+    user = tmp_path / "model.onnx"
+    shapes = []
+    for src in (a, b, a):
+        shutil.copyfile(src, user)
+        monkeypatch.setattr(onnxrun, "_compiled_models", OnceEach(onnxrun._compile))
+        shapes.append(list(onnxrun.OnnxModel(user, precision="bf16")._compiled.inputs[0].get_shape()))
+    assert shapes == [[1, 3, 224, 224], [1, 3, 192, 192], [1, 3, 224, 224]]
+    core = onnxrun._openvino_core()
+    assert onnxrun._source(core, str(a)) == str(a)  # named by what it holds: compiled from its path, no parse
+    assert not isinstance(onnxrun._source(core, str(user)), str)
