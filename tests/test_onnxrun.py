@@ -275,6 +275,9 @@ def test_openvino_compiles_a_users_onnx_by_its_content_and_the_caches_own_export
         monkeypatch.setattr(onnxrun, "_compiled_models", OnceEach(onnxrun._compile))
         shapes.append(list(onnxrun.OnnxModel(user, precision="bf16")._compiled.inputs[0].get_shape()))
     assert shapes == [[1, 3, 224, 224], [1, 3, 192, 192], [1, 3, 224, 224]]
+    # in one process (a notebook exporting over its last export) the file written again is opened again
+    shutil.copyfile(b, user)
+    assert list(onnxrun.OnnxModel(user, precision="bf16")._compiled.inputs[0].get_shape()) == [1, 3, 192, 192]
     core = onnxrun._openvino_core()
     assert onnxrun._source(core, str(a)) == str(a)  # named by what it holds: compiled from its path, no parse
     assert not isinstance(onnxrun._source(core, str(user)), str)

@@ -163,12 +163,14 @@ def runs_in_lanes(model: Any) -> bool:
 def _openvino_compiled(path: str, threads: int) -> Any:
     """One OpenVINO core and one compiled model per graph for the whole process: they are never torn down while
     another thread might still use them (compiled blobs are also cached on disk, so a new process starts fast); two
-    lanes asking first compile it once."""
-    return _compiled_models((path, threads))
+    lanes asking first compile it once. A file written again at the same path (a notebook exporting a retrained
+    model over the last one) is another graph: the file's size and modification time are part of the key."""
+    st = Path(path).stat()
+    return _compiled_models((path, threads, st.st_size, st.st_mtime_ns))
 
 
-def _compile(key: tuple[str, int]) -> Any:
-    path, threads = key
+def _compile(key: tuple[str, int, int, int]) -> Any:
+    path, threads = key[:2]
     core = _openvino_core()
     before = _blob_stats()
     # No CPU pinning: the detector and the members run at once (lanes, the decode thread), each compiled model with
@@ -199,7 +201,7 @@ def _source(core: Any, path: str) -> Any:
     return core.read_model(path)
 
 
-_compiled_models: OnceEach[tuple[str, int], Any] = OnceEach(_compile)
+_compiled_models: OnceEach[tuple[str, int, int, int], Any] = OnceEach(_compile)
 _warm_lock = threading.Lock()
 _warm_done = False
 
