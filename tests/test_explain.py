@@ -61,6 +61,26 @@ def test_overlay_of_a_big_photo_is_reduced_to_the_cap(explainer: Explainer) -> N
     assert explainer.explain(noise((600, 400)), max_pixels=4_000_000).overlay.size == (600, 400)
 
 
+def test_a_long_thin_photo_is_explained_on_a_bounded_input(explainer: Explainer,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 5000x10 photo, its shorter side taken to the explainer's 448 px, was a 224,000x448 input whose backward
+    pass took `predict --explain` to 24 GB and the OOM killer. Its input is now at most `CAM_MAX_AREA` times the
+    size squared, its heat-map still the photo's size; an ordinary photo's input is as before."""
+    from dogbreed import explain as explain_module
+
+    shapes = []
+    plain = explain_module.to_tensor
+    monkeypatch.setattr(explain_module, "to_tensor", lambda *a: shapes.append(a[0].size) or plain(*a))
+    size = explainer.cfg.size
+    for photo in ((5000, 10), (10, 5000), (640, 480)):
+        e = explainer.explain(noise(photo))
+        assert e.heat.shape == (photo[1], photo[0])
+    (w1, h1), (w2, h2), ordinary = shapes
+    assert w1 * h1 <= explain_module.CAM_MAX_AREA * size * size * 1.01 and w1 > h1
+    assert w2 * h2 <= explain_module.CAM_MAX_AREA * size * size * 1.01 and h2 > w2
+    assert min(ordinary) == size
+
+
 def test_breed_can_be_named_and_unknown_breed_is_an_error(explainer: Explainer) -> None:
     img = noise((200, 180), seed=1)
     e = explainer.explain(img, "Golden retriever")

@@ -31,6 +31,11 @@ from .transforms import Preprocess, full_size, preprocess_image, reduce_to_pixel
 # An overlay is for looking at: a 49 MP photo's would be a ~100 MB PNG, so overlays are reduced to this many
 # pixels (what the web API's /v1/explain answers with too).
 OVERLAY_MAX_PIXELS = 4_000_000
+# The network's input for a heat-map is the photo with its shorter side at the explainer's size, which for a long,
+# thin photo is enormous: a 5000x10 photo became 224,000x448 (100 megapixels), and the backward pass took a
+# `--explain` run to 24 GB and the kernel's OOM killer. At most this many times the size squared (a 4:1 photo, so
+# every ordinary photo runs as before), the shorter side shrinking instead.
+CAM_MAX_AREA = 4
 _RAMP = np.array([[0, 0, 130], [0, 90, 255], [0, 220, 220], [250, 230, 0], [255, 120, 0], [220, 0, 0]], np.float32)
 
 
@@ -136,7 +141,13 @@ class Explainer:
         return out
 
     def _heatmap(self, img: Image.Image, class_index: int | None) -> tuple[np.ndarray, int]:
-        x = to_tensor(preprocess_image(img, self.cfg), self.cfg.mean, self.cfg.std)[None].to(self.device)
+        cfg = self.cfg
+        if cfg.resize == "shorter":
+            short, long = sorted(img.size)
+            most = CAM_MAX_AREA * cfg.size * cfg.size
+            if cfg.size * cfg.size * long / short > most:
+                cfg = replace(cfg, size=max(1, round((most * short / long) ** 0.5)))
+        x = to_tensor(preprocess_image(img, cfg), cfg.mean, cfg.std)[None].to(self.device)
         fmap, logits = self._forward(x)
         c = int(logits[0].argmax()) if class_index is None else class_index
         (grad,) = torch.autograd.grad(logits[0, c], fmap)
