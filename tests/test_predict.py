@@ -39,6 +39,17 @@ def test_real_dogs_are_dogs_with_the_right_breed(default_predictor: Predictor, r
     assert top5_hits >= 6, [(n, p.breeds[0].name) for n, p in zip(names, preds, strict=True)]
 
 
+def test_several_breeds_likely_does_not_depend_on_top_k(default_predictor: Predictor, real_data: Path) -> None:
+    """Whether a second breed is likely is the answer's, not the listing's: with one breed listed the CLI said
+    false where the API (which cuts its lists after answering) said true."""
+    files = [str(f) for f in sorted((real_data / "web-dogs").glob("*/*.jpg"))[::6]]
+    one, five = default_predictor.with_options(top_k=1).predict(files), default_predictor.predict(files)
+    flags = [(p.several_breeds_likely, [d.several_breeds_likely for d in p.dogs or []]) for p in five]
+    assert [(p.several_breeds_likely, [d.several_breeds_likely for d in p.dogs or []]) for p in one] == flags
+    assert any(f for f, _ in flags)  # some of these photos have a second breed that is likely
+    assert all(len(p.breeds) == 1 for p in one)
+
+
 def test_probabilities_are_sorted_and_sum_below_one(default_predictor: Predictor, chelsea_jpeg: bytes) -> None:
     (p,) = default_predictor.predict([chelsea_jpeg])
     probs = [b.probability for b in p.breeds]

@@ -257,11 +257,14 @@ def decide(logp: np.ndarray, dog: np.ndarray, paths: Sequence[str | None], class
     out = []
     k = min(top_k, len(classes))
     probs = np.exp(logp)
-    top_i = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
+    # the second breed is read whatever k is: `several_breeds_likely` must not depend on how many breeds are listed
+    # (with --top-k 1 the CLI said false where the API, which cuts its lists later, said true)
+    top_i = np.argsort(-probs, axis=-1, kind="stable")[:, :max(k, 2)]
     top_p = np.take_along_axis(probs, top_i, -1)
     for row in range(len(paths)):
-        breeds = [BreedScore(classes[i].wnid, classes[i].name, round(float(p), 6))
+        ranked = [BreedScore(classes[i].wnid, classes[i].name, round(float(p), 6))
                   for p, i in zip(top_p[row].tolist(), top_i[row].tolist(), strict=True)]
+        breeds = ranked[:k]
         d = float(dog[row])
         if d < decision.dog_threshold:
             verdict = "no_dog"
@@ -269,7 +272,7 @@ def decide(logp: np.ndarray, dog: np.ndarray, paths: Sequence[str | None], class
             verdict = "uncertain_breed"
         else:
             verdict = "dog"
-        several = (verdict != "no_dog" and len(breeds) > 1
-                   and breeds[1].probability >= decision.several_breeds_threshold)
+        several = (verdict != "no_dog" and len(ranked) > 1
+                   and ranked[1].probability >= decision.several_breeds_threshold)
         out.append(Prediction(paths[row], verdict, round(d, 6), breeds, several))
     return out
