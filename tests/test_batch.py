@@ -144,6 +144,42 @@ def test_lanes_keep_order_raise_in_place_stop_when_closed_and_bound_what_they_ho
     assert not any(t.name.startswith("dogbreed-lane") for t in threading.enumerate())
 
 
+def test_a_second_ctrl_c_still_lets_every_lane_finish_its_batch() -> None:
+    """Ctrl-C while the lanes run, then another while they finish their batches (`timeout -s INT` sends two, the
+    first to the command and the second to its group): lanes must still be done before the interrupt leaves
+    `lanes`. A lane still in a session's native code when the interpreter exited aborted the process ("terminate
+    called without an active exception", exit 134 instead of 130, 3 of 10 interrupted runs)."""
+    import signal
+    import threading
+    import time
+
+    from dogbreed.inference import executors
+
+    started, finished, first = [], [], threading.Event()
+
+    def slow(x: int) -> int:
+        started.append(x)
+        first.set()
+        time.sleep(0.6)  # a batch in native code: sleeping releases the GIL as a session's run does
+        finished.append(x)
+        return x
+
+    main = threading.main_thread().ident
+
+    def interrupt() -> None:
+        first.wait(5)
+        time.sleep(0.15)
+        signal.pthread_kill(main, signal.SIGINT)  # lands in the wait for the next answer
+        time.sleep(0.2)
+        signal.pthread_kill(main, signal.SIGINT)  # lands while the lanes finish their batches
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        for _ in executors.lanes(iter(range(100)), slow, 2):
+            pass
+    assert started and sorted(finished) == sorted(started), "a lane was still running when the interrupt left"
+
+
 def test_lanes_answer_as_one_batch_at_a_time_does(photos: Path, small_batches: Predictor) -> None:
     import threading
 

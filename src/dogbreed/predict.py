@@ -7,6 +7,7 @@ torch, which keeps ~1.5 s of start-up and exit off every `dogbreed predict`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
@@ -89,7 +90,8 @@ class Predictor:
         DataLoader processes (then ``sources`` must be re-iterable, e.g. `inference.sources.Sources`)."""
         n = self.lanes_for(workers, self.options.lanes)
         if n > 1:
-            yield from self._in_lanes(sources, names, n)
+            with contextlib.closing(self._in_lanes(sources, names, n)) as answered:
+                yield from answered
             return
         pre = [m.preprocess for m in self.members]
         batches = executors.batches(sources, pre, self.draft_size, self.batch_size, names, workers=workers,
@@ -127,8 +129,12 @@ class Predictor:
             for chunk in first:
                 yield from answer(chunk)
             return
-        for preds in executors.lanes(itertools.chain(first, chunks), answer, n):
-            yield from preds
+        # Closed here however this generator stops, so the lanes stop and are waited for at once: a Ctrl-C raised in
+        # this frame, not inside `lanes`, would leave that to the garbage collector, perhaps after the interpreter
+        # has begun to exit with the lanes still in native code.
+        with contextlib.closing(executors.lanes(itertools.chain(first, chunks), answer, n)) as answered:
+            for preds in answered:
+                yield from preds
 
     def predict(self, sources: Sequence[Source], names: Sequence[str | None] | None = None) -> list[Prediction]:
         return list(self.iter_predict(sources, names))

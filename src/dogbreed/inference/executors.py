@@ -13,8 +13,10 @@ OpenVINO runs each lane's own infer request): the CPU default for many photos on
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -113,6 +115,15 @@ def batches(sources: Iterable[Source], preprocess: Sequence[Preprocess], draft_s
                                        finder=finder, defer=defer))
 
 
+@contextlib.contextmanager
+def _setting(event: threading.Event) -> Iterator[None]:
+    """Sets ``event`` when the block is left, however it is left."""
+    try:
+        yield
+    finally:
+        event.set()
+
+
 def lanes(items: Iterable[T], work: Callable[[T], U], n: int, ahead: int = PREFETCH_BATCHES) -> Iterator[U]:
     """``work(item)`` for each of ``items``, run on ``n`` threads at once (inside `onnxrun.one_thread_each`: ONNX
     Runtime computes each on its own core), yielded in input order. A lane takes the next item only while fewer than
@@ -146,8 +157,8 @@ def lanes(items: Iterable[T], work: Callable[[T], U], n: int, ahead: int = PREFE
             st["taken"] = i + 1
             return i, item
 
-    def lane() -> None:
-        with one_thread_each():
+    def lane(finished: threading.Event) -> None:
+        with one_thread_each(), _setting(finished):
             while (got := take()) is not None:
                 i, item = got
                 try:
@@ -160,7 +171,9 @@ def lanes(items: Iterable[T], work: Callable[[T], U], n: int, ahead: int = PREFE
                         st["end"] = i + 1 if st["end"] is None else min(st["end"], i + 1)
                     cv.notify_all()
 
-    threads = [threading.Thread(target=lane, name=f"dogbreed-lane-{k}", daemon=True) for k in range(max(1, n))]
+    finished = [threading.Event() for _ in range(max(1, n))]
+    threads = [threading.Thread(target=lane, args=(f,), name=f"dogbreed-lane-{k}", daemon=True)
+               for k, f in enumerate(finished)]
     for t in threads:
         t.start()
     try:
@@ -181,5 +194,17 @@ def lanes(items: Iterable[T], work: Callable[[T], U], n: int, ahead: int = PREFE
         with cv:
             st["stop"] = True
             cv.notify_all()
-        for t in threads:
-            t.join(timeout=30)  # a lane's current batch runs the sessions' native code: let it finish
+        # A lane's current batch runs the sessions' native code: let it finish (up to 30 s), also through a second
+        # Ctrl-C. A lane still running when the interpreter exits aborts the process ("terminate called without an
+        # active exception": 3 of 10 interrupted runs, the second SIGINT that `timeout` sends landing in a join;
+        # an interrupted `Thread.join` may also leave `is_alive()` saying False, so each lane sets its own event).
+        interrupted: BaseException | None = None
+        deadline = time.monotonic() + 30
+        for f in finished:
+            while not f.is_set() and time.monotonic() < deadline:
+                try:
+                    f.wait(timeout=max(0.0, deadline - time.monotonic()))
+                except KeyboardInterrupt as e:
+                    interrupted = e
+        if interrupted is not None:
+            raise interrupted
