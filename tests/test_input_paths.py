@@ -107,7 +107,7 @@ def test_permission_denied_is_named(tmp_path: Path, chelsea_jpeg: bytes, monkeyp
     res = runner.invoke(app, ["predict", str(locked), str(good), "--format", "json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
-    assert out[0] == {"path": str(locked), "error": "permission denied"}
+    assert out[0] == {"path": str(locked), "verdict": "error", "error": "permission denied"}
     assert out[1]["verdict"] == "no_dog"
 
 

@@ -69,6 +69,7 @@ def test_library_predict_keeps_order_and_reports_errors(tmp_path: Path, chelsea_
     assert out[0]["verdict"] == "no_dog" and len(out[0]["breeds"]) == 3
     assert "error" in out[1] and "error" in out[2] and "empty" in out[2]["error"]
     assert "not found" in out[3]["error"]
+    assert [o["verdict"] for o in out[1:]] == ["error"] * 3  # as CSV and Parquet rows say it
 
 
 def test_expand_inputs_folders_and_globs(tmp_path: Path) -> None:

@@ -51,8 +51,8 @@ class Prediction:
         return cls(path, "error", 0.0, [], error=error)
 
     def to_dict(self) -> dict[str, Any]:
-        if self.error is not None:
-            return {"path": self.path, "error": self.error}
+        if self.error is not None:  # its verdict too, as CSV and Parquet rows carry it: readers may key on it
+            return {"path": self.path, "verdict": "error", "error": self.error}
         d = asdict(replace(self, dogs=None))  # each dog converts itself once, below, without its private row
         d.pop("error")
         d.pop("dogs")
