@@ -61,6 +61,17 @@ def test_overlay_of_a_big_photo_is_reduced_to_the_cap(explainer: Explainer) -> N
     assert explainer.explain(noise((600, 400)), max_pixels=4_000_000).overlay.size == (600, 400)
 
 
+def test_a_dog_asked_of_a_whole_photo_answer_says_dogs_are_not_looked_for(explainer: Explainer) -> None:
+    """With --whole-photo no dogs are listed; `?dog=1` said "the photo has 0 dogs" of a photo that says "dog"."""
+    from dogbreed.inference.scoring import BreedScore, Prediction
+
+    answer = Prediction("x.jpg", "dog", 0.99, [BreedScore("n02111889", "Samoyed", 0.9)])  # dogs None: not looked for
+    with pytest.raises(ValueError, match="dogs are not looked for here"):
+        explainer.explain_answer(noise((200, 150)), answer, dog=1)
+    with pytest.raises(ValueError, match="has 0 dogs"):  # looked for, none found
+        explainer.explain_answer(noise((200, 150)), Prediction("x.jpg", "no_dog", 0.01, answer.breeds, dogs=[]), dog=1)
+
+
 def test_a_long_thin_photo_is_explained_on_a_bounded_input(explainer: Explainer,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """A 5000x10 photo, its shorter side taken to the explainer's 448 px, was a 224,000x448 input whose backward

@@ -216,6 +216,9 @@ class Explainer:
             img = reduce_to_pixels(img, max_pixels)
         dogs = list(getattr(answer, "dogs", None) or [])
         if dog is not None:
+            if getattr(answer, "dogs", None) is None:  # not "has 0 dogs": the photo may well show one
+                raise ValueError(f"dog {dog} asked for, but dogs are not looked for here (--whole-photo answers "
+                                 "for the whole photo); leave out dog")
             if not 1 <= dog <= len(dogs):
                 have = f"{len(dogs)} dog" + ("" if len(dogs) == 1 else "s")
                 raise ValueError(f"dog {dog} asked for, but the photo has {have}" +
