@@ -333,6 +333,8 @@ def test_output_of_other_inputs_or_top_k_is_refused(photos: Path, tmp_path: Path
     run_batch(small_batches, [photos / "b.jpg", photos / "cat.jpg"], out, workers=0)
     with pytest.raises(BatchError, match="other inputs"):
         run_batch(small_batches, [photos / "cat.jpg", photos / "b.jpg"], out, workers=0)
+    with pytest.raises(BatchError, match="holds the answers of 2 photos but there is 1 input;"):
+        run_batch(small_batches, [photos / "b.jpg"], out, workers=0)
     csv_out = tmp_path / "out.csv"
     run_batch(small_batches, [photos / "b.jpg"], csv_out, workers=0)
     with pytest.raises(BatchError, match="other columns"):

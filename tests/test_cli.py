@@ -58,6 +58,7 @@ def test_flags_arrive_as_one_options_object() -> None:
     (["--per-dog"], "--per-dog writes one row per dog to --out"),
     (["--overwrite"], "without --out nothing is written"),
     (["--per-dog", "--out", "{tmp}/r.csv", "--whole-photo"], "which --whole-photo does not look for"),
+    (["--per-dog", "--out", "{tmp}/r.jsonl"], "a .jsonl line already holds every dog of its photo"),
     (["--explain", "{tmp}/afile"], "is a file; give a folder"),
     (["--out", "{tmp}/adir.csv"], "is a folder; --out .csv is one file"),
 ])

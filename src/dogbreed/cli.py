@@ -182,6 +182,9 @@ def predict(
                                  "--format json lists every dog")
     if per_dog and not options.find_dogs:
         raise typer.BadParameter("--per-dog needs the dogs of each photo, which --whole-photo does not look for")
+    if per_dog and out is not None and Path(out).suffix.lower() == ".jsonl":
+        raise typer.BadParameter("--per-dog is for .csv and .parquet; a .jsonl line already holds every dog of its "
+                                 "photo")
     if explain and Path(explain).exists() and not Path(explain).is_dir():
         raise typer.BadParameter(f"--explain {explain} is a file; give a folder for the heat-map PNGs")
     try:

@@ -317,8 +317,11 @@ class RowWriter:
         if self.done == 0:
             return
         if self.done > total:
-            raise BatchError(f"{self.out} holds {self.done} rows but there are {total} inputs; use --overwrite "
-                             "or another --out")
+            def n(k: int, what: str) -> str:
+                return f"{k} {what}" + ("" if k == 1 else "s")
+
+            raise BatchError(f"{self.out} holds the answers of {n(self.done, 'photo')} but there "
+                             f"{'is' if total == 1 else 'are'} {n(total, 'input')}; use --overwrite or another --out")
         for i, (want, have) in enumerate(zip(inputs, self.done_paths(), strict=False)):
             if _one_line(want) != have:
                 raise BatchError(f"{self.out} row {i + 1} is {have!r}, not input {want!r}: it was written for other "
