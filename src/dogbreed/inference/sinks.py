@@ -182,8 +182,8 @@ class RowWriter:
                 header = next(csv.reader(f), None)
             if header != self.cols:
                 raise BatchError(f"{self.out} has other columns ({_column_difference(header, self.cols)}), e.g. "
-                                 "another --top-k, or dog columns with or without --whole-photo; use --overwrite or "
-                                 "another --out")
+                                 "another --top-k, or dog columns with or without --whole-photo or --dog-detector "
+                                 "none; use --overwrite or another --out")
             done -= 1  # the header line
             if self.per_dog:
                 done = self._repair_photos()  # checks the layout on the rows it reads anyway
@@ -221,8 +221,8 @@ class RowWriter:
                                  "written atomically): remove it to redo its rows, or use --overwrite") from None
             if meta.schema_arrow.names != self.cols:
                 raise BatchError(f"{part} has other columns ({_column_difference(meta.schema_arrow.names, self.cols)}"
-                                 "), e.g. another --top-k, or dog columns with or without --whole-photo; use "
-                                 "--overwrite or another --out")
+                                 "), e.g. another --top-k, or dog columns with or without --whole-photo or "
+                                 "--dog-detector none; use --overwrite or another --out")
             done += (meta.metadata.num_rows if not self.per_dog else
                      sum(_starts_photo(d) for d in pq.read_table(part, columns=["dog"]).column(0).to_pylist()))
         if self.dogs and self._parts:
