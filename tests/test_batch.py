@@ -173,10 +173,15 @@ def test_a_second_ctrl_c_still_lets_every_lane_finish_its_batch() -> None:
         time.sleep(0.2)
         signal.pthread_kill(main, signal.SIGINT)  # lands while the lanes finish their batches
 
-    threading.Thread(target=interrupt, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        for _ in executors.lanes(iter(range(100)), slow, 2):
-            pass
+    # Python's own Ctrl-C handler, whatever an earlier test (a server, a Ray run) left installed
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Thread(target=interrupt, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            for _ in executors.lanes(iter(range(20)), slow, 2):
+                pass
+    finally:
+        signal.signal(signal.SIGINT, before if before is not None else signal.default_int_handler)
     assert started and sorted(finished) == sorted(started), "a lane was still running when the interrupt left"
 
 

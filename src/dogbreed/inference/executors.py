@@ -43,14 +43,17 @@ def prefetched(items: Iterator[T], depth: int = PREFETCH_BATCHES) -> Iterator[T]
                 continue
         return False
 
+    finished = threading.Event()
+
     def produce() -> None:
-        try:
-            for it in items:
-                if not put(("item", it)):
-                    return
-            put(("done", None))
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
-            put(("error", e))
+        with _setting(finished):
+            try:
+                for it in items:
+                    if not put(("item", it)):
+                        return
+                put(("done", None))
+            except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
+                put(("error", e))
 
     thread = threading.Thread(target=produce, name="dogbreed-decode", daemon=True)
     thread.start()
@@ -64,7 +67,7 @@ def prefetched(items: Iterator[T], depth: int = PREFETCH_BATCHES) -> Iterator[T]
             yield value
     finally:
         stop.set()
-        thread.join(timeout=10)
+        _wait_through_interrupts([finished], 10)  # the thread runs the detector's session: as the lanes, below
 
 
 def worker_batches(sources: Iterable[Source], preprocess: Sequence[Preprocess], draft_size: int, batch_size: int,
@@ -113,6 +116,24 @@ def batches(sources: Iterable[Source], preprocess: Sequence[Preprocess], draft_s
                               finder_precision=finder.precision if finder is not None else None, defer=defer)
     return prefetched(prepared_batches(sources, preprocess, draft_size, batch_size, names, keep_images,
                                        finder=finder, defer=defer))
+
+
+def _wait_through_interrupts(finished: Sequence[threading.Event], seconds: float) -> None:
+    """Wait up to ``seconds`` for threads that run native code to set their events, also through a second Ctrl-C
+    (raised again once they are done). A thread still in a session's run when the interpreter exits aborts the
+    process ("terminate called without an active exception", exit 134 instead of 130: 3 of 10 runs interrupted by
+    `timeout -s INT`, which sends a second SIGINT to the group, landing in the join). The threads set events rather
+    than being joined: an interrupted `Thread.join` may leave `is_alive()` saying False."""
+    interrupted: BaseException | None = None
+    deadline = time.monotonic() + seconds
+    for f in finished:
+        while not f.is_set() and time.monotonic() < deadline:
+            try:
+                f.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except KeyboardInterrupt as e:
+                interrupted = e
+    if interrupted is not None:
+        raise interrupted
 
 
 @contextlib.contextmanager
@@ -194,17 +215,4 @@ def lanes(items: Iterable[T], work: Callable[[T], U], n: int, ahead: int = PREFE
         with cv:
             st["stop"] = True
             cv.notify_all()
-        # A lane's current batch runs the sessions' native code: let it finish (up to 30 s), also through a second
-        # Ctrl-C. A lane still running when the interpreter exits aborts the process ("terminate called without an
-        # active exception": 3 of 10 interrupted runs, the second SIGINT that `timeout` sends landing in a join;
-        # an interrupted `Thread.join` may also leave `is_alive()` saying False, so each lane sets its own event).
-        interrupted: BaseException | None = None
-        deadline = time.monotonic() + 30
-        for f in finished:
-            while not f.is_set() and time.monotonic() < deadline:
-                try:
-                    f.wait(timeout=max(0.0, deadline - time.monotonic()))
-                except KeyboardInterrupt as e:
-                    interrupted = e
-        if interrupted is not None:
-            raise interrupted
+        _wait_through_interrupts(finished, 30)  # a lane's current batch runs the sessions' native code
