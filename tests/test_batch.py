@@ -155,34 +155,45 @@ def test_a_second_ctrl_c_still_lets_every_lane_finish_its_batch() -> None:
 
     from dogbreed.inference import executors
 
-    started, finished, first = [], [], threading.Event()
+    started, finished, first, release = [], [], threading.Event(), threading.Event()
 
     def slow(x: int) -> int:
         started.append(x)
         first.set()
-        time.sleep(0.6)  # a batch in native code: sleeping releases the GIL as a session's run does
+        release.wait(10)  # a batch in native code, until both interrupts have been sent
         finished.append(x)
         return x
 
     main = threading.main_thread().ident
 
     def interrupt() -> None:
-        first.wait(5)
-        time.sleep(0.15)
+        first.wait(10)
+        time.sleep(0.1)
         signal.pthread_kill(main, signal.SIGINT)  # lands in the wait for the next answer
         time.sleep(0.2)
         signal.pthread_kill(main, signal.SIGINT)  # lands while the lanes finish their batches
+        time.sleep(0.1)
+        release.set()
 
     # Python's own Ctrl-C handler, whatever an earlier test (a server, a Ray run) left installed
     before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    sender = threading.Thread(target=interrupt, daemon=True)
+    done_when_it_left = None
     try:
-        threading.Thread(target=interrupt, daemon=True).start()
-        with pytest.raises(KeyboardInterrupt):
+        sender.start()
+        try:
             for _ in executors.lanes(iter(range(20)), slow, 2):
                 pass
+        except KeyboardInterrupt:
+            done_when_it_left = sorted(finished)  # at once: nothing else may finish before this is read
+        sender.join(10)
     finally:
+        release.set()
         signal.signal(signal.SIGINT, before if before is not None else signal.default_int_handler)
-    assert started and sorted(finished) == sorted(started), "a lane was still running when the interrupt left"
+    assert done_when_it_left is not None, "the Ctrl-C did not stop the run"
+    assert started and done_when_it_left == sorted(started), "a lane was still running when the interrupt left"
+    assert not any(t.name.startswith("dogbreed-lane") for t in threading.enumerate())
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back after the stop
 
 
 def test_lanes_answer_as_one_batch_at_a_time_does(photos: Path, small_batches: Predictor) -> None:

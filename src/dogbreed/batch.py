@@ -82,10 +82,12 @@ def run_batch(predictor: Predictor, inputs: Sequence[str], out: str | Path, *, w
             if bar is not None:
                 bar.update(len(chunk))
     finally:
-        if stream is not None:  # the decode thread stops here, also when a write failed
-            stream.close()
-        if bar is not None:  # before any error's sentence, so that it starts on a line of its own
-            bar.close()
-        with writing(out, RESUME_HINT):
-            writer.close()
+        try:
+            if stream is not None:  # the decode thread stops here, also when a write failed
+                stream.close()  # a Ctrl-C held while the threads finish is raised here: the rows still close below
+        finally:
+            if bar is not None:  # before any error's sentence, so that it starts on a line of its own
+                bar.close()
+            with writing(out, RESUME_HINT):
+                writer.close()
     return BatchSummary(str(out), total, writer.done, written, errors)

@@ -217,8 +217,9 @@ class Explainer:
         dogs = list(getattr(answer, "dogs", None) or [])
         if dog is not None:
             if getattr(answer, "dogs", None) is None:  # not "has 0 dogs": the photo may well show one
-                raise ValueError(f"dog {dog} asked for, but dogs are not looked for here (--whole-photo answers "
-                                 "for the whole photo); leave out dog")
+                raise ValueError(f"dog {dog} asked for, but dogs are not looked for here (the whole photo is "
+                                 "answered: --whole-photo, --dog-detector none, or a model without the dog stage); "
+                                 "leave out dog")
             if not 1 <= dog <= len(dogs):
                 have = f"{len(dogs)} dog" + ("" if len(dogs) == 1 else "s")
                 raise ValueError(f"dog {dog} asked for, but the photo has {have}" +

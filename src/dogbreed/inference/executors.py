@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -66,8 +67,7 @@ def prefetched(items: Iterator[T], depth: int = PREFETCH_BATCHES) -> Iterator[T]
                 raise value
             yield value
     finally:
-        stop.set()
-        _wait_through_interrupts([finished], 10)  # the thread runs the detector's session: as the lanes, below
+        _stop_and_wait(stop.set, [thread], [finished], 10)  # the thread runs the detector's session
 
 
 def worker_batches(sources: Iterable[Source], preprocess: Sequence[Preprocess], draft_size: int, batch_size: int,
@@ -118,22 +118,38 @@ def batches(sources: Iterable[Source], preprocess: Sequence[Preprocess], draft_s
                                        finder=finder, defer=defer))
 
 
-def _wait_through_interrupts(finished: Sequence[threading.Event], seconds: float) -> None:
-    """Wait up to ``seconds`` for threads that run native code to set their events, also through a second Ctrl-C
-    (raised again once they are done). A thread still in a session's run when the interpreter exits aborts the
-    process ("terminate called without an active exception", exit 134 instead of 130: 3 of 10 runs interrupted by
-    `timeout -s INT`, which sends a second SIGINT to the group, landing in the join). The threads set events rather
-    than being joined: an interrupted `Thread.join` may leave `is_alive()` saying False."""
-    interrupted: BaseException | None = None
-    deadline = time.monotonic() + seconds
-    for f in finished:
-        while not f.is_set() and time.monotonic() < deadline:
-            try:
-                f.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except KeyboardInterrupt as e:
-                interrupted = e
-    if interrupted is not None:
-        raise interrupted
+@contextlib.contextmanager
+def _ctrl_c_held() -> Iterator[None]:
+    """Inside the block a Ctrl-C is noted, not raised, and raised as the block is left: a stop that is being
+    cleaned up (threads told to stop and waited for) is not cut short by a second one. Only the main thread gets
+    Ctrl-C and may set its handler; elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    before = signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before if before is not None else signal.default_int_handler)
+        if caught:
+            raise KeyboardInterrupt
+
+
+def _stop_and_wait(stop: Callable[[], None], threads: Sequence[threading.Thread],
+                   finished: Sequence[threading.Event], seconds: float) -> None:
+    """``stop()`` the threads, then wait up to ``seconds`` for those that run native code to finish, a Ctrl-C
+    meanwhile held (`_ctrl_c_held`). A thread still in a session's run when the interpreter exits aborts the process
+    ("terminate called without an active exception", exit 134 instead of 130: 3 of 10 runs interrupted by
+    `timeout -s INT`, whose second SIGINT, sent to the group, landed in the join). Each thread sets its event as its
+    work ends, then is joined: a join interrupted before could leave `is_alive()` saying False."""
+    with _ctrl_c_held():
+        stop()
+        deadline = time.monotonic() + seconds
+        for f in finished:
+            f.wait(timeout=max(0.0, deadline - time.monotonic()))
+        for t in threads:
+            t.join(timeout=max(0.1, deadline - time.monotonic()))
 
 
 @contextlib.contextmanager
@@ -212,7 +228,9 @@ def lanes(items: Iterable[T], work: Callable[[T], U], n: int, ahead: int = PREFE
                 raise value
             yield value
     finally:
-        with cv:
-            st["stop"] = True
-            cv.notify_all()
-        _wait_through_interrupts(finished, 30)  # a lane's current batch runs the sessions' native code
+        def stop() -> None:
+            with cv:
+                st["stop"] = True
+                cv.notify_all()
+
+        _stop_and_wait(stop, threads, finished, 30)  # a lane's current batch runs the sessions' native code
