@@ -187,13 +187,13 @@ def test_a_second_ctrl_c_still_lets_every_lane_finish_its_batch() -> None:
         except KeyboardInterrupt:
             done_when_it_left = sorted(finished)  # at once: nothing else may finish before this is read
         sender.join(10)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back after the stop
     finally:
         release.set()
         signal.signal(signal.SIGINT, before if before is not None else signal.default_int_handler)
     assert done_when_it_left is not None, "the Ctrl-C did not stop the run"
     assert started and done_when_it_left == sorted(started), "a lane was still running when the interrupt left"
     assert not any(t.name.startswith("dogbreed-lane") for t in threading.enumerate())
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back after the stop
 
 
 def test_lanes_answer_as_one_batch_at_a_time_does(photos: Path, small_batches: Predictor) -> None:

@@ -122,16 +122,18 @@ def batches(sources: Iterable[Source], preprocess: Sequence[Preprocess], draft_s
 def _ctrl_c_held() -> Iterator[None]:
     """Inside the block a Ctrl-C is noted, not raised, and raised as the block is left: a stop that is being
     cleaned up (threads told to stop and waited for) is not cut short by a second one. Only the main thread gets
-    Ctrl-C and may set its handler; elsewhere the block runs as it is."""
-    if threading.current_thread() is not threading.main_thread():
+    Ctrl-C and may set its handler; and only Python's own handler is stood in for (a process that ignores SIGINT,
+    as a background job does, or one with its own handler, a server's, keeps it); elsewhere the block runs as it is."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
         yield
         return
     caught: list[int] = []
-    before = signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+    signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, before if before is not None else signal.default_int_handler)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         if caught:
             raise KeyboardInterrupt
 
