@@ -214,9 +214,10 @@ class Explainer:
         img = decode(src)  # once, for every branch below
         if max_pixels is not None:
             img = reduce_to_pixels(img, max_pixels)
-        dogs = list(getattr(answer, "dogs", None) or [])
+        looked = getattr(answer, "dogs", None)  # None: no dogs looked for; [] looked for, none found
+        dogs = list(looked or [])
         if dog is not None:
-            if getattr(answer, "dogs", None) is None:  # not "has 0 dogs": the photo may well show one
+            if looked is None:  # not "has 0 dogs": the photo may well show one
                 raise ValueError(f"dog {dog} asked for, but dogs are not looked for here (the whole photo is "
                                  "answered: --whole-photo, --dog-detector none, or a model without the dog stage); "
                                  "leave out dog")

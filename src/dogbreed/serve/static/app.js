@@ -200,18 +200,18 @@
     placeNumbers(dw, dh);
   }
 
-  // Where each dog's number goes: the first place that keeps it on the photo, off the numbers placed before it and
-  // off the small boxes. The small boxes' numbers are placed first, as they have the fewest places that do. A box's own places come first: its inside corners, top left
-  // first; a box drawn smaller than twice its number (a dog that would vanish under it) gets places outside it
-  // instead, above it like a tab, else beside or below it. In a pack, neighbouring boxes overlap and their top-left corners meet, so one
-  // place for every number put one number over another.
+  // Where each dog's number goes: the first of its places that keeps it on the photo, off the numbers placed before
+  // it and off the small boxes (in a pack, neighbouring boxes overlap and their top-left corners meet, so one place
+  // for every number put one number over another). A box's places are its inside corners, top left first, then
+  // outside it; a box drawn smaller than twice its number (a dog that would vanish under it) has only places outside
+  // it, above it like a tab first, and its number is placed before the others', as it has the fewest places.
   const NUM_GAP = 2; // px between a number outside its box and the box: near enough to read as its tab
   const BORDER = 3; // the box's border: a number's left and top count from inside it
   const CORNERS = ["4px 0 8px 0", "0 4px 0 8px", "0 8px 0 4px", "8px 0 4px 0"]; // rounded away from the box's corner
   function placeNumbers(dw, dh) {
     const boxes = [...boxesEl.querySelectorAll(".dog-box")].map((box) => {
       const num = box.querySelector(".dog-num");
-      const r = { box, num, x: box.offsetLeft, y: box.offsetTop, w: box.offsetWidth, h: box.offsetHeight,
+      const r = { num, x: box.offsetLeft, y: box.offsetTop, w: box.offsetWidth, h: box.offsetHeight,
         nw: num.offsetWidth, nh: num.offsetHeight };
       r.small = r.w < 2 * r.nw || r.h < 2 * r.nh;
       return r;
