@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fixtures import noise_image, write_jpeg
 
@@ -132,8 +133,6 @@ def test_cached_export_key_follows_a_preprocessing_default(tmp_path: Path) -> No
 
 
 def test_one_thread_each_runs_a_twin_session_on_the_calling_thread(default_predictor: Predictor) -> None:
-    import numpy as np
-
     from dogbreed.onnxrun import OnnxModel, one_thread_each, runs_in_lanes
 
     model = OnnxModel(default_predictor.members[0].runner.model.path)  # fp32, whatever this CPU's default
@@ -156,8 +155,6 @@ def test_openvino_sessions_run_batches_at_once_on_requests_of_their_own(default_
     """Lanes on OpenVINO: calls at once share the compiled model, each on an infer request of its own (a request
     runs one batch at a time), as many requests as calls ran at once, and the answers one thread gets."""
     import threading
-
-    import numpy as np
 
     pytest.importorskip("openvino")
     from dogbreed import onnxrun
@@ -232,8 +229,6 @@ def test_a_cpu_runner_runs_many_rows_in_chunks_with_the_same_outputs(default_pre
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """A batch of photos and their crops can hold hundreds of rows (a pack of dogs each); on CPU one forward runs
     at most MAX_ROWS_CPU of them, and the outputs are those of the whole batch at once, in order."""
-    import numpy as np
-
     from dogbreed.inference import runners
 
     runner = default_predictor.members[0].runner
@@ -276,8 +271,14 @@ def test_openvino_compiles_a_users_onnx_by_its_content_and_the_caches_own_export
         shapes.append(list(onnxrun.OnnxModel(user, precision="bf16")._compiled.inputs[0].get_shape()))
     assert shapes == [[1, 3, 224, 224], [1, 3, 192, 192], [1, 3, 224, 224]]
     # in one process (a notebook exporting over its last export) the file written again is opened again
+    first = onnxrun.OnnxModel(user, precision="bf16")
     shutil.copyfile(b, user)
     assert list(onnxrun.OnnxModel(user, precision="bf16")._compiled.inputs[0].get_shape()) == [1, 3, 192, 192]
+    # ... and the graph it replaced is let go (re-exporting in a loop would pile them up), while a model that
+    # opened it still runs it
+    assert [k for k in onnxrun._compiled_models.made if k[0] == str(user)] == [
+        (str(user), first.threads, user.stat().st_size, user.stat().st_mtime_ns)]
+    assert first.run_numpy(np.zeros((1, 3, 224, 224), np.float32))[0].shape[0] == 1
     core = onnxrun._openvino_core()
     assert onnxrun._source(core, str(a)) == str(a)  # named by what it holds: compiled from its path, no parse
     assert not isinstance(onnxrun._source(core, str(user)), str)

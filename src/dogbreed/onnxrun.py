@@ -164,9 +164,13 @@ def _openvino_compiled(path: str, threads: int) -> Any:
     """One OpenVINO core and one compiled model per graph for the whole process: they are never torn down while
     another thread might still use them (compiled blobs are also cached on disk, so a new process starts fast); two
     lanes asking first compile it once. A file written again at the same path (a notebook exporting a retrained
-    model over the last one) is another graph: the file's size and modification time are part of the key."""
+    model over the last one) is another graph: the file's size and modification time are part of the key, and the
+    graph it replaced is forgotten (each kept compiled model holds tens of MB, and a notebook re-exporting in a loop
+    would pile them up; a session still using the old one keeps it until it is dropped)."""
     st = Path(path).stat()
-    return _compiled_models((path, threads, st.st_size, st.st_mtime_ns))
+    key = (path, threads, st.st_size, st.st_mtime_ns)
+    _compiled_models.drop(lambda k: k[:2] == key[:2] and k != key)
+    return _compiled_models(key)
 
 
 def _compile(key: tuple[str, int, int, int]) -> Any:

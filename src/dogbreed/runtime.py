@@ -64,6 +64,12 @@ class OnceEach(Generic[K, V]):
         with self._lock:
             self.made.clear()
 
+    def drop(self, stale: Callable[[K], bool]) -> None:
+        """Forget the keys ``stale`` names, so what was made for them can be freed once its last user drops it."""
+        with self._lock:
+            for key in [k for k in self.made if stale(k)]:
+                del self.made[key]
+
 
 def resolve_device(device: str) -> str:
     """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; an explicit ``cuda`` without one is an error."""
