@@ -282,3 +282,29 @@ def test_openvino_compiles_a_users_onnx_by_its_content_and_the_caches_own_export
     core = onnxrun._openvino_core()
     assert onnxrun._source(core, str(a)) == str(a)  # named by what it holds: compiled from its path, no parse
     assert not isinstance(onnxrun._source(core, str(user)), str)
+
+
+def test_openvino_blobs_go_to_the_cache_dir_of_the_moment_and_an_unusable_one_only_costs_the_compile(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process's OpenVINO core is made when bf16 is first asked about (the suite's skipif, at collection, before
+    its temporary cache is set): its compiled blobs must still land in $DOGBREED_CACHE as it is when they are
+    compiled, not in the user's ~/.cache, which every run of the suite used to grow."""
+    from dogbreed import onnxrun
+    from dogbreed.inference.detect import sized_graph
+    from dogbreed.runtime import OnceEach
+
+    pytest.importorskip("openvino")
+    monkeypatch.setattr(onnxrun, "native_bf16", lambda: True)  # without it OpenVINO computes f32: same code path
+    onnxrun._openvino_core()  # made under the cache dir set before this test
+    x = np.zeros((1, 3, 192, 192), np.float32)
+    for name in ("here", "there"):
+        monkeypatch.setenv("DOGBREED_CACHE", str(tmp_path / name))
+        monkeypatch.setattr(onnxrun, "_compiled_models", OnceEach(onnxrun._compile))
+        assert onnxrun.OnnxModel(sized_graph((192, 192)), precision="bf16").run_numpy(x)[0].shape[0] == 1
+        assert len(list((tmp_path / name / "openvino").glob("*.blob"))) == 1
+    user = tmp_path / "model.onnx"
+    user.write_bytes(sized_graph((192, 192)).read_bytes())
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv("DOGBREED_CACHE", str(tmp_path / "a-file"))  # no cache dir can be made under it
+    monkeypatch.setattr(onnxrun, "_compiled_models", OnceEach(onnxrun._compile))
+    assert onnxrun.OnnxModel(user, precision="bf16").run_numpy(x)[0].shape[0] == 1
