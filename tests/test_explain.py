@@ -83,13 +83,16 @@ def test_a_long_thin_photo_is_explained_on_a_bounded_input(explainer: Explainer,
     plain = explain_module.to_tensor
     monkeypatch.setattr(explain_module, "to_tensor", lambda *a: shapes.append(a[0].size) or plain(*a))
     size = explainer.cfg.size
-    for photo in ((5000, 10), (10, 5000), (640, 480)):
+    # 20000x3 and its like (a 5 px shorter side once bounded) failed in the backbone and stopped the whole run
+    for photo in ((5000, 10), (10, 5000), (640, 480), (20000, 3), (3, 20000), (3000, 1)):
         e = explainer.explain(noise(photo))
         assert e.heat.shape == (photo[1], photo[0])
-    (w1, h1), (w2, h2), ordinary = shapes
+    (w1, h1), (w2, h2), ordinary, *thinnest = shapes
     assert w1 * h1 <= explain_module.CAM_MAX_AREA * size * size * 1.01 and w1 > h1
     assert w2 * h2 <= explain_module.CAM_MAX_AREA * size * size * 1.01 and h2 > w2
     assert min(ordinary) == size
+    for w, h in thinnest:
+        assert min(w, h) == explain_module.CAM_MIN_SIDE and w * h <= explain_module.CAM_MAX_AREA * size * size
 
 
 def test_breed_can_be_named_and_unknown_breed_is_an_error(explainer: Explainer) -> None:
@@ -157,6 +160,36 @@ def test_cli_explain_writes_an_overlay_per_photo(tmp_path: Path, chelsea_jpeg: b
         assert png.parent == out and png.suffix == ".png"
         assert Image.open(png).size == size
     assert sorted(p.name for p in out.iterdir()) == ["cat.png", "noise.png"]
+
+
+@pytest.mark.slow
+def test_cli_explain_keeps_going_past_a_photo_whose_heat_map_fails(tmp_path: Path, chelsea_jpeg: bytes,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """One photo's heat-map failing (a 20000x3 photo did, inside the backbone) stopped the run with a traceback:
+    stdout was cut mid-array and a resumed --out run hit it again each time. Now that photo keeps its answer
+    without a heat-map, says why, and the photos after it are answered and explained."""
+    from dogbreed.explain import Explainer
+
+    photos = tmp_path / "in"
+    photos.mkdir()
+    noise((120, 90)).save(photos / "a-fails.png")
+    (photos / "b-cat.jpg").write_bytes(chelsea_jpeg)
+    plain = Explainer.explain_answer
+
+    def failing(self, src, *a, **k):  # noqa: ANN001, ANN202
+        if str(src).endswith("a-fails.png"):
+            raise RuntimeError("the backbone could not take it")
+        return plain(self, src, *a, **k)
+
+    monkeypatch.setattr(Explainer, "explain_answer", failing)
+    out = tmp_path / "heat"
+    r = runner.invoke(cli_app, ["predict", str(photos), "--explain", str(out), "--format", "json"])
+    assert r.exit_code == 0, r.output
+    rows = {Path(x["path"]).name: x for x in json.loads(r.stdout)}
+    assert rows["a-fails.png"]["verdict"] in ("dog", "no_dog", "uncertain_breed")
+    assert "explanation" not in rows["a-fails.png"] and Path(rows["b-cat.jpg"]["explanation"]).is_file()
+    assert "a-fails.png: no heat-map: the backbone could not take it" in r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["b-cat.png"]
 
 
 @pytest.mark.slow

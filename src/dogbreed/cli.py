@@ -256,7 +256,13 @@ def _explain_hook(explainer, breed: str | None, out_dir: str) -> Callable[[Predi
 
     def on_row(r: Prediction) -> None:
         if r.error is None and r.path is not None:
-            r.explanation = _write_overlay(explainer, r, breed, out_dir, written)
+            try:
+                r.explanation = _write_overlay(explainer, r, breed, out_dir, written)
+            except OSError:
+                raise  # the folder cannot be written: every photo after would fail the same way
+            except Exception as e:  # noqa: BLE001 - one photo's heat-map failing keeps its answer and the run
+                _err(f"{r.path}: no heat-map: {e}")
+                return
             for d in r.dogs or []:
                 d.explanation = r.explanation  # one overlay holds every dog's heat-map, in its numbered box
 

@@ -36,6 +36,10 @@ OVERLAY_MAX_PIXELS = 4_000_000
 # `--explain` run to 24 GB and the kernel's OOM killer. At most this many times the size squared (a 4:1 photo, so
 # every ordinary photo runs as before), the shorter side shrinking instead.
 CAM_MAX_AREA = 4
+# ... and the shorter side never below this: a 20000x3 photo's came to 5 px, under what the backbone's stride-32
+# convolutions take ("kernel size can't be greater than actual input size"), which stopped a whole `--explain` run.
+# Such a photo is squeezed lengthwise instead; its heat-map is stretched back to the photo's own size either way.
+CAM_MIN_SIDE = 64
 _RAMP = np.array([[0, 0, 130], [0, 90, 255], [0, 220, 220], [250, 230, 0], [255, 120, 0], [220, 0, 0]], np.float32)
 
 
@@ -141,13 +145,17 @@ class Explainer:
         return out
 
     def _heatmap(self, img: Image.Image, class_index: int | None) -> tuple[np.ndarray, int]:
-        cfg = self.cfg
+        cfg, seen = self.cfg, img
         if cfg.resize == "shorter":
             short, long = sorted(img.size)
             most = CAM_MAX_AREA * cfg.size * cfg.size
             if cfg.size * cfg.size * long / short > most:
-                cfg = replace(cfg, size=max(1, round((most * short / long) ** 0.5)))
-        x = to_tensor(preprocess_image(img, cfg), cfg.mean, cfg.std)[None].to(self.device)
+                side = round((most * short / long) ** 0.5)
+                if side < CAM_MIN_SIDE:
+                    side, long_side = CAM_MIN_SIDE, most // CAM_MIN_SIDE
+                    seen = img.resize((long_side, side) if img.width >= img.height else (side, long_side))
+                cfg = replace(cfg, size=side)
+        x = to_tensor(preprocess_image(seen, cfg), cfg.mean, cfg.std)[None].to(self.device)
         fmap, logits = self._forward(x)
         c = int(logits[0].argmax()) if class_index is None else class_index
         (grad,) = torch.autograd.grad(logits[0, c], fmap)
