@@ -48,3 +48,26 @@ def test_a_photo_over_the_bomb_limit_is_refused_without_pillows_warning() -> Non
         warnings.simplefilter("error")  # any warning fails the test
         with pytest.raises(ImageTooLarge, match="12000x9000"):
             load_image(png)
+
+
+def test_a_jpeg_over_the_limit_that_its_draft_brings_under_it_is_read_at_that_size() -> None:
+    """The pixel limit guards what a decode holds. A 108-megapixel phone JPEG, decoded at its draft size for the
+    model (7 megapixels), was refused all the same; decoded whole, as a heat-map's photo is, it still is. Here at
+    a 1-megapixel limit: a 2400x1800 JPEG drafted for a 224 px input decodes at 300x225."""
+    import io
+
+    import pytest
+
+    from dogbreed.errors import ImageTooLarge
+    from dogbreed.transforms import full_size, load_image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (2400, 1800), (120, 80, 40)).save(buf, "JPEG")
+    img = load_image(buf.getvalue(), draft_size=224, max_pixels=1_000_000)
+    assert img.size == (300, 225) and full_size(img) == (2400, 1800)
+    with pytest.raises(ImageTooLarge, match="2400x1800 pixels exceeds 1000000"):
+        load_image(buf.getvalue(), max_pixels=1_000_000)
+    png = io.BytesIO()
+    Image.new("RGB", (2400, 1800)).save(png, "PNG")  # no draft for a PNG: its whole size is decoded
+    with pytest.raises(ImageTooLarge, match="2400x1800"):
+        load_image(png.getvalue(), draft_size=224, max_pixels=1_000_000)

@@ -101,8 +101,6 @@ def load_image(
         except Exception as e:  # Pillow also raises OSError, SyntaxError... on a damaged header
             raise UnreadableImage(f"corrupt or truncated image ({_reason(e)})") from e
     limit = max_pixels or Image.MAX_IMAGE_PIXELS
-    if limit and img.size[0] * img.size[1] > limit:
-        raise ImageTooLarge(f"image too large: {img.size[0]}x{img.size[1]} pixels exceeds {limit}")
     # An image decoded here before (and perhaps reduced since) keeps the size of the photo it came from: boxes are
     # in that photo's pixels, whatever size it is handled at.
     full = full_size(img) if isinstance(src, Image.Image) else img.size
@@ -112,6 +110,10 @@ def load_image(
             scale = draft_size / min(w, h)
             if scale < 1:
                 img.draft("RGB", (math.ceil(w * scale), math.ceil(h * scale)))
+        # The limit is on the pixels this decode holds: a JPEG drafted above decodes at its reduced size, so a
+        # 108-megapixel phone photo (12000x9000) needs 7 megapixels here and is read, where it was refused.
+        if limit and img.size[0] * img.size[1] > limit:
+            raise ImageTooLarge(f"image too large: {full[0]}x{full[1]} pixels exceeds {limit}")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img.load()
