@@ -27,6 +27,13 @@ def _logp(top: int, p: float = 0.9) -> np.ndarray:
     return np.log(probs)
 
 
+def _two(top: int, p: float, other: int, q: float) -> np.ndarray:
+    """Log-probabilities naming ``top`` at ``p`` and ``other`` at ``q``, the rest alike."""
+    probs = np.full(len(CLASSES), (1 - p - q) / (len(CLASSES) - 2), np.float32)
+    probs[top], probs[other] = p, q
+    return np.log(probs)
+
+
 def _region(box: tuple[int, int, int, int] | None, size: tuple[int, int] = (640, 480), score: float = 0.5,
             label: str = "dog") -> Region:
     if box is None:
@@ -60,10 +67,24 @@ def test_a_small_dog_the_whole_photo_misses_is_found() -> None:
 
 
 def test_a_large_lone_dog_also_reads_the_whole_photo() -> None:
-    p = _answer([0.99, 0.97], [_logp(1, 0.8), _logp(2, 0.6)], [None, (0, 0, 600, 450)])
+    p = _answer([0.99, 0.97], [_two(1, 0.8, 2, 0.15), _two(2, 0.6, 1, 0.3)], [None, (0, 0, 600, 450)])
     names = [b.name for b in p.breeds[:2]]
-    assert names == [CLASSES[1].name, CLASSES[2].name]  # the mean of both rows: 0.8 beats 0.6
+    assert names == [CLASSES[1].name, CLASSES[2].name]  # the mean of both rows: 0.8 and 0.3 beat 0.15 and 0.6
     assert p.dog_probability == pytest.approx(0.99)
+
+
+def test_a_large_dog_keeps_its_own_breed_when_the_whole_photo_shows_another_dog() -> None:
+    """A Border collie's box (a third of the photo) beside a Samoyed puppy the detector missed was captioned
+    "Samoyed 73%": the whole photo, all Samoyed, outvoted the crop. When each row gives the other's top breed under
+    `OTHER_DOG`, they show different dogs and the crop answers alone; a nearer miss still reads both."""
+    from dogbreed.inference.dogs import OTHER_DOG
+
+    box = (0, 0, 400, 250)  # 32.6% of 640x480: the whole photo is read
+    whole, collie, samoyed = _two(106, 0.99, 81, 0.0003), _two(81, 0.56, 106, 0.008), 106
+    p = _answer([0.99, 0.99], [whole, collie], [None, box])
+    assert p.breeds[0].name == CLASSES[81].name and p.dogs[0].breeds[0].probability == pytest.approx(0.56, abs=1e-3)
+    near = _two(81, 0.56, samoyed, 2 * OTHER_DOG)  # the crop gives the whole photo's breed a little more
+    assert _answer([0.99, 0.99], [whole, near], [None, box]).breeds[0].name == CLASSES[samoyed].name
 
 
 def test_no_dog_and_a_refused_cat() -> None:
@@ -183,7 +204,7 @@ def test_beside_a_sure_dog_a_second_dog_needs_a_less_sure_crop(crop_dog: float, 
 
 @pytest.mark.parametrize(("whole_sure", "want"), [(0.8, 1), (0.4, 2)])
 def test_a_lone_small_dog_reads_the_whole_photo_when_it_is_sure(whole_sure: float, want: int) -> None:
-    p = _answer([0.9, 0.97], [_logp(1, whole_sure), _logp(2, 0.6)], [None, (100, 100, 300, 250)])
+    p = _answer([0.9, 0.97], [_two(1, whole_sure, 2, 0.1), _two(2, 0.6, 1, 0.3)], [None, (100, 100, 300, 250)])
     assert p.breeds[0].name == CLASSES[want].name  # sure: the mean of both rows; else the crop alone
 
 
