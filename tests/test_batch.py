@@ -50,6 +50,16 @@ def test_sources_stream_in_expand_inputs_order(photos: Path, tmp_path: Path) -> 
         list(iter_sources([manifest]))
 
 
+def test_a_blank_manifest_cell_is_an_error_row_that_says_so(photos: Path, tmp_path: Path,
+                                                            small_batches: Predictor) -> None:
+    """It said "file not found: " with nothing after it; the row keeps its place, so a resume still counts."""
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("id,file\n1,photos/cat.jpg\n2,\n3,photos/a.JPG\n")
+    got = [p.to_dict() for p in stream_predictions(small_batches, [manifest], path_column="file")]
+    assert [r["verdict"] for r in got][1] == "error" and [("error" in r) for r in got] == [False, True, False]
+    assert "no path given ('': a blank cell in a manifest's path column?)" == got[1]["error"]
+
+
 def test_parquet_manifest(photos: Path, tmp_path: Path) -> None:
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq

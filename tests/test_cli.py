@@ -52,6 +52,22 @@ def test_flags_arrive_as_one_options_object() -> None:
                                        top_k=3, gallery="g.safetensors")]
     bad = CliRunner().invoke(demo, ["x.jpg", "--target-recall", "0.2"])  # the declared range is enforced
     assert bad.exit_code == 2
+    # --dog-threshold 1.5 said "NO DOG FOUND (dog probability 99.4%)"; --device tpu printed torch's list of devices
+    for flags, why in ((["--dog-threshold", "1.5"], "less than or equal to 1"), (["--dog-threshold", "nan"], "1"),
+                       (["--device", "tpu"], "device must be cpu, cuda, cuda:N or auto, not 'tpu'")):
+        bad = CliRunner().invoke(demo, ["x.jpg", *flags], terminal_width=200)
+        assert bad.exit_code == 2 and why in bad.output, bad.output
+    assert len(got) == 1
+
+
+@pytest.mark.parametrize("bad", [{"dog_threshold": float("nan")}, {"dog_threshold": -0.1}, {"device": "tpu"},
+                                 {"device": "cuda:x"}])
+def test_options_a_notebook_passes_are_checked_too(bad: dict) -> None:
+    from dogbreed.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="must be"):
+        PredictOptions(**bad)
+    assert PredictOptions(dog_threshold=0.0, device="cuda:1").device == "cuda:1"
 
 
 @pytest.mark.parametrize(("extra", "why"), [
@@ -61,6 +77,8 @@ def test_flags_arrive_as_one_options_object() -> None:
     (["--per-dog", "--out", "{tmp}/r.jsonl"], "a .jsonl line already holds every dog of its photo"),
     (["--explain", "{tmp}/afile"], "is a file; give a folder"),
     (["--out", "{tmp}/adir.csv"], "is a folder; --out .csv is one file"),
+    (["--out", "{tmp}/r.csv", "--format", "json"], "with --out the file's suffix (.csv, .jsonl or .parquet) decides"),
+    (["--explain-breed", "Pug"], "without --explain no heat-map is drawn"),
 ])
 def test_options_that_cannot_work_together_say_so_in_one_sentence(tmp_path: Path, chelsea_jpeg: bytes,
                                                                   extra: list[str], why: str) -> None:

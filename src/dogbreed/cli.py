@@ -132,7 +132,12 @@ def prediction_options(*, every_command: bool) -> Callable[[Callable[..., None]]
 
         @functools.wraps(fn)
         def wrapper(**kw: Any) -> None:
-            options = PredictOptions(**{f.name: kw.pop(f.name) for f in flds})
+            from .errors import ConfigError
+
+            try:
+                options = PredictOptions(**{f.name: kw.pop(f.name) for f in flds})
+            except ConfigError as e:
+                raise typer.BadParameter(str(e)) from e
             return fn(options=options, **kw)
 
         params = [p.replace(annotation=types[p.name]) for p in args] + extra + \
@@ -149,7 +154,8 @@ def predict(
     paths: list[str] = typer.Argument(..., help="Image files, folders (recursive), globs, or CSV/Parquet manifests "
                                       "(see --path-column)."),
     options: PredictOptions = None,  # type: ignore[assignment] - filled in by prediction_options
-    fmt: str = typer.Option("table", "--format", "-f", help="table | json | csv"),
+    fmt: str | None = typer.Option(None, "--format", "-f", help="table (the default), json or csv, on the screen; with "
+                                   "--out the file's suffix decides."),
     explain: str | None = typer.Option(None, "--explain", help="Write a heat-map overlay PNG per photo into this "
                                        "folder (Grad-CAM: which pixels drove the top breed)."),
     explain_breed: str | None = typer.Option(None, help="With --explain: the breed to explain (name or wnid) "
@@ -173,8 +179,15 @@ def predict(
     from .errors import BatchError
     from .inference.sources import iter_sources
 
+    if fmt is not None and out is not None:
+        raise typer.BadParameter(f"--format {fmt} is for the screen; with --out the file's suffix (.csv, .jsonl or "
+                                 ".parquet) decides what is written")
+    fmt = fmt or "table"
     if fmt not in ("table", "json", "csv"):
         raise typer.BadParameter("--format must be table, json or csv")
+    if explain_breed is not None and not explain:
+        raise typer.BadParameter("--explain-breed says which breed --explain draws; without --explain no heat-map "
+                                 "is drawn")
     if overwrite and out is None:
         raise typer.BadParameter("--overwrite starts an --out file over; without --out nothing is written")
     if per_dog and out is None:

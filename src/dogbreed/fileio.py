@@ -138,6 +138,8 @@ def path_problem(path: str | Path) -> str | None:
     Checked with stat before anything opens the path: opening a named pipe would block, and Python's own messages
     ("[Errno 36] File name too long") are not what a user needs to see.
     """
+    if not str(path).strip():  # a manifest's blank cell: "file not found: " named nothing to look for
+        return f"no path given ({path!r}: a blank cell in a manifest's path column?)"
     try:
         st = os.stat(path)
     except FileNotFoundError:

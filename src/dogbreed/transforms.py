@@ -55,7 +55,7 @@ def full_size(img: Image.Image) -> tuple[int, int]:
 
 def _path_error(problem: str) -> ImageDecodeError:
     """The typed error for a path that cannot be read (see `fileio.path_problem`)."""
-    if problem.startswith(("file not found", "broken symbolic link")):
+    if problem.startswith(("file not found", "broken symbolic link", "no path given")):
         return ImageNotFound(problem)
     if problem.startswith("empty file") or problem.endswith("is a directory"):
         return EmptyImage(problem)

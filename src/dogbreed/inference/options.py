@@ -7,8 +7,12 @@ here reaches every front end.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any
+
+from ..errors import ConfigError
 
 
 def _opt(default: Any, help: str, *flags: str, every_command: bool = True, cli: bool = True, **typer: Any) -> Any:
@@ -46,7 +50,7 @@ class PredictOptions:
                              "fit-dog-detector.")
     dog_target_recall: float | None = _opt(None, "Dog threshold keeping this share of validation dogs.",
                                            "--target-recall", min=0.5, max=0.999)
-    dog_threshold: float | None = _opt(None, "Override the model's dog/no-dog threshold.")
+    dog_threshold: float | None = _opt(None, "Override the model's dog/no-dog threshold (0-1).", min=0.0, max=1.0)
     # The detector's cascade (a stronger member only for photos with an uncertain first dog score), used when the
     # detector has one, the predictor runs its first backbone alone on the plain view, and no other recall target
     # is asked for. False: the first member alone (faster, rejects fewer cats).
@@ -68,6 +72,14 @@ class PredictOptions:
                            "as one centre crop (faster).", "--find-dogs/--whole-photo")
     # Flip TTA for a single model (quality "best" always flips); a library knob for measurements.
     tta_flip: bool = _opt(False, "", cli=False)
+
+    def __post_init__(self) -> None:
+        # What the command line's ranges cannot catch (NaN passes every comparison) and what a notebook passes.
+        t = self.dog_threshold
+        if t is not None and not (isinstance(t, (int, float)) and math.isfinite(t) and 0 <= t <= 1):
+            raise ConfigError(f"dog_threshold must be a probability from 0 to 1, not {t!r}")
+        if not re.fullmatch(r"cpu|auto|cuda(:\d+)?", str(self.device)):
+            raise ConfigError(f"device must be cpu, cuda, cuda:N or auto, not {self.device!r}")
 
 
 def cli_fields(every_command: bool = False) -> list[Any]:
