@@ -286,6 +286,50 @@ def test_size_limits_are_413(small_client: TestClient, chelsea_jpeg: bytes) -> N
     assert r.status_code == 413  # refused from Content-Length, before parsing
 
 
+def test_a_request_that_can_never_fit_the_queue_is_413_not_503_forever(default_predictor) -> None:
+    """With --max-queue under --max-files, three photos got "busy, retry in 2 s" on an idle server, every time."""
+    app = create_app(predictor=default_predictor, max_files=3, limits=Limits(max_queue=2))
+    small = png_bytes(Image.new("RGB", (64, 64)))
+    with TestClient(app) as c:
+        r = post_files(c, *[(f"{i}.png", small, "image/png") for i in range(3)])
+        assert r.status_code == 413 and "Retry-After" not in r.headers
+        assert "more than the server ever queues at once (2); send at most 2" in r.json()["detail"]
+        assert post_files(c, *[(f"{i}.png", small, "image/png") for i in range(2)]).status_code == 200
+
+
+def test_a_size_over_its_limit_never_reads_the_same_as_the_limit() -> None:
+    from dogbreed.serve.limits import MB, fmt_bytes
+
+    limit = 20 * MB
+    assert (fmt_bytes(21_000_000, limit), fmt_bytes(limit, 21_000_000)) == ("21,000,000 bytes", "20,971,520 bytes")
+    assert (fmt_bytes(30 * MB, limit), fmt_bytes(limit, 30 * MB)) == ("30.0 MB", "20.0 MB")
+
+
+def test_a_photo_over_pillows_hard_limit_names_the_servers(small_client: TestClient) -> None:
+    """A PNG header claiming 20000x20000 (over twice Pillow's own limit, so Pillow refuses it before any check of
+    ours) got Pillow's "could be decompression bomb DOS attack" and its 178956970-pixel limit."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0))
+           + chunk(b"IEND", b""))
+    r = post_files(small_client, ("huge.png", png, "image/png"))
+    assert r.status_code == 413
+    assert r.json()["detail"] == "huge.png: image too large: 400000000 pixels exceeds 100000"
+
+
+@pytest.mark.parametrize("route", ["/v1/explain", "/v1/feedback"])
+def test_routes_about_one_photo_refuse_a_second(client: TestClient, chelsea_jpeg: bytes, route: str) -> None:
+    """They took the last `file` field with a 200: feedback was stored on another photo than the first."""
+    two = png_bytes(Image.new("RGB", (64, 64)))
+    files = [("file", ("a.jpg", chelsea_jpeg, "image/jpeg")), ("file", ("b.png", two, "image/png"))]
+    r = client.post(route, files=files, data={"breed": "Pug"} if route == "/v1/feedback" else None)
+    assert r.status_code == 400 and "has 2 `file` fields; send one photo" in r.json()["detail"]
+
+
 def test_server_errors_do_not_leak_details(default_predictor, chelsea_jpeg: bytes,
                                            caplog: pytest.LogCaptureFixture) -> None:
     def boom(images, paths=None):

@@ -436,7 +436,7 @@ def test_two_dogs_get_numbered_boxes_and_an_entry_each(page, two_dog_photo) -> N
         assert contrast(num.evaluate("e => getComputedStyle(e).backgroundColor")) >= 4.5
         assert num.evaluate("e => getComputedStyle(e).color") == "rgb(255, 255, 255)"
     # feedback is about dog 1, the one the photo's answer names
-    assert re.match(r"(Is dog 1 a |Do you know dog 1)", page.locator("#feedback legend").inner_text())
+    assert re.match(r"(Is dog 1 an? |Do you know dog 1)", page.locator("#feedback legend").inner_text())
     # a box is a link to its dog's entry
     page.locator("#boxes .dog-box").nth(1).click()
     page.wait_for_function("document.activeElement && document.activeElement.id === 'dog-2'", timeout=5_000)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import math
 import random
+import re
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -62,6 +63,14 @@ def _path_error(problem: str) -> ImageDecodeError:
     return UnreadableImage(problem)
 
 
+def _too_large(e: Exception, max_pixels: int | None) -> ImageTooLarge:
+    """Pillow's bomb error (over twice its limit, before our own check can run) in our words, naming the limit
+    that applies: it said "could be decompression bomb DOS attack" and named a limit the caller never set."""
+    m = re.search(r"\((\d+) pixels\)", str(e))
+    pixels = f"{int(m.group(1))} pixels" if m else "too many pixels"
+    return ImageTooLarge(f"image too large: {pixels} exceeds {max_pixels or Image.MAX_IMAGE_PIXELS}")
+
+
 def load_image(
     src: str | Path | bytes | Image.Image,
     *,
@@ -95,7 +104,7 @@ def load_image(
         except FileNotFoundError as e:
             raise ImageNotFound(f"file not found: {src}") from e
         except Image.DecompressionBombError as e:
-            raise ImageTooLarge(f"image too large: {e}") from e
+            raise _too_large(e, max_pixels) from e
         except UnidentifiedImageError as e:
             raise UnsupportedImage(f"not a readable image ({_reason(e)})") from e
         except Exception as e:  # Pillow also raises OSError, SyntaxError... on a damaged header
@@ -129,7 +138,7 @@ def load_image(
         raise
     except Exception as e:
         if isinstance(e, Image.DecompressionBombError):  # raised by the decoder after draft() too
-            raise ImageTooLarge(f"image too large: {e}") from e
+            raise _too_large(e, max_pixels) from e
         raise UnreadableImage(f"corrupt or truncated image ({_reason(e)})") from e
 
 

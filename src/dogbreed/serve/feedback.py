@@ -144,8 +144,9 @@ class FeedbackStore:
             (used,) = con.execute("SELECT COALESCE(SUM(s), 0) FROM (SELECT MAX(size_bytes) AS s FROM feedback"
                                   " GROUP BY sha256)").fetchone()
             if used + size > self.max_bytes:
-                raise FeedbackQuotaExceeded(f"feedback storage is full ({used / 1e6:.0f} of "
-                                            f"{self.max_bytes / 1e6:.0f} MB used)", daily=False)
+                # to a tenth of a MB: a 0.6 MB quota read "(1 of 1 MB used)"
+                raise FeedbackQuotaExceeded(f"feedback storage is full ({used / 1e6:.1f} of {self.max_bytes / 1e6:.1f} "
+                                            f"MB used; this photo takes {size / 1e6:.1f} MB)", daily=False)
 
     def add(self, image: bytes, image_format: str | None, sha256: str, predicted: str, breed: Breed,
             box: Sequence[int] | None = None) -> FeedbackRecord:

@@ -58,8 +58,13 @@ class Limits:
         return asdict(self)
 
 
-def fmt_bytes(n: int) -> str:
-    return f"{n / MB:.1f} MB" if n >= MB else f"{n / 1024:.0f} KB"
+def fmt_bytes(n: int, beside: int | None = None) -> str:
+    """``n`` bytes for a sentence; in bytes when one decimal would print it the same as ``beside`` (a 21,000,000-
+    byte file was "20.0 MB; the limit is 20.0 MB")."""
+    short = f"{n / MB:.1f} MB" if n >= MB else f"{n / 1024:.0f} KB"
+    if beside is not None and beside != n and short == fmt_bytes(beside):
+        return f"{n:,} bytes"
+    return short
 
 
 class BodyTooLarge(HTTPException):
@@ -96,8 +101,8 @@ class GuardMiddleware:
         if scope["method"] in UPLOAD_METHODS:
             length = dict(scope.get("headers") or []).get(b"content-length", b"")
             if length.isdigit() and int(length) > limit:
-                await _send_json(send, 413, f"request body too large ({fmt_bytes(int(length))}); the limit is "
-                                            f"{fmt_bytes(limit)}")
+                await _send_json(send, 413, f"request body too large ({fmt_bytes(int(length), limit)}); the limit "
+                                            f"is {fmt_bytes(limit, int(length))}")
                 return
             received = 0
 
@@ -145,6 +150,10 @@ class Admission:
         self.refused = 0
 
     def enter(self, n: int) -> None:
+        if n > self.max_queue:  # never fits, however long a client honouring Retry-After waits
+            self.refused += 1
+            raise HTTPException(413, f"this request's {n} photos are more than the server ever queues at once "
+                                     f"({self.max_queue}); send at most {self.max_queue} per request")
         if self.in_flight + n > self.max_queue:
             self.refused += 1
             raise HTTPException(503, f"the server is busy ({self.in_flight} photos queued, at most {self.max_queue});"

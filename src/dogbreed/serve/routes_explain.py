@@ -15,7 +15,7 @@ from ..inference.scoring import Prediction
 from ..transforms import reduce_to_pixels
 from .limits import EXPLAIN_MAX_PIXELS
 from .schemas import errors
-from .service import NON_EMPTY_FILE, Service, decode_error, service
+from .service import NON_EMPTY_FILE, Service, decode_error, one_file, service
 
 
 def _explain_png(svc: Service, data: bytes, name: str, answer: Prediction, breed: str | None, dog: int | None,
@@ -52,7 +52,8 @@ def router(breed_values: list[str]) -> APIRouter:
     """The route of this concern; ``breed_values`` go into the request schema."""
     r = APIRouter()
 
-    @r.post("/v1/explain", summary="Heat-map of where the model looked, as a PNG overlay the photo's size "
+    @r.post("/v1/explain", dependencies=[Depends(one_file)],
+            summary="Heat-map of where the model looked, as a PNG overlay the photo's size "
               f"(reduced to at most {EXPLAIN_MAX_PIXELS / 1e6:.0f} megapixels)",
               response_class=Response, responses={200: {"content": {"image/png": {}},
                                                          "description": "The photo with the heat-map blended in. "

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from ..transforms import full_size
 from .feedback import FeedbackQuotaExceeded, FeedbackStorageError, find_breed, parse_box
 from .schemas import FeedbackResponse, errors
-from .service import NON_EMPTY_FILE, Service, log, service
+from .service import NON_EMPTY_FILE, Service, log, one_file, service
 
 # Four numbers (the predict answer's integers, or any decimals), or nothing. Whether they lie inside the photo only
 # the photo can say: such a box is a 422 naming the photo's size.
@@ -23,7 +23,8 @@ def router(breed_values: list[str]) -> APIRouter:
     """The route of this concern; ``breed_values`` go into the request schema."""
     r = APIRouter()
 
-    @r.post("/v1/feedback", summary="Confirm or correct a prediction (stores the photo for retraining)",
+    @r.post("/v1/feedback", dependencies=[Depends(one_file)],
+            summary="Confirm or correct a prediction (stores the photo for retraining)",
               response_model=FeedbackResponse, responses=errors(400, 413, 415, 422, 429, 500, 503, 507))
     async def feedback(
         file: UploadFile = File(..., description="The photo the prediction was for.",

@@ -175,8 +175,9 @@ class Service:
         for i, f in enumerate(files):
             name = f.filename or f"file {i + 1}"
             if f.size is not None and f.size > self.limits.max_file_bytes:
-                raise HTTPException(413, f"{name}: file is {fmt_bytes(f.size)}; the limit is "
-                                         f"{fmt_bytes(self.limits.max_file_bytes)}")
+                most = self.limits.max_file_bytes
+                raise HTTPException(413, f"{name}: file is {fmt_bytes(f.size, most)}; the limit is "
+                                         f"{fmt_bytes(most, f.size)}")
             out.append((name, f))
         return out
 
@@ -234,3 +235,12 @@ class Service:
 def service(request: Request) -> Service:
     """The app's `Service`, for ``Depends``: one per app, built by `create_app`."""
     return request.app.state.service
+
+
+async def one_file(request: Request) -> None:
+    """For ``Depends`` on the routes about one photo: a second `file` field is a 400. FastAPI hands such a route
+    the last one, so feedback was stored on (and a heat-map drawn for) another photo than the first, with a 200."""
+    n = len((await request.form()).getlist("file"))  # the form FastAPI has parsed already: not read again
+    if n > 1:
+        raise HTTPException(400, f"this request has {n} `file` fields; send one photo (POST /v1/predict takes "
+                                 "several)")

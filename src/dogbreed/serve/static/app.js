@@ -43,6 +43,11 @@
   const DOG_COLOURS = ["#a8431f", "#1b64d8", "#1e7a4c", "#7a3fb0", "#8a5a00", "#b0306a", "#0e6f7e", "#4a5568"];
   const dogColour = (i) => DOG_COLOURS[i % DOG_COLOURS.length];
 
+  // "a Pug", "an Old English sheepdog", "an Irish setter": the article a breed's name takes.
+  function aBreed(name) {
+    return (/^[aeiou]/i.test(name) ? "an " : "a ") + name;
+  }
+
   function pct(p) {
     if (p > 0 && p < 0.005) return "<1%";
     return Math.round(p * 100) + "%";
@@ -137,7 +142,7 @@
     }
     if (d.verdict === "no_dog") return ["Maybe not a dog", "Only " + pct(d.dog_probability) + " dog."];
     if (d.several_breeds_likely && second) {
-      return [top.name, "It could also be a " + second.name + ", or a mix of the two."];
+      return [top.name, "It could also be " + aBreed(second.name) + ", or a mix of the two."];
     }
     return [top.name, "We're " + pct(top.probability) + " sure about the breed."];
   }
@@ -424,9 +429,9 @@
     } else {
       let detail = "We're " + pct(top.probability) + " sure about the breed.";
       if (p.several_breeds_likely && second) {
-        detail = "It could also be a " + second.name + ", or a mix of the two.";
+        detail = "It could also be " + aBreed(second.name) + ", or a mix of the two.";
       }
-      setVerdict("dog", "Looks like a " + top.name, detail);
+      setVerdict("dog", "Looks like " + aBreed(top.name), detail);
     }
     caption.textContent = "Top " + p.breeds.length + " breeds";
     caption.hidden = false;
@@ -459,7 +464,7 @@
   function showFeedback(p, which) {
     const sure = p.verdict === "dog";
     fbForm.querySelector("legend").textContent = which
-      ? (sure ? "Is" + which + " a " + p.breeds[0].name + "?" : "Do you know" + which + "'s breed?")
+      ? (sure ? "Is" + which + " " + aBreed(p.breeds[0].name) + "?" : "Do you know" + which + "'s breed?")
       : (sure ? "Is this right?" : "Do you know the breed?");
     fbYes.hidden = !sure;
     $("fb-or").textContent = sure ? "or it's a" : "It's a";
