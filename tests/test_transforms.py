@@ -71,3 +71,26 @@ def test_a_jpeg_over_the_limit_that_its_draft_brings_under_it_is_read_at_that_si
     Image.new("RGB", (2400, 1800)).save(png, "PNG")  # no draft for a PNG: its whole size is decoded
     with pytest.raises(ImageTooLarge, match="2400x1800"):
         load_image(png.getvalue(), draft_size=224, max_pixels=1_000_000)
+
+
+def test_a_photo_whose_header_is_damaged_is_corrupt_not_not_an_image(tmp_path) -> None:  # noqa: ANN001
+    """A JPEG with a damaged header was "not a readable image", a 415 on the service, where README's table puts
+    corrupt photos at 400; what starts as no image format at all still is "not a readable image"."""
+    import io
+
+    import pytest
+
+    from dogbreed.errors import UnreadableImage, UnsupportedImage
+    from dogbreed.transforms import load_image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (10, 200, 30)).save(buf, "JPEG")
+    damaged = bytearray(buf.getvalue())
+    damaged[20:200] = bytes(x ^ 0x5A for x in damaged[20:200])  # its markers scrambled, the JPEG start kept
+    path = tmp_path / "damaged.jpg"
+    path.write_bytes(bytes(damaged))
+    for src in (bytes(damaged), path):
+        with pytest.raises(UnreadableImage, match=r"corrupt or truncated image \(it starts as a JPEG"):
+            load_image(src)
+    with pytest.raises(UnsupportedImage, match="not a readable image"):
+        load_image(b"<html>not a photo</html>")

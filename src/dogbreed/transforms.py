@@ -106,6 +106,10 @@ def load_image(
         except Image.DecompressionBombError as e:
             raise _too_large(e, max_pixels) from e
         except UnidentifiedImageError as e:
+            kind = _signature(src)
+            if kind:  # it starts as a photo of a kind we read, and its header is damaged: corrupt, not "not an image"
+                raise UnreadableImage(f"corrupt or truncated image (it starts as a {kind} but its header cannot be "
+                                      "read)") from e
             raise UnsupportedImage(f"not a readable image ({_reason(e)})") from e
         except Exception as e:  # Pillow also raises OSError, SyntaxError... on a damaged header
             raise UnreadableImage(f"corrupt or truncated image ({_reason(e)})") from e
@@ -140,6 +144,26 @@ def load_image(
         if isinstance(e, Image.DecompressionBombError):  # raised by the decoder after draft() too
             raise _too_large(e, max_pixels) from e
         raise UnreadableImage(f"corrupt or truncated image ({_reason(e)})") from e
+
+
+# The first bytes of the formats Pillow reads here, for telling a damaged photo from something else.
+_SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+               (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
+
+
+def _signature(src: str | Path | bytes | bytearray | memoryview) -> str | None:
+    """The image format ``src`` starts as, from its first bytes, or None."""
+    try:
+        if isinstance(src, (bytes, bytearray, memoryview)):
+            head = bytes(src[:12])
+        else:
+            with open(src, "rb") as f:
+                head = f.read(12)
+    except OSError:
+        return None
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    return next((kind for magic, kind in _SIGNATURES if head.startswith(magic)), None)
 
 
 def _reason(e: BaseException) -> str:
