@@ -95,6 +95,26 @@ def test_a_long_thin_photo_is_explained_on_a_bounded_input(explainer: Explainer,
         assert min(w, h) == explain_module.CAM_MIN_SIDE and w * h <= explain_module.CAM_MAX_AREA * size * size
 
 
+def test_a_jpeg_over_the_decode_limit_gets_its_overlay_from_its_draft(explainer: Explainer,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 108-megapixel phone JPEG is predicted at its draft size, but its heat-map decoded it whole and was refused.
+    At a 3-megapixel limit here: a 2400x1800 JPEG is drawn at the 1-megapixel overlay it would get under the limit,
+    while a PNG that size is refused as before."""
+    from dogbreed.errors import ImageTooLarge
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3_000_000)
+    buf = io.BytesIO()
+    noise((2400, 1800)).save(buf, "JPEG")
+    e = explainer.explain(buf.getvalue(), max_pixels=1_000_000)
+    assert e.overlay.size == (600, 450) and e.heat.shape == (450, 600)
+    with pytest.raises(ImageTooLarge):
+        explainer.explain(buf.getvalue(), max_pixels=None)  # the photo's own size was asked for
+    png = io.BytesIO()
+    noise((2400, 1800)).save(png, "PNG")
+    with pytest.raises(ImageTooLarge):
+        explainer.explain(png.getvalue(), max_pixels=1_000_000)
+
+
 def test_breed_can_be_named_and_unknown_breed_is_an_error(explainer: Explainer) -> None:
     img = noise((200, 180), seed=1)
     e = explainer.explain(img, "Golden retriever")

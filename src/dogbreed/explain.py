@@ -8,6 +8,8 @@ gradients, and the PyTorch weights are the same ones that were exported.
 from __future__ import annotations
 
 import io
+import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,7 +21,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from .breeds import Breed, BreedIndex
-from .errors import ModelLoadError
+from .errors import ImageTooLarge, ModelLoadError
 from .inference.decode import decode
 from .models import Classifier
 from .resolve import resolve_model
@@ -41,6 +43,29 @@ CAM_MAX_AREA = 4
 # Such a photo is squeezed lengthwise instead; its heat-map is stretched back to the photo's own size either way.
 CAM_MIN_SIDE = 64
 _RAMP = np.array([[0, 0, 130], [0, 90, 255], [0, 220, 220], [250, 230, 0], [255, 120, 0], [220, 0, 0]], np.float32)
+
+
+def photo_for_overlay(src: Any, max_pixels: int | None) -> Image.Image:
+    """The photo a heat-map is drawn on: decoded whole, then reduced by a whole factor to at most ``max_pixels``.
+
+    A JPEG over the decode limit (a 108-megapixel phone photo) is decoded at the JPEG draft scale that still holds
+    that many pixels instead: whole, it is refused, and `predict --explain` gave such a photo an answer but no
+    heat-map. Every photo under the limit is drawn as before."""
+    try:
+        img = decode(src)
+    except ImageTooLarge as too_large:
+        if max_pixels is None or isinstance(src, Image.Image):
+            raise
+        raw = io.BytesIO(bytes(src)) if isinstance(src, (bytes, bytearray, memoryview)) else src
+        try:
+            with warnings.catch_warnings():  # Pillow's bomb warning: the photo is refused or reduced here
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(raw) as im:
+                    short, long = sorted(im.size)
+        except Exception:  # noqa: BLE001 - over even Pillow's hard limit: the first refusal says why
+            raise too_large from None
+        img = decode(src, draft_size=math.ceil((max_pixels * short / long) ** 0.5))  # other formats: refused again
+    return reduce_to_pixels(img, max_pixels) if max_pixels is not None else img
 
 
 @dataclass
@@ -170,9 +195,7 @@ class Explainer:
                 max_pixels: int | None = OVERLAY_MAX_PIXELS) -> Explanation:
         """Photo (path, bytes or PIL image) -> heat-map and overlay for ``breed`` (default: the top breed), at
         most ``max_pixels`` large (reduced by a whole factor; None: the photo's own size)."""
-        img = decode(src)
-        if max_pixels is not None:
-            img = reduce_to_pixels(img, max_pixels)
+        img = photo_for_overlay(src, max_pixels)
         heat, c = self.heatmap(img, self.class_index(breed))
         return Explanation(self.classes[c], c, heat, overlay(img, heat))
 
@@ -183,9 +206,7 @@ class Explainer:
         (or ``breed``), placed in its box, and the boxes outlined and numbered (``dogs``: `inference.dogs.Dog`s,
         boxes in the photo's pixels; ``numbers``: the number drawn on each, 1, 2, ... by default). Returns the
         overlay and the breed explained in each box."""
-        img = decode(src)
-        if max_pixels is not None:
-            img = reduce_to_pixels(img, max_pixels)
+        img = photo_for_overlay(src, max_pixels)
         fw, fh = full_size(img)
         sx, sy = img.width / fw, img.height / fh
         heat = np.zeros((img.height, img.width), np.float32)
@@ -219,9 +240,7 @@ class Explainer:
         and the numbers of the dogs drawn in their boxes ([] for the whole photo)."""
         from .inference.dogs import WHOLE_PHOTO_AREA
 
-        img = decode(src)  # once, for every branch below
-        if max_pixels is not None:
-            img = reduce_to_pixels(img, max_pixels)
+        img = photo_for_overlay(src, max_pixels)  # once, for every branch below
         looked = getattr(answer, "dogs", None)  # None: no dogs looked for; [] looked for, none found
         dogs = list(looked or [])
         if dog is not None:
