@@ -286,6 +286,31 @@ def test_size_limits_are_413(small_client: TestClient, chelsea_jpeg: bytes) -> N
     assert r.status_code == 413  # refused from Content-Length, before parsing
 
 
+def test_with_errors_inline_one_bad_photo_gets_its_own_entry_and_the_others_are_answered(
+        small_client: TestClient, chelsea_jpeg: bytes) -> None:
+    """By default one unreadable or too large photo fails the whole request (the documented contract, kept);
+    with ?errors=inline it gets an error entry in its place and the other photos their answers."""
+    wide = png_bytes(Image.new("RGB", (400, 400), (200, 120, 40)))  # 160k pixels: over this server's 100k
+    small = png_bytes(Image.new("RGB", (64, 64)))
+    a, bad, too_wide = ("a.png", small, "image/png"), ("bad.jpg", b"<html>not a photo</html>", "image/jpeg"), \
+        ("wide.png", wide, "image/png")
+    assert post_files(small_client, a, too_wide).status_code == 413
+    alone = post_files(small_client, a).json()["predictions"][0]
+    r = post_files(small_client, bad, a, errors="inline")
+    assert r.status_code == 200, r.text
+    got = r.json()["predictions"]
+    assert [p["path"] for p in got] == ["bad.jpg", "a.png"] and got[1] == alone  # answered as it is alone
+    assert got[0] == {"path": "bad.jpg", "verdict": "error", "error": got[0]["error"]}
+    assert got[0]["error"].startswith("not an image")
+    got = post_files(small_client, a, too_wide, errors="inline").json()["predictions"]
+    assert got[0] == alone and got[1] == {"path": "wide.png", "verdict": "error",
+                                          "error": "image too large: 400x400 pixels exceeds 100000"}
+    # the request's own budgets still refuse it whole
+    assert post_files(small_client, *[(f"{i}.png", small, "image/png") for i in range(3)],
+                      errors="inline").status_code == 413
+    assert small_client.get("/healthz").json()["queue"]["in_flight"] == 0
+
+
 def test_a_request_that_can_never_fit_the_queue_is_413_not_503_forever(default_predictor) -> None:
     """With --max-queue under --max-files, three photos got "busy, retry in 2 s" on an idle server, every time."""
     app = create_app(predictor=default_predictor, max_files=3, limits=Limits(max_queue=2))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, File, HTTPException, Query, UploadFile
 from fastapi.responses import Response
@@ -25,14 +25,22 @@ def router(limits: Limits, n_classes: int) -> APIRouter:
                                       json_schema_extra={"minItems": 1, "maxItems": limits.max_files,
                                                          "items": NON_EMPTY_FILE}),
         top_k: int = Query(5, ge=1, le=n_classes, description="How many breeds to return per photo."),
+        photo_errors: Literal["fail", "inline"] = Query(
+            "fail", alias="errors", description="fail: a photo that cannot be read or is too large fails the whole "
+            "request (400, 413 or 415). inline: it gets an entry of its own in its place, `{\"path\", \"verdict\": "
+            "\"error\", \"error\"}`, and the other photos are answered; the request's own budgets (body, files, "
+            "total pixels, queue) still refuse it whole."),
         svc: Service = Depends(service),
     ) -> dict[str, list[dict[str, Any]]]:
         uploads = svc.check_uploads(file)
-        preds = await svc.predict(uploads)
+        preds = await svc.predict(uploads, inline_errors=photo_errors == "inline")
         out = []
         for (name, _), p in zip(uploads, preds, strict=True):
             d = p.to_dict()
             d["path"] = name
+            if p.error is not None:
+                out.append(d)
+                continue
             d["breeds"] = d["breeds"][:top_k]
             for dog in d.get("dogs") or []:
                 dog["breeds"] = dog["breeds"][:top_k]

@@ -65,8 +65,15 @@ class PredictionOut(BaseModel):
                                       "above describe the first.")
 
 
+class PhotoErrorOut(BaseModel):
+    path: str = Field(description="The uploaded file's name.")
+    verdict: Literal["error"]
+    error: str = Field(description="Why this photo was not answered, in one sentence.")
+
+
 class PredictResponse(BaseModel):
-    predictions: list[PredictionOut] = Field(description="One per uploaded file, in upload order.")
+    predictions: list[PredictionOut | PhotoErrorOut] = Field(description="One per uploaded file, in upload order "
+                                                             "(an error entry only with errors=inline).")
 
 
 class BreedOut(BaseModel):

@@ -9,8 +9,10 @@ decoding, at most ``decode_workers`` photos at full size at a time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -217,19 +219,46 @@ class Service:
         async with self.slots.get():
             return await run_in_threadpool(work)
 
-    async def predict(self, uploads: list[tuple[str, UploadFile]]) -> list[Prediction]:
-        """Budgets, then a place in the queue (503 when full), then decoding and the batched forward pass."""
-        await self.check_pixels(uploads)
-        self.admission.enter(len(uploads))
+    async def predict(self, uploads: list[tuple[str, UploadFile]], inline_errors: bool = False) -> list[Prediction]:
+        """Budgets, then a place in the queue (503 when full), then decoding and the batched forward pass.
+
+        ``inline_errors``: a photo refused on its own (unreadable, not an image, too many pixels) gets an error
+        entry in its place instead of failing the request; the request's own budgets still refuse it whole."""
+        refused: dict[int, str] = {}
+        if inline_errors:
+            for i, (name, f) in enumerate(uploads):
+                with _photo_refusal(refused, i, name):
+                    await self.check_pixels([(name, f)])
+        ok = [i for i in range(len(uploads)) if i not in refused]
+        await self.check_pixels([uploads[i] for i in ok])  # the request as a whole (and, without inline, each one)
+        self.admission.enter(len(ok))
         try:
-            images = [await self.decode(name, f) for name, f in uploads]
+            images = {}
+            for i in ok:
+                with _photo_refusal(refused if inline_errors else None, i, uploads[i][0]):
+                    images[i] = await self.decode(*uploads[i])
             try:
-                return await self.batcher.predict(images)
+                preds = iter(await self.batcher.predict(list(images.values())) if images else [])
             except Exception:
                 log.exception("prediction failed")
                 raise HTTPException(500, INTERNAL_ERROR) from None
+            return [Prediction.failed(name, refused[i]) if i in refused else next(preds)
+                    for i, (name, _) in enumerate(uploads)]
         finally:
-            self.admission.leave(len(uploads))
+            self.admission.leave(len(ok))
+
+
+@contextlib.contextmanager
+def _photo_refusal(refused: dict[int, str] | None, i: int, name: str) -> Iterator[None]:
+    """Record photo ``i``'s own 400, 413 or 415 in ``refused`` (its sentence without the file name, which its entry
+    carries) instead of raising it; None: raise."""
+    try:
+        yield
+    except HTTPException as e:
+        if refused is None or e.status_code not in (400, 413, 415):
+            raise
+        detail = str(e.detail)
+        refused[i] = detail.removeprefix(f"{name}: ")
 
 
 def service(request: Request) -> Service:
