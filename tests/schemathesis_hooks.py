@@ -14,6 +14,8 @@ import schemathesis
 from hypothesis import strategies as st
 from PIL import Image
 
+from dogbreed.breeds import stanford_breeds
+
 
 def _image(args: tuple[int, int, tuple[int, int, int], str]) -> bytes:
     w, h, colour, fmt = args
@@ -28,6 +30,10 @@ schemathesis.openapi.format(
     st.tuples(st.integers(1, 96), st.integers(1, 96), _colour, st.sampled_from(["PNG", "JPEG", "GIF", "WEBP", "BMP"]))
     .map(_image),
 )
+# A breed field takes a name or wnid from GET /v1/breeds in any spelling, which the schema cannot list without making
+# generated clients refuse the other spellings: it says format `breed` with examples. Schema-valid cases name one.
+_BREEDS = sorted({b.name for b in stanford_breeds()} | {b.wnid for b in stanford_breeds()})
+schemathesis.openapi.format("breed", st.sampled_from(_BREEDS + ["pug", "  golden   RETRIEVER ", "Border_collie"]))
 # A dog's box in a feedback request: its "x0,y0,x1,y1" must lie inside the photo, which the schema cannot say (it
 # gives the pattern only); every generated photo is at least 1x1, so schema-valid cases name that pixel or none.
 schemathesis.openapi.format("dog-box", st.sampled_from(["", "0,0,1,1", " 0, 0, 1, 1 "]))

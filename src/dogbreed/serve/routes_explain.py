@@ -14,7 +14,7 @@ from ..inference.decode import decode as decode_image
 from ..inference.scoring import Prediction
 from ..transforms import reduce_to_pixels
 from .limits import EXPLAIN_MAX_PIXELS
-from .schemas import errors
+from .schemas import breed_schema, errors
 from .service import NON_EMPTY_FILE, Service, decode_error, one_file, service
 
 
@@ -66,7 +66,7 @@ def router(breed_values: list[str]) -> APIRouter:
                                                    **errors(400, 413, 415, 422, 500, 503)})
     async def explain(
         file: UploadFile = File(..., description="The photo.", json_schema_extra=NON_EMPTY_FILE),
-        breed: str | None = Query(None, max_length=200, json_schema_extra={"enum": breed_values},
+        breed: str | None = Query(None, max_length=200, json_schema_extra=breed_schema(breed_values),
                                   description="Breed to explain (name or wnid, as in GET /v1/breeds; any spelling "
                                   "of the name is accepted); default: the top breed (of each dog)."),
         dog: int | None = Query(None, ge=1, le=1000,

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..transforms import full_size
 from .feedback import FeedbackQuotaExceeded, FeedbackStorageError, find_breed, parse_box
-from .schemas import FeedbackResponse, errors
+from .schemas import FeedbackResponse, breed_schema, errors
 from .service import NON_EMPTY_FILE, Service, log, one_file, service
 
 # Four numbers (the predict answer's integers, or any decimals), or nothing. Whether they lie inside the photo only
@@ -29,7 +29,7 @@ def router(breed_values: list[str]) -> APIRouter:
     async def feedback(
         file: UploadFile = File(..., description="The photo the prediction was for.",
                                 json_schema_extra=NON_EMPTY_FILE),
-        breed: str = Form(..., min_length=1, max_length=200, json_schema_extra={"enum": breed_values},
+        breed: str = Form(..., min_length=1, max_length=200, json_schema_extra=breed_schema(breed_values),
                           description="The right breed: its name or wnid, as in GET /v1/breeds (any spelling of "
                                       "the name is accepted)."),
         predicted: str = Form("", max_length=200, description="What the model said (top breed or verdict)."),

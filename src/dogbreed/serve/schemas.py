@@ -6,6 +6,7 @@ field added to `Prediction` appears in answers without breaking clients generate
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -125,6 +126,14 @@ _TEXT = {
     507: "Feedback storage is full, or cannot be written",
 }
 _RETRY = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
+
+
+def breed_schema(values: list[str]) -> dict[str, Any]:
+    """A breed field's schema: format `breed` (a name or wnid from GET /v1/breeds, any spelling of a name) with a few
+    of them as examples."""
+    wnids = [v for v in values if re.fullmatch(r"n\d{8}", v)]
+    names = [v for v in values if v not in wnids]
+    return {"format": "breed", "examples": (["Samoyed"] if "Samoyed" in names else names[:1]) + wnids[:1]}
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:

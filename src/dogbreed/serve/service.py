@@ -163,7 +163,9 @@ class Service:
         self.admission = Admission(self.limits.max_queue)
         self.slots = DecodeSlots(self.limits.decode_workers)
         self.classes = list(self.predictor.classes)
-        # What the schema lists for a breed field; the routes also accept other spellings of a name.
+        # What the schema shows for a breed field: a few of the names and wnids GET /v1/breeds lists, as examples, not
+        # an enum, since the routes take any spelling of a name ("pug", "Border_collie"), which an enum would make a
+        # generated client refuse.
         self.breed_values = sorted({b.name for b in self.classes} | {b.wnid for b in self.classes if b.wnid})
 
     def check_uploads(self, files: list[UploadFile]) -> list[tuple[str, UploadFile]]:
