@@ -319,3 +319,40 @@ def test_finetune_unfreezes_only_the_last_blocks(dataset: Path, tmp_path: Path) 
     lr_rows = json.loads((run / "metrics.json").read_text())
     # one warm-up epoch up to the base LR, then cosine decay to zero at the last epoch
     assert [r["lr"] for r in lr_rows] == pytest.approx([cfg.lr, 0.0], abs=1e-9)
+
+
+def test_a_checkpoint_is_written_whole_through_a_ctrl_c_and_a_torn_one_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C between a checkpoint's three files left epoch 2's weights beside epoch 1's record, and `--resume`
+    trained epoch 2 again on them, silently, ending worse than the run it resumed. Now the Ctrl-C waits until the
+    three are written; and files of two saves (a process killed outright between them) are refused on resume."""
+    import os
+    import signal
+
+    from dogbreed.errors import ConfigError
+    from dogbreed.train import rundir
+
+    net = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    net(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    rundir.save_checkpoint(ckpt, "last", net, opt, {"epoch": 1})
+    assert rundir.load_checkpoint(ckpt, "last")[2]["epoch"] == 1
+    epoch1 = (ckpt / "last.json").read_bytes()
+    plain = rundir.atomic_write_bytes
+
+    def interrupted(path: Path, data: bytes) -> None:  # Ctrl-C right after the weights are in place
+        plain(path, data)
+        if path.name == "last.safetensors":
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(rundir, "atomic_write_bytes", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        rundir.save_checkpoint(ckpt, "last", net, opt, {"epoch": 2})
+    monkeypatch.setattr(rundir, "atomic_write_bytes", plain)
+    assert rundir.load_checkpoint(ckpt, "last")[2]["epoch"] == 2  # all three files are epoch 2's
+    (ckpt / "last.json").write_bytes(epoch1)  # as a process killed between the files would leave them
+    with pytest.raises(ConfigError, match="torn: last.safetensors is not from the save that wrote last.json"):
+        rundir.load_checkpoint(ckpt, "last")

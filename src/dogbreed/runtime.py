@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import threading
 from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
@@ -19,6 +20,27 @@ from .errors import ConfigError
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+
+@contextlib.contextmanager
+def ctrl_c_held() -> Iterator[None]:
+    """Inside the block a Ctrl-C is noted, not raised, and raised as the block is left: work that must finish as a
+    whole (a stop being cleaned up, its threads told to stop and waited for; a checkpoint's files) is not cut short.
+    Only the main thread gets Ctrl-C and may set its handler; and only Python's own handler is stood in for (a
+    process that ignores SIGINT, as a background job does, or one with its own handler, a server's, keeps it);
+    elsewhere the block runs as it is."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    caught: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if caught:
+            raise KeyboardInterrupt
 
 
 def trim_heap() -> bool:

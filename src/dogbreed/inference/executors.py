@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import queue
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
+from ..runtime import ctrl_c_held
 from ..transforms import Preprocess
 from .decode import Defer, Prepared, Source, prepared_batches
 
@@ -118,34 +118,14 @@ def batches(sources: Iterable[Source], preprocess: Sequence[Preprocess], draft_s
                                        finder=finder, defer=defer))
 
 
-@contextlib.contextmanager
-def _ctrl_c_held() -> Iterator[None]:
-    """Inside the block a Ctrl-C is noted, not raised, and raised as the block is left: a stop that is being
-    cleaned up (threads told to stop and waited for) is not cut short by a second one. Only the main thread gets
-    Ctrl-C and may set its handler; and only Python's own handler is stood in for (a process that ignores SIGINT,
-    as a background job does, or one with its own handler, a server's, keeps it); elsewhere the block runs as it is."""
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
-        yield
-        return
-    caught: list[int] = []
-    signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        if caught:
-            raise KeyboardInterrupt
-
-
 def _stop_and_wait(stop: Callable[[], None], threads: Sequence[threading.Thread],
                    finished: Sequence[threading.Event], seconds: float) -> None:
     """``stop()`` the threads, then wait up to ``seconds`` for those that run native code to finish, a Ctrl-C
-    meanwhile held (`_ctrl_c_held`). A thread still in a session's run when the interpreter exits aborts the process
-    ("terminate called without an active exception", exit 134 instead of 130: 3 of 10 runs interrupted by
+    meanwhile held (`runtime.ctrl_c_held`). A thread still in a session's run when the interpreter exits aborts the
+    process ("terminate called without an active exception", exit 134 instead of 130: 3 of 10 runs interrupted by
     `timeout -s INT`, whose second SIGINT, sent to the group, landed in the join). Each thread sets its event as its
     work ends, then is joined: a join interrupted before could leave `is_alive()` saying False."""
-    with _ctrl_c_held():
+    with ctrl_c_held():
         stop()
         deadline = time.monotonic() + seconds
         for f in finished:

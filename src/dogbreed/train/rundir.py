@@ -12,17 +12,20 @@ import io
 import json
 import shutil
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save
 from torch import nn
 
 from ..errors import ConfigError
 from ..fileio import atomic_write_bytes, atomic_write_text
+from ..runtime import ctrl_c_held
 from .config import TrainConfig, from_dict
 
 CONFIG = "config.json"
@@ -85,10 +88,15 @@ def cleanup_on_failure(run_dir: Path, created: bool) -> Iterator[None]:
         yield
     except BaseException as e:
         if has_checkpoint(run_dir):
+            # a Ctrl-C has no message of its own: the marker said "KeyboardInterrupt: " and the terminal nothing
+            why = "interrupted (Ctrl-C)" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
             # On a full disk the marker may not fit either; the error that stopped the run is the one to tell.
             with contextlib.suppress(OSError):
-                atomic_write_text(run_dir / FAILED,
-                                  f"{type(e).__name__}: {e}\nresume with: dogbreed train --resume {run_dir}\n")
+                atomic_write_text(run_dir / FAILED, f"{why}\nresume with: dogbreed train --resume {run_dir}\n")
+            if isinstance(e, KeyboardInterrupt):
+                from .inputs import log
+
+                log(f"{run_dir}: {why}; resume with: dogbreed train --resume {run_dir}")
         elif created:
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
@@ -122,17 +130,31 @@ def _optimizer_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> 
 
 def save_checkpoint(ckpt_dir: Path, tag: str, net: nn.Module, opt: torch.optim.Optimizer,
                     info: dict[str, Any]) -> None:
+    """The three files of a checkpoint, each replaced atomically, with a Ctrl-C held until all three are written:
+    one between them left epoch N's weights beside epoch N-1's optimizer and record, and a resume then trained
+    epoch N again on weights that had had it. All three carry one token, which `load_checkpoint` compares (for a
+    process killed outright between them)."""
     weights = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     opt_tensors, opt_meta = _optimizer_tensors(opt)
-    atomic_write_bytes(ckpt_dir / f"{tag}.safetensors", save(weights))
-    atomic_write_bytes(ckpt_dir / f"{tag}.optim.safetensors", save(opt_tensors))
-    write_json(ckpt_dir / f"{tag}.json", {**info, "optimizer": opt_meta})
+    token = {"checkpoint": uuid.uuid4().hex}
+    with ctrl_c_held():
+        atomic_write_bytes(ckpt_dir / f"{tag}.safetensors", save(weights, metadata=token))
+        atomic_write_bytes(ckpt_dir / f"{tag}.optim.safetensors", save(opt_tensors, metadata=token))
+        write_json(ckpt_dir / f"{tag}.json", {**info, "optimizer": opt_meta, **token})
 
 
 def load_checkpoint(ckpt_dir: Path, tag: str) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
     info = json.loads((ckpt_dir / f"{tag}.json").read_text())
-    weights = load_file(str(ckpt_dir / f"{tag}.safetensors"))
-    opt_state = _optimizer_state(load_file(str(ckpt_dir / f"{tag}.optim.safetensors")), info["optimizer"])
+    files = [ckpt_dir / f"{tag}.safetensors", ckpt_dir / f"{tag}.optim.safetensors"]
+    if "checkpoint" in info:  # checkpoints written before the token have none to compare
+        for f in files:
+            with safe_open(str(f), "pt") as st:
+                if (st.metadata() or {}).get("checkpoint") != info["checkpoint"]:
+                    raise ConfigError(f"checkpoint {ckpt_dir / tag} is torn: {f.name} is not from the save that "
+                                      f"wrote {tag}.json (the process was stopped between its files), so resuming "
+                                      "would mix two epochs; train again without --resume")
+    weights = load_file(str(files[0]))
+    opt_state = _optimizer_state(load_file(str(files[1])), info["optimizer"])
     return weights, opt_state, info
 
 
