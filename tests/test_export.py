@@ -54,6 +54,29 @@ def test_export_matches_pytorch_on_random_and_image_like_inputs(exported: tuple[
     assert max(diffs.values()) < 1e-4, diffs
 
 
+def test_parity_is_judged_against_each_outputs_scale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A from-scratch CNN trained a few epochs has features in the hundreds: fp32 rounding alone differed by 1.8e-4
+    there, against logits agreeing to 2e-5, and the absolute 1e-4 refused every such run. Each output is judged
+    against its largest value (at least 1); a real difference is still refused, and leaves no file."""
+    from dogbreed import export
+
+    clf = default_classifier("efficientnet_lite0", adapted=True).eval()
+    scaled = {"breed_logits": 2e-5, "imagenet_logits": 0.0, "features": 1.8e-4}
+    monkeypatch.setattr(export, "_compare", lambda *a: (scaled, {"breed_logits": 7.6, "imagenet_logits": 12.0,
+                                                                 "features": 291.0}))
+    info = export.export_classifier(clf, tmp_path / "ok.onnx")
+    assert info["parity"]["scale"]["features"] == 291.0 and (tmp_path / "ok.onnx").is_file()
+    monkeypatch.setattr(export, "_compare", lambda *a: ({**scaled, "breed_logits": 1e-3}, {"breed_logits": 7.6,
+                                                        "imagenet_logits": 12.0, "features": 291.0}))
+    with pytest.raises(ValueError, match="of an output's scale"):
+        export.export_classifier(clf, tmp_path / "bad.onnx")
+    assert not (tmp_path / "bad.onnx").exists()
+    monkeypatch.undo()
+    x = parity_inputs(clf.preprocess_cfg.size, n_random=1)
+    diffs, scales = export._compare(clf, OnnxModel(tmp_path / "ok.onnx"), x)
+    assert diffs == max_abs_diff(clf, OnnxModel(tmp_path / "ok.onnx"), x) and min(scales.values()) >= 1.0
+
+
 def test_export_cli_writes_sidecar_and_reports_parity(exported: tuple[Path, str]) -> None:
     path, output = exported
     m = re.search(r"max abs diff ([0-9.e+-]+)", output)

@@ -776,11 +776,12 @@ def export_cmd(
     except (FileNotFoundError, ValueError, RuntimeError, KeyError) as e:
         _err(f"export failed: {e}")
         raise typer.Exit(1) from e
-    diffs = info["parity"]["max_abs_diff"]
+    diffs, scales = info["parity"]["max_abs_diff"], info["parity"]["scale"]
     worst = max(diffs.values(), default=0.0)
     typer.echo(f"wrote {target} and {sidecar_path(target)}")
     typer.echo(f"parity vs PyTorch on {info['parity']['inputs']} inputs: max abs diff {worst:.2e} "
-               f"(< {PARITY_TOLERANCE:g}; " + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()) + ")")
+               f"(each output under {PARITY_TOLERANCE:g} of its scale; "
+               + ", ".join(f"{k} {v:.1e} of {scales[k]:.3g}" for k, v in diffs.items()) + ")")
     typer.echo(f"use it: dogbreed predict --model {target} PHOTO...")
 
 

@@ -107,12 +107,20 @@ def parity_inputs(size: int, n_random: int = 2, seed: int = 0) -> torch.Tensor:
 
 def max_abs_diff(model: nn.Module, session: OnnxModel, x: torch.Tensor) -> dict[str, float]:
     """Per output: max |torch - onnx| on ``x``."""
+    return _compare(model, session, x)[0]
+
+
+def _compare(model: nn.Module, session: OnnxModel, x: torch.Tensor) -> tuple[dict[str, float], dict[str, float]]:
+    """Per output: max |torch - onnx| on ``x``, and the output's scale, max(1, max |torch|)."""
     with torch.no_grad():
         ref = model(x)
     ref = ref if isinstance(ref, (tuple, list)) else (ref,)
     got = session(x)
-    return {name: float((r.float() - torch.from_numpy(g).float()).abs().max()) if r.numel() else 0.0
-            for name, r, g in zip(session.output_names, ref, got, strict=True)}
+    diffs, scales = {}, {}
+    for name, r, g in zip(session.output_names, ref, got, strict=True):
+        diffs[name] = float((r.float() - torch.from_numpy(g).float()).abs().max()) if r.numel() else 0.0
+        scales[name] = max(1.0, float(r.float().abs().max())) if r.numel() else 1.0
+    return diffs, scales
 
 
 def export_classifier(clf: nn.Module, out: str | Path, *, decision: dict[str, Any] | None = None,
@@ -120,19 +128,22 @@ def export_classifier(clf: nn.Module, out: str | Path, *, decision: dict[str, An
                       tolerance: float = PARITY_TOLERANCE) -> dict[str, Any]:
     """Write ``out`` (.onnx) and its JSON sidecar for a `models.Classifier`; verify outputs against PyTorch.
 
-    Raises ``ValueError`` (and leaves no files) when any output differs by ``tolerance`` or more. Returns the
-    sidecar dict, whose ``parity`` entry holds the measured per-output max abs diff.
+    Raises ``ValueError`` (and leaves no files) when any output differs by ``tolerance`` or more of its scale (its
+    largest value, at least 1): a from-scratch CNN trained a few epochs has features in the tens, where fp32's
+    rounding alone came to 1.8e-4 against logits agreeing to 2e-5, and no such run could be exported. Returns the
+    sidecar dict, whose ``parity`` entry holds the measured per-output max abs diff and scale.
     """
     out = Path(out)
     pre = clf.preprocess_cfg  # type: ignore[attr-defined]
     export_onnx(clf, out, pre.size)
     session = OnnxModel(out)
     x = check if check is not None else parity_inputs(pre.size)
-    diffs = max_abs_diff(clf, session, x)
-    worst = max(diffs.values(), default=0.0)
+    diffs, scales = _compare(clf, session, x)
+    worst = max((diffs[k] / scales[k] for k in diffs), default=0.0)
     if not worst < tolerance:
         out.unlink(missing_ok=True)
-        raise ValueError(f"exported ONNX differs from PyTorch: max abs diff {worst:.3g} >= {tolerance:g} ({diffs})")
+        raise ValueError(f"exported ONNX differs from PyTorch: max abs diff {worst:.3g} of an output's scale >= "
+                         f"{tolerance:g} (diffs {diffs}, scales {scales})")
     backbone = clf.backbone  # type: ignore[attr-defined]
     cfg = {
         "format": SIDECAR_FORMAT,
@@ -146,7 +157,7 @@ def export_classifier(clf: nn.Module, out: str | Path, *, decision: dict[str, An
         "classes": [{"wnid": b.wnid, "name": b.name, "imagenet_index": b.imagenet_index}
                     for b in clf.classes],  # type: ignore[attr-defined]
         "decision": decision or {},
-        "parity": {"max_abs_diff": diffs, "inputs": int(x.shape[0]), "tolerance": tolerance},
+        "parity": {"max_abs_diff": diffs, "scale": scales, "inputs": int(x.shape[0]), "tolerance": tolerance},
         "extra": {k: v for k, v in (extra or {}).items() if k != "backbone_in_weights"},
     }
     atomic_write_text(sidecar_path(out), json.dumps(cfg, indent=2))
