@@ -70,6 +70,13 @@ def test_options_a_notebook_passes_are_checked_too(bad: dict) -> None:
     assert PredictOptions(dog_threshold=0.0, device="cuda:1").device == "cuda:1"
 
 
+def test_an_export_not_named_onnx_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    """`export --out exp/noext` wrote a file `predict --model` then could not load, after telling the user to."""
+    r = runner.invoke(app, ["export", "default", "--out", str(tmp_path / "noext")])
+    assert r.exit_code == 2 and "name the file .onnx" in " ".join(r.output.replace("│", " ").split())
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize(("extra", "why"), [
     (["--per-dog"], "--per-dog writes one row per dog to --out"),
     (["--overwrite"], "without --out nothing is written"),

@@ -753,6 +753,8 @@ def export_cmd(
 
     if fmt != "onnx":
         raise typer.BadParameter("--format must be onnx")
+    if out is not None and not out.lower().endswith(".onnx"):  # predict --model knows an export by its suffix
+        raise typer.BadParameter(f"--out {out}: name the file .onnx (predict --model reads an export by that suffix)")
     if quality != "fast":
         _err("only --quality fast exports (the 'best' ensemble runs several backbones at different sizes)")
         raise typer.Exit(2)
