@@ -353,6 +353,10 @@ def test_routes_about_one_photo_refuse_a_second(client: TestClient, chelsea_jpeg
     files = [("file", ("a.jpg", chelsea_jpeg, "image/jpeg")), ("file", ("b.png", two, "image/png"))]
     r = client.post(route, files=files, data={"breed": "Pug"} if route == "/v1/feedback" else None)
     assert r.status_code == 400 and "has 2 `file` fields; send one photo" in r.json()["detail"]
+    # a URL-encoded form is no upload, however many file fields it names: 415, as README's table says
+    r = client.post(route, content=b"file=a&file=b&breed=Pug",
+                    headers={"content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 415, r.text
 
 
 def test_server_errors_do_not_leak_details(default_predictor, chelsea_jpeg: bytes,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -53,8 +54,9 @@ def test_flags_arrive_as_one_options_object() -> None:
     bad = CliRunner().invoke(demo, ["x.jpg", "--target-recall", "0.2"])  # the declared range is enforced
     assert bad.exit_code == 2
     # --dog-threshold 1.5 said "NO DOG FOUND (dog probability 99.4%)"; --device tpu printed torch's list of devices
-    for flags, why in ((["--dog-threshold", "1.5"], "less than or equal to 1"), (["--dog-threshold", "nan"], "1"),
-                       (["--device", "tpu"], "device must be cpu, cuda, cuda:N or auto, not 'tpu'")):
+    for flags, why in ((["--dog-threshold", "1.5"], "less than or equal to 1"),
+                       (["--dog-threshold", "nan"], "Invalid value for '--dog-threshold'"),
+                       (["--device", "tpu"], "device must be cpu, cuda, cuda:N, mps or auto, not 'tpu'")):
         bad = CliRunner().invoke(demo, ["x.jpg", *flags], terminal_width=200)
         assert bad.exit_code == 2 and why in bad.output, bad.output
     assert len(got) == 1
@@ -68,6 +70,7 @@ def test_options_a_notebook_passes_are_checked_too(bad: dict) -> None:
     with pytest.raises(ConfigError, match="must be"):
         PredictOptions(**bad)
     assert PredictOptions(dog_threshold=0.0, device="cuda:1").device == "cuda:1"
+    assert PredictOptions(dog_threshold=np.float32(0.5), device="mps").dog_threshold == 0.5  # a notebook's numpy
 
 
 def test_an_export_not_named_onnx_is_refused_before_anything_is_written(tmp_path: Path) -> None:

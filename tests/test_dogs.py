@@ -85,6 +85,11 @@ def test_a_large_dog_keeps_its_own_breed_when_the_whole_photo_shows_another_dog(
     assert p.breeds[0].name == CLASSES[81].name and p.dogs[0].breeds[0].probability == pytest.approx(0.56, abs=1e-3)
     near = _two(81, 0.56, samoyed, 2 * OTHER_DOG)  # the crop gives the whole photo's breed a little more
     assert _answer([0.99, 0.99], [whole, near], [None, box]).breeds[0].name == CLASSES[samoyed].name
+    # The breed cascade re-reads the rows an answer may read, before that test is made on its new scores: the whole
+    # photo stays among them, so an answer that does average it in reads a row read as the crop was.
+    regions = [_region(None), _region(box)]
+    d = Decision(dog_threshold=0.5, uncertain_threshold=0.3)
+    assert rows_read(np.stack([whole, collie]), np.array([0.99, 0.99], np.float32), [regions], d) == [0, 1]
 
 
 def test_no_dog_and_a_refused_cat() -> None:

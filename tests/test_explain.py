@@ -98,8 +98,8 @@ def test_a_long_thin_photo_is_explained_on_a_bounded_input(explainer: Explainer,
 def test_a_jpeg_over_the_decode_limit_gets_its_overlay_from_its_draft(explainer: Explainer,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """A 108-megapixel phone JPEG is predicted at its draft size, but its heat-map decoded it whole and was refused.
-    At a 3-megapixel limit here: a 2400x1800 JPEG is drawn at the 1-megapixel overlay it would get under the limit,
-    while a PNG that size is refused as before."""
+    At a 3-megapixel limit here: a 2400x1800 JPEG is drawn from its half-size draft, reduced by a whole factor to
+    the 1-megapixel overlay (600x450), while a PNG that size is refused as before."""
     from dogbreed.errors import ImageTooLarge
 
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3_000_000)

@@ -94,3 +94,40 @@ def test_a_photo_whose_header_is_damaged_is_corrupt_not_not_an_image(tmp_path) -
             load_image(src)
     with pytest.raises(UnsupportedImage, match="not a readable image"):
         load_image(b"<html>not a photo</html>")
+
+
+def test_a_phone_jpeg_holding_a_second_picture_is_read_at_its_draft_too() -> None:
+    """Pillow opens a JPEG with a second picture in it (Ultra HDR's gain map) as an MPO: the draft decode, and with
+    it the pixel limit on what is decoded, must take it as the JPEG it is."""
+    import io
+
+    from dogbreed.transforms import full_size, load_image
+
+    buf = io.BytesIO()
+    first, second = Image.new("RGB", (2400, 1800), (120, 80, 40)), Image.new("RGB", (2400, 1800), (1, 2, 3))
+    first.save(buf, "MPO", save_all=True, append_images=[second])
+    assert Image.open(io.BytesIO(buf.getvalue())).format == "MPO"
+    img = load_image(buf.getvalue(), draft_size=224, max_pixels=1_000_000)
+    assert img.size == (300, 225) and full_size(img) == (2400, 1800)
+
+
+def test_a_photo_over_pillows_own_limit_names_the_limit_that_refused_it(monkeypatch) -> None:  # noqa: ANN001
+    """Over twice Pillow's limit Pillow refuses a photo before any check of ours: named against a limit set higher
+    (serve --max-megapixels 300) the sentence was false ("210000000 pixels exceeds 300000000")."""
+    import struct
+    import zlib
+
+    import pytest
+
+    from dogbreed.errors import ImageTooLarge
+    from dogbreed.transforms import load_image
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 15000, 14000, 8, 2, 0, 0, 0))
+           + chunk(b"IEND", b""))
+    with pytest.raises(ImageTooLarge, match="^image too large: 210000000 pixels exceeds 50000000$"):
+        load_image(png, max_pixels=50_000_000)
+    with pytest.raises(ImageTooLarge, match=f"exceeds the decoder's limit of {2 * Image.MAX_IMAGE_PIXELS}$"):
+        load_image(png, max_pixels=300_000_000)

@@ -265,12 +265,17 @@ def _write_overlay(explainer, r: Prediction, breed: str | None, out_dir: str, wr
 
 
 def _explain_hook(explainer, breed: str | None, out_dir: str) -> Callable[[Prediction], None]:  # noqa: ANN001
+    from .errors import ImageDecodeError
+
     written: set[str] = set()
 
     def on_row(r: Prediction) -> None:
         if r.error is None and r.path is not None:
             try:
                 r.explanation = _write_overlay(explainer, r, breed, out_dir, written)
+            except ImageDecodeError as e:  # the photo, read again, is gone or changed since it was answered
+                _err(f"{r.path}: no heat-map: {e}")
+                return
             except OSError:
                 raise  # the folder cannot be written: every photo after would fail the same way
             except Exception as e:  # noqa: BLE001 - one photo's heat-map failing keeps its answer and the run

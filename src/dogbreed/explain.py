@@ -49,8 +49,9 @@ def photo_for_overlay(src: Any, max_pixels: int | None) -> Image.Image:
     """The photo a heat-map is drawn on: decoded whole, then reduced by a whole factor to at most ``max_pixels``.
 
     A JPEG over the decode limit (a 108-megapixel phone photo) is decoded at the JPEG draft scale that still holds
-    that many pixels instead: whole, it is refused, and `predict --explain` gave such a photo an answer but no
-    heat-map. Every photo under the limit is drawn as before."""
+    that many pixels instead, then reduced by a whole factor as any photo is (so its overlay may come out smaller
+    than ``max_pixels`` allows: 1500x1125 for 12000x9000 at 4 MP): whole, it is refused, and `predict --explain`
+    gave such a photo an answer but no heat-map. Every photo under the limit is drawn as before."""
     try:
         img = decode(src)
     except ImageTooLarge as too_large:

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 # Pillow's guard against decompression bombs stays on; we only make the limit explicit and configurable.
 DEFAULT_MAX_PIXELS = 89_478_485
+# What Pillow opens a JPEG as: a phone photo holding a second picture (Ultra HDR's gain map) is an MPO, the same
+# decoder and the same draft (reduced) decode.
+JPEG_FORMATS = ("JPEG", "MPO")
 Image.MAX_IMAGE_PIXELS = DEFAULT_MAX_PIXELS
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
@@ -67,8 +70,11 @@ def _too_large(e: Exception, max_pixels: int | None) -> ImageTooLarge:
     """Pillow's bomb error (over twice its limit, before our own check can run) in our words, naming the limit
     that applies: it said "could be decompression bomb DOS attack" and named a limit the caller never set."""
     m = re.search(r"\((\d+) pixels\)", str(e))
-    pixels = f"{int(m.group(1))} pixels" if m else "too many pixels"
-    return ImageTooLarge(f"image too large: {pixels} exceeds {max_pixels or Image.MAX_IMAGE_PIXELS}")
+    limit = max_pixels or Image.MAX_IMAGE_PIXELS
+    if m and int(m.group(1)) <= limit:  # a limit set above Pillow's own: Pillow's is the one refusing it
+        return ImageTooLarge(f"image too large: {int(m.group(1))} pixels exceeds the decoder's limit of "
+                             f"{2 * Image.MAX_IMAGE_PIXELS}")
+    return ImageTooLarge(f"image too large: {f'{int(m.group(1))} pixels' if m else 'too many pixels'} exceeds {limit}")
 
 
 def load_image(
@@ -118,7 +124,7 @@ def load_image(
     # in that photo's pixels, whatever size it is handled at.
     full = full_size(img) if isinstance(src, Image.Image) else img.size
     try:
-        if draft_size and img.format == "JPEG":
+        if draft_size and img.format in JPEG_FORMATS:
             w, h = img.size
             scale = draft_size / min(w, h)
             if scale < 1:

@@ -140,12 +140,12 @@ def answer_photos(logp: np.ndarray, dog: np.ndarray, regions: Sequence[list[Regi
 
 def rows_read(logp: np.ndarray, dog: np.ndarray, regions: Sequence[Sequence[Region]],
               decision: Decision) -> list[int]:
-    """The rows of a batch whose breeds an answer reads (`answer_photo`): each dog's crop, and the whole photo where
-    it answers or is averaged in; the breed cascade re-reads only these."""
+    """The rows of a batch whose breeds an answer may read (`answer_photo`): each dog's crop, and the whole photo
+    where it answers or may be averaged in; the breed cascade re-reads only these."""
     out = []
     for start, found, kept in _dogs_of_each_photo(dog, regions, decision):
         rows = slice(start, start + len(found))
-        whole = not kept or _reads_whole_photo(logp[rows], dog[rows], found, kept, decision)
+        whole = not kept or _reads_whole_photo(logp[rows], dog[rows], found, kept, decision, other_dog=False)
         out += [start + i for i in ([0] if whole else []) + kept]
     return out
 
@@ -175,11 +175,12 @@ def _dogs_of_each_photo(dog: np.ndarray, regions: Sequence[Sequence[Region]], de
 
 
 def _reads_whole_photo(logp: np.ndarray, dog: np.ndarray, regions: Sequence[Region], kept: Sequence[int],
-                       decision: Decision) -> bool:
+                       decision: Decision, other_dog: bool = True) -> bool:
     """Whether the main dog also reads the whole photo: close up, or a lone dog the whole photo is sure of; and
-    never when the whole photo shows another dog than the box (`OTHER_DOG`)."""
+    never when the whole photo shows another dog than the box (`OTHER_DOG`; ``other_dog`` False: whether it may,
+    before the breed cascade re-reads the crop, which can move that test either way)."""
     whole, crop = logp[0], logp[kept[0]]
-    if crop[whole.argmax()] < np.log(OTHER_DOG) and whole[crop.argmax()] < np.log(OTHER_DOG):
+    if other_dog and crop[whole.argmax()] < np.log(OTHER_DOG) and whole[crop.argmax()] < np.log(OTHER_DOG):
         return False
     return regions[kept[0]].area >= WHOLE_PHOTO_AREA or (
         len(kept) == 1 and dog[0] >= decision.dog_threshold and np.exp(logp[0].max()) >= WHOLE_PHOTO_SURE)

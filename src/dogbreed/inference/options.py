@@ -8,6 +8,7 @@ here reaches every front end.
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -30,7 +31,7 @@ class PredictOptions:
                       "head), a run directory, a model directory, or an .onnx file.")
     quality: str = _opt("fast", "fast (one model) | best (ensemble + flip TTA)")
     runtime: str = _opt("auto", "torch | onnx | auto (ONNX Runtime on CPU when installed: faster)")
-    device: str = _opt("cpu", "cpu | cuda | auto")
+    device: str = _opt("cpu", "cpu | cuda | cuda:N | mps | auto")
     # "auto": on CPU with ONNX models, bf16 on OpenVINO where the CPU computes bf16 natively (~1.7x faster, within
     # onnxrun.BF16_TOLERANCE of fp32), else fp32 on ONNX Runtime; on the torch runtime, bf16 autocast on CUDA
     # (within accel.BF16_TOLERANCE), fp32 elsewhere.
@@ -76,10 +77,10 @@ class PredictOptions:
     def __post_init__(self) -> None:
         # What the command line's ranges cannot catch (NaN passes every comparison) and what a notebook passes.
         t = self.dog_threshold
-        if t is not None and not (isinstance(t, (int, float)) and math.isfinite(t) and 0 <= t <= 1):
+        if t is not None and not (isinstance(t, numbers.Real) and math.isfinite(t) and 0 <= t <= 1):
             raise ConfigError(f"dog_threshold must be a probability from 0 to 1, not {t!r}")
-        if not re.fullmatch(r"cpu|auto|cuda(:\d+)?", str(self.device)):
-            raise ConfigError(f"device must be cpu, cuda, cuda:N or auto, not {self.device!r}")
+        if not re.fullmatch(r"cpu|auto|mps|cuda(:\d+)?", str(self.device)):
+            raise ConfigError(f"device must be cpu, cuda, cuda:N, mps or auto, not {self.device!r}")
 
 
 def cli_fields(every_command: bool = False) -> list[Any]:

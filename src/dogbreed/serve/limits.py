@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 from fastapi import HTTPException
 from PIL import Image
 
-from ..transforms import full_size, mark_full_size
+from ..transforms import JPEG_FORMATS, full_size, mark_full_size
 
 log = logging.getLogger("dogbreed.serve")
 
@@ -173,7 +173,7 @@ def decoded_size(src: bytes | BinaryIO, draft_size: int | None) -> tuple[int, in
     try:
         with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as im:
             w, h = im.size
-            if draft_size and im.format == "JPEG" and min(w, h) > draft_size:
+            if draft_size and im.format in JPEG_FORMATS and min(w, h) > draft_size:
                 # draft() only picks the DCT scale and updates .size; nothing is decoded here.
                 scale = draft_size / min(w, h)
                 im.draft("RGB", (math.ceil(w * scale), math.ceil(h * scale)))

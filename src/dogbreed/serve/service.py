@@ -271,6 +271,8 @@ def service(request: Request) -> Service:
 async def one_file(request: Request) -> None:
     """For ``Depends`` on the routes about one photo: a second `file` field is a 400. FastAPI hands such a route
     the last one, so feedback was stored on (and a heat-map drawn for) another photo than the first, with a 200."""
+    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        return  # not an upload at all: the route's own 415 says so
     n = len((await request.form()).getlist("file"))  # the form FastAPI has parsed already: not read again
     if n > 1:
         raise HTTPException(400, f"this request has {n} `file` fields; send one photo (POST /v1/predict takes "
