@@ -43,8 +43,13 @@ def test_a_typo_is_refused_with_a_hint() -> None:
     assert code == 2 and "max_epochs" in out and "epochs" in out
     with pytest.raises(train.ConfigError, match="did you mean 'max_epochs'"):
         train.load_preset("baseline", ["epochs=1"])
-    with pytest.raises(train.ConfigError, match="did you mean 'dense_dropout'|unknown CNN settings"):
+    with pytest.raises(train.ConfigError, match="did you mean 'dense_dropout'"):
         train.load_preset("baseline", ["cnn.dense_dropot=0.1"])
+    # inside a block too: "kernl: 5" trained kernel 3 and config.json recorded kernl: 5
+    with pytest.raises(train.ConfigError, match=r"unknown block settings \['kernl'\] in blocks\[0\] \(did you mean "
+                                                "'kernel'"):
+        train.load_preset("baseline", ["cnn.blocks=[{filters: 8, kernl: 5}]"])
+    assert train.load_preset("baseline", ["cnn.blocks=[{filters: 8, kernel: 5}]"]).cnn["blocks"][0]["kernel"] == 5
 
 
 @pytest.mark.parametrize(("setting", "words"), [

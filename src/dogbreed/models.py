@@ -220,21 +220,36 @@ CNN_DEFAULTS: dict[str, Any] = {
     "gap": False,  # global average pooling instead of flatten
 }
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU}
+CNN_BLOCK: dict[str, Any] = {"filters": 32, "kernel": 3, "pool": 2, "pool_stride": None}  # None: the pool's size
+
+
+def _did_you_mean(unknown: set[str], known: dict[str, Any]) -> str:
+    import difflib
+
+    close = [c for u in sorted(unknown) for c in difflib.get_close_matches(str(u), list(known), n=1, cutoff=0.6)]
+    return f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
 
 
 def cnn_arch(cfg: dict[str, Any] | None) -> dict[str, Any]:
     """The full architecture dict: defaults filled in, block entries completed (saved with the model)."""
     arch = {**CNN_DEFAULTS, **(cfg or {})}
+    unknown = set(arch) - set(CNN_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown CNN settings {sorted(unknown)}{_did_you_mean(unknown, CNN_DEFAULTS)}; known: "
+                         f"{sorted(CNN_DEFAULTS)}")
     blocks = []
-    for b in arch["blocks"]:
-        b = {"filters": 32, "kernel": 3, "pool": 2, **b}
-        b.setdefault("pool_stride", b["pool"])
+    for i, b in enumerate(arch["blocks"]):
+        if not isinstance(b, dict):
+            raise ValueError(f"blocks[{i}] must be a mapping like {CNN_BLOCK}, not {b!r}")
+        # a misspelt key ("kernl: 5") trained the default silently and was recorded as asked
+        if unknown := set(b) - set(CNN_BLOCK):
+            raise ValueError(f"unknown block settings {sorted(unknown)} in blocks[{i}]"
+                             f"{_did_you_mean(unknown, CNN_BLOCK)}; known: {sorted(CNN_BLOCK)}")
+        b = {**CNN_BLOCK, **b}
+        b["pool_stride"] = b.get("pool_stride") or b["pool"]
         blocks.append(b)
     arch["blocks"] = blocks
     arch["dense"] = list(arch["dense"] or [])
-    unknown = set(arch) - set(CNN_DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown CNN settings {sorted(unknown)}; known: {sorted(CNN_DEFAULTS)}")
     if arch["activation"] not in _ACTIVATIONS:
         raise ValueError(f"unknown activation {arch['activation']!r}; choose from {sorted(_ACTIVATIONS)}")
     return arch
