@@ -464,6 +464,19 @@ def test_feedback_round_trip_and_export(client: TestClient, feedback_db: Path, t
                      f"n02111889-Samoyed/{hashlib.sha256(photo).hexdigest()}.png"]
     assert (out / files[1]).read_bytes() == photo
     assert "2 photos in 2 breeds" in res.output
+    # corrected again and exported over the same folder: the photo moves, its old breed's copy (and the breed, now
+    # empty) goes; it stayed, and retraining saw one photo under two breeds
+    r = client.post("/v1/feedback", files={"file": ("rex.png", photo, "image/png")}, data={"breed": "Pug"})
+    assert r.status_code == 200
+    res = CliRunner().invoke(cli, ["feedback", "export", "--out", str(out), "--feedback-db", str(feedback_db)])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
+        "n02086240-Shih-Tzu", files[0], "n02110958-pug", f"n02110958-pug/{hashlib.sha256(photo).hexdigest()}.png"]
+    # a file that is no database: one sentence, no traceback
+    (tmp_path / "not.sqlite").write_text("not a database")
+    res = CliRunner().invoke(cli, ["feedback", "export", "--out", str(tmp_path / "o"), "--feedback-db",
+                                   str(tmp_path / "not.sqlite")])
+    assert res.exit_code == 2 and "cannot be read as a feedback database" in res.output, res.output
 
 
 def test_feedback_on_one_dog_of_several_stores_its_box_and_exports_its_crop(default_predictor, tmp_path: Path) -> None:

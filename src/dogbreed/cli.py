@@ -586,10 +586,16 @@ def feedback_export(
     feedback_db: str | None = typer.Option(None, help="SQLite file for feedback (default: under the cache dir)."),
 ) -> None:
     """Write the photos users confirmed or corrected as a folder-per-breed dataset for retraining."""
+    import sqlite3
+
     from .serve.feedback import default_feedback_db, export_feedback
 
     db = feedback_db or str(default_feedback_db())
-    counts = export_feedback(db, out)
+    try:
+        counts = export_feedback(db, out)
+    except sqlite3.DatabaseError as e:  # a file that is no SQLite database, or a damaged one
+        _err(f"feedback export: {db} cannot be read as a feedback database ({e})")
+        raise typer.Exit(2) from e
     if not counts:
         _err(f"no feedback in {db}")
         raise typer.Exit(1)

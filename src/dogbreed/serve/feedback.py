@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import io
 import re
-import shutil
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -209,13 +208,17 @@ def export_feedback(db_path: str | Path | None, out: str | Path) -> dict[str, in
     own feedback as ``<sha256>-<x0>_<y0>_<x1>_<y1>.jpg``, its crop; returns photos per breed folder.
 
     When the same photo (or the same dog in it) got several answers, the latest one wins, so a user's correction
-    replaces a mistake.
+    replaces a mistake, also in a folder exported before: the photo's copy under its old breed is removed (it
+    stayed, and retraining saw the photo under both breeds). Each file is written atomically.
     """
     store = FeedbackStore(db_path)
     latest: dict[tuple[str, str | None], dict] = {}
     for r in store.records():
         latest[(r["sha256"], r.get("box"))] = r
     out = Path(out)
+    before: dict[str, list[Path]] = {}  # what an earlier export wrote here, by file name (the photo's sha256)
+    for f in out.glob("*/*"):
+        before.setdefault(f.name, []).append(f)
     counts: dict[str, int] = {}
     for r in latest.values():
         src = store.images_dir / r["image_file"]
@@ -228,8 +231,15 @@ def export_feedback(db_path: str | Path | None, out: str | Path) -> dict[str, in
             name = f"{r['sha256']}-{'_'.join(map(str, box))}.jpg"
             atomic_write_bytes(folder / name, dog_crop_jpeg(src, box))
         else:
-            shutil.copyfile(src, folder / r["image_file"])
+            name = r["image_file"]
+            atomic_write_bytes(folder / name, src.read_bytes())
+        for stale in before.get(name, []):
+            if stale.parent != folder:
+                stale.unlink(missing_ok=True)
         counts[r["breed_folder"]] = counts.get(r["breed_folder"], 0) + 1
+    for folder in {f.parent for fs in before.values() for f in fs}:  # a breed emptied by corrections: no class left
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
     return dict(sorted(counts.items()))
 
 
