@@ -288,6 +288,25 @@ def test_cli_evaluate_and_compare(cnn_run: Path) -> None:
 
 
 @pytest.mark.slow
+def test_evaluate_leaves_out_and_names_a_photo_that_cannot_be_read(cnn_run: Path, dataset: Path,
+                                                                   tmp_path: Path) -> None:
+    """The loader stands the next photo in for one it cannot decode (right for training): evaluated so, an HTML page
+    named .jpg was scored, listed among the misclassified, and counted in its breed's support."""
+    other = tmp_path / "other"
+    for folder in BREEDS:
+        (other / folder).mkdir(parents=True)
+        for f in sorted((dataset / folder).glob("*.jpg"))[:3]:
+            (other / folder / f.name).write_bytes(f.read_bytes())
+    (other / "pug" / "page.jpg").write_text("<html>not a photo</html>")
+    res = CliRunner().invoke(app, ["evaluate", str(cnn_run), "--data", str(other)])
+    assert res.exit_code == 0, res.output
+    assert "1 unreadable photo left out" in res.output and "page.jpg" in res.output
+    rep = json.loads((cnn_run / "eval-other" / "report.json").read_text())
+    assert rep["n"] == 12 and not any("page.jpg" in m["path"] for m in rep["misclassified"])
+    assert list(rep["info"]["photos_skipped_unreadable"]) == [str(other / "pug" / "page.jpg")]
+
+
+@pytest.mark.slow
 def test_cli_train_runs_a_preset(dataset: Path, tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["train", "--preset", "gap", "--data", str(dataset), "--out", str(tmp_path),
                                    "--epochs", "1", "--set", "image_size=32", "--set", "batch_size=16",

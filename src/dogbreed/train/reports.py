@@ -13,14 +13,14 @@ from typing import Any
 import numpy as np
 
 from .. import evaluate as ev
-from ..data import load_dataset
+from ..data import check_image, load_dataset
 from ..errors import DataError
 from ..fileio import atomic_write_text
 from ..models import Classifier
 from ..resolve import resolve_model
 from ..runtime import resolve_device
 from .config import TrainConfig
-from .inputs import Split, labels_of, match_classes, recorded_split, run_classes
+from .inputs import Split, labels_of, log, match_classes, recorded_split, run_classes
 from .rundir import read_config
 from .strategies import strategy_for
 
@@ -72,6 +72,17 @@ def evaluate_run(run_dir: str | Path, split: str = "test", data: str | None = No
         samples = recorded_split(run).get(split, [])
         part = Split(list(samples), labels_of(samples, class_names))
         out = run / f"eval-{split}"
+    # A photo that cannot be read is left out and named, not scored: the loader stands the next photo in for it
+    # (right for training, where one bad file must not end a run), and an HTML page named .jpg was listed as a
+    # misclassified photo, its breed's support one too many.
+    bad = {str(s.path): why for s in part.samples if (why := check_image(s.path))}
+    if bad:
+        keep = [i for i, s in enumerate(part.samples) if str(s.path) not in bad]
+        part = Split([part.samples[i] for i in keep], np.asarray(part.labels)[keep])
+        extra["photos_skipped_unreadable"] = bad
+        first = next(iter(bad.items()))
+        log(f"{len(bad)} unreadable photo{'s' * (len(bad) > 1)} left out ({first[0]}: {first[1]}"
+            f"{'; all in report.md' if len(bad) > 1 else ''})")
     if not part.samples:
         raise DataError(f"no photos to evaluate ({split})")
     clf = resolve_model(str(run)).classifier
