@@ -304,6 +304,16 @@ def test_evaluate_leaves_out_and_names_a_photo_that_cannot_be_read(cnn_run: Path
     rep = json.loads((cnn_run / "eval-other" / "report.json").read_text())
     assert rep["n"] == 12 and not any("page.jpg" in m["path"] for m in rep["misclassified"])
     assert list(rep["info"]["photos_skipped_unreadable"]) == [str(other / "pug" / "page.jpg")]
+    # what cannot be evaluated says why, not "no photos to evaluate"
+    res = CliRunner().invoke(app, ["evaluate", str(cnn_run), "--split", "tset"])
+    assert res.exit_code == 2 and "--split must be test, val or train, not 'tset'" in res.output
+    (tmp_path / "strangers" / "poodle").mkdir(parents=True)
+    (tmp_path / "strangers" / "collie").mkdir()
+    for folder in ("poodle", "collie"):
+        (tmp_path / "strangers" / folder / "a.jpg").write_bytes((dataset / "pug" / "00.jpg").read_bytes())
+    res = CliRunner().invoke(app, ["evaluate", str(cnn_run), "--data", str(tmp_path / "strangers")])
+    assert res.exit_code == 2 and "none of the 2 photos in" in res.output and "is of a breed this run knows" in \
+        " ".join(res.output.split())
 
 
 @pytest.mark.slow

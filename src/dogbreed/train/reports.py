@@ -62,8 +62,14 @@ def evaluate_run(run_dir: str | Path, split: str = "test", data: str | None = No
     cfg = read_config(run)
     class_names = cfg.classes or []
     extra: dict[str, Any] = {}
+    if data is None and split not in ("test", "val", "train"):
+        raise DataError(f"--split must be test, val or train, not {split!r}")
     if data is not None:
-        kept, labels, skipped = match_classes(load_dataset(data).samples, class_names)
+        every = load_dataset(data).samples
+        kept, labels, skipped = match_classes(every, class_names)
+        if every and not kept:
+            raise DataError(f"none of the {len(every)} photos in {data} is of a breed this run knows "
+                            f"({', '.join(map(str, class_names[:5]))}{', ...' if len(class_names) > 5 else ''})")
         part = Split(kept, labels)
         out = run / f"eval-{Path(data).resolve().name}"
         extra = {"data": str(data), "photos_skipped_unknown_breed": skipped}
