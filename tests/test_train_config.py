@@ -93,6 +93,8 @@ def test_resume_honours_what_it_can_and_refuses_the_rest(two_breeds: Path, tmp_p
     (run,) = tmp_path.iterdir()
     code, out = _train("--resume", str(run), "--set", "lr=0.5")
     assert code == 2 and "cannot change ['lr']" in out and "max_epochs" in out
+    code, out = _train("--resume", str(run), "--set", "max_epoch=3")  # said the run "used other values"
+    assert code == 2 and "unknown setting 'max_epoch'; did you mean 'max_epochs'?" in " ".join(out.split()), out
     code, out = _train("--resume", str(run), "--set", "max_epochs=2")
     assert code == 0, out
     assert [h["epoch"] for h in json.loads((run / "metrics.json").read_text())] == [1, 2]

@@ -305,6 +305,11 @@ def load_preset(name: str, overrides: dict[str, Any] | Sequence[str] | None = No
 def resume_overrides(recorded: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
     """The recorded config with the overrides a resumed run can honour; any other change is refused."""
     current = recorded.to_dict()
+    unknown = sorted(k for k in overrides if k not in current)
+    if unknown:  # a typo ("max_epoch=3") read as a setting the run "used other values" for
+        close = difflib.get_close_matches(unknown[0], list(RESUME_OVERRIDABLE) + list(current), n=1, cutoff=0.6)
+        raise ConfigError(f"unknown setting {unknown[0]!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+                          + f" (a resumed run can change {list(RESUME_OVERRIDABLE)})")
     bad = sorted(k for k, v in overrides.items() if k not in RESUME_OVERRIDABLE and v != current.get(k))
     if bad:
         raise ConfigError(f"cannot change {bad} when resuming (the run so far used other values); "
