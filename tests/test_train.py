@@ -378,8 +378,14 @@ def test_a_checkpoint_is_written_whole_through_a_ctrl_c_and_a_torn_one_is_refuse
             os.kill(os.getpid(), signal.SIGINT)
 
     monkeypatch.setattr(rundir, "atomic_write_bytes", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        rundir.save_checkpoint(ckpt, "last", net, opt, {"epoch": 2})
+    # a job started in the background (CI's, nohup's) ignores SIGINT and Python then keeps its handler out; a
+    # person at a terminal has it, so the test stands it in
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            rundir.save_checkpoint(ckpt, "last", net, opt, {"epoch": 2})
+    finally:
+        signal.signal(signal.SIGINT, before if before is not None else signal.default_int_handler)
     monkeypatch.setattr(rundir, "atomic_write_bytes", plain)
     assert rundir.load_checkpoint(ckpt, "last")[2]["epoch"] == 2  # all three files are epoch 2's
     (ckpt / "last.json").write_bytes(epoch1)  # as a process killed between the files would leave them
