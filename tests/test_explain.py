@@ -286,6 +286,30 @@ def test_api_explain_returns_a_png_the_photos_size(default_predictor, chelsea_jp
 
 
 @pytest.mark.slow
+def test_api_explains_a_jpeg_over_the_pixel_limit_from_its_draft(default_predictor, chelsea_jpeg: bytes,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 50-89 megapixel JPEG was answered by /v1/predict (its draft decode fits the limit) but refused by
+    /v1/explain with a 413, which decoded it whole for an overlay of at most 4 MP. Here at a 3 MP limit and a
+    250,000-pixel overlay: a 3600x2400 JPEG is drawn from its quarter-size draft, reduced to 450x300; a PNG that
+    size has no draft and is refused as before."""
+    from dogbreed.serve import routes_explain
+    from dogbreed.serve.app import create_app
+
+    monkeypatch.setattr(routes_explain, "EXPLAIN_MAX_PIXELS", 250_000)
+    big = Image.open(io.BytesIO(chelsea_jpeg)).convert("RGB").resize((3600, 2400))
+    jpeg, png = io.BytesIO(), io.BytesIO()
+    big.save(jpeg, "JPEG", quality=90)
+    big.save(png, "PNG")
+    with TestClient(create_app(predictor=default_predictor, max_pixels=3_000_000)) as c:
+        assert c.post("/v1/predict", files={"file": ("big.jpg", jpeg.getvalue(), "image/jpeg")}).status_code == 200
+        r = c.post("/v1/explain", files={"file": ("big.jpg", jpeg.getvalue(), "image/jpeg")})
+        assert r.status_code == 200, r.text
+        assert Image.open(io.BytesIO(r.content)).size == (450, 300)
+        r = c.post("/v1/explain", files={"file": ("big.png", png.getvalue(), "image/png")})
+        assert r.status_code == 413 and "3600x2400 pixels exceeds 3000000" in r.json()["detail"]
+
+
+@pytest.mark.slow
 def test_api_explains_each_dog_in_its_box_and_one_dog_by_number(default_predictor, real_data: Path) -> None:
     from fixtures import two_dog_photo
 

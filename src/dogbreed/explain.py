@@ -8,7 +8,6 @@ gradients, and the PyTorch weights are the same ones that were exported.
 from __future__ import annotations
 
 import io
-import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -26,7 +25,7 @@ from .inference.decode import decode
 from .models import Classifier
 from .resolve import resolve_model
 from .runtime import trim_heap
-from .transforms import Preprocess, full_size, preprocess_image, reduce_to_pixels, to_tensor
+from .transforms import Preprocess, draft_for_pixels, full_size, preprocess_image, reduce_to_pixels, to_tensor
 
 # Colour ramp for the overlay (dark blue -> cyan -> yellow -> red), interpolated in numpy so the heat-map needs
 # no plotting library.
@@ -45,15 +44,16 @@ CAM_MIN_SIDE = 64
 _RAMP = np.array([[0, 0, 130], [0, 90, 255], [0, 220, 220], [250, 230, 0], [255, 120, 0], [220, 0, 0]], np.float32)
 
 
-def photo_for_overlay(src: Any, max_pixels: int | None) -> Image.Image:
+def photo_for_overlay(src: Any, max_pixels: int | None, limit: int | None = None) -> Image.Image:
     """The photo a heat-map is drawn on: decoded whole, then reduced by a whole factor to at most ``max_pixels``.
 
-    A JPEG over the decode limit (a 108-megapixel phone photo) is decoded at the JPEG draft scale that still holds
-    that many pixels instead, then reduced by a whole factor as any photo is (so its overlay may come out smaller
-    than ``max_pixels`` allows: 1500x1125 for 12000x9000 at 4 MP): whole, it is refused, and `predict --explain`
-    gave such a photo an answer but no heat-map. Every photo under the limit is drawn as before."""
+    A JPEG over the decode limit (``limit``, default Pillow's: a 108-megapixel phone photo) is decoded at the JPEG
+    draft scale that still holds that many pixels instead, then reduced by a whole factor as any photo is (so its
+    overlay may come out smaller than ``max_pixels`` allows: 1500x1125 for 12000x9000 at 4 MP): whole, it is
+    refused, and `predict --explain` gave such a photo an answer but no heat-map. Every photo under the limit is
+    drawn as before."""
     try:
-        img = decode(src)
+        img = decode(src, max_pixels=limit)
     except ImageTooLarge as too_large:
         if max_pixels is None or isinstance(src, Image.Image):
             raise
@@ -62,10 +62,11 @@ def photo_for_overlay(src: Any, max_pixels: int | None) -> Image.Image:
             with warnings.catch_warnings():  # Pillow's bomb warning: the photo is refused or reduced here
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 with Image.open(raw) as im:
-                    short, long = sorted(im.size)
+                    size = im.size
         except Exception:  # noqa: BLE001 - over even Pillow's hard limit: the first refusal says why
             raise too_large from None
-        img = decode(src, draft_size=math.ceil((max_pixels * short / long) ** 0.5))  # other formats: refused again
+        # other formats have no draft and are refused again
+        img = decode(src, draft_size=draft_for_pixels(size, max_pixels), max_pixels=limit)
     return reduce_to_pixels(img, max_pixels) if max_pixels is not None else img
 
 

@@ -177,6 +177,13 @@ def _reason(e: BaseException) -> str:
     return str(e).strip() or type(e).__name__
 
 
+def draft_for_pixels(size: tuple[int, int], max_pixels: int) -> int:
+    """The shorter side at which a photo of ``size`` holds ``max_pixels``: a JPEG draft decoded at it (the DCT scale
+    keeps at least that side) still fills an overlay of ``max_pixels``."""
+    short, long = sorted(size)
+    return math.ceil((max_pixels * short / long) ** 0.5)
+
+
 def reduce_to_pixels(img: Image.Image, max_pixels: int) -> Image.Image:
     """Reduce by the smallest whole factor that brings the photo to at most ``max_pixels`` (box filter)."""
     w, h = img.size

@@ -10,9 +10,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import ImageDecodeError
-from ..inference.decode import decode as decode_image
 from ..inference.scoring import Prediction
-from ..transforms import reduce_to_pixels
 from .limits import EXPLAIN_MAX_PIXELS
 from .schemas import breed_schema, errors
 from .service import NON_EMPTY_FILE, Service, decode_error, one_file, service
@@ -20,7 +18,7 @@ from .service import NON_EMPTY_FILE, Service, decode_error, one_file, service
 
 def _explain_png(svc: Service, data: bytes, name: str, answer: Prediction, breed: str | None, dog: int | None,
                  ) -> tuple[bytes, list[str], list[int]]:
-    from ..explain import Explainer, png_bytes, torch_classifier
+    from ..explain import Explainer, photo_for_overlay, png_bytes, torch_classifier
 
     with svc.explain_lock:  # one heat-map at a time: a backward pass is heavy, and torch uses every core already
         if not svc.explainers:
@@ -30,8 +28,8 @@ def _explain_png(svc: Service, data: bytes, name: str, answer: Prediction, breed
             ex.class_index(breed)
         except ValueError as e:
             raise HTTPException(422, f"{e}; see GET /v1/breeds") from None
-        try:  # no JPEG draft: the overlay has the photo's own size, up to EXPLAIN_MAX_PIXELS
-            img = reduce_to_pixels(decode_image(data, max_pixels=svc.limits.max_pixels), EXPLAIN_MAX_PIXELS)
+        try:  # the overlay has the photo's own size, up to EXPLAIN_MAX_PIXELS
+            img = photo_for_overlay(data, EXPLAIN_MAX_PIXELS, limit=svc.limits.max_pixels)
         except ImageDecodeError as e:
             raise decode_error(e, name) from e
         try:
@@ -76,7 +74,7 @@ def router(breed_values: list[str]) -> APIRouter:
         svc: Service = Depends(service),
     ) -> Response:
         ((name, f),) = svc.check_uploads([file])
-        await svc.check_pixels([(name, f)], draft=False)  # the heat-map decodes the photo at full size
+        await svc.check_pixels([(name, f)], overlay=EXPLAIN_MAX_PIXELS)  # the heat-map's decode, not the model's
         (pred,) = await svc.predict([(name, f)])  # the dogs and their boxes, and the top breed
         svc.admission.enter(1)  # the full-size decode and the backward pass hold memory: they take a place too
         try:

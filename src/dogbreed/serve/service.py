@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from ..errors import EmptyImage, ImageDecodeError, ImageTooLarge, UnsupportedImage
 from ..inference.decode import decode as decode_image
 from ..predict import Prediction, Predictor
+from ..transforms import draft_for_pixels
 from .feedback import FeedbackStore
 from .limits import (
     INTERNAL_ERROR,
@@ -194,15 +195,21 @@ class Service:
             raise HTTPException(413, f"{name}: file is larger than the limit of {fmt_bytes(limit)}")
         return data
 
-    async def check_pixels(self, uploads: list[tuple[str, UploadFile]], draft: bool = True) -> None:
-        """413 from the headers alone, before anything is decoded."""
-        size = self.predictor.draft_size if draft else None
+    async def check_pixels(self, uploads: list[tuple[str, UploadFile]], overlay: int | None = None) -> None:
+        """413 from the headers alone, before anything is decoded: each photo at the size the model's decode gives
+        (a JPEG at its draft), or with ``overlay`` at the size a heat-map of at most that many pixels decodes
+        (`explain.photo_for_overlay`: whole, or a JPEG over the limit at the draft that still fills the overlay)."""
+        size = self.predictor.draft_size if overlay is None else None
 
         def sizes() -> list:
             out = []
             for name, f in uploads:
                 f.file.seek(0)
-                out.append((name, decoded_size(f.file, size)))
+                wh = decoded_size(f.file, size)
+                if overlay is not None and wh is not None and wh[0] * wh[1] > self.limits.max_pixels:
+                    f.file.seek(0)
+                    wh = decoded_size(f.file, draft_for_pixels(wh, overlay))  # other formats keep their size
+                out.append((name, wh))
             return out
 
         check_pixels(await run_in_threadpool(sizes), self.limits)
