@@ -11,6 +11,8 @@ same ones:
   JPEG (quality 90) so it is decoded as a user's photo is, in draft mode; large-scene-other and large-scene-cat are
   the everyday and cat photos enlarged the same way, no dog pasted (blurred by the enlargement, so they show how
   the large-photo pass treats a large cat or scene, not how busy a sharp 12 MP photo is). Only with --kinds;
+- pair-touching: two dog photos of two different breeds, each 150-260 px wide, standing side by side on one floor
+  line in 800x500, touching or overlapping by up to 15% of the narrower one. Only with --kinds;
 - pack: six or eight dog photos of different breeds, 150-260 px wide, one to a cell of a 4x2 grid on a 1280x800
   scene (more dogs than the detector's MAX_CANDIDATES): dogs with a box of their own, dogs named, packs with a box
   on every dog. Only with --kinds;
@@ -291,6 +293,36 @@ def pair_composites(real: Path, half: str, limit: int | None = None) -> Iterator
         yield Scene("pair", canvas, boxes, [a.wnid, b.wnid], [str(a.path), str(b.path)])
 
 
+def touching_composites(real: Path, half: str, limit: int | None = None) -> Iterator[Scene]:
+    """Dog photos of the half paired (two different breeds), each 150-260 px wide (so often of different sizes),
+    standing side by side in 800x500 on one floor line: the second touching the first or pasted over 0-15% of the
+    narrower one's width, as two dogs on a sofa or a lawn stand. Only with --kinds."""
+    rng = random.Random(f"{SEED}|pair-touching|{half}")
+    scenes = scene_files(real, SCENE_SETS["scene-other"], half)
+    dogs = dog_photos(real, half)
+    rng.shuffle(dogs)
+    W, H = PAIR_CANVAS
+    n = 0
+    while len(dogs) >= 2 and (limit is None or n < limit):
+        a = dogs.pop()
+        j = next((i for i in range(len(dogs) - 1, -1, -1) if dogs[i].wnid != a.wnid), None)
+        if j is None:
+            break
+        b = dogs.pop(j)
+        widths = [_fit_width(_aspect(d), *PAIR_WIDTH, H - 20, rng) for d in (a, b)]
+        if None in widths:
+            continue
+        wa, wb = widths
+        overlap = rng.randrange(0, int(0.15 * min(wa, wb)) + 1)
+        floor = rng.randrange(max(round(wa * _aspect(a)), round(wb * _aspect(b))), H + 1)
+        x0 = rng.randrange(0, W - (wa + wb - overlap) + 1)
+        canvas = _scene(rng.choice(scenes), PAIR_CANVAS)
+        boxes = [_paste(canvas, a, wa, (x0, floor - round(wa * _aspect(a)))),
+                 _paste(canvas, b, wb, (x0 + wa - overlap, floor - round(wb * _aspect(b))))]
+        n += 1
+        yield Scene("pair-touching", canvas, boxes, [a.wnid, b.wnid], [str(a.path), str(b.path)])
+
+
 def pack_composites(real: Path, half: str, limit: int | None = None) -> Iterator[Scene]:
     """Six or eight dog photos of the half, of different breeds, each at a random place in its own cell of a
     `PACK_GRID` on a `PACK_CANVAS` scene of the half; every dog photo is used at most once."""
@@ -367,6 +399,8 @@ def scenes_for(real: Path, half: str, draft: int, limit: int | None = None,
             yield from pair_composites(real, half, limit)
         elif kind == "pack":
             yield from pack_composites(real, half, limit)
+        elif kind == "pair-touching":
+            yield from touching_composites(real, half, limit)
         else:
             yield from real_photos(real, kind, half, draft, limit)
 
@@ -608,7 +642,7 @@ class PredTally:
         if not scene.wnids:
             return
         boxes = [list(d.box) for d in dogs]
-        if scene.kind == "pair":
+        if scene.kind.startswith("pair"):
             # the issue's "before" figure: both pasted breeds among the photo's own top 2
             self.both_in_top2 += set(scene.wnids) <= {b.wnid for b in pred.breeds[:2]}
             self._pair(dogs, boxes, scene)
@@ -718,7 +752,7 @@ PER_HALF = [f"single-{b}" for b in BINS] + ["pair", "uncut"]
 WHOLE_SETS = ["scene-cat", "scene-other", "dogs-any"]
 LARGE_KINDS = [f"large-{b}" for b in LARGE_BINS]  # per half, only when asked for (--kinds)
 LARGE_WHOLE = ["large-scene-other", "large-scene-cat"]
-ASKED_KINDS = [*LARGE_KINDS, "pack"]  # per half, only when --kinds names them
+ASKED_KINDS = [*LARGE_KINDS, "pack", "pair-touching"]  # per half, only when --kinds names them
 
 
 def predictor_scenes(real: Path, half: str, draft: int, limit: int | None,
