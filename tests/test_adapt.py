@@ -112,3 +112,36 @@ def test_out_of_fold_logits_come_from_a_fit_without_their_fold() -> None:
         wf, bf = fit_blend(stanford, (xn[tr], yn[tr]), w0, b0, cfg, start=start)
         assert np.allclose(oof[~tr], (torch.as_tensor(xn[~tr]) @ wf.T + bf).numpy(), atol=1e-4)
         assert not torch.allclose(wf, w, atol=1e-4)  # the full fit did see fold f
+
+
+@pytest.mark.slow
+def test_adapt_refuses_what_would_save_a_broken_model_and_names_any_script(tmp_path: Path) -> None:
+    """Found by QA: a folder named 柴犬 had no lookup key (only a-z were kept), so each of its photos became a breed
+    of its own; a new breed whose photos were all unreadable, or a negative l2, saved NaN weights and said it
+    succeeded, and every prediction with the model then crashed; an --out that is a file failed in a traceback
+    after all features were extracted."""
+    from dogbreed.adapt import AdaptConfig
+    from dogbreed.errors import WriteError
+
+    data = tmp_path / "data"
+    _folder(data / "beagle", 3, seed=40)
+    _folder(data / "柴犬", 3, seed=41)
+    clf, summary = adapt(data, tmp_path / "m")
+    assert summary["adapt"]["new_breeds"] == ["柴犬"] and len(clf.classes) == 121
+    assert summary["adapt"]["photos_per_breed"] == {"Beagle": 3, "柴犬": 3}
+    with pytest.raises(AdaptError, match="already exists"):  # add-breed finds the same name again
+        add_breed("柴犬", data / "柴犬", model=str(tmp_path / "m"), out=tmp_path / "m2")
+
+    (data / "Newbreed").mkdir()
+    (data / "Newbreed" / "a.jpg").write_bytes(b"<html>not a photo</html>")
+    with pytest.raises(AdaptError, match="no readable photo of the new breed 'Newbreed'"):
+        adapt(data, tmp_path / "m3")
+    assert not (tmp_path / "m3").exists()
+    for bad in (-5.0, float("nan")):
+        with pytest.raises(AdaptError, match="l2 must be a number >= 0"):
+            AdaptConfig(l2=bad)
+    (tmp_path / "file.txt").write_text("x")
+    for out, why in ((tmp_path / "file.txt", "is a file, not a folder"), (tmp_path / "file.txt" / "m", "is a file"),
+                     ("", "no output folder given")):
+        with pytest.raises(WriteError, match=why):
+            adapt(data, out)

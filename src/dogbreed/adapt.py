@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,7 @@ from .breeds import Breed, BreedIndex, clean_name, lookup, normalize_key
 from .data import load_dataset
 from .errors import DataError
 from .features import extract
+from .fileio import out_folder
 from .inference.sources import walk_images
 from .models import DEFAULT_BACKBONE, Classifier, save_model_dir
 from .resolve import PACKAGED, resolve_model
@@ -205,6 +208,13 @@ class AdaptConfig:
     rows: str = "seen"  # seen: only classes with photos move (and compete); all: every row, all 120 in the softmax
     box_crop: bool = True  # use boxes where the data has them
 
+    def __post_init__(self) -> None:
+        # a negative or NaN pull made every fitted weight NaN, saved and reported as a success
+        if not (isinstance(self.l2, numbers.Real) and math.isfinite(self.l2) and self.l2 >= 0):
+            raise AdaptError(f"l2 must be a number >= 0, not {self.l2!r}")
+        if self.max_iter < 1:
+            raise AdaptError(f"max_iter must be at least 1, not {self.max_iter!r}")
+
 
 def adapt_features(
     feats: np.ndarray, labels: np.ndarray, base: Classifier, cfg: AdaptConfig | None = None,
@@ -330,6 +340,8 @@ def adapt(
     Returns the classifier and a summary; writes a model dir to ``out`` when given.
     """
     cfg = cfg or AdaptConfig()
+    if out is not None:
+        out_folder(out)  # before the features: a path that cannot be a folder fails now, in one sentence
     items = load_labelled(data) if isinstance(data, (str, Path)) else list(data)
     base, base_cfg = load_base(model, backbone)
     pre = base.preprocess_cfg
@@ -352,7 +364,14 @@ def adapt(
     if not ex.ok.any():
         raise AdaptError("none of the photos could be read")
     y = np.asarray(labels)[ex.ok]
+    # a new breed's row starts from the mean of its photos' features: with none readable it was NaN, saved, and
+    # every prediction of the model then crashed
+    empty = [b.name for j, b in enumerate(new) if not (y == len(base.classes) + j).any()]
+    if empty:
+        raise AdaptError(f"no readable photo of the new breed{'s' * (len(empty) > 1)} {', '.join(map(repr, empty))}"
+                         " (run `dogbreed data inspect` on the folder)")
     clf = adapt_features(ex.features[ex.ok], y, base, cfg, new)
+    _check_finite(clf)
     clf.preprocess_cfg = base.preprocess_cfg  # prediction has no boxes; keep the base preprocessing
     counts: dict[str, int] = {}
     for lab in y:
@@ -428,6 +447,14 @@ def add_breed_features(base: Classifier, name: str, feats: np.ndarray, cfg: AddB
                       base.preprocess_cfg)
 
 
+def _check_finite(clf: Classifier) -> None:
+    """Refuse a fitted head that is not finite everywhere: saved, it gave NaN probabilities (invalid JSON) or a
+    crash on every photo afterwards, while the fit had said it succeeded."""
+    lin = _linear_of(clf)
+    if not (torch.isfinite(lin.weight).all() and torch.isfinite(lin.bias).all()):
+        raise AdaptError("the fitted head has non-finite weights (NaN or infinity); nothing was written")
+
+
 def _image_files(folder: str | Path) -> list[str]:
     p = Path(folder)
     if not p.is_dir():
@@ -446,6 +473,8 @@ def add_breed(
 ) -> tuple[Classifier, dict[str, Any]]:
     """Add breed ``name`` learnt from the photos in ``folder``; writes a model dir to ``out`` when given."""
     cfg = cfg or AddBreedConfig()
+    if out is not None:
+        out_folder(out)
     base, base_cfg = load_base(model, backbone)
     clean = _check_new_name(name, base.classes)  # fail before the (slower) feature extraction
     files = _image_files(folder)
@@ -455,6 +484,7 @@ def add_breed(
         raise AdaptError(f"{folder}: {n_ok} readable photo(s) of {clean!r}; at least {MIN_NEW_BREED_PHOTOS} needed")
     assert ex is not None
     clf = add_breed_features(base, clean, ex.features[ex.ok], cfg)
+    _check_finite(clf)
     extra = dict(base_cfg.get("extra", {}))
     added = list(extra.get("added_breeds", []))
     added.append({"name": clean, "photos": n_ok, "unreadable": len(files) - n_ok, "win_rate": cfg.win_rate})

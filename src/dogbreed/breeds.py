@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -41,8 +42,11 @@ def clean_name(raw: str) -> str:
 
 
 def normalize_key(name: str) -> str:
-    """A lookup key that ignores case, separators and punctuation ('Shih-Tzu' == 'shih tzu')."""
-    return re.sub(r"[^a-z0-9]", "", clean_name(name).lower())
+    """A lookup key that ignores case, separators, punctuation and accents ('Shih-Tzu' == 'shih tzu', 'Löwchen' ==
+    'Lowchen'), and keeps letters of any script: with only a-z kept, '柴犬' had no key, so `adapt` made every photo
+    of a folder so named a breed of its own, and `add-breed` called the name empty."""
+    plain = "".join(c for c in unicodedata.normalize("NFKD", clean_name(name)) if not unicodedata.combining(c))
+    return re.sub(r"[\W_]+", "", plain.casefold())
 
 
 @lru_cache(maxsize=1)

@@ -22,7 +22,7 @@ from .breeds import BreedIndex
 from .calibration import decision_figures, ece
 from .data import load_dataset
 from .evaluate import compute_metrics, fmt_pct, plot_confusion, plot_reliability
-from .fileio import atomic_write_text
+from .fileio import atomic_write_text, out_folder
 from .inference import executors, scoring
 from .predict import Predictor
 
@@ -116,6 +116,7 @@ def summary(logp: torch.Tensor, labels: np.ndarray) -> dict[str, Any]:
 def make_card(predictor: Predictor, data: str | Path, out: str | Path, *, title: str | None = None,
               progress: bool = False) -> dict[str, Any]:
     """Score ``data`` with ``predictor`` and write card.md, card.json, reliability.png and confusion.png."""
+    out_folder(out)  # before the photos are scored: an output that cannot be a folder fails now, in one sentence
     scored = score_folder(predictor, data, progress)
     return write_card(scored, [b.name for b in predictor.classes], out,
                       title=title or f"Model card: {predictor.model} ({predictor.quality}) on {Path(data).name}",

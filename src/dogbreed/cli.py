@@ -685,12 +685,13 @@ def card(
 ) -> None:
     """A per-breed model card: recall/precision per breed, confusions, calibration, breed-balanced accuracy."""
     from .card import make_card
+    from .errors import WriteError
     from .predict import Predictor
 
     try:
         pred = Predictor(options)
         c = make_card(pred, data, out, progress=True)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
+    except (FileNotFoundError, ValueError, RuntimeError, WriteError) as e:
         _err(f"card: {e}")
         raise typer.Exit(2) from e
     typer.echo(f"{c['photos']} photos of {c['breeds']} breeds: top-1 {c['top1']:.1%}, breed-balanced top-1 "

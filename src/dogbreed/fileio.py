@@ -99,6 +99,23 @@ def writing(path: str | Path, hint: str = "") -> Iterator[None]:
         raise err from e
 
 
+def out_folder(path: str | Path) -> Path:
+    """Check, before a command's slow work, that ``path`` can be made an output folder: not empty, no file on its
+    way, and the nearest folder that exists writable. Nothing is made (a command that then fails leaves nothing);
+    `adapt` used to extract every photo's features, then fail in a traceback from ``mkdir``."""
+    if not str(path).strip():
+        raise WriteError(repr(str(path)), "no output folder given")
+    out = Path(path)
+    for p in (out, *out.absolute().parents):
+        if p.exists():
+            if not p.is_dir():
+                raise WriteError(str(out), f"{p} is a file, not a folder")
+            if not os.access(p, os.W_OK | os.X_OK):
+                raise WriteError(str(out), f"permission denied ({p} is not writable)", errno.EACCES)
+            break
+    return out
+
+
 _log = logging.getLogger("dogbreed")
 _said: set[str] = set()
 

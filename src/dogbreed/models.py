@@ -15,7 +15,7 @@ from torch import nn
 from .backbones import Backbone, BackboneSpec, create_backbone, get_spec
 from .breeds import Breed, stanford_breeds
 from .errors import ModelLoadError
-from .fileio import atomic_write_bytes, read_json, read_safetensors
+from .fileio import atomic_write_bytes, read_json, read_safetensors, writing
 from .specs import DEFAULT_BACKBONE, SHIPPED_HEADS
 from .transforms import Preprocess
 
@@ -128,7 +128,8 @@ def save_model_dir(clf: Classifier, path: str | Path, *, decision: dict[str, Any
                    save_backbone: bool = False, extra: dict[str, Any] | None = None) -> Path:
     """Write a classifier so `Predictor(model=path)` and `dogbreed predict --model path` can load it."""
     out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
+    with writing(out):  # /sys/x, a read-only disk: one sentence, not PermissionError's traceback
+        out.mkdir(parents=True, exist_ok=True)
     tensors = {f"breed_head.{k}": v.detach().cpu().contiguous() for k, v in clf.breed_head.state_dict().items()}
     arch = getattr(clf.backbone, "arch", None)  # set on from-scratch CNNs, which have no packaged weights
     save_backbone = save_backbone or arch is not None
