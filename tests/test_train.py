@@ -316,6 +316,23 @@ def test_evaluate_leaves_out_and_names_a_photo_that_cannot_be_read(cnn_run: Path
         " ".join(res.output.split())
 
 
+def test_training_leaves_out_and_names_photos_that_cannot_be_read(dataset: Path, tmp_path: Path) -> None:
+    """Found by QA: a from-scratch CNN's own val (which picks the best epoch) and test figures scored an HTML page
+    named .jpg with the next photo stood in, under the page's label, and summary.json counted it as a photo."""
+    data = tmp_path / "data"
+    for folder in BREEDS:
+        (data / folder).mkdir(parents=True)
+        for f in sorted((dataset / folder).glob("*.jpg"))[:5]:
+            (data / folder / f.name).write_bytes(f.read_bytes())
+        (data / folder / "zz_page.jpg").write_text("<html>not a photo</html>")
+    run = train.train(train.load_preset("gap", {**FAST, "max_epochs": 1}), str(data), out=tmp_path / "runs")
+    summary = json.loads((run / "summary.json").read_text())
+    assert sorted(summary["photos_skipped_unreadable"]) == sorted(str(data / f / "zz_page.jpg") for f in BREEDS)
+    assert sum(summary["photos"].values()) == 20
+    report = json.loads((run / "eval-test" / "report.json").read_text())
+    assert not any("zz_page" in m["path"] for m in report["misclassified"]) and report["n"] == summary["photos"]["test"]
+
+
 @pytest.mark.slow
 def test_cli_train_runs_a_preset(dataset: Path, tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["train", "--preset", "gap", "--data", str(dataset), "--out", str(tmp_path),

@@ -7,6 +7,7 @@ loads only what it runs. tests/test_layout.py still sees these imports when it c
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import inspect
@@ -31,6 +32,18 @@ data_app = typer.Typer(no_args_is_help=True, help="Inspect, split and preview da
 app.add_typer(data_app, name="data")
 gallery_app = typer.Typer(no_args_is_help=True, help="Reference galleries of labelled photos (look-alikes).")
 app.add_typer(gallery_app, name="gallery")
+
+
+@contextlib.contextmanager
+def _one_sentence() -> Iterator[None]:
+    """A file that is missing, not ours or cannot be written ends the command in one sentence (exit code 2)."""
+    from .errors import DogbreedError
+
+    try:
+        yield
+    except (DogbreedError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        _err(str(e) if isinstance(e, DogbreedError) or not e.filename else f"{e.filename}: {e.strerror}")
+        raise typer.Exit(2) from e
 
 
 def _err(msg: str) -> None:
@@ -468,18 +481,25 @@ def data_split(
     validate: bool = typer.Option(False, "--validate", help="Decode every image first and leave bad ones out."),
 ) -> None:
     """Write a stratified train/val/test manifest and print per-breed counts."""
-    from .data import make_split, save_manifest, split_counts
+    from .data import Problem, leave_out_unreadable, make_split, save_manifest, split_counts
 
     try:
         r = tuple(float(x) for x in ratios.split(","))
     except ValueError as e:
         raise typer.BadParameter("--ratios must be three numbers like 0.8,0.1,0.1") from e
     index = _load_index(path, validate=validate)
+    if not validate:  # the quick check of `data inspect` (headers, a JPEG's end): what it flags is left out too
+        index.samples, bad = leave_out_unreadable(index.samples)
+        index.problems += [Problem(p, why) for p, why in bad.items()]
     try:
         splits = make_split(index.samples, r, seed=seed, use_official=official)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
-    written = save_manifest(splits, out)
+    if Path(out).is_dir():
+        raise typer.BadParameter(f"{out} is a folder; give the manifest's file name "
+                                 f"(e.g. {Path(out) / 'manifest.csv'})", param_hint="'--out'")
+    with _one_sentence():
+        written = save_manifest(splits, out)
     table = split_counts(splits)
     width = max([len(b) for b in table] + [5])
     typer.echo(f"{'breed':<{width}}  {'train':>6} {'val':>6} {'test':>6}")
@@ -488,6 +508,10 @@ def data_split(
     typer.echo(f"{'total':<{width}}  " + " ".join(f"{len(splits[k]):6d}" for k in ("train", "val", "test")))
     if index.problems:
         typer.echo(f"{len(index.problems)} files left out (see `dogbreed data inspect`)")
+    if untrained := [b for b, c in table.items() if not c["train"]]:  # an official test list can hold all of one
+        _err(f"warning: no training photo of {len(untrained)} breed{'s' * (len(untrained) > 1)} "
+             f"({', '.join(untrained[:5])}{', ...' if len(untrained) > 5 else ''}): a model trained on this split "
+             "cannot learn them (--no-official splits every breed 80/10/10)")
     typer.echo(f"wrote {written}")
 
 
@@ -506,7 +530,8 @@ def data_preview(
     from .transforms import Augment, Preprocess
 
     if path.lower().endswith(".csv"):
-        samples = load_manifest(path)["train"]
+        with _one_sentence():
+            samples = load_manifest(path)["train"]
     else:
         samples = _load_index(path).samples
     if not samples:

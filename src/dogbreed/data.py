@@ -31,6 +31,7 @@ from .fileio import atomic_write, atomic_write_text
 from .inference.sources import is_image_name, walk_files
 from .paths import cache_dir
 from .transforms import (
+    JPEG_FORMATS,
     Augment,
     Preprocess,
     augment_image,
@@ -93,13 +94,46 @@ def _is_hidden(p: Path) -> bool:
     return p.name.startswith(".") or p.name == "Thumbs.db"
 
 
+def _bad_name(p: Path) -> str | None:
+    """Why a file or folder name cannot be used, or None: a name that is not UTF-8 (Latin-1 from an old zip) reads
+    as text only with stand-in characters, which no manifest, split seed or report can write."""
+    try:
+        p.name.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"the name {p.name.encode('utf-8', 'surrogateescape')!r} is not UTF-8: rename it, skipped"
+    return None
+
+
+def _breed_dirs(parent: Path, problems: list[Problem]) -> Iterator[Path]:
+    """The breed folders of ``parent``, sorted; what is not one is reported: a file, a hidden folder
+    (.ipynb_checkpoints became a breed), a name that is not UTF-8, a link back to a folder holding this one (all the
+    other breeds' photos again, under another label)."""
+    holder = parent.resolve()
+    for d in sorted(parent.iterdir()):
+        if not d.is_dir():
+            if not _is_hidden(d):
+                problems.append(Problem(str(d), "file outside any breed folder"))
+            continue
+        if _is_hidden(d):
+            problems.append(Problem(str(d), "hidden folder, skipped"))
+        elif reason := _bad_name(d):
+            problems.append(Problem(str(d), reason))
+        elif d.is_symlink() and holder.is_relative_to(d.resolve()):
+            problems.append(Problem(str(d), f"a link to {d.resolve()}, which holds this folder: skipped (its photos "
+                                            "would count again under another breed)"))
+        else:
+            yield d
+
+
 def _image_files(folder: Path, problems: list[Problem]) -> list[Path]:
     """Image files under ``folder`` (recursive, sorted); anything else is reported, never silently dropped."""
     out = []
     for p in sorted(Path(f) for f in walk_files(folder)):  # Path order (by part), as datasets always listed
         if p.is_dir():  # a symbolic link to a folder: not followed, not a photo
             continue
-        if _is_hidden(p):
+        if reason := _bad_name(p):
+            problems.append(Problem(str(p), reason))
+        elif _is_hidden(p):
             problems.append(Problem(str(p), "hidden file, skipped"))
         elif not is_image_name(p):
             problems.append(Problem(str(p), f"not an image file (extension {p.suffix or 'none'!r})"))
@@ -198,11 +232,7 @@ def _load_stanford(root: Path, index: DatasetIndex) -> None:
         except Exception as e:  # a bad list must not hide the images; report it and go on without it
             index.problems.append(Problem(str(lst), f"unreadable split list ({type(e).__name__}: {e})"))
     seen: set[str] = set()
-    for d in sorted(images_dir.iterdir()):
-        if not d.is_dir():
-            if not _is_hidden(d):
-                index.problems.append(Problem(str(d), "file outside any breed folder"))
-            continue
+    for d in _breed_dirs(images_dir, index.problems):
         m = _WNID_DIR.match(d.name)
         breed, wnid = _breed_and_wnid(d.name, m.group(1) if m else None)
         for p in _image_files(d, index.problems):
@@ -233,11 +263,31 @@ def _load_kaggle(root: Path, index: DatasetIndex) -> None:
         reader = csv.DictReader(f)
         if not reader.fieldnames or not {"id", "breed"} <= set(reader.fieldnames):
             raise DataError(f"{csv_path}: expected columns id,breed; found {reader.fieldnames}")
-        labels = {row["id"].strip(): row["breed"].strip() for row in reader if row.get("id")}
-    files = {p.stem: p for p in _image_files(train, index.problems)}
+        labels: dict[str, str] = {}
+        for row in reader:  # a short row, an empty breed or an id given twice is reported, not guessed at
+            img_id, raw = (row.get("id") or "").strip(), (row.get("breed") or "").strip()
+            where = f"{csv_path} line {reader.line_num}"
+            if not img_id and not raw:
+                continue
+            if not img_id or not raw:
+                index.problems.append(Problem(where, f"no {'id' if not img_id else 'breed'} in this row, skipped"))
+            elif img_id in labels and labels[img_id] != raw:
+                index.problems.append(Problem(where, f"{img_id!r} listed again as {raw!r}, first as "
+                                                     f"{labels[img_id]!r}: the first kept"))
+            else:
+                labels.setdefault(img_id, raw)
+    files: dict[str, Path] = {}
+    for p in _image_files(train, index.problems):
+        if p.stem in files:
+            index.problems.append(Problem(str(p), f"a second photo for id {p.stem!r} (beside {files[p.stem].name}):"
+                                                  " skipped"))
+        else:
+            files[p.stem] = p
     names: dict[str, tuple[str, str | None]] = {}
     for img_id, raw in sorted(labels.items()):
         p = files.pop(img_id, None)
+        if p is None and is_image_name(img_id):  # ids written with their extension ("000bec18.jpg")
+            p = files.pop(Path(img_id).stem, None)
         if p is None:
             index.problems.append(Problem(str(train / f"{img_id}.jpg"), "listed in labels.csv but missing"))
             continue
@@ -253,13 +303,7 @@ def _load_kaggle(root: Path, index: DatasetIndex) -> None:
 
 
 def _load_folders(root: Path, index: DatasetIndex) -> None:
-    for d in sorted(root.iterdir()):
-        if not d.is_dir():
-            if not _is_hidden(d):
-                index.problems.append(Problem(str(d), "file outside any breed folder"))
-            continue
-        if _is_hidden(d):
-            continue
+    for d in _breed_dirs(root, index.problems):
         m = _WNID_DIR.match(d.name)
         breed, wnid = _breed_and_wnid(d.name, m.group(1) if m else None)
         for p in _image_files(d, index.problems):
@@ -286,19 +330,31 @@ def check_image(path: str | Path, full: bool = False) -> str | None:
     if reason := _empty_check(p):
         return reason
     try:
-        with Image.open(p) as img:
-            fmt = img.format
-            img.verify()
+        with warnings.catch_warnings():  # over Pillow's bomb limit but under twice it: refused below, in words
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(p) as img:
+                fmt, (w, h) = img.format, img.size
+                img.verify()
     except UnidentifiedImageError:
         return "not an image (format not recognised)"
     except Exception as e:
         return f"corrupt image ({type(e).__name__}: {e})"
+    if fmt not in JPEG_FORMATS and w * h > Image.MAX_IMAGE_PIXELS:  # what decoding refuses (a JPEG: its draft)
+        return f"image too large: {w}x{h} pixels exceeds {Image.MAX_IMAGE_PIXELS}"
     if fmt == "JPEG":
         with open(p, "rb") as f:
             f.seek(max(0, p.stat().st_size - 4096))
             if b"\xff\xd9" not in f.read():
                 return "truncated JPEG (no end-of-image marker)"
     return None
+
+
+def leave_out_unreadable(samples: Sequence[Sample]) -> tuple[list[Sample], dict[str, str]]:
+    """The samples whose photo passes `check_image`, and why each other one does not (path -> reason): a model is
+    scored, and its best epoch picked, on photos that are there; the loader stands the next photo in for one that
+    cannot be read, under the bad one's label."""
+    bad = {str(s.path): why for s in samples if (why := check_image(s.path))}
+    return [s for s in samples if str(s.path) not in bad], bad
 
 
 def _image_size(path: str) -> tuple[int, int] | None:
@@ -492,7 +548,7 @@ def load_manifest(path: str | Path) -> dict[str, list[Sample]]:
     """Read a manifest; relative paths are taken relative to the manifest's folder."""
     path = Path(path)
     out: dict[str, list[Sample]] = {k: [] for k in SPLITS}
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a manifest saved again by Excel has a BOM
         reader = csv.DictReader(f)
         missing = {"path", "breed", "split"} - set(reader.fieldnames or [])
         if missing:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .. import evaluate as ev
-from ..data import check_image, load_dataset
+from ..data import leave_out_unreadable, load_dataset
 from ..errors import DataError
 from ..fileio import atomic_write_text
 from ..models import Classifier
@@ -81,7 +81,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", data: str | None = No
     # A photo that cannot be read is left out and named, not scored: the loader stands the next photo in for it
     # (right for training, where one bad file must not end a run), and an HTML page named .jpg was listed as a
     # misclassified photo, its breed's support one too many.
-    bad = {str(s.path): why for s in part.samples if (why := check_image(s.path))}
+    bad = leave_out_unreadable(part.samples)[1]
     if bad:
         keep = [i for i, s in enumerate(part.samples) if str(s.path) not in bad]
         part = Split([part.samples[i] for i in keep], np.asarray(part.labels)[keep])

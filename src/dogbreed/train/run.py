@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import evaluate as ev
-from ..data import Sample
+from ..data import Sample, leave_out_unreadable
 from ..errors import ConfigError
 from ..models import count_parameters, save_model_dir
 from ..runtime import resolve_device
@@ -106,6 +106,17 @@ def _train_run(cfg: TrainConfig, run_dir: Path, splits: dict[str, list[Sample]],
             log(f"{run_dir}: stopped early at epoch {state.epoch}; nothing to resume")
         else:
             log(f"resuming {run_dir} after epoch {state.epoch}")
+    # Photos that cannot be read are left out of every split, named in the log and the summary: the loader stood
+    # the next photo in for one, under the bad one's label, so a from-scratch CNN's val (its best epoch) and test
+    # figures scored an HTML page named .jpg as another breed's photo.
+    unreadable: dict[str, str] = {}
+    for k in list(splits):
+        splits[k], bad = leave_out_unreadable(splits[k])
+        unreadable.update(bad)
+    if unreadable:
+        first = next(iter(unreadable.items()))
+        log(f"{len(unreadable)} unreadable photo{'s' * (len(unreadable) > 1)} left out ({first[0]}: {first[1]}"
+            f"{'; all in summary.json' if len(unreadable) > 1 else ''})")
     parts = {k: Split(list(v), labels_of(v, class_names)) for k, v in splits.items()}
     clf = strategy.build(cfg, classes)
     strategy.set_trainable(clf, cfg)
@@ -137,6 +148,7 @@ def _train_run(cfg: TrainConfig, run_dir: Path, splits: dict[str, list[Sample]],
         "epochs": state.epoch, "stopped_early": state.stopped_early, "train_seconds": round(state.elapsed_s, 1),
         "wall_seconds_this_call": round(time.time() - t_start, 1), "device": device,
         "photos": {k: len(v.samples) for k, v in parts.items()}, "classes": len(classes),
+        "photos_skipped_unreadable": unreadable,
     }
     write_json(run_dir / "summary.json", summary)
     write_run_report(run_dir, cfg, summary)
