@@ -140,6 +140,9 @@ def test_adapt_refuses_what_would_save_a_broken_model_and_names_any_script(tmp_p
     for bad in (-5.0, float("nan")):
         with pytest.raises(AdaptError, match="l2 must be a number >= 0"):
             AdaptConfig(l2=bad)
+    for bad_name in ("../../etc", "x" * 200):  # a breed's name becomes a folder's in `feedback export`
+        with pytest.raises(AdaptError, match="printable characters, without /"):
+            add_breed(bad_name, data / "beagle", out=tmp_path / "m4")
     (tmp_path / "file.txt").write_text("x")
     for out, why in ((tmp_path / "file.txt", "is a file, not a folder"), (tmp_path / "file.txt" / "m", "is a file"),
                      ("", "no output folder given")):

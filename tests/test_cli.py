@@ -98,3 +98,21 @@ def test_options_that_cannot_work_together_say_so_in_one_sentence(tmp_path: Path
     r = runner.invoke(app, ["predict", str(tmp_path / "cat.jpg"), *(a.format(tmp=tmp_path) for a in extra)])
     assert r.exit_code == 2, r.output
     assert why in " ".join(r.output.replace("│", " ").split()) and "Traceback" not in r.output
+
+
+def test_fit_dog_detector_refuses_the_same_photos_on_both_sides_and_a_folder_as_out(tmp_path: Path) -> None:
+    """Found by QA: the same folder as --dogs and --not-dogs fitted a detector that says 50% to every photo;
+    `--out dir/` wrote dir.json beside the folder. Both are refused before the fit."""
+    from PIL import Image
+
+    (tmp_path / "p").mkdir()
+    for i in range(3):
+        Image.new("RGB", (32, 32), (i * 60, 90, 30)).save(tmp_path / "p" / f"{i}.jpg")
+    r = CliRunner().invoke(app, ["fit-dog-detector", "--dogs", str(tmp_path / "p"), "--not-dogs",
+                                 str(tmp_path / "p"), "--out", str(tmp_path / "det")])
+    assert r.exit_code == 2 and "3 photos are in both --dogs and --not-dogs" in " ".join(r.output.split())
+    (tmp_path / "q").mkdir()
+    Image.new("RGB", (32, 32)).save(tmp_path / "q" / "a.jpg")
+    r = CliRunner().invoke(app, ["fit-dog-detector", "--dogs", str(tmp_path / "p"), "--not-dogs",
+                                 str(tmp_path / "q"), "--out", str(tmp_path) + "/"])
+    assert r.exit_code == 2 and "is a folder; give the detector's file name" in " ".join(r.output.split())

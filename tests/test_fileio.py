@@ -51,3 +51,46 @@ def test_atomic_write_gives_the_mode_open_would_and_keeps_an_existing_files_mode
     os.chmod(old, 0o640)
     fileio.atomic_write_text(old, "y\n")
     assert stat.S_IMODE(old.stat().st_mode) == 0o640 and old.read_text() == "y\n"
+
+
+def test_a_pair_of_files_is_replaced_both_or_neither(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by QA: a model's weights were renamed into place and its model.json then could not be (an immutable
+    file), so the model that had worked no longer loaded. Now the weights are put back when the second file fails."""
+    import os
+
+    from dogbreed.errors import WriteError
+    from dogbreed.fileio import atomic_write_pair
+
+    w, j = tmp_path / "model.safetensors", tmp_path / "model.json"
+    atomic_write_pair((w, b"weights 1"), (j, b"json 1"))
+    assert (w.read_bytes(), j.read_bytes()) == (b"weights 1", b"json 1")
+    real = os.replace
+
+    def refuse_json(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+        if Path(dst) == j:
+            raise PermissionError(1, "Operation not permitted", str(dst))
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", refuse_json)
+    with pytest.raises(WriteError, match="cannot write .*model.json: operation not permitted"):
+        atomic_write_pair((w, b"weights 2"), (j, b"json 2"))
+    monkeypatch.setattr(os, "replace", real)
+    assert (w.read_bytes(), j.read_bytes()) == (b"weights 1", b"json 1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "model.safetensors"]  # no temporary left
+    atomic_write_pair((w, b"weights 3"), (j, b"json 3"))
+    assert (w.read_bytes(), j.read_bytes()) == (b"weights 3", b"json 3")
+
+
+def test_a_detector_stem_keeps_a_dot_in_its_name_and_refuses_a_folder(tmp_path: Path) -> None:
+    """`--out det_v1.5` wrote det_v1.json (".5" taken for a suffix) over another detector; `--out dir/` wrote
+    dir.json beside the folder."""
+    from dogbreed.dogness import DogDetector, default_detector
+    from dogbreed.errors import ModelLoadError
+
+    det = default_detector()
+    assert det is not None
+    assert det.save(tmp_path / "det_v1.5") == tmp_path / "det_v1.5.json"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["det_v1.5.json", "det_v1.5.safetensors"]
+    assert DogDetector.load(tmp_path / "det_v1.5.json").thresholds == det.thresholds
+    with pytest.raises(ModelLoadError, match="is a folder"):
+        det.save(tmp_path)

@@ -408,3 +408,17 @@ def test_a_checkpoint_is_written_whole_through_a_ctrl_c_and_a_torn_one_is_refuse
     (ckpt / "last.json").write_bytes(epoch1)  # as a process killed between the files would leave them
     with pytest.raises(ConfigError, match="torn: last.safetensors is not from the save that wrote last.json"):
         rundir.load_checkpoint(ckpt, "last")
+
+
+def test_compare_refuses_what_is_no_run_and_flags_a_damaged_one(cnn_run: Path, tmp_path: Path) -> None:
+    """Found by QA: a misspelt run folder gave a row of '?' and exit code 0; one truncated summary.json ended the
+    whole table in a traceback."""
+    res = CliRunner().invoke(app, ["compare", str(tmp_path / "nope")])
+    assert res.exit_code == 2 and "not a run directory" in res.output
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "config.json").write_text("{}")
+    (bad / "summary.json").write_text('{"preset": ')
+    res = CliRunner().invoke(app, ["compare", str(bad), str(cnn_run)])
+    assert res.exit_code == 0, res.output
+    assert "damaged summary.json" in res.output and cnn_run.name in res.output

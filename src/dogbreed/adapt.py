@@ -401,10 +401,17 @@ class AddBreedConfig:
     views: tuple[str, ...] = ("plain", "flip")
 
 
+MAX_BREED_NAME = 100
+
+
 def _check_new_name(name: str, classes: Sequence[Breed]) -> str:
     clean = clean_name(name)
     if not normalize_key(clean):
         raise AdaptError(f"breed name {name!r} is empty once cleaned")
+    # a breed's name becomes a folder's in `feedback export` and a line of every front end's answer
+    if len(clean) > MAX_BREED_NAME or any(c in clean for c in "/\\") or not clean.isprintable():
+        raise AdaptError(f"breed name {name[:40]!r}{'...' if len(name) > 40 else ''}: at most {MAX_BREED_NAME} "
+                         "printable characters, without / or \\")
     taken = BreedIndex(classes)
     known = lookup(clean)
     if taken.find(clean) is not None or (known is not None and taken.find(known.name) is not None):

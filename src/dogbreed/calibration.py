@@ -116,8 +116,8 @@ class CrossFit:
     ece_after: float
     top1: float
     flagged: float  # share of photos answered "uncertain_breed"
-    acc_confident: float
-    acc_uncertain: float
+    acc_confident: float | None
+    acc_uncertain: float | None
     n_confident: int
     n_uncertain: int
 
@@ -155,12 +155,12 @@ def out_of_fold(parts: Sequence[torch.Tensor], y: np.ndarray, k: int = 5, target
     return OutOfFold(after, flagged, fold, temps, ths)
 
 
-def decision_figures(logp: torch.Tensor, y: np.ndarray, flagged: np.ndarray) -> dict[str, float | int]:
+def decision_figures(logp: torch.Tensor, y: np.ndarray, flagged: np.ndarray) -> dict[str, float | int | None]:
     """What the uncertain-breed answer does on these photos: share flagged, accuracy of each side."""
     hit = logp.argmax(-1).numpy() == y
     return {"flagged": float(flagged.mean()),
-            "acc_confident": float(hit[~flagged].mean()) if (~flagged).any() else float("nan"),
-            "acc_uncertain": float(hit[flagged].mean()) if flagged.any() else float("nan"),
+            "acc_confident": float(hit[~flagged].mean()) if (~flagged).any() else None,  # JSON has no NaN
+            "acc_uncertain": float(hit[flagged].mean()) if flagged.any() else None,
             "n_confident": int((~flagged).sum()), "n_uncertain": int(flagged.sum())}
 
 

@@ -390,13 +390,26 @@ def fit_dog_detector_cmd(
             _err(f"{name} {folder}: not a folder")
             raise typer.Exit(2)
     dog_files, not_dog_files = expand_inputs([dogs]), expand_inputs([not_dogs])
+    both = {os.path.realpath(f) for f in dog_files} & {os.path.realpath(f) for f in not_dog_files}
+    if both:  # the same photos on both sides fit a detector that says 50% to everything
+        _err(f"{len(both)} photo{'s are' if len(both) > 1 else ' is'} in both --dogs and --not-dogs "
+             f"(e.g. {sorted(both)[0]}): each photo must be one or the other")
+        raise typer.Exit(2)
+    from .dogness import detector_stem
+    from .fileio import out_folder
+
+    with _one_sentence():  # the output path, before the slow fit
+        out_folder(detector_stem(out).parent)
     try:
         det = fit_dog_detector(dog_files, not_dog_files, backbones=backbone, target_recall=target_recall)
     except (ValueError, KeyError) as e:
         _err(f"cannot fit a dog detector: {e}")
         raise typer.Exit(2) from e
-    path = det.save(out)
-    typer.echo(f"wrote {path} and its .safetensors ({len(dog_files)} dog, {len(not_dog_files)} not-dog photos)")
+    with _one_sentence():
+        path = det.save(out)
+    used = det.meta.get("unreadable_skipped", 0)
+    typer.echo(f"wrote {path} and its .safetensors ({len(dog_files)} dog, {len(not_dog_files)} not-dog photos"
+               + (f"; {used} unreadable left out" if used else "") + ")")
     for key, t in det.thresholds.items():
         typer.echo(f"  threshold {t:.4f} keeps {det.target_recall:.1%} of validation dogs for {key}")
 
@@ -698,7 +711,9 @@ def compare(run_dirs: list[str] = typer.Argument(..., help="Run directories.")) 
     from .evaluate import format_table
     from .train.reports import COMPARE_COLUMNS, compare_runs
 
-    typer.echo(format_table(compare_runs(run_dirs), COMPARE_COLUMNS))
+    with _one_sentence():
+        rows = compare_runs(run_dirs)
+    typer.echo(format_table(rows, COMPARE_COLUMNS))
 
 
 @app.command()

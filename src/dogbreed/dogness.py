@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -32,7 +33,7 @@ from safetensors.numpy import load, save
 
 from .breeds import BIG_CAT_INDICES, DOG_INDICES, DOMESTIC_CAT_INDICES, WOLF_FOX_INDICES
 from .errors import ModelLoadError
-from .fileio import atomic_write_bytes, read_json, read_safetensors
+from .fileio import atomic_write_pair, read_json, read_safetensors
 
 if TYPE_CHECKING:
     import torch
@@ -231,7 +232,7 @@ class DogDetector:
     # -- storage ---------------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write ``<path>.safetensors`` and ``<path>.json`` (a suffix on ``path`` is dropped); returns the JSON."""
-        base = _base(path)
+        base = detector_stem(path)
         base.parent.mkdir(parents=True, exist_ok=True)
         tensors: dict[str, np.ndarray] = {}
         heads_cfg = {}
@@ -245,15 +246,15 @@ class DogDetector:
                "target_recall": self.target_recall, "thresholds": self.thresholds,
                "recall_curve": self.recall_curve, "meta": self.meta,
                "cascade": self.cascade.to_dict() if self.cascade is not None else None}
-        atomic_write_bytes(base.with_suffix(".safetensors"), save(tensors))
-        atomic_write_bytes(base.with_suffix(".json"), json.dumps(cfg, indent=1).encode())
-        return base.with_suffix(".json")
+        atomic_write_pair((_with(base, ".safetensors"), save(tensors)),
+                          (_with(base, ".json"), json.dumps(cfg, indent=1).encode()))
+        return _with(base, ".json")
 
     @classmethod
     def load(cls, path: str | Path) -> DogDetector:
         """Read a detector written by `save` (give the .json, the .safetensors or the common stem)."""
-        base = _base(path)
-        js, st = base.with_suffix(".json"), base.with_suffix(".safetensors")
+        base = detector_stem(path)
+        js, st = _with(base, ".json"), _with(base, ".safetensors")
         if not js.is_file() or not st.is_file():
             raise ModelLoadError(f"dog detector {path}: need both {js.name} and {st.name}")
         cfg, tensors = read_json(js, "dog detector config"), read_safetensors(st, as_numpy=True)
@@ -281,9 +282,18 @@ class DogDetector:
                    dict(cfg.get("recall_curve", {})), dict(cfg.get("meta", {})), cascade)
 
 
-def _base(path: str | Path) -> Path:
+def detector_stem(path: str | Path) -> Path:
+    """The path a detector's two files share, without their suffixes."""
     p = Path(path)
+    if str(path).endswith(("/", os.sep)) or p.is_dir():  # "out/" wrote ./out.json beside the folder
+        raise ModelLoadError(f"{path} is a folder; give the detector's file name (e.g. {p / 'dog_detector.json'})")
     return p.with_suffix("") if p.suffix in (".json", ".safetensors") else p
+
+
+def _with(base: Path, suffix: str) -> Path:
+    """``base`` + ``suffix``, appended: with_suffix took "det_v1.5" for "det_v1" with a suffix, and the detector
+    written went over det_v1's."""
+    return base.with_name(base.name + suffix)
 
 
 def default_detector() -> DogDetector | None:

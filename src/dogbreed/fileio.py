@@ -137,6 +137,46 @@ def _mode_for(path: Path) -> int:
         return 0o666 & ~_UMASK
 
 
+def atomic_write_pair(first: tuple[str | Path, bytes], second: tuple[str | Path, bytes]) -> None:
+    """Two files that only work together (weights and the JSON that reads them) replaced as nearly at once as a
+    file system allows: both are written in full first, then renamed one after the other, and when the second
+    rename fails (a read-only or immutable file, a full quota) the first file is put back as it was. Written one
+    after the other, a failure between them left new weights beside the old JSON, and the model that had worked
+    no longer loaded."""
+    (p1, d1), (p2, d2) = (Path(first[0]), first[1]), (Path(second[0]), second[1])
+    temps: list[Path] = []
+    old = p1.with_name(f".{p1.name}.old")
+    try:
+        for p, data in ((p1, d1), (p2, d2)):
+            with writing(p):
+                p.parent.mkdir(parents=True, exist_ok=True)
+                fd, name = tempfile.mkstemp(prefix=f".{p.stem}.", suffix=f".tmp{p.suffix}", dir=p.parent)
+                temps.append(Path(name))
+                with contextlib.suppress(OSError):
+                    os.fchmod(fd, _mode_for(p))
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+        had_old = p1.exists()
+        if had_old:
+            with writing(p1):
+                os.replace(p1, old)
+        try:
+            with writing(p1):
+                os.replace(temps[0], p1)
+            with writing(p2):
+                os.replace(temps[1], p2)
+        except BaseException:
+            if had_old:
+                os.replace(old, p1)
+            raise
+        old.unlink(missing_ok=True)
+    finally:
+        for t in temps:
+            t.unlink(missing_ok=True)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (see `atomic_write`)."""
     with atomic_write(path) as tmp:

@@ -15,7 +15,7 @@ from torch import nn
 from .backbones import Backbone, BackboneSpec, create_backbone, get_spec
 from .breeds import Breed, stanford_breeds
 from .errors import ModelLoadError
-from .fileio import atomic_write_bytes, read_json, read_safetensors, writing
+from .fileio import atomic_write_pair, read_json, read_safetensors, writing
 from .specs import DEFAULT_BACKBONE, SHIPPED_HEADS
 from .transforms import Preprocess
 
@@ -149,8 +149,7 @@ def save_model_dir(clf: Classifier, path: str | Path, *, decision: dict[str, Any
     }
     if arch is not None:
         cfg["cnn"] = arch
-    atomic_write_bytes(out / MODEL_WEIGHTS, save(tensors))
-    atomic_write_bytes(out / MODEL_CONFIG, json.dumps(cfg, indent=2).encode())
+    atomic_write_pair((out / MODEL_WEIGHTS, save(tensors)), (out / MODEL_CONFIG, json.dumps(cfg, indent=2).encode()))
     return out
 
 

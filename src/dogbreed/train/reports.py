@@ -103,16 +103,26 @@ def compare_runs(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
     rows = []
     for d in run_dirs:
         p = Path(d)
+        if not (p / "config.json").is_file() and not (p / "summary.json").is_file():
+            raise DataError(f"{p}: not a run directory (no config.json or summary.json; `dogbreed train` writes "
+                            "them)")
         try:
             s = json.loads((p / "summary.json").read_text())
+            if not isinstance(s, dict):
+                raise ValueError("not a JSON object")
         except FileNotFoundError:
             # An unfinished run: show what its metrics say so far.
-            hist = json.loads((p / "metrics.json").read_text()) if (p / "metrics.json").exists() else []
-            cfg = json.loads((p / "config.json").read_text()) if (p / "config.json").exists() else {}
-            best = max(hist, key=lambda h: h["val_acc"], default={})
-            s = {"preset": cfg.get("preset", "?"), "params": None, "best_val_acc": best.get("val_acc"),
-                 "test_top1": None, "epochs": len(hist), "train_seconds": sum(h["seconds"] for h in hist)}
-        rows.append({"run": p.name, "preset": s["preset"], "params": s.get("params"),
+            try:
+                hist = json.loads((p / "metrics.json").read_text()) if (p / "metrics.json").exists() else []
+                cfg = json.loads((p / "config.json").read_text()) if (p / "config.json").exists() else {}
+                best = max(hist, key=lambda h: h["val_acc"], default={})
+                s = {"preset": cfg.get("preset", "?"), "params": None, "best_val_acc": best.get("val_acc"),
+                     "test_top1": None, "epochs": len(hist), "train_seconds": sum(h["seconds"] for h in hist)}
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
+                s = {"preset": f"? (damaged metrics.json or config.json: {type(e).__name__})"}
+        except (ValueError, UnicodeDecodeError) as e:  # one damaged run is flagged in its row; the table stays
+            s = {"preset": f"? (damaged summary.json: {e})"}
+        rows.append({"run": p.name, "preset": s.get("preset", "?"), "params": s.get("params"),
                      "best_val_acc": s.get("best_val_acc"), "test_acc": s.get("test_top1"),
                      "epochs": s.get("epochs"), "time_s": s.get("train_seconds")})
     return rows
