@@ -116,3 +116,14 @@ def test_fit_dog_detector_refuses_the_same_photos_on_both_sides_and_a_folder_as_
     r = CliRunner().invoke(app, ["fit-dog-detector", "--dogs", str(tmp_path / "p"), "--not-dogs",
                                  str(tmp_path / "q"), "--out", str(tmp_path) + "/"])
     assert r.exit_code == 2 and "is a folder; give the detector's file name" in " ".join(r.output.split())
+
+
+def test_card_says_which_prediction_options_do_not_change_it(tmp_path: Path) -> None:
+    """Found by QA: `card --dog-threshold 0.99 --whole-photo --no-breed-cascade` gave the very card of no options,
+    without a word: the card scores the breed model on whole photos."""
+    r = CliRunner().invoke(app, ["card", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "c"),
+                                 "--dog-threshold", "0.99", "--whole-photo"])
+    text = " ".join(r.output.split())
+    assert r.exit_code == 2 and "--dog-threshold, --whole-photo do not change a card" in text
+    r = CliRunner().invoke(app, ["card", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "c")])
+    assert r.exit_code == 2 and "do not change a card" not in r.output and "does not change" not in r.output

@@ -193,7 +193,10 @@ def card_markdown(card: dict[str, Any]) -> str:
              f"- **calibration**: ECE {card['ece']:.3f} (15 equal-width bins of the top-1 probability)"
              + _temperature(card.get("decision") or {}),
              *_uncertain(card.get("decision") or {}),
-             "- intervals: 95%, bootstrap over breeds", *([f"- {card['note']}"] if card.get("note") else []), "",
+             "- intervals: 95%, bootstrap over breeds",
+             "- scored: the breed model's probabilities on each photo as a whole (no detection stage, dog-or-not "
+             "decision, cascade or gallery: those change what `dogbreed predict` answers, not these figures)",
+             *([f"- {card['note']}"] if card.get("note") else []), "",
              "![reliability](reliability.png)", ""]
     if card["most_confused"]:
         lines += ["## Most confused pairs", "", "| true | answered as | photos | share of true |", "|---|---|--:|--:|"]

@@ -716,6 +716,11 @@ def compare(run_dirs: list[str] = typer.Argument(..., help="Run directories.")) 
     typer.echo(format_table(rows, COMPARE_COLUMNS))
 
 
+CARD_IGNORES = {"dog_detector": "--dog-detector", "dog_target_recall": "--target-recall",
+                "dog_threshold": "--dog-threshold", "dog_cascade": "--no-dog-cascade",
+                "breed_cascade": "--no-breed-cascade", "gallery": "--gallery", "find_dogs": "--whole-photo"}
+
+
 @app.command()
 @prediction_options(every_command=True)
 def card(
@@ -726,8 +731,16 @@ def card(
     """A per-breed model card: recall/precision per breed, confusions, calibration, breed-balanced accuracy."""
     from .card import make_card
     from .errors import WriteError
+    from .inference.options import PredictOptions as Defaults
     from .predict import Predictor
 
+    # The card scores the breed model on each photo as a whole (what its calibration and per-breed figures are
+    # about): these options change what `predict` answers, not the card, and were taken without a word.
+    unused = [flag for f, flag in CARD_IGNORES.items() if getattr(options, f) != getattr(Defaults(), f)]
+    if unused:
+        _err(f"card: {', '.join(unused)} {'do' if len(unused) > 1 else 'does'} not change a card: it scores the "
+             "breed model on each photo as a whole, without the detection stage, the dog-or-not decision, the "
+             "cascades or a gallery")
     try:
         pred = Predictor(options)
         c = make_card(pred, data, out, progress=True)
