@@ -37,6 +37,7 @@ from dogbreed.data import (
     save_manifest,
     split_counts,
 )
+from dogbreed.errors import DataError
 from dogbreed.transforms import Augment, Preprocess, load_image
 
 RAW = Preprocess(size=32, resize="squash", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # tensor*255 == pixels
@@ -387,3 +388,28 @@ def test_real_stanford_dogs_official_layout(real_data: Path) -> None:
     counts = split_counts(splits)
     assert {s.path for s in splits["test"]} == {s.path for s in idx.samples if s.official_split == "test"}
     assert all(c["test"] == 20 and c["val"] >= 5 and c["train"] + c["val"] == 100 for c in counts.values())
+
+
+def test_a_tree_of_split_folders_is_refused_and_numbered_breed_folders_are_read(tmp_path: Path) -> None:
+    """Found by QA: Udacity's dogImages/ (train/valid/test/NNN.Breed/) was read as three breeds, Test, Train and
+    Valid; and its train/ folder gave "001.Affenpinscher", no breed of the table."""
+    for split in ("train", "valid", "test"):
+        for breed in ("001.Affenpinscher", "002.Afghan_hound"):
+            write_jpeg(tmp_path / "dogImages" / split / breed / "a.jpg")
+    with pytest.raises(DataError, match=r"are a split, not breeds; give one of them \(e.g. .*dogImages/train\)"):
+        load_dataset(tmp_path / "dogImages")
+    idx = load_dataset(tmp_path / "dogImages" / "train")
+    assert {s.breed: s.wnid for s in idx.samples} == {"Affenpinscher": "n02110627", "Afghan hound": "n02088094"}
+
+
+def test_preview_draws_the_augmentations_of_the_epoch_asked(tmp_path: Path) -> None:
+    """`data preview` always drew epoch 0, so it could not show that the views differ every epoch."""
+    root = make_folder_tree(tmp_path / "d", per_breed=2)
+    grids = []
+    for epoch in ("0", "0", "1"):
+        out = tmp_path / f"p{len(grids)}.png"
+        r = CliRunner().invoke(app, ["data", "preview", str(root), "--out", str(out), "--n", "4", "--size", "48",
+                                     "--epoch", epoch])
+        assert r.exit_code == 0, r.output
+        grids.append(np.asarray(Image.open(out)))
+    assert np.array_equal(grids[0], grids[1]) and not np.array_equal(grids[0], grids[2])

@@ -537,6 +537,8 @@ def data_preview(
     size: int = typer.Option(224, min=16, max=1024, help="Model input size."),
     box_crop: bool = typer.Option(False, "--box-crop", help="Crop to the annotated box first (Stanford)."),
     plain: bool = typer.Option(False, "--plain", help="Preprocessing only, no augmentation."),
+    epoch: int = typer.Option(0, min=0, help="The training epoch whose augmentations are drawn: the same photos "
+                              "with another --epoch show how the views differ every epoch."),
 ) -> None:
     """Write a labelled grid of augmented samples: what the model sees in training."""
     from .data import load_manifest, preview_grid
@@ -552,7 +554,7 @@ def data_preview(
         raise typer.Exit(2)
     aug = Augment(rotation=0, translate=0, hflip=0, rrc_scale=(1.0, 1.0), color_jitter=0) if plain else Augment()
     written = preview_grid(samples, out, preprocess=Preprocess(size=size, box_crop=box_crop), augment=aug, n=n,
-                           seed=seed)
+                           seed=seed, epoch=epoch)
     typer.echo(f"wrote {written} ({min(n, len(samples))} photos)")
 
 

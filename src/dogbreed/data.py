@@ -84,6 +84,7 @@ class DatasetIndex:
 def _breed_and_wnid(raw: str, wnid: str | None = None) -> tuple[str, str | None]:
     """Clean name + wnid; a known breed takes the table's spelling so every layout names it the same way."""
     known = lookup(wnid) if wnid else None
+    raw = re.sub(r"^\d{1,4}\.(?=\D)", "", raw)  # Udacity's numbered folders: "001.Affenpinscher"
     known = known or lookup(raw)
     if known is not None and (wnid is None or known.wnid == wnid):
         return known.name, known.wnid
@@ -302,7 +303,19 @@ def _load_kaggle(root: Path, index: DatasetIndex) -> None:
         index.problems.append(Problem(str(p), "not listed in labels.csv"))
 
 
+SPLIT_FOLDERS = {"train", "training", "val", "valid", "validation", "test", "testing"}
+
+
+def _first_split(root: Path) -> str:
+    names = sorted(d.name for d in root.iterdir() if d.is_dir() and d.name.lower() in SPLIT_FOLDERS)
+    return next((n for n in names if n.lower().startswith("train")), names[0])
+
+
 def _load_folders(root: Path, index: DatasetIndex) -> None:
+    named = {d.name.lower() for d in root.iterdir() if d.is_dir() and not _is_hidden(d)}
+    if len(named) >= 2 and named <= SPLIT_FOLDERS:  # Udacity's dogImages/: train/valid/test were read as 3 breeds
+        raise DataError(f"{root}: its folders ({', '.join(sorted(named))}) are a split, not breeds; give one of them "
+                        f"(e.g. {root / _first_split(root)}), whose sub-folders are the breeds")
     for d in _breed_dirs(root, index.problems):
         m = _WNID_DIR.match(d.name)
         breed, wnid = _breed_and_wnid(d.name, m.group(1) if m else None)
