@@ -413,3 +413,14 @@ def test_preview_draws_the_augmentations_of_the_epoch_asked(tmp_path: Path) -> N
         assert r.exit_code == 0, r.output
         grids.append(np.asarray(Image.open(out)))
     assert np.array_equal(grids[0], grids[1]) and not np.array_equal(grids[0], grids[2])
+
+
+def test_a_shuffling_loader_draws_a_new_order_every_pass(tmp_path: Path) -> None:
+    """Used from Python over several passes, `make_loader(shuffle=True)` gave the same order every epoch: its
+    DistributedSampler was never told the epoch (training makes a loader per epoch, so it never met this)."""
+    idx = load_dataset(make_folder_tree(tmp_path, per_breed=8))
+    loader = make_loader(idx.samples, idx.classes(), Preprocess(size=16), batch_size=16, shuffle=True, seed=3)
+    first, second = ([y.tolist() for _, y in loader] for _ in range(2))
+    assert sorted(sum(first, [])) == sorted(sum(second, [])) and first != second
+    again = make_loader(idx.samples, idx.classes(), Preprocess(size=16), batch_size=16, shuffle=True, seed=3)
+    assert [y.tolist() for _, y in again] == first  # still reproducible by seed

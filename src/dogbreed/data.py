@@ -750,6 +750,10 @@ class EpochLoader(DataLoader):
     def __iter__(self) -> Iterator[Any]:
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(self.epoch)
+        # the shuffling order too: a DistributedSampler draws the same permutation until told the epoch (training
+        # builds a loader per epoch, so only a loader used from a notebook over several passes met it)
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(self.epoch)
         self.epoch += 1
         return super().__iter__()
 
