@@ -764,11 +764,13 @@ def adapt(
                               "ImageNet head), or a model/run directory to adapt further."),
     l2: float = typer.Option(0.1, help="Pull toward the starting head; larger keeps closer to it."),
 ) -> None:
-    """Adapt the breed head to your labelled photos (all 120 breeds stay covered)."""
+    """Adapt the breed head to your labelled photos (every breed of the model stays covered)."""
     from .adapt import AdaptConfig, AdaptError
     from .adapt import adapt as run_adapt
     from .errors import DogbreedError
 
+    if model not in ("default", "imagenet") and backbone != "efficientnet_lite0":
+        _err(f"adapt: --backbone {backbone} is not used: the model in --model {model} brings its own backbone")
     try:
         clf, summary = run_adapt(data, out, backbone=backbone, model=model, cfg=AdaptConfig(l2=l2), progress=True)
     except (DogbreedError, AdaptError, FileNotFoundError, KeyError) as e:
