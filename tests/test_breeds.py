@@ -30,3 +30,16 @@ def test_clean_name() -> None:
     assert clean_name("golden_retriever") == "Golden retriever"
     assert clean_name("n02106662-German_shepherd") == "German shepherd"
     assert clean_name("boston_bull") == "Boston bull"
+
+
+def test_names_in_any_script_have_their_own_keys_and_a_latin_part_still_names_a_breed() -> None:
+    """Keys kept only a-z: '柴犬' had none. Marks of other scripts tell words apart (パグ, a pug, is not バク), only
+    a Latin letter's accent is ignored; a name with a Latin part ("Chihuahua (吉娃娃)") still finds that breed."""
+    from dogbreed.breeds import BreedIndex, lookup, normalize_key, stanford_breeds
+
+    assert normalize_key("柴犬") == "柴犬" and normalize_key("パグ") != normalize_key("バク")
+    assert normalize_key("कुत्ता") != normalize_key("कत्त")
+    assert normalize_key("Löwchen") == normalize_key("lowchen") and normalize_key("Shih-Tzu") == "shihtzu"
+    assert lookup("Chihuahua (吉娃娃)").name == "Chihuahua" and lookup("Chihuahua™").name == "Chihuahua"
+    index = BreedIndex(list(stanford_breeds()))
+    assert index.find("柴犬") is None and index.find("Beagle (ビーグル)") == index.find("beagle")

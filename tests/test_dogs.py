@@ -168,6 +168,12 @@ def test_two_dogs_touching_one_taller_are_two_when_the_detector_is_sure_of_both(
     p = _answer([0.3, 0.99, 0.99], [_logp(0), _logp(6), _logp(8)], [None, (100, 50, 300, 450), (300, 250, 420, 450)],
                 [1.0, *scores])
     assert len(p.dogs) == listed and p.dogs[0].box == [100, 50, 300, 450]
+    # a sure cat beside the dog, its crop showing half the dog, is still that dog seen again
+    regions = [_region(None), _region((100, 50, 300, 450), score=scores[0]),
+               _region((300, 250, 420, 450), score=scores[1], label="cat")]
+    cat = answer_photo(np.stack([_logp(0), _logp(6), _logp(6)]), np.array([0.3, 0.99, 0.99], np.float32), regions,
+                       "x.jpg", CLASSES, Decision(dog_threshold=0.5, uncertain_threshold=0.3), top_k=3)
+    assert len(cat.dogs) == 1
     if listed == 2:
         assert [d.breeds[0].name for d in p.dogs] == [CLASSES[6].name, CLASSES[8].name]
 

@@ -67,6 +67,7 @@ def test_a_pair_of_files_is_replaced_both_or_neither(tmp_path: Path, monkeypatch
     real = os.replace
 
     def refuse_json(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+        assert w.exists()  # at every moment there are weights to load, old or new
         if Path(dst) == j:
             raise PermissionError(1, "Operation not permitted", str(dst))
         real(src, dst)

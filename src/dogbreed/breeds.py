@@ -42,11 +42,22 @@ def clean_name(raw: str) -> str:
 
 
 def normalize_key(name: str) -> str:
-    """A lookup key that ignores case, separators, punctuation and accents ('Shih-Tzu' == 'shih tzu', 'Löwchen' ==
-    'Lowchen'), and keeps letters of any script: with only a-z kept, '柴犬' had no key, so `adapt` made every photo
-    of a folder so named a breed of its own, and `add-breed` called the name empty."""
-    plain = "".join(c for c in unicodedata.normalize("NFKD", clean_name(name)) if not unicodedata.combining(c))
-    return re.sub(r"[\W_]+", "", plain.casefold())
+    """A lookup key that ignores case, separators, punctuation and the accents of Latin letters ('Shih-Tzu' ==
+    'shih tzu', 'Löwchen' == 'Lowchen'), and keeps letters of any script with their marks (パグ is not バク): with
+    only a-z kept, '柴犬' had no key, so `adapt` made every photo of a folder so named a breed of its own, and
+    `add-breed` called the name empty. `ascii_key` is the key it had."""
+    out: list[str] = []
+    for c in unicodedata.normalize("NFD", clean_name(name).casefold()):
+        if unicodedata.combining(c) and out and out[-1].isascii():
+            continue  # an accent on a Latin letter
+        if unicodedata.category(c)[0] in "LMN":  # letters, their marks, digits: not punctuation, spaces, symbols
+            out.append(c)
+    return unicodedata.normalize("NFC", "".join(out))
+
+
+def ascii_key(name: str) -> str:
+    """The key of the name's ASCII letters and digits only: "Chihuahua (吉娃娃)" still names the Chihuahua."""
+    return re.sub(r"[^a-z0-9]", "", normalize_key(name))
 
 
 @lru_cache(maxsize=1)
@@ -77,7 +88,8 @@ def lookup(name_or_wnid: str) -> Breed | None:
     m = re.match(r"^(n\d{8})", s)
     if m and m.group(1) in _by_key():
         return _by_key()[m.group(1)]
-    return _by_key().get(normalize_key(s))
+    table = _by_key()
+    return table.get(normalize_key(s)) or table.get(ascii_key(s) or "\0")
 
 
 def imagenet_breed_indices() -> list[int]:
@@ -98,7 +110,7 @@ class BreedIndex:
         i = len(self)
         wnid, name, folder = ((b.get("wnid"), str(b.get("name")), b.get("folder")) if isinstance(b, dict)
                               else (b.wnid, b.name, b.folder))
-        for key in (wnid, folder, normalize_key(name)):
+        for key in (wnid, folder, normalize_key(name), ascii_key(name)):
             if key:
                 self._by.setdefault(key, i)
         self._n = i + 1
@@ -114,4 +126,7 @@ class BreedIndex:
         s = (text or "").strip()
         if not s:
             return None
-        return self._by.get(s, self._by.get(normalize_key(s)))
+        for key in (s, normalize_key(s), ascii_key(s)):
+            if key and key in self._by:
+                return self._by[key]
+        return None

@@ -41,7 +41,8 @@ def _one_sentence() -> Iterator[None]:
 
     try:
         yield
-    except (DogbreedError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
+    except (DogbreedError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
+            PermissionError) as e:
         _err(str(e) if isinstance(e, DogbreedError) or not e.filename else f"{e.filename}: {e.strerror}")
         raise typer.Exit(2) from e
 

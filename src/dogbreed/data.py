@@ -290,7 +290,8 @@ def _load_kaggle(root: Path, index: DatasetIndex) -> None:
         if p is None and is_image_name(img_id):  # ids written with their extension ("000bec18.jpg")
             p = files.pop(Path(img_id).stem, None)
         if p is None:
-            index.problems.append(Problem(str(train / f"{img_id}.jpg"), "listed in labels.csv but missing"))
+            name = img_id if is_image_name(img_id) else f"{img_id}.jpg"
+            index.problems.append(Problem(str(train / name), "listed in labels.csv but missing"))
             continue
         if reason := _empty_check(p):
             index.problems.append(Problem(str(p), reason))
@@ -352,7 +353,8 @@ def check_image(path: str | Path, full: bool = False) -> str | None:
         return "not an image (format not recognised)"
     except Exception as e:
         return f"corrupt image ({type(e).__name__}: {e})"
-    if fmt not in JPEG_FORMATS and w * h > Image.MAX_IMAGE_PIXELS:  # what decoding refuses (a JPEG: its draft)
+    # what decoding refuses (a JPEG is decoded at its draft)
+    if fmt not in JPEG_FORMATS and Image.MAX_IMAGE_PIXELS and w * h > Image.MAX_IMAGE_PIXELS:
         return f"image too large: {w}x{h} pixels exceeds {Image.MAX_IMAGE_PIXELS}"
     if fmt == "JPEG":
         with open(p, "rb") as f:

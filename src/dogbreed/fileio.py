@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -107,6 +108,8 @@ def out_folder(path: str | Path) -> Path:
         raise WriteError(repr(str(path)), "no output folder given")
     out = Path(path)
     for p in (out, *out.absolute().parents):
+        if p.is_symlink() and not p.exists():
+            raise WriteError(str(out), f"{p} is a broken symbolic link")
         if p.exists():
             if not p.is_dir():
                 raise WriteError(str(out), f"{p} is a file, not a folder")
@@ -159,9 +162,13 @@ def atomic_write_pair(first: tuple[str | Path, bytes], second: tuple[str | Path,
                     fh.flush()
                     os.fsync(fh.fileno())
         had_old = p1.exists()
-        if had_old:
+        if had_old:  # a second name for the old file, so that p1 is there at every moment, old or new
+            old.unlink(missing_ok=True)
             with writing(p1):
-                os.replace(p1, old)
+                try:
+                    os.link(p1, old)
+                except OSError:  # a file system without hard links
+                    shutil.copy2(p1, old)
         try:
             with writing(p1):
                 os.replace(temps[0], p1)
@@ -170,6 +177,8 @@ def atomic_write_pair(first: tuple[str | Path, bytes], second: tuple[str | Path,
         except BaseException:
             if had_old:
                 os.replace(old, p1)
+            else:  # new weights beside an old (or no) JSON would not load either
+                p1.unlink(missing_ok=True)
             raise
         old.unlink(missing_ok=True)
     finally:
