@@ -270,13 +270,17 @@ def _disjoint(a: tuple[int, ...], b: tuple[int, ...], gap: int = 8) -> bool:
     return a[2] + gap <= b[0] or b[2] + gap <= a[0] or a[3] + gap <= b[1] or b[3] + gap <= a[1]
 
 
-def pair_composites(real: Path, half: str, limit: int | None = None) -> Iterator[Scene]:
-    """Dog photos of the half paired (two different breeds), pasted side by side without overlap in 800x500."""
-    rng = random.Random(f"{SEED}|pair|{half}")
+Placement = list[tuple[int, int, int]]  # each pasted dog photo's (x, y, width)
+
+
+def _two_dog_composites(real: Path, half: str, kind: str, place: Callable[[DogPhoto, DogPhoto, random.Random],
+                        Placement | None], limit: int | None) -> Iterator[Scene]:
+    """Dog photos of the half paired (two different breeds, each photo used once), each pair pasted into a scene of
+    the half (cover-cropped to `PAIR_CANVAS`) where ``place`` puts it (None: the pair is skipped)."""
+    rng = random.Random(f"{SEED}|{kind}|{half}")
     scenes = scene_files(real, SCENE_SETS["scene-other"], half)
     dogs = dog_photos(real, half)
     rng.shuffle(dogs)
-    W, H = PAIR_CANVAS
     n = 0
     while len(dogs) >= 2 and (limit is None or n < limit):
         a = dogs.pop()
@@ -284,43 +288,42 @@ def pair_composites(real: Path, half: str, limit: int | None = None) -> Iterator
         if j is None:
             break
         b = dogs.pop(j)
-        rects = _place_pair([_aspect(a), _aspect(b)], W, H, rng)
-        if rects is None:
+        spots = place(a, b, rng)
+        if spots is None:
             continue
         canvas = _scene(rng.choice(scenes), PAIR_CANVAS)
-        boxes = [_paste(canvas, d, r[2] - r[0], (r[0], r[1])) for d, r in zip((a, b), rects, strict=True)]
+        boxes = [_paste(canvas, d, w, (x, y)) for d, (x, y, w) in zip((a, b), spots, strict=True)]
         n += 1
-        yield Scene("pair", canvas, boxes, [a.wnid, b.wnid], [str(a.path), str(b.path)])
+        yield Scene(kind, canvas, boxes, [a.wnid, b.wnid], [str(a.path), str(b.path)])
+
+
+def pair_composites(real: Path, half: str, limit: int | None = None) -> Iterator[Scene]:
+    """Dog photos of the half paired (two different breeds), pasted side by side without overlap in 800x500."""
+    def apart(a: DogPhoto, b: DogPhoto, rng: random.Random) -> Placement | None:
+        rects = _place_pair([_aspect(a), _aspect(b)], *PAIR_CANVAS, rng)
+        return None if rects is None else [(r[0], r[1], r[2] - r[0]) for r in rects]
+
+    return _two_dog_composites(real, half, "pair", apart, limit)
 
 
 def touching_composites(real: Path, half: str, limit: int | None = None) -> Iterator[Scene]:
     """Dog photos of the half paired (two different breeds), each 150-260 px wide (so often of different sizes),
     standing side by side in 800x500 on one floor line: the second touching the first or pasted over 0-15% of the
     narrower one's width, as two dogs on a sofa or a lawn stand. Only with --kinds."""
-    rng = random.Random(f"{SEED}|pair-touching|{half}")
-    scenes = scene_files(real, SCENE_SETS["scene-other"], half)
-    dogs = dog_photos(real, half)
-    rng.shuffle(dogs)
     W, H = PAIR_CANVAS
-    n = 0
-    while len(dogs) >= 2 and (limit is None or n < limit):
-        a = dogs.pop()
-        j = next((i for i in range(len(dogs) - 1, -1, -1) if dogs[i].wnid != a.wnid), None)
-        if j is None:
-            break
-        b = dogs.pop(j)
+
+    def touching(a: DogPhoto, b: DogPhoto, rng: random.Random) -> Placement | None:
         widths = [_fit_width(_aspect(d), *PAIR_WIDTH, H - 20, rng) for d in (a, b)]
         if None in widths:
-            continue
+            return None
         wa, wb = widths
+        ha, hb = round(wa * _aspect(a)), round(wb * _aspect(b))
         overlap = rng.randrange(0, int(0.15 * min(wa, wb)) + 1)
-        floor = rng.randrange(max(round(wa * _aspect(a)), round(wb * _aspect(b))), H + 1)
+        floor = rng.randrange(max(ha, hb), H + 1)
         x0 = rng.randrange(0, W - (wa + wb - overlap) + 1)
-        canvas = _scene(rng.choice(scenes), PAIR_CANVAS)
-        boxes = [_paste(canvas, a, wa, (x0, floor - round(wa * _aspect(a)))),
-                 _paste(canvas, b, wb, (x0 + wa - overlap, floor - round(wb * _aspect(b))))]
-        n += 1
-        yield Scene("pair-touching", canvas, boxes, [a.wnid, b.wnid], [str(a.path), str(b.path)])
+        return [(x0, floor - ha, wa), (x0 + wa - overlap, floor - hb, wb)]
+
+    return _two_dog_composites(real, half, "pair-touching", touching, limit)
 
 
 def pack_composites(real: Path, half: str, limit: int | None = None) -> Iterator[Scene]:

@@ -86,10 +86,11 @@ def lookup(name_or_wnid: str) -> Breed | None:
     """Find a Stanford breed by wnid, folder name or any spelling of its name."""
     s = name_or_wnid.strip()
     m = re.match(r"^(n\d{8})", s)
-    if m and m.group(1) in _by_key():
-        return _by_key()[m.group(1)]
     table = _by_key()
-    return table.get(normalize_key(s)) or table.get(ascii_key(s) or "\0")
+    for key in (m.group(1) if m else "", normalize_key(s), ascii_key(s)):
+        if key and key in table:
+            return table[key]
+    return None
 
 
 def imagenet_breed_indices() -> list[int]:

@@ -739,7 +739,8 @@ def card(
 
     # The card scores the breed model on each photo as a whole (what its calibration and per-breed figures are
     # about): these options change what `predict` answers, not the card, and were taken without a word.
-    unused = [flag for f, flag in CARD_IGNORES.items() if getattr(options, f) != getattr(Defaults(), f)]
+    defaults = Defaults()
+    unused = [flag for f, flag in CARD_IGNORES.items() if getattr(options, f) != getattr(defaults, f)]
     if unused:
         _err(f"card: {', '.join(unused)} {'do' if len(unused) > 1 else 'does'} not change a card: it scores the "
              "breed model on each photo as a whole, without the detection stage, the dog-or-not decision, the "

@@ -28,6 +28,20 @@ _UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it),
 os.umask(_UMASK)
 
 
+def _temp_beside(path: Path) -> Path:
+    """A new, empty temporary file in ``path``'s folder (made if needed), named after it, with its mode."""
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # A unique name (not path + ".tmp") so two processes writing the same file cannot clobber each other's tmp.
+        fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    # mkstemp makes the file 0600; the result should have the mode a plain open() would give it (or keep the
+    # mode of the file it replaces), or outputs such as results.csv would be unreadable to the user's group.
+    with contextlib.suppress(OSError):
+        os.fchmod(fd, _mode_for(path))
+    os.close(fd)
+    return Path(name)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | Path, *, durable: bool = True) -> Iterator[Path]:
     """Yield a unique temporary path beside ``path`` for any writer (torch, numpy, Pillow, matplotlib, open()).
@@ -38,16 +52,7 @@ def atomic_write(path: str | Path, *, durable: bool = True) -> Iterator[Path]:
     which are rebuilt when damaged, where a disk flush per entry would cost more than it saves.
     """
     path = Path(path)
-    with writing(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # A unique name (not path + ".tmp") so two processes writing the same file cannot clobber each other's tmp.
-        fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    # mkstemp makes the file 0600; the result should have the mode a plain open() would give it (or keep the
-    # mode of the file it replaces), or outputs such as results.csv would be unreadable to the user's group.
-    with contextlib.suppress(OSError):
-        os.fchmod(fd, _mode_for(path))
-    os.close(fd)
-    tmp = Path(name)
+    tmp = _temp_beside(path)
     try:
         with writing(path):
             yield tmp
@@ -151,16 +156,11 @@ def atomic_write_pair(first: tuple[str | Path, bytes], second: tuple[str | Path,
     old = p1.with_name(f".{p1.name}.old")
     try:
         for p, data in ((p1, d1), (p2, d2)):
-            with writing(p):
-                p.parent.mkdir(parents=True, exist_ok=True)
-                fd, name = tempfile.mkstemp(prefix=f".{p.stem}.", suffix=f".tmp{p.suffix}", dir=p.parent)
-                temps.append(Path(name))
-                with contextlib.suppress(OSError):
-                    os.fchmod(fd, _mode_for(p))
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
+            temps.append(_temp_beside(p))
+            with writing(p), open(temps[-1], "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
         had_old = p1.exists()
         if had_old:  # a second name for the old file, so that p1 is there at every moment, old or new
             old.unlink(missing_ok=True)

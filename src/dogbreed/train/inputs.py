@@ -63,10 +63,15 @@ def new_split(cfg: TrainConfig, data: str) -> dict[str, list[Sample]]:
         raise DataError(f"{data}: training needs photos of at least {MIN_BREEDS} breeds; found {found}")
     sp = cfg.split
     splits = make_split(index.samples, ratios=sp.ratios, seed=sp.seed, use_official=sp.use_official)
-    if not splits.get("train") or not splits.get("val"):
-        raise DataError(f"{data}: the split has {len(splits.get('train', []))} training and "
-                        f"{len(splits.get('val', []))} validation photos; both must be non-empty")
+    check_split(splits, data)
     return splits
+
+
+def check_split(splits: dict[str, list[Sample]], where: str) -> None:
+    """Refuse a split a run cannot train and pick its best epoch on."""
+    if not splits.get("train") or not splits.get("val"):
+        raise DataError(f"{where}: the split has {len(splits.get('train', []))} training and "
+                        f"{len(splits.get('val', []))} validation photos; both must be non-empty")
 
 
 def recorded_split(run_dir: Path) -> dict[str, list[Sample]]:

@@ -8,12 +8,22 @@ from typing import Any
 
 from .. import evaluate as ev
 from ..data import Sample, leave_out_unreadable
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
 from ..models import count_parameters, save_model_dir
 from ..runtime import resolve_device
 from . import distributed
 from .config import TrainConfig, from_dict, resume_overrides
-from .inputs import Split, class_names_of, labels_of, log, new_split, recorded_split, run_classes, save_split
+from .inputs import (
+    Split,
+    check_split,
+    class_names_of,
+    labels_of,
+    log,
+    new_split,
+    recorded_split,
+    run_classes,
+    save_split,
+)
 from .loop import State, fit, seed_all
 from .reports import write_eval, write_run_report
 from .rundir import (
@@ -117,10 +127,7 @@ def _train_run(cfg: TrainConfig, run_dir: Path, splits: dict[str, list[Sample]],
         first = next(iter(unreadable.items()))
         log(f"{len(unreadable)} unreadable photo{'s' * (len(unreadable) > 1)} left out ({first[0]}: {first[1]}"
             f"{'; all in summary.json' if len(unreadable) > 1 else ''})")
-        if not splits.get("train") or not splits.get("val"):
-            raise DataError(f"once the unreadable photos are left out, the split has {len(splits.get('train', []))}"
-                            f" training and {len(splits.get('val', []))} validation photos; both must be non-empty "
-                            "(run `dogbreed data inspect` on the data)")
+        check_split(splits, f"{run_dir.name}, once the unreadable photos are left out")
     parts = {k: Split(list(v), labels_of(v, class_names)) for k, v in splits.items()}
     clf = strategy.build(cfg, classes)
     strategy.set_trainable(clf, cfg)
