@@ -445,6 +445,9 @@ def test_feedback_round_trip_and_export(client: TestClient, feedback_db: Path, t
 
     bad = client.post("/v1/feedback", files={"file": ("x.jpg", other, "image/jpeg")}, data={"breed": "Wolfdog 9000"})
     assert bad.status_code == 422 and "unknown breed" in bad.json()["detail"]
+    # an everyday name is taken; a name three breeds share says which three (nothing stored either way)
+    bad = client.post("/v1/feedback", files={"file": ("x.jpg", other, "image/jpeg")}, data={"breed": "poodle"})
+    assert bad.status_code == 422 and "Toy poodle, Miniature poodle or Standard poodle" in bad.json()["detail"]
     bad = client.post("/v1/feedback", files={"file": ("x.txt", b"text", "text/plain")}, data={"breed": "Samoyed"})
     assert bad.status_code == 415
     bad = client.post("/v1/feedback", data={"breed": "Samoyed"})

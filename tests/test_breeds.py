@@ -43,3 +43,42 @@ def test_names_in_any_script_have_their_own_keys_and_a_latin_part_still_names_a_
     assert lookup("Chihuahua (吉娃娃)").name == "Chihuahua" and lookup("Chihuahua™").name == "Chihuahua"
     index = BreedIndex(list(stanford_breeds()))
     assert index.find("柴犬") is None and index.find("Beagle (ビーグル)") == index.find("beagle")
+
+
+def test_everyday_names_find_their_breed_and_shared_names_say_which_breeds_they_could_be() -> None:
+    """'Labrador', 'yorkie', 'St. Bernard' named no breed: the service refused them as corrections and a folder so
+    named became a breed of its own. A name several breeds share ('poodle') names none of them, and says which."""
+    from dogbreed.breeds import BreedIndex, aliases, normalize_key
+
+    for name, wnid in (("Labrador", "n02099712"), ("yorkie", "n02094433"), ("St. Bernard", "n02109525"),
+                       ("st bernard", "n02109525"), ("Alsatian", "n02106662"), ("Pembroke Welsh corgi", "n02113023"),
+                       ("Boston terrier", "n02096585"), ("Xoloitzcuintli", "n02113978")):
+        assert (b := lookup(name)) is not None and b.wnid == wnid, name
+    assert lookup("poodle") is None and lookup("corgi") is None
+    own = {normalize_key(b.name) for b in stanford_breeds()}
+    assert aliases() and not own & set(aliases()), "an alias that is a breed's own name never applies"
+    classes = list(stanford_breeds())
+    names, index = [b.name for b in classes], BreedIndex(classes)
+    assert names[index.find("Labrador")] == "Labrador retriever"
+    assert index.find("poodle") is None
+    assert index.unknown("poodle", names) == ("'poodle' is more than one breed: Toy poodle, Miniature poodle or "
+                                              "Standard poodle")
+    assert index.unknown("golden retreiver", names) == ("unknown breed 'golden retreiver'; did you mean Golden "
+                                                        "retriever?")
+    assert "did you mean Labrador retriever" in index.unknown("labradour", names)
+    assert index.unknown("Wolfdog 9000", names) == "unknown breed 'Wolfdog 9000'"
+    # a model's own class keeps its name: an added breed called "Lab" is not the Labrador
+    mine = BreedIndex([*classes, {"wnid": None, "name": "Lab"}])
+    assert mine.find("lab") == len(classes) and mine.find("Labrador") == index.find("Labrador")
+
+
+def test_a_folder_with_an_everyday_name_joins_its_breed(tmp_path) -> None:  # noqa: ANN001
+    from fixtures import write_jpeg
+
+    from dogbreed.data import load_dataset
+
+    for folder, n in (("Yorkie", 2), ("yorkshire_terrier", 2), ("Poodle", 2)):
+        for i in range(n):
+            write_jpeg(tmp_path / folder / f"{i}.jpg", seed=i)
+    samples = load_dataset(tmp_path).samples
+    assert sorted({(s.breed, s.wnid) for s in samples}) == [("Poodle", None), ("Yorkshire terrier", "n02094433")]

@@ -122,6 +122,9 @@ def test_breed_can_be_named_and_unknown_breed_is_an_error(explainer: Explainer) 
     assert explainer.explain(img, e.breed.wnid).class_index == e.class_index
     with pytest.raises(ValueError, match="unknown breed"):
         explainer.explain(img, "Not a breed")
+    assert explainer.class_index("Labrador") == explainer.class_index("Labrador retriever")
+    with pytest.raises(ValueError, match="more than one breed: Pembroke or Cardigan"):
+        explainer.explain(img, "corgi")
 
 
 def test_overlay_keeps_the_photo_where_there_is_no_heat() -> None:

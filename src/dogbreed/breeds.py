@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -83,14 +84,32 @@ def _by_key() -> dict[str, Breed]:
 
 
 def lookup(name_or_wnid: str) -> Breed | None:
-    """Find a Stanford breed by wnid, folder name or any spelling of its name."""
+    """Find a Stanford breed by wnid, folder name, any spelling of its name, or an everyday name of it
+    (`aliases`: 'Labrador', 'yorkie', 'St. Bernard')."""
     s = name_or_wnid.strip()
     m = re.match(r"^(n\d{8})", s)
     table = _by_key()
     for key in (m.group(1) if m else "", normalize_key(s), ascii_key(s)):
         if key and key in table:
             return table[key]
-    return None
+    meant = aliases().get(normalize_key(s), ())
+    return table[meant[0]] if len(meant) == 1 else None
+
+
+@lru_cache(maxsize=1)
+def aliases() -> dict[str, tuple[str, ...]]:
+    """Everyday names that no spelling of a Stanford name matches -> the wnids they name (data/breed_aliases.tsv):
+    one for 'Labrador', 'Alsatian' or 'St. Bernard'; several for a name shared by breeds ('poodle', 'corgi'),
+    which matches none of them but is named in `unknown_breed`'s message. Without them a user's correction
+    "Labrador" was refused by the service and a folder named "Yorkie" became a breed of its own."""
+    text = resources.files("dogbreed").joinpath("data/breed_aliases.tsv").read_text(encoding="utf-8")
+    table = _by_key()
+    out: dict[str, tuple[str, ...]] = {}
+    for line in text.splitlines()[1:]:
+        if line.strip():
+            alias, names = line.split("\t")
+            out[normalize_key(alias)] = tuple(str(table[normalize_key(n)].wnid) for n in names.split(","))
+    return out
 
 
 def imagenet_breed_indices() -> list[int]:
@@ -130,4 +149,29 @@ class BreedIndex:
         for key in (s, normalize_key(s), ascii_key(s)):
             if key and key in self._by:
                 return self._by[key]
-        return None
+        meant = self.meant(s)
+        return meant[0] if len(meant) == 1 else None
+
+    def meant(self, text: str) -> list[int]:
+        """The classes an everyday name (`aliases`) names, among this index's: one for 'Labrador', the three
+        poodles for 'poodle'; none for any other text."""
+        return [self._by[w] for w in aliases().get(normalize_key(text), ()) if w in self._by]
+
+    def unknown(self, text: str, names: Sequence[str]) -> str:
+        """Why ``text`` names no class (``names``: the classes' names, in index order), with what it may mean: the
+        breeds a shared name stands for ('poodle'), or the names closest to a misspelling ('golden retreiver')."""
+        meant = [names[i] for i in self.meant(text)]
+        if len(meant) > 1:
+            return f"{text!r} is more than one breed: {_either(meant)}"
+        keys = {normalize_key(n): n for n in names}
+        for alias, wnids in aliases().items():  # 'labradour' is closer to 'Labrador' than to 'Labrador retriever'
+            one = [i for w in wnids if (i := self._by.get(w)) is not None]
+            if len(wnids) == 1 and one:
+                keys.setdefault(alias, names[one[0]])
+        close = list(dict.fromkeys(keys[k] for k in difflib.get_close_matches(normalize_key(text), list(keys), n=5,
+                                                                             cutoff=0.75)))[:3]
+        return f"unknown breed {text!r}" + (f"; did you mean {_either(close)}?" if close else "")
+
+
+def _either(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]

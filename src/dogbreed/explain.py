@@ -157,9 +157,10 @@ class Explainer:
             if not 0 <= breed < len(self.classes):
                 raise ValueError(f"breed index {breed} out of range 0..{len(self.classes) - 1}")
             return breed
-        i = BreedIndex(self.classes).find(str(breed))
+        index = BreedIndex(self.classes)
+        i = index.find(str(breed))
         if i is None:
-            raise ValueError(f"unknown breed {breed!r}")
+            raise ValueError(index.unknown(str(breed), [b.name for b in self.classes]))
         return i
 
     def heatmap(self, img: Image.Image, class_index: int | None = None) -> tuple[np.ndarray, int]:

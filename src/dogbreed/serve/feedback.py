@@ -65,6 +65,11 @@ def find_breed(classes: list[Breed], name_or_wnid: str) -> Breed | None:
     return None if i is None else classes[i]
 
 
+def breed_not_found(classes: list[Breed], name_or_wnid: str) -> str:
+    """Why `find_breed` found nothing, with what the text may mean (`BreedIndex.unknown`)."""
+    return BreedIndex(classes).unknown(name_or_wnid, [b.name for b in classes])
+
+
 class FeedbackQuotaExceeded(Exception):
     """The store is full (``daily`` False) or today's quota is used up (``daily`` True, ``retry_after_s`` set)."""
 

@@ -10,7 +10,7 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from ..transforms import full_size
-from .feedback import FeedbackQuotaExceeded, FeedbackStorageError, find_breed, parse_box
+from .feedback import FeedbackQuotaExceeded, FeedbackStorageError, breed_not_found, find_breed, parse_box
 from .schemas import FeedbackResponse, breed_schema, errors
 from .service import NON_EMPTY_FILE, Service, log, one_file, service
 
@@ -42,7 +42,7 @@ def router(breed_values: list[str]) -> APIRouter:
         ((name, f),) = svc.check_uploads([file])
         right = find_breed(svc.classes, breed)
         if right is None:
-            raise HTTPException(422, f"unknown breed {breed!r}; see GET /v1/breeds")
+            raise HTTPException(422, f"{breed_not_found(svc.classes, breed)}; see GET /v1/breeds")
         await svc.check_pixels([(name, f)])
         img = await svc.decode(name, f)  # only readable photos go into the dataset
         try:
