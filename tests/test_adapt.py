@@ -42,6 +42,29 @@ def test_add_breed_grows_round_trips_and_refuses(tmp_path: Path) -> None:
         add_breed("golden retriever", new_dir, out=tmp_path / "x")
     with pytest.raises(AdaptError, match="already exists"):
         add_breed("kokoni", new_dir, model=str(out), out=tmp_path / "y")
+    with pytest.raises(AdaptError, match="already exists in this model \\(as 'Labrador retriever'\\)"):
+        add_breed("Labrador", new_dir, out=tmp_path / "x")
+    # a model whose own breed is named as an everyday name is (grown before such names were known): a folder so
+    # named adapts that breed, not the Stanford one the name also means
+    cfg_path = out / "model.json"
+    text = cfg_path.read_text()
+    cfg_path.write_text(text.replace('"Kokoni"', '"Yorkie"'))
+    assert load_model_dir(out)[0].classes[-1].name == "Yorkie"
+    data = tmp_path / "again"
+    _folder(data / "Yorkie", 3, seed=11)
+    _folder(data / "beagle", 3, seed=12)
+    _, summary = adapt(data, tmp_path / "again-model", model=str(out))
+    assert summary["adapt"]["photos_per_breed"] == {"Yorkie": 3, "Beagle": 3}
+    assert summary["adapt"]["new_breeds"] == []
+    # a name three breeds share is a breed of its own, as asked, and the command says so
+    from typer.testing import CliRunner
+
+    from dogbreed.cli import app
+
+    r = CliRunner().invoke(app, ["add-breed", "Poodle", str(new_dir), "--out", str(tmp_path / "poodle")])
+    assert r.exit_code == 0, r.output
+    assert ("note: 'Poodle' is now a breed of its own beside Toy poodle, Miniature poodle and Standard poodle"
+            in r.output)
     few = _folder(tmp_path / "few", 2, seed=9)
     (few / "broken.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(AdaptError, match="2 readable photo.*at least 3"):

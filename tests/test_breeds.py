@@ -63,10 +63,16 @@ def test_everyday_names_find_their_breed_and_shared_names_say_which_breeds_they_
     assert index.find("poodle") is None
     assert index.unknown("poodle", names) == ("'poodle' is more than one breed: Toy poodle, Miniature poodle or "
                                               "Standard poodle")
-    assert index.unknown("golden retreiver", names) == ("unknown breed 'golden retreiver'; did you mean Golden "
-                                                        "retriever?")
-    assert "did you mean Labrador retriever" in index.unknown("labradour", names)
+    assert index.unknown("golden retreiver", names) == ("unknown breed 'golden retreiver' (did you mean Golden "
+                                                        "retriever?)")
+    assert index.unknown("labradour", names).endswith("(did you mean Labrador (Labrador retriever)?)")
     assert index.unknown("Wolfdog 9000", names) == "unknown breed 'Wolfdog 9000'"
+    # an everyday name is suggested only when very close: "Dalmatian" was offered "German shepherd" (via Alsatian)
+    assert index.unknown("Dalmatian", names) == "unknown breed 'Dalmatian'"
+    # plurals, and a name two breeds share as WordNet has it ("Eskimo dog, husky")
+    assert names[index.find("pugs")] == "Pug" and lookup("Lhasas").name == "Lhasa"
+    assert index.unknown("Poodles", names).startswith("'Poodles' is more than one breed: Toy poodle")
+    assert index.unknown("husky", names) == "'husky' is more than one breed: Siberian husky or Eskimo dog"
     # a model's own class keeps its name: an added breed called "Lab" is not the Labrador
     mine = BreedIndex([*classes, {"wnid": None, "name": "Lab"}])
     assert mine.find("lab") == len(classes) and mine.find("Labrador") == index.find("Labrador")
@@ -82,3 +88,21 @@ def test_a_folder_with_an_everyday_name_joins_its_breed(tmp_path) -> None:  # no
             write_jpeg(tmp_path / folder / f"{i}.jpg", seed=i)
     samples = load_dataset(tmp_path).samples
     assert sorted({(s.breed, s.wnid) for s in samples}) == [("Poodle", None), ("Yorkshire terrier", "n02094433")]
+
+
+def test_adapt_keeps_a_folder_s_photos_in_the_model_s_own_breed_of_that_name(tmp_path) -> None:  # noqa: ANN001
+    """A model grown before everyday names were known may have its own "Yorkie" breed: a "Yorkie" folder adapts
+    that breed, not the Yorkshire terrier the name now also means (as the service files feedback under it)."""
+    from fixtures import write_jpeg
+
+    from dogbreed.adapt import load_labelled
+    from dogbreed.breeds import BreedIndex
+
+    for i in range(2):
+        write_jpeg(tmp_path / "Yorkie" / f"{i}.jpg", seed=i)
+    items = load_labelled(tmp_path)
+    assert {it.breed.wnid for it in items} == {"n02094433"} and {it.label for it in items} == {"Yorkie"}
+    own = BreedIndex([*stanford_breeds(), {"wnid": None, "name": "Yorkie"}])
+    assert own.find("Yorkie", everyday=False) == 120 and own.find("Yorkie") == 120
+    plain = BreedIndex(list(stanford_breeds()))
+    assert plain.find("Yorkie", everyday=False) is None and plain.find("Yorkie") == plain.find("Yorkshire terrier")

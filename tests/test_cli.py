@@ -165,6 +165,12 @@ def test_a_finished_prediction_ends_the_process_without_python_teardown(tmp_path
     done = _ending("predict", str(tmp_path / "in"), "--out", str(out))
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(out.read_text().splitlines()) == 5 and "TEARDOWN" not in done.stderr
+    # no stdout at all (`>&-`, a daemon): the rows are written and the exit is Python's own, code 0 as before
+    closed = subprocess.run([sys.executable, "-c", "import sys; sys.stdout = None\n" + _ENDING, "predict",
+                             str(tmp_path / "in"), "--out", str(tmp_path / "closed.csv")],
+                            capture_output=True, text=True, timeout=300)
+    assert closed.returncode == 0 and "Traceback" not in closed.stderr, closed.stderr[-2000:]
+    assert len((tmp_path / "closed.csv").read_text().splitlines()) == 5
     # every photo unreadable: still answered (an error row each), exit code 1 as before
     done = _ending("predict", str(tmp_path / "in" / "bad.jpg"), "--format", "json")
     assert done.returncode == 1 and "error" in json.loads(done.stdout)[0]

@@ -42,6 +42,7 @@ class LabelledImage:
     path: str
     breed: Breed
     box: tuple[float, float, float, float] | None = None
+    label: str | None = None  # the folder the photo was found in, as the user named it ("Yorkie")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -64,7 +65,8 @@ def load_labelled(path: str | Path) -> list[LabelledImage]:
         raise AdaptError(f"{root}: not a folder")
     index = load_dataset(root)
     items = [LabelledImage(s.path, (lookup(s.wnid) if s.wnid else None) or _folder_breed(s.breed),
-                           tuple(s.box) if s.box is not None else None)  # type: ignore[arg-type]
+                           tuple(s.box) if s.box is not None else None,  # type: ignore[arg-type]
+                           Path(s.path).parent.name)
              for s in index.samples]
     if not items:
         raise AdaptError(f"{root}: no images found (expected one sub-folder per breed, or Images/<breed>/)")
@@ -354,7 +356,10 @@ def adapt(
     new: list[Breed] = []
     labels = []
     for it in items:
-        i = index.find(it.breed.name)
+        # the model's own class named as the folder first: a "Yorkie" breed added before everyday names were
+        # known keeps its photos, rather than the Yorkshire terrier the folder's name now also means
+        i = index.find(it.label, everyday=False) if it.label else None
+        i = i if i is not None else index.find(it.breed.name)
         if i is None:
             new.append(Breed(None, it.breed.name, None))
             i = index.add(new[-1])
@@ -414,8 +419,13 @@ def _check_new_name(name: str, classes: Sequence[Breed]) -> str:
                          "printable characters, without / or \\")
     taken = BreedIndex(classes)
     known = lookup(clean)
-    if taken.find(clean) is not None or (known is not None and taken.find(known.name) is not None):
-        raise AdaptError(f"breed {clean!r} already exists in this model; choose another name")
+    same = taken.find(clean)
+    same = same if same is not None or known is None else taken.find(known.name)
+    if same is not None:
+        named = classes[same].name
+        raise AdaptError(f"breed {clean!r} already exists in this model"
+                         + (f" (as {named!r})" if normalize_key(named) != normalize_key(clean) else "")
+                         + "; choose another name")
     return clean
 
 

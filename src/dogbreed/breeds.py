@@ -84,32 +84,50 @@ def _by_key() -> dict[str, Breed]:
 
 
 def lookup(name_or_wnid: str) -> Breed | None:
-    """Find a Stanford breed by wnid, folder name, any spelling of its name, or an everyday name of it
-    (`aliases`: 'Labrador', 'yorkie', 'St. Bernard')."""
+    """Find a Stanford breed by wnid, folder name, any spelling of its name, its plural ('pugs'), or an everyday
+    name of it (`aliases`: 'Labrador', 'yorkie', 'St. Bernard')."""
     s = name_or_wnid.strip()
     m = re.match(r"^(n\d{8})", s)
     table = _by_key()
-    for key in (m.group(1) if m else "", normalize_key(s), ascii_key(s)):
+    for key in (m.group(1) if m else "", *_keys(s)):
         if key and key in table:
             return table[key]
-    meant = aliases().get(normalize_key(s), ())
+    meant = everyday_name(s)
     return table[meant[0]] if len(meant) == 1 else None
 
 
+def _keys(text: str) -> list[str]:
+    """The keys a typed name is tried under: its own (`normalize_key`), its Latin part's (`ascii_key`), and each
+    without a plural s ('Poodles', 'pugs')."""
+    keys = [normalize_key(text), ascii_key(text)]
+    return keys + [k[:-1] for k in keys if len(k) > 3 and k.endswith("s")]
+
+
+def everyday_name(text: str) -> tuple[str, ...]:
+    """The wnids an everyday name (`aliases`) names, tried under each of `_keys`; () for any other text."""
+    table = aliases()
+    return next((table[k] for k in _keys(text) if k in table), ())
+
+
 @lru_cache(maxsize=1)
-def aliases() -> dict[str, tuple[str, ...]]:
-    """Everyday names that no spelling of a Stanford name matches -> the wnids they name (data/breed_aliases.tsv):
-    one for 'Labrador', 'Alsatian' or 'St. Bernard'; several for a name shared by breeds ('poodle', 'corgi'),
-    which matches none of them but is named in `unknown_breed`'s message. Without them a user's correction
-    "Labrador" was refused by the service and a folder named "Yorkie" became a breed of its own."""
+def _alias_table() -> dict[str, tuple[str, tuple[str, ...]]]:
     text = resources.files("dogbreed").joinpath("data/breed_aliases.tsv").read_text(encoding="utf-8")
     table = _by_key()
-    out: dict[str, tuple[str, ...]] = {}
+    out: dict[str, tuple[str, tuple[str, ...]]] = {}
     for line in text.splitlines()[1:]:
         if line.strip():
             alias, names = line.split("\t")
-            out[normalize_key(alias)] = tuple(str(table[normalize_key(n)].wnid) for n in names.split(","))
+            out[normalize_key(alias)] = (alias, tuple(str(table[normalize_key(n)].wnid) for n in names.split(",")))
     return out
+
+
+def aliases() -> dict[str, tuple[str, ...]]:
+    """Everyday names that no spelling of a Stanford name matches (keys, `normalize_key`) -> the wnids they name
+    (data/breed_aliases.tsv): one for 'Labrador', 'Alsatian' or 'St. Bernard'; several for a name shared by breeds
+    ('poodle', 'corgi', 'husky'), which matches none of them but is named in `BreedIndex.unknown`'s message.
+    Without them a user's correction "Labrador" was refused by the service and a folder named "Yorkie" became a
+    breed of its own."""
+    return {k: wnids for k, (_, wnids) in _alias_table().items()}
 
 
 def imagenet_breed_indices() -> list[int]:
@@ -139,38 +157,41 @@ class BreedIndex:
     def __len__(self) -> int:
         return getattr(self, "_n", 0)
 
-    def find(self, text: str | None = None, wnid: str | None = None) -> int | None:
-        """The class named by ``wnid`` when it is one of them, else by ``text`` (a wnid, a folder or a name)."""
+    def find(self, text: str | None = None, wnid: str | None = None, everyday: bool = True) -> int | None:
+        """The class named by ``wnid`` when it is one of them, else by ``text`` (a wnid, a folder or a name, or
+        its plural), else by the everyday name ``text`` is (`aliases`; ``everyday`` False: the classes' own names
+        only). A class's own name comes first: a breed added as "Lab" is "lab", not the Labrador."""
         if wnid and wnid in self._by:
             return self._by[wnid]
         s = (text or "").strip()
         if not s:
             return None
-        for key in (s, normalize_key(s), ascii_key(s)):
+        for key in (s, *_keys(s)):
             if key and key in self._by:
                 return self._by[key]
-        meant = self.meant(s)
+        meant = self.meant(s) if everyday else []
         return meant[0] if len(meant) == 1 else None
 
     def meant(self, text: str) -> list[int]:
         """The classes an everyday name (`aliases`) names, among this index's: one for 'Labrador', the three
         poodles for 'poodle'; none for any other text."""
-        return [self._by[w] for w in aliases().get(normalize_key(text), ()) if w in self._by]
+        return [self._by[w] for w in everyday_name(text) if w in self._by]
 
     def unknown(self, text: str, names: Sequence[str]) -> str:
         """Why ``text`` names no class (``names``: the classes' names, in index order), with what it may mean: the
-        breeds a shared name stands for ('poodle'), or the names closest to a misspelling ('golden retreiver')."""
+        breeds a shared name stands for ('poodle'), or the names closest to a misspelling ('golden retreiver'),
+        everyday names among them only when very close, and shown with their breed ('Labrador (Labrador
+        retriever)' for 'labradour')."""
         meant = [names[i] for i in self.meant(text)]
         if len(meant) > 1:
             return f"{text!r} is more than one breed: {_either(meant)}"
-        keys = {normalize_key(n): n for n in names}
-        for alias, wnids in aliases().items():  # 'labradour' is closer to 'Labrador' than to 'Labrador retriever'
-            one = [i for w in wnids if (i := self._by.get(w)) is not None]
-            if len(wnids) == 1 and one:
-                keys.setdefault(alias, names[one[0]])
-        close = list(dict.fromkeys(keys[k] for k in difflib.get_close_matches(normalize_key(text), list(keys), n=5,
-                                                                             cutoff=0.75)))[:3]
-        return f"unknown breed {text!r}" + (f"; did you mean {_either(close)}?" if close else "")
+        key = normalize_key(text)
+        own = {normalize_key(n): n for n in names}
+        close = [own[k] for k in difflib.get_close_matches(key, list(own), n=3, cutoff=0.75)]
+        everyday = {k: f"{alias} ({names[i[0]]})" for k, (alias, wnids) in _alias_table().items()
+                    if len(wnids) == 1 and (i := self.meant(alias))}
+        close += [everyday[k] for k in difflib.get_close_matches(key, list(everyday), n=3, cutoff=0.85)]
+        return f"unknown breed {text!r}" + (f" (did you mean {_either(close[:3])}?)" if close else "")
 
 
 def _either(names: Sequence[str]) -> str:

@@ -791,6 +791,7 @@ def adapt(
                f"({info['unreadable']} unreadable); {len(clf.classes)} classes; wrote {out}")
     if info["new_breeds"]:
         typer.echo(f"new breeds: {', '.join(info['new_breeds'])}")
+        _shared_names(info["new_breeds"], clf.classes)
 
 
 @app.command("add-breed")
@@ -813,6 +814,20 @@ def add_breed_cmd(
         raise typer.Exit(2) from e
     typer.echo(f"added {summary['name']!r} from {summary['photos']} photos ({summary['unreadable']} unreadable); "
                f"{summary['classes']} classes; wrote {out}")
+    _shared_names([summary["name"]], clf.classes)
+
+
+def _shared_names(added: list[str], classes: list) -> None:
+    """A new breed named as several breeds of the model are (a "Corgi" folder beside Pembroke and Cardigan) is
+    kept, as asked, and said so: its photos may have been meant for one of them."""
+    from .breeds import BreedIndex
+
+    index = BreedIndex(classes)
+    for name in added:
+        meant = [classes[i].name for i in index.meant(name)]
+        if len(meant) > 1:
+            _err(f"note: {name!r} is now a breed of its own beside {', '.join(meant[:-1])} and {meant[-1]}; name "
+                 "its folder after one of them to add its photos to that breed instead")
 
 
 @app.command("export")
@@ -906,10 +921,10 @@ def _leave(code: int) -> None:
     try:
         sys.stdout.flush()
         sys.stderr.flush()
-    except (OSError, ValueError):  # a closed pipe or stream: Python's own exit says so, as before
-        sys.exit(code)
+    except (OSError, ValueError, AttributeError):  # a closed pipe, or no stream at all (`>&-`, a daemon): Python's
+        sys.exit(code)  # own exit deals with it, as before
     run_exitfuncs()
-    with contextlib.suppress(OSError, ValueError):
+    with contextlib.suppress(OSError, ValueError, AttributeError):
         sys.stdout.flush()
         sys.stderr.flush()
     os._exit(code)
