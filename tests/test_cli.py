@@ -171,6 +171,10 @@ def test_a_finished_prediction_ends_the_process_without_python_teardown(tmp_path
                             capture_output=True, text=True, timeout=300)
     assert closed.returncode == 0 and "Traceback" not in closed.stderr, closed.stderr[-2000:]
     assert len((tmp_path / "closed.csv").read_text().splitlines()) == 5
+    # no stderr (`2>&-`): the progress bar and the message about the unreadable photo crashed the command
+    quiet = subprocess.run([sys.executable, "-c", "import sys; sys.stderr = None\n" + _ENDING, "predict",
+                            str(tmp_path / "in"), "--format", "json"], capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0 and len(json.loads(quiet.stdout)) == 4 and quiet.stderr == "ATEXIT\n"
     # every photo unreadable: still answered (an error row each), exit code 1 as before
     done = _ending("predict", str(tmp_path / "in" / "bad.jpg"), "--format", "json")
     assert done.returncode == 1 and "error" in json.loads(done.stdout)[0]

@@ -260,3 +260,34 @@ def test_an_onnx_cache_that_cannot_be_written_still_predicts(monkeypatch: pytest
     assert p.predict([chelsea_jpeg])[0].verdict == "no_dog"
     assert not [f for f in (tmp_path / "cache").rglob("*") if f.is_file()]
     shutil.rmtree(tmp_path / "cache", ignore_errors=True)
+
+
+class _FullDisk:
+    """A stdout on a full disk (`> /dev/full`): every write fails as the kernel's would."""
+
+    encoding = "utf-8"
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def flush(self) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_predict_where_nothing_can_be_written_is_one_sentence(monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture, tmp_path: Path,
+                                                              photos: Path) -> None:
+    """`--out` under a file, `--explain` into a folder that cannot be made, and stdout on a full disk were
+    tracebacks (FileExistsError, FileNotFoundError, OSError)."""
+    (tmp_path / "a_file").write_text("x")
+    one = str(photos / NAMES[0])
+    code, err = run_main(monkeypatch, capsys, "predict", one, "--out", str(tmp_path / "a_file" / "rows.csv"))
+    assert code == 2
+    one_sentence(err, "a_file/rows.csv", "a file stands where its folder would be")
+    code, err = run_main(monkeypatch, capsys, "predict", one, "--explain", str(tmp_path / "a_file" / "maps"))
+    assert code == 2
+    one_sentence(err, "a_file/maps", "not a folder")
+    monkeypatch.setattr(sys, "stdout", _FullDisk())
+    code, err = run_main(monkeypatch, capsys, "predict", one, "--format", "json")
+    assert code == 2
+    one_sentence(err, "cannot write stdout: the disk is full")

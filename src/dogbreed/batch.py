@@ -60,7 +60,7 @@ def run_batch(predictor: Predictor, inputs: Sequence[str], out: str | Path, *, w
     CSV and Parquet rows carry the dog count and the main dog's box when the detection stage runs; ``per_dog``
     writes one row per dog instead (JSONL always holds every dog)."""
     total = count_sources(inputs, path_column)
-    with writing(out, RESUME_HINT):
+    with writing(out, RESUME_HINT, missing=True):
         writer = RowWriter(out, predictor.top_k, overwrite=overwrite, dogs=predictor.finds_dogs, per_dog=per_dog,
                            n_breeds=len(predictor.classes), settings=run_settings(predictor.options))
     bar = stream = None

@@ -312,6 +312,7 @@ def _explain_hook(explainer, breed: str | None, out_dir: str) -> Callable[[Predi
 def _predict_to_stdout(pred: Predictor, paths: list[str], fmt: str, workers: int | None, path_column: str,
                        on_row: Callable[[Prediction], None] | None = None) -> None:
     from .batch import count_sources, stream_predictions
+    from .fileio import writing
 
     total = count_sources(paths, path_column)
     preds = stream_predictions(pred, paths, workers=workers, path_column=path_column)
@@ -333,7 +334,8 @@ def _predict_to_stdout(pred: Predictor, paths: list[str], fmt: str, workers: int
             yield r.to_dict()
 
     try:
-        {"json": _print_json, "csv": _print_csv, "table": _print_table}[fmt](rows())
+        with writing("stdout"):  # a full disk under `> file`: one sentence (a closed pipe stays Python's)
+            {"json": _print_json, "csv": _print_csv, "table": _print_table}[fmt](rows())
     finally:
         preds.close()  # the decode thread stops before the process exits, also after an error
     if n_ok == 0:
@@ -901,6 +903,11 @@ def run() -> None:
     `predict` has written and closed its outputs, stdout and stderr are flushed, the atexit handlers run (what
     libraries registered to close), and the process leaves with `os._exit`. Any other ending (another command, an
     error, Ctrl-C, the Ray engine, a stream that cannot be flushed) exits as Python does."""
+    # Started with stdout or stderr closed (`2>&-`, some daemons), Python gives None: every progress bar and
+    # message then crashed the command. What would go there is dropped instead.
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115 - for the process's life
     code: Any = 0
     try:
         main()

@@ -30,7 +30,7 @@ os.umask(_UMASK)
 
 def _temp_beside(path: Path) -> Path:
     """A new, empty temporary file in ``path``'s folder (made if needed), named after it, with its mode."""
-    with writing(path):
+    with writing(path, missing=True):
         path.parent.mkdir(parents=True, exist_ok=True)
         # A unique name (not path + ".tmp") so two processes writing the same file cannot clobber each other's tmp.
         fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
@@ -79,27 +79,37 @@ WRITE_FAILURES = {
 _ERRNO_IN_TEXT = re.compile(r"(?:errno|os error|code:)\s*(\d+)", re.IGNORECASE)
 
 
-def write_error(path: str | Path, e: BaseException, hint: str = "") -> WriteError | None:
-    """The `WriteError` for ``e`` raised while writing ``path``; None when ``e`` is not a failed write."""
+# Where only the output itself is touched (its folder made, the file opened), a missing path is the output's: a
+# folder that cannot hold new files (/proc/x.csv) or was removed meanwhile. Elsewhere it may be an input's.
+NO_PLACE = {errno.ENOENT: "no such file or directory: nothing can be made there",
+            errno.ENOTDIR: "a part of the path is not a folder",
+            errno.EEXIST: "a file stands where its folder would be"}
+
+
+def write_error(path: str | Path, e: BaseException, hint: str = "", missing: bool = False) -> WriteError | None:
+    """The `WriteError` for ``e`` raised while writing ``path``; None when ``e`` is not a failed write.
+    ``missing``: a missing path (`NO_PLACE`) is a failed write too."""
     if isinstance(e, WriteError):  # made deeper down (atomic_write), naming the file itself; add the hint
         return WriteError(e.path, e.reason, e.errno, hint) if hint and not e.hint else e
     code = e.errno if isinstance(e, OSError) else None
     if code is None and (isinstance(e, (OSError, RuntimeError, ValueError)) or type(e).__name__ == "SafetensorError"):
         m = _ERRNO_IN_TEXT.search(str(e))
         code = int(m.group(1)) if m else None
-    if code not in WRITE_FAILURES:
+    reasons = {**WRITE_FAILURES, **NO_PLACE} if missing else WRITE_FAILURES
+    if code not in reasons:
         return None
-    return WriteError(str(path), WRITE_FAILURES[code], code, hint)
+    return WriteError(str(path), reasons[code], code, hint)
 
 
 @contextlib.contextmanager
-def writing(path: str | Path, hint: str = "") -> Iterator[None]:
+def writing(path: str | Path, hint: str = "", missing: bool = False) -> Iterator[None]:
     """Inside this block, a failed write (`WRITE_FAILURES`) is raised as a `WriteError` naming ``path``; other
-    exceptions pass unchanged. ``hint`` is added to the sentence (e.g. how to resume)."""
+    exceptions pass unchanged. ``hint`` is added to the sentence (e.g. how to resume). ``missing``: the block
+    touches only the output, so a missing path is its failure too (`NO_PLACE`)."""
     try:
         yield
     except Exception as e:
-        err = write_error(path, e, hint)
+        err = write_error(path, e, hint, missing)
         if err is None or err is e:
             raise
         raise err from e
