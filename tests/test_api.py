@@ -304,11 +304,27 @@ def test_with_errors_inline_one_bad_photo_gets_its_own_entry_and_the_others_are_
     assert got[0]["error"].startswith("not an image")
     got = post_files(small_client, a, too_wide, errors="inline").json()["predictions"]
     assert got[0] == alone and got[1] == {"path": "wide.png", "verdict": "error",
-                                          "error": "image too large: 400x400 pixels exceeds 100000"}
+                                          "error": "image too large: 400x400 is 160,000 pixels; the limit is 100,000"}
     # the request's own budgets still refuse it whole
     assert post_files(small_client, *[(f"{i}.png", small, "image/png") for i in range(3)],
                       errors="inline").status_code == 413
     assert small_client.get("/healthz").json()["queue"]["in_flight"] == 0
+
+
+def test_with_errors_inline_a_file_over_the_byte_limit_gets_its_own_entry(default_predictor) -> None:
+    """A file over --max-mb failed the whole request with ?errors=inline too, though its sentence names the file
+    and the request's own body budget held."""
+    small = png_bytes(Image.new("RGB", (64, 64)))
+    big = png_bytes(Image.effect_noise((300, 300), 60).convert("RGB"))
+    app = create_app(predictor=default_predictor, limits=Limits(max_file_bytes=len(big) - 1))
+    with TestClient(app) as c:
+        assert post_files(c, ("a.png", small, "image/png"), ("big.png", big, "image/png")).status_code == 413
+        r = post_files(c, ("a.png", small, "image/png"), ("big.png", big, "image/png"), errors="inline")
+        assert r.status_code == 200, r.text
+        a, b = r.json()["predictions"]
+        assert a["path"] == "a.png" and "error" not in a
+        assert b == {"path": "big.png", "verdict": "error", "error": b["error"]} and b["error"].startswith("file is")
+        assert c.get("/healthz").json()["queue"]["in_flight"] == 0
 
 
 def test_a_request_that_can_never_fit_the_queue_is_413_not_503_forever(default_predictor) -> None:
@@ -343,7 +359,7 @@ def test_a_photo_over_pillows_hard_limit_names_the_servers(small_client: TestCli
            + chunk(b"IEND", b""))
     r = post_files(small_client, ("huge.png", png, "image/png"))
     assert r.status_code == 413
-    assert r.json()["detail"] == "huge.png: image too large: 400000000 pixels exceeds 100000"
+    assert r.json()["detail"] == "huge.png: image too large: 400,000,000 pixels; the limit is 100,000"
 
 
 @pytest.mark.parametrize("route", ["/v1/explain", "/v1/feedback"])
@@ -414,6 +430,8 @@ def test_page_is_served_and_self_contained(client: TestClient) -> None:
     r = client.get("/")
     assert r.status_code == 200
     assert 'aria-live="polite"' in r.text and '<label for="file"' in r.text
+    head = client.head("/")  # was a 405: uptime checks ask with HEAD
+    assert head.status_code == 200 and head.headers["content-type"].startswith("text/html") and not head.content
     for asset in ("/static/app.css", "/static/app.js", "/static/favicon.svg"):
         a = client.get(asset)
         assert a.status_code == 200
@@ -498,11 +516,21 @@ def test_feedback_on_one_dog_of_several_stores_its_box_and_exports_its_crop(defa
         assert b.status_code == 200 and b.json()["box"] == [250, 60, 390, 290]
         assert send("Samoyed", None).json()["box"] is None  # the photo as a whole, as before
         assert send("Pug", "20,40,140,200").status_code == 200  # the same dog again: the latest answer wins
-        for bad, why in (("1,2,3", "four finite numbers"), ("0,0,500,100", "inside the 400x300 photo"),
-                         ("50,50,10,80", "inside"), ("a,b,c,d", "four finite numbers"),
-                         ("inf,0,10,10", "four finite"), ("1e400,0,10,10", "four finite"), ("nan,0,1,1", "finite")):
+        for bad, why in (("1,2,3", "four numbers"), ("0,0,500,100", "inside the 400x300 photo"),
+                         ("50,50,10,80", "inside"), ("a,b,c,d", "four numbers"),
+                         ("inf,0,10,10", "four numbers"), ("1e400,0,10,10", "four numbers"), ("nan,0,1,1", "four"),
+                         # what the schema's pattern refuses, the server refuses too (1e2 was stored as 100)
+                         ("+1,2,30,40", "four numbers"), ("\uff11,2,30,40", "four numbers"),
+                         ("1_0,1,200,200", "four numbers"), ("1e2,1,200,200", "four numbers"),
+                         # fractions of the photo were stored, and exported as a 1x1 photo of the breed
+                         ("0,0,1,1", "1x1 pixels, too small for a dog"), ("1,2,3,4", "too small")):
             r = send("Pug", bad)
             assert r.status_code == 422 and why in r.json()["detail"] and "two.png" in r.json()["detail"], r.text
+        # two breeds or two boxes: FastAPI took the last one, with a 200
+        for field, values in (("breed", ["Pug", "Samoyed"]), ("box", ["20,40,140,200", "250,60,390,290"])):
+            data = {"breed": "Pug", field: values}
+            r = c.post("/v1/feedback", files={"file": ("two.png", photo, "image/png")}, data=data)
+            assert r.status_code == 400 and f"this request has 2 `{field}` fields" in r.json()["detail"], r.text
         rows = sqlite3.connect(db).execute("SELECT breed_name, box FROM feedback ORDER BY id").fetchall()
     assert rows == [("Pug", "20,40,140,200"), ("Border collie", "250,60,390,290"), ("Samoyed", None),
                     ("Pug", "20,40,140,200")]

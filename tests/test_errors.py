@@ -40,7 +40,7 @@ def test_bad_bytes_raise_typed_errors(src: bytes, kind: type[Exception]) -> None
 
 
 def test_too_many_pixels_and_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(ImageTooLarge, match="64x48 pixels exceeds 100"):
+    with pytest.raises(ImageTooLarge, match="64x48 is 3,072 pixels; the limit is 100"):
         load_image(_jpeg(), max_pixels=100)
     with pytest.raises(ImageNotFound, match="file not found"):
         load_image(tmp_path / "nope.jpg")

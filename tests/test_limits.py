@@ -40,7 +40,8 @@ def test_check_pixels_per_photo_and_per_request() -> None:
     check_pixels([("a.png", (30, 30)), ("b.png", (20, 20)), ("c.png", None)], limits)  # 1300: fine
     with pytest.raises(HTTPException) as e:
         check_pixels([("big.png", (40, 30))], limits)
-    assert e.value.status_code == 413 and e.value.detail == "big.png: image too large: 40x30 pixels exceeds 1000"
+    assert e.value.status_code == 413
+    assert e.value.detail == "big.png: image too large: 40x30 is 1,200 pixels; the limit is 1,000"
     with pytest.raises(HTTPException) as e:
         check_pixels([("a.png", (30, 30)), ("b.png", (30, 30))], limits)
     assert e.value.status_code == 413 and "request too large: its 2 photos" in e.value.detail

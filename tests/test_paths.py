@@ -24,6 +24,8 @@ def test_cache_dir_is_read_on_each_call(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert cache_dir() == tmp_path
     monkeypatch.delenv("DOGBREED_CACHE")
     assert cache_dir() == Path.home() / ".cache" / "dogbreed"
+    monkeypatch.setenv("DOGBREED_CACHE", " ")  # set but blank: the default, not the working folder
+    assert cache_dir() == Path.home() / ".cache" / "dogbreed"
 
 
 def test_fingerprint_follows_the_weights() -> None:

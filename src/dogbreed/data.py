@@ -26,7 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from .breeds import clean_name, lookup
-from .errors import DataError, DataNotFound, ImageDecodeError
+from .errors import DataError, DataNotFound, ImageDecodeError, too_many_pixels
 from .fileio import atomic_write, atomic_write_text
 from .inference.sources import is_image_name, walk_files
 from .paths import cache_dir
@@ -355,7 +355,7 @@ def check_image(path: str | Path, full: bool = False) -> str | None:
         return f"corrupt image ({type(e).__name__}: {e})"
     # what decoding refuses (a JPEG is decoded at its draft)
     if fmt not in JPEG_FORMATS and Image.MAX_IMAGE_PIXELS and w * h > Image.MAX_IMAGE_PIXELS:
-        return f"image too large: {w}x{h} pixels exceeds {Image.MAX_IMAGE_PIXELS}"
+        return too_many_pixels(w * h, Image.MAX_IMAGE_PIXELS, (w, h))
     if fmt == "JPEG":
         with open(p, "rb") as f:
             f.seek(max(0, p.stat().st_size - 4096))

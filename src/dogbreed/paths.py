@@ -12,8 +12,9 @@ if TYPE_CHECKING:
 
 
 def cache_dir() -> Path:
-    """``$DOGBREED_CACHE``, default ``~/.cache/dogbreed`` (read on each call so tests can point it elsewhere)."""
-    return Path(os.environ.get("DOGBREED_CACHE", Path.home() / ".cache" / "dogbreed"))
+    """``$DOGBREED_CACHE``, default ``~/.cache/dogbreed`` (read on each call so tests can point it elsewhere). Set
+    but empty or blank is unset: ``Path("")`` is the working folder, which filled with the cache's folders."""
+    return Path(os.environ.get("DOGBREED_CACHE", "").strip() or Path.home() / ".cache" / "dogbreed")
 
 
 def model_fingerprint(model: nn.Module) -> str:

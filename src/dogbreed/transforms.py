@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFile, ImageOps, UnidentifiedImageError
 
-from .errors import EmptyImage, ImageDecodeError, ImageNotFound, ImageTooLarge, UnreadableImage, UnsupportedImage
+from .errors import (
+    EmptyImage,
+    ImageDecodeError,
+    ImageNotFound,
+    ImageTooLarge,
+    UnreadableImage,
+    UnsupportedImage,
+    too_many_pixels,
+)
 from .fileio import path_problem
 
 if TYPE_CHECKING:
@@ -72,9 +80,10 @@ def _too_large(e: Exception, max_pixels: int | None) -> ImageTooLarge:
     m = re.search(r"\((\d+) pixels\)", str(e))
     limit = max_pixels or Image.MAX_IMAGE_PIXELS
     if m and int(m.group(1)) <= limit:  # a limit set above Pillow's own: Pillow's is the one refusing it
-        return ImageTooLarge(f"image too large: {int(m.group(1))} pixels exceeds the decoder's limit of "
-                             f"{2 * Image.MAX_IMAGE_PIXELS}")
-    return ImageTooLarge(f"image too large: {f'{int(m.group(1))} pixels' if m else 'too many pixels'} exceeds {limit}")
+        return ImageTooLarge(too_many_pixels(int(m.group(1)), 2 * Image.MAX_IMAGE_PIXELS, whose="the decoder's"))
+    if m is None:
+        return ImageTooLarge(f"image too large: too many pixels; the limit is {limit:,}")
+    return ImageTooLarge(too_many_pixels(int(m.group(1)), limit))
 
 
 def load_image(
@@ -132,7 +141,7 @@ def load_image(
         # The limit is on the pixels this decode holds: a JPEG drafted above decodes at its reduced size, so a
         # 108-megapixel phone photo (12000x9000) needs 7 megapixels here and is read, where it was refused.
         if limit and img.size[0] * img.size[1] > limit:
-            raise ImageTooLarge(f"image too large: {full[0]}x{full[1]} pixels exceeds {limit}")
+            raise ImageTooLarge(too_many_pixels(full[0] * full[1], limit, full))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img.load()

@@ -262,21 +262,28 @@ def dog_crop_jpeg(photo: Path, box: Sequence[int]) -> bytes:
     return buf.getvalue()
 
 
+# A box's smallest side (or the photo's, when smaller): a dog's crop is a training photo, and a box of 0,0,1,1 (a
+# client sending fractions of the photo) was stored and exported as a 1x1 photo of the breed.
+MIN_BOX_SIDE = 16
+_NUMBER = re.compile(r"[0-9]+(\.[0-9]+)?", re.ASCII)  # as the schema's pattern: no sign, exponent, _ or other digits
+
+
 def parse_box(text: str, size: tuple[int, int]) -> list[int]:
     """A dog's box as the feedback form sends it, "x0,y0,x1,y1" in the photo's pixels (the `box` of a dog in the
-    predict answer) -> four integers; ValueError with a sentence when it is not a box inside a photo of ``size``."""
+    predict answer) -> four integers; ValueError with a sentence when it is not a box inside a photo of ``size``,
+    or one too small to show a dog (`MIN_BOX_SIDE`)."""
     parts = [p.strip() for p in text.split(",")]
-    try:
-        box = [int(round(float(p))) for p in parts]
-    except (ValueError, OverflowError):  # not a number, or one with no integer ("nan", "inf", "1e400")
-        box = []
-    if len(box) != 4 or len(parts) != 4:
-        raise ValueError(f"box {text!r} is not four finite numbers x0,y0,x1,y1")
-    x0, y0, x1, y1 = box
+    if len(parts) != 4 or not all(_NUMBER.fullmatch(p) for p in parts):
+        raise ValueError(f"box {text!r} is not four numbers x0,y0,x1,y1")
+    x0, y0, x1, y1 = (int(round(float(p))) for p in parts)
     w, h = size
     if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
         raise ValueError(f"box {text!r} is not inside the {w}x{h} photo (x0 < x1 <= {w}, y0 < y1 <= {h})")
-    return box
+    if x1 - x0 < min(MIN_BOX_SIDE, w) or y1 - y0 < min(MIN_BOX_SIDE, h):
+        raise ValueError(f"box {text!r} is {x1 - x0}x{y1 - y0} pixels, too small for a dog (at least "
+                         f"{MIN_BOX_SIDE} a side); a box is in the photo's pixels, as a dog's `box` in the predict "
+                         "answer, not in fractions of the photo")
+    return [x0, y0, x1, y1]
 
 
 def _box_text(box: Sequence[int] | None) -> str | None:

@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 from fastapi import HTTPException
 from PIL import Image
 
+from ..errors import too_many_pixels
 from ..transforms import JPEG_FORMATS, full_size, mark_full_size
 
 log = logging.getLogger("dogbreed.serve")
@@ -191,7 +192,7 @@ def check_pixels(sizes: list[tuple[str, tuple[int, int] | None]], limits: Limits
             continue
         w, h = size
         if w * h > limits.max_pixels:
-            raise HTTPException(413, f"{name}: image too large: {w}x{h} pixels exceeds {limits.max_pixels}")
+            raise HTTPException(413, f"{name}: {too_many_pixels(w * h, limits.max_pixels, (w, h))}")
         total += w * h
     if total > limits.max_request_pixels:
         raise HTTPException(413, f"request too large: its {len(sizes)} photos decode to {total / 1e6:.0f} megapixels;"

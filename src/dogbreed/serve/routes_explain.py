@@ -13,7 +13,7 @@ from ..errors import ImageDecodeError
 from ..inference.scoring import Prediction
 from .limits import EXPLAIN_MAX_PIXELS
 from .schemas import breed_schema, errors
-from .service import NON_EMPTY_FILE, Service, decode_error, one_file, service
+from .service import NON_EMPTY_FILE, Service, decode_error, one_of_each, service
 
 
 def _explain_png(svc: Service, data: bytes, name: str, answer: Prediction, breed: str | None, dog: int | None,
@@ -50,7 +50,7 @@ def router(breed_values: list[str]) -> APIRouter:
     """The route of this concern; ``breed_values`` go into the request schema."""
     r = APIRouter()
 
-    @r.post("/v1/explain", dependencies=[Depends(one_file)],
+    @r.post("/v1/explain", dependencies=[Depends(one_of_each)],
             summary="Heat-map of where the model looked, as a PNG overlay the photo's size "
               f"(reduced to at most {EXPLAIN_MAX_PIXELS / 1e6:.0f} megapixels)",
               response_class=Response, responses={200: {"content": {"image/png": {}},

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from ..transforms import full_size
 from .feedback import FeedbackQuotaExceeded, FeedbackStorageError, breed_not_found, find_breed, parse_box
 from .schemas import FeedbackResponse, breed_schema, errors
-from .service import NON_EMPTY_FILE, Service, log, one_file, service
+from .service import NON_EMPTY_FILE, Service, log, one_of_each, service
 
 # Four numbers (the predict answer's integers, or any decimals), or nothing. Whether they lie inside the photo only
 # the photo can say: such a box is a 422 naming the photo's size.
@@ -23,7 +23,7 @@ def router(breed_values: list[str]) -> APIRouter:
     """The route of this concern; ``breed_values`` go into the request schema."""
     r = APIRouter()
 
-    @r.post("/v1/feedback", dependencies=[Depends(one_file)],
+    @r.post("/v1/feedback", dependencies=[Depends(one_of_each)],
             summary="Confirm or correct a prediction (stores the photo for retraining)",
               response_model=FeedbackResponse, responses=errors(400, 413, 415, 422, 429, 500, 503, 507))
     async def feedback(

@@ -32,8 +32,10 @@ def router(limits: Limits, n_classes: int) -> APIRouter:
             "total pixels, queue) still refuse it whole."),
         svc: Service = Depends(service),
     ) -> dict[str, list[dict[str, Any]]]:
-        uploads = svc.check_uploads(file)
-        preds = await svc.predict(uploads, inline_errors=photo_errors == "inline")
+        inline = photo_errors == "inline"
+        refused: dict[int, str] = {}
+        uploads = svc.check_uploads(file, refused if inline else None)
+        preds = await svc.predict(uploads, inline_errors=inline, refused=refused)
         out = []
         for (name, _), p in zip(uploads, preds, strict=True):
             d = p.to_dict()

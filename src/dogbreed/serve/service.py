@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -169,8 +170,11 @@ class Service:
         # generated client refuse.
         self.breed_values = sorted({b.name for b in self.classes} | {b.wnid for b in self.classes if b.wnid})
 
-    def check_uploads(self, files: list[UploadFile]) -> list[tuple[str, UploadFile]]:
-        """Count and size checks that need no reading: 400 without a file, 413 over a budget."""
+    def check_uploads(self, files: list[UploadFile], refused: dict[int, str] | None = None,
+                      ) -> list[tuple[str, UploadFile]]:
+        """Count and size checks that need no reading: 400 without a file, 413 over a budget. ``refused``: a file
+        over the per-file limit is recorded there (by its place, `_photo_refusal`) instead of failing the request
+        (`?errors=inline`)."""
         files = [f for f in files if f is not None]
         if not files:
             raise HTTPException(400, NO_FILE)
@@ -181,8 +185,9 @@ class Service:
             name = f.filename or f"file {i + 1}"
             if f.size is not None and f.size > self.limits.max_file_bytes:
                 most = self.limits.max_file_bytes
-                raise HTTPException(413, f"{name}: file is {fmt_bytes(f.size, most)}; the limit is "
-                                         f"{fmt_bytes(most, f.size)}")
+                with _photo_refusal(refused, i, name):
+                    raise HTTPException(413, f"{name}: file is {fmt_bytes(f.size, most)}; the limit is "
+                                             f"{fmt_bytes(most, f.size)}")
             out.append((name, f))
         return out
 
@@ -228,14 +233,18 @@ class Service:
         async with self.slots.get():
             return await run_in_threadpool(work)
 
-    async def predict(self, uploads: list[tuple[str, UploadFile]], inline_errors: bool = False) -> list[Prediction]:
+    async def predict(self, uploads: list[tuple[str, UploadFile]], inline_errors: bool = False,
+                      refused: dict[int, str] | None = None) -> list[Prediction]:
         """Budgets, then a place in the queue (503 when full), then decoding and the batched forward pass.
 
-        ``inline_errors``: a photo refused on its own (unreadable, not an image, too many pixels) gets an error
-        entry in its place instead of failing the request; the request's own budgets still refuse it whole."""
-        refused: dict[int, str] = {}
+        ``inline_errors``: a photo refused on its own (unreadable, not an image, too many pixels, too many bytes:
+        ``refused``, from `check_uploads`) gets an error entry in its place instead of failing the request; the
+        request's own budgets still refuse it whole."""
+        refused = dict(refused or {})
         if inline_errors:
             for i, (name, f) in enumerate(uploads):
+                if i in refused:
+                    continue
                 with _photo_refusal(refused, i, name):
                     await self.check_pixels([(name, f)])
         ok = [i for i in range(len(uploads)) if i not in refused]
@@ -275,12 +284,19 @@ def service(request: Request) -> Service:
     return request.app.state.service
 
 
-async def one_file(request: Request) -> None:
-    """For ``Depends`` on the routes about one photo: a second `file` field is a 400. FastAPI hands such a route
-    the last one, so feedback was stored on (and a heat-map drawn for) another photo than the first, with a 200."""
+async def one_of_each(request: Request) -> None:
+    """For ``Depends`` on the routes about one photo: a second `file` field, or a second of any other field, is a
+    400. FastAPI hands such a route the last one, so feedback was stored on (and a heat-map drawn for) another photo
+    than the first, with a 200."""
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         return  # not an upload at all: the route's own 415 says so
-    n = len((await request.form()).getlist("file"))  # the form FastAPI has parsed already: not read again
+    counts = Counter(k for k, _ in (await request.form()).multi_items())  # parsed already: not read again
+    n = counts.pop("file", 0)
     if n > 1:
         raise HTTPException(400, f"this request has {n} `file` fields; send one photo (POST /v1/predict takes "
                                  "several)")
+    # the same for every other field: FastAPI hands the route the last `breed` or `box`, so feedback with two
+    # breeds was stored under the second one, with a 200
+    for key, n in counts.items():
+        if n > 1:
+            raise HTTPException(400, f"this request has {n} `{key}` fields; send one")
