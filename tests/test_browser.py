@@ -206,10 +206,20 @@ def test_cat_dropped_on_page_says_no_dog(page, chelsea_png: Path) -> None:
     assert wait_for_verdict(page) == "no_dog"
     assert page.locator("#verdict h2").inner_text() == "No dog found"
     assert "reference only" in page.locator("#breeds-caption").inner_text()
-    assert page.locator("#feedback").is_hidden()  # no breed to confirm when there is no dog
     assert page.locator("#boxes").is_hidden() and page.locator("#boxes .dog-box").count() == 0
     assert page.locator("#dogs").is_hidden()
     assert page.locator("#filename").inner_text() == "chelsea.png"
+    # no breed to confirm, but a dog the model missed can be reported with its breed (the form was hidden, so
+    # such photos never reached retraining); the photo as a whole, no box
+    assert page.locator("#feedback legend").inner_text() == "Is there a dog here after all?"
+    assert page.locator("#fb-yes").is_hidden() and page.locator("#fb-or").inner_text() == "It's a"
+    page.fill("#fb-breed", "Pug")
+    with page.expect_response("**/v1/feedback") as resp:
+        page.click("#fb-send")
+    page.wait_for_selector("#fb-message.ok", timeout=10_000)
+    assert page.locator("#fb-message").inner_text() == "Thank you! Saved as Pug."
+    stored = resp.value.json()
+    assert stored["predicted"] == "no_dog" and stored["box"] is None and stored["breed"]["name"] == "Pug"
 
 
 def test_non_image_shows_error(page, tmp_path: Path) -> None:
@@ -459,6 +469,23 @@ def test_two_dogs_get_numbered_boxes_and_an_entry_each(page, two_dog_photo) -> N
                            [num["x"] + num["width"] / 2, num["y"] + num["height"] / 2])
     assert on_top
     page.screenshot(path=str(ARTIFACTS / "page-two-dogs-heatmap.png"), full_page=True)
+
+
+def test_two_dogs_in_a_photo_the_browser_cannot_show(page, two_dog_photo, tmp_path: Path) -> None:
+    """A TIFF (the server reads it, the browser cannot draw it) of two dogs said "Numbered on the photo" with no
+    photo shown; the entries are still there, and the words say why there are no numbers on it."""
+    from PIL import Image
+
+    path, _ = two_dog_photo
+    tiff = tmp_path / "two-dogs.tiff"
+    Image.open(path).save(tiff)
+    drop_file(page, tiff, "image/tiff")
+    assert wait_for_verdict(page) in ("dog", "uncertain_breed")
+    page.wait_for_function("document.querySelector('figure.preview').hidden", timeout=10_000)
+    assert page.locator("#verdict h2").inner_text() == "2 dogs in this photo"
+    page.wait_for_function("document.querySelector('#verdict').innerText.includes('cannot show')", timeout=10_000)
+    assert "Numbered on the photo" not in page.locator("#verdict").inner_text()
+    assert page.locator("#dogs > li").count() == 2 and page.locator("#boxes .dog-box").count() == 0
 
 
 def test_two_dogs_on_a_phone(browser, base_url: str, two_dog_photo) -> None:

@@ -419,7 +419,12 @@
       caption.textContent = "Closest breeds, for reference only";
       caption.hidden = false;
       renderBreeds(p.breeds, true);
-      fbForm.hidden = true;
+      // a dog the model missed can still be reported, with its breed: the one way such photos reach retraining
+      fbForm.querySelector("legend").textContent = "Is there a dog here after all?";
+      fbYes.hidden = true;
+      $("fb-or").textContent = "It's a";
+      fbForm.hidden = false;
+      loadBreedNames();
       return;
     }
     if (p.verdict === "uncertain_breed") {
@@ -442,8 +447,11 @@
   // Several dogs: a summary, then each dog by its number; feedback is about dog 1, the one the photo's answer names
   function renderSeveral(p, dogs) {
     const names = dogs.map((d, i) => (i + 1) + ": " + dogWords(d)[0]);
-    setVerdict("dog", dogs.length + " dogs in this photo",
-      "Numbered on the photo, the most prominent first. " + names.join(", ") + ".", p.verdict);
+    // a photo the browser cannot draw (TIFF) shows no numbers: say so rather than point at them
+    const where = figure.hidden
+      ? "This browser cannot show the photo's format, so the numbers are not drawn on it; the most prominent first. "
+      : "Numbered on the photo, the most prominent first. ";
+    setVerdict("dog", dogs.length + " dogs in this photo", where + names.join(", ") + ".", p.verdict);
     grid.classList.add("several");
     caption.hidden = true;
     breedsEl.replaceChildren();
@@ -509,7 +517,10 @@
     figure.hidden = false;
     grid.classList.remove("single");
     // not an image the browser can show (or a format only the server reads, like TIFF): answer full width
-    preview.onerror = () => { figure.hidden = true; grid.classList.add("single"); clearBoxes(); };
+    preview.onerror = () => {
+      figure.hidden = true; grid.classList.add("single"); clearBoxes();
+      if (current && current.prediction) render(current.prediction); // its words may have pointed at the photo
+    };
     // the answer may come before the photo is decoded: draw the boxes once both are there
     preview.onload = () => { if (current && current.prediction) drawBoxes(shownDogs(current.prediction)); };
     upload.classList.add("compact");
