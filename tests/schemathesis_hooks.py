@@ -27,16 +27,17 @@ def _image(args: tuple[int, int, tuple[int, int, int], str]) -> bytes:
 _colour = st.tuples(st.integers(0, 255), st.integers(0, 255), st.integers(0, 255))
 schemathesis.openapi.format(
     "binary",
-    st.tuples(st.integers(1, 96), st.integers(1, 96), _colour, st.sampled_from(["PNG", "JPEG", "GIF", "WEBP", "BMP"]))
+    st.tuples(st.integers(16, 96), st.integers(16, 96), _colour, st.sampled_from(["PNG", "JPEG", "GIF", "WEBP", "BMP"]))
     .map(_image),
 )
 # A breed field takes a name or wnid from GET /v1/breeds in any spelling, which the schema cannot list without making
 # generated clients refuse the other spellings: it says format `breed` with examples. Schema-valid cases name one.
 _BREEDS = sorted({b.name for b in stanford_breeds()} | {b.wnid for b in stanford_breeds()})
 schemathesis.openapi.format("breed", st.sampled_from(_BREEDS + ["pug", "  golden   RETRIEVER ", "Border_collie"]))
-# A dog's box in a feedback request: its "x0,y0,x1,y1" must lie inside the photo, which the schema cannot say (it
-# gives the pattern only); every generated photo is at least 1x1, so schema-valid cases name that pixel or none.
-schemathesis.openapi.format("dog-box", st.sampled_from(["", "0,0,1,1", " 0, 0, 1, 1 "]))
+# A dog's box in a feedback request: its "x0,y0,x1,y1" must lie inside the photo and be 16 px a side
+# (`feedback.MIN_BOX_SIDE`), which the schema cannot say (it gives the pattern only); every generated photo is at
+# least 16x16, so schema-valid cases name that corner or none.
+schemathesis.openapi.format("dog-box", st.sampled_from(["", "0,0,16,16", " 0, 0, 16, 16 "]))
 
 
 @schemathesis.hook("map_query").apply_to(path="/v1/explain")

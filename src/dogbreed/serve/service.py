@@ -284,6 +284,9 @@ def service(request: Request) -> Service:
     return request.app.state.service
 
 
+ONE_PHOTO_FIELDS = ("breed", "box", "predicted")  # the form fields of /v1/explain and /v1/feedback besides `file`
+
+
 async def one_of_each(request: Request) -> None:
     """For ``Depends`` on the routes about one photo: a second `file` field, or a second of any other field, is a
     400. FastAPI hands such a route the last one, so feedback was stored on (and a heat-map drawn for) another photo
@@ -295,8 +298,8 @@ async def one_of_each(request: Request) -> None:
     if n > 1:
         raise HTTPException(400, f"this request has {n} `file` fields; send one photo (POST /v1/predict takes "
                                  "several)")
-    # the same for every other field: FastAPI hands the route the last `breed` or `box`, so feedback with two
-    # breeds was stored under the second one, with a 200
+    # the same for the routes' other fields: FastAPI hands the route the last `breed` or `box`, so feedback with two
+    # breeds was stored under the second one, with a 200 (fields no route reads are ignored, twice or not)
     for key, n in counts.items():
-        if n > 1:
+        if n > 1 and key in ONE_PHOTO_FIELDS:
             raise HTTPException(400, f"this request has {n} `{key}` fields; send one")
