@@ -72,3 +72,41 @@ def test_limits_must_be_positive_whole_numbers() -> None:
     with pytest.raises(ValueError, match="max_queue"):
         Limits(max_queue=0)
     assert Limits().max_body_bytes < 30 * 1024 * 1024  # issue 16: a chunked body is cut before 30 MB
+
+
+def test_a_body_that_stops_arriving_gets_a_408_and_the_connection_closes() -> None:
+    """A client that sent its headers and part of a body, then nothing, held its connection for ever."""
+    import asyncio
+    import time
+
+    from dogbreed.serve.limits import GuardMiddleware
+
+    async def reads_the_body(scope: dict, receive, send) -> None:  # noqa: ANN001 - an ASGI app
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def run(pieces: list[dict]) -> tuple[list[dict], float]:
+        async def receive() -> dict:
+            if pieces:
+                return pieces.pop(0)
+            await asyncio.Event().wait()  # the client stalls
+            return {}
+
+        sent: list[dict] = []
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/v1/predict", "headers": []}
+        t = time.monotonic()
+        await GuardMiddleware(reads_the_body, max_body_bytes=1000, body_idle_s=1)(scope, receive, send)
+        return sent, time.monotonic() - t
+
+    sent, took = asyncio.run(run([{"type": "http.request", "body": b"--x\r\n", "more_body": True}]))
+    assert sent[0]["status"] == 408 and (b"connection", b"close") in sent[0]["headers"] and took < 5
+    assert b"stopped arriving for 1 s" in sent[1]["body"]
+    sent, _ = asyncio.run(run([{"type": "http.request", "body": b"abc", "more_body": False}]))  # a whole body
+    assert sent[0]["status"] == 200
+    assert Limits().body_idle_s == 30

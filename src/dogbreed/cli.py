@@ -614,6 +614,7 @@ def serve(
     decode_workers: int = typer.Option(2, min=1, help="Photos decoded at full size at once."),
     feedback_max_mb: float = typer.Option(1024.0, min=0.001, help="Most MB of feedback photos stored in all."),
     feedback_per_day: int = typer.Option(1000, min=1, help="Most feedback photos accepted per UTC day."),
+    body_timeout: int = typer.Option(30, min=1, help="Seconds a request body may stall before it gets a 408."),
 ) -> None:
     """Serve the web page and the HTTP API (docs at /docs; every limit at /healthz)."""
     from .serve import run
@@ -624,7 +625,7 @@ def serve(
                         max_files=max_files, max_pixels=int(max_megapixels * 1e6),
                         max_request_pixels=int(max_request_megapixels * 1e6), max_queue=max_queue,
                         decode_workers=decode_workers, feedback_max_bytes=int(feedback_max_mb * MB),
-                        feedback_per_day=feedback_per_day)
+                        feedback_per_day=feedback_per_day, body_idle_s=body_timeout)
         run(options=options, host=host, port=port, feedback_db=feedback_db, limits=limits)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         _err(f"cannot start: {e}")

@@ -108,7 +108,7 @@ def create_app(
     app.state.feedback = svc.store
     app.state.service = svc
     # Outermost of our layers: counts the body as it arrives and turns escaped errors into one logged 500.
-    app.add_middleware(GuardMiddleware, max_body_bytes=limits.max_body_bytes)
+    app.add_middleware(GuardMiddleware, max_body_bytes=limits.max_body_bytes, body_idle_s=limits.body_idle_s)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

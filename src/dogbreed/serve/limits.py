@@ -49,6 +49,10 @@ class Limits:
     decode_workers: int = 2  # photos decoded at full size at once, across all requests
     feedback_max_bytes: int = 1024 * MB  # all stored feedback photos together
     feedback_per_day: int = 1000  # feedback photos accepted per UTC day
+    # Seconds a request body may stall between two of its pieces before it gets a 408 and the connection closes:
+    # a client that sent its headers and then nothing held a connection for ever (900 such were all open after
+    # 60 s), each one a slot a real upload may need.
+    body_idle_s: int = 30
 
     def __post_init__(self) -> None:
         for k, v in asdict(self).items():
@@ -69,9 +73,9 @@ def fmt_bytes(n: int, beside: int | None = None) -> str:
 
 
 class BodyTooLarge(HTTPException):
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, status: int = 413) -> None:
         # Closing the connection stops the server from reading (and discarding) the rest of the body.
-        super().__init__(413, detail, headers={"Connection": "close"})
+        super().__init__(status, detail, headers={"Connection": "close"})
 
 
 class GuardMiddleware:
@@ -82,9 +86,10 @@ class GuardMiddleware:
     multipart parser reads through this ``receive``, so it never sees (or spools) more than the limit.
     """
 
-    def __init__(self, app: Any, max_body_bytes: int) -> None:
+    def __init__(self, app: Any, max_body_bytes: int, body_idle_s: float = 30) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_idle_s = body_idle_s
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -109,7 +114,11 @@ class GuardMiddleware:
 
             async def receive_counted() -> dict:
                 nonlocal received
-                message = await receive()
+                try:
+                    message = await asyncio.wait_for(receive(), self.body_idle_s)
+                except TimeoutError:
+                    raise BodyTooLarge(f"the request body stopped arriving for {self.body_idle_s:g} s; send it "
+                                       "again", 408) from None
                 if message["type"] == "http.request":
                     received += len(message.get("body", b""))
                     if received > limit:
@@ -122,7 +131,7 @@ class GuardMiddleware:
             await self.app(scope, receive_counted, send_tracked)
         except BodyTooLarge as e:
             if not started:
-                await _send_json(send, 413, str(e.detail))
+                await _send_json(send, e.status_code, str(e.detail))
         except Exception:
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             if not started:
