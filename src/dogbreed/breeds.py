@@ -105,8 +105,8 @@ def _keys(text: str) -> list[str]:
 
 def everyday_name(text: str) -> tuple[str, ...]:
     """The wnids an everyday name (`aliases`) names, tried under each of `_keys`; () for any other text."""
-    table = aliases()
-    return next((table[k] for k in _keys(text) if k in table), ())
+    table = _alias_table()
+    return next((table[k][1] for k in _keys(text) if k in table), ())
 
 
 @lru_cache(maxsize=1)
