@@ -37,6 +37,9 @@ def test_schema_declares_required_fields_constraints_and_responses(tmp_path: Pat
     predict = spec["paths"]["/v1/predict"]["post"]
     assert set(predict["responses"]) == {"200", "400", "413", "415", "422", "500", "503"}
     assert predict["responses"]["503"]["headers"]["Retry-After"]["schema"] == {"type": "integer"}
+    # explain's answer headers are declared, not only described (generated clients read what is declared)
+    assert set(spec["paths"]["/v1/explain"]["post"]["responses"]["200"]["headers"]) == {"X-Dogbreed-Breed",
+                                                                                         "X-Dogbreed-Dogs"}
     body = spec["components"]["schemas"][predict["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"]
                                          .split("/")[-1]]
     assert body["required"] == ["file"]
