@@ -608,3 +608,20 @@ def test_an_old_feedback_database_exports_without_being_written(tmp_path: Path) 
     assert export_feedback(db, tmp_path / "out") == {"n02110958-pug": 1}
     assert (tmp_path / "out" / "n02110958-pug" / f"{sha}.png").read_bytes() == photo
     assert db.read_bytes() == before  # read only: no column added
+
+
+def test_what_the_multipart_parser_refuses_is_said_in_our_words(client: TestClient) -> None:
+    """Starlette's parser answered "Part exceeded maximum size of 1024KB." or "Invalid multipart data.", always
+    as a 400 and naming nothing of ours."""
+    png = png_bytes(Image.new("RGB", (8, 8)))
+    r = client.post("/v1/feedback", files={"file": ("x.png", png, "image/png")}, data={"breed": "x" * 1_100_000})
+    assert (r.status_code, r.json()["detail"]) == (413, "a form field is over 1024 KB; the fields besides `file` "
+                                                        "are short text (a breed, a box)")
+    r = client.post("/v1/predict", files=[("file", (f"{i}.png", b"x", "image/png")) for i in range(1001)])
+    assert (r.status_code, r.json()["detail"]) == (413, f"too many files (over 1000); at most "
+                                                        f"{Limits().max_files} per request")
+    r = client.post("/v1/predict", files={"file": ("a" * 5000 + ".png", png, "image/png")})
+    assert r.status_code == 400 and "a file name of thousands of characters" in r.json()["detail"]
+    r = client.post("/v1/predict", content=b"--x\r\n", headers={"content-type": "multipart/form-data"})
+    assert r.status_code == 400 and r.json()["detail"].startswith("the multipart body has no boundary")
+    assert client.post("/v1/predict", files={"file": ("a.png", png, "image/png")}).status_code == 200  # unchanged

@@ -11,14 +11,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..predict import PredictOptions, Predictor
 from . import routes_explain, routes_feedback, routes_predict
 from .feedback import FeedbackStore
-from .limits import INTERNAL_ERROR, GuardMiddleware, Limits
+from .limits import INTERNAL_ERROR, GuardMiddleware, Limits, form_parser_error
 from .routes_pages import add_pages, offline_docs_dir
 from .schemas import ErrorDetail
 from .service import NO_FILE, MicroBatcher, Service
@@ -109,6 +111,13 @@ def create_app(
     app.state.service = svc
     # Outermost of our layers: counts the body as it arrives and turns escaped errors into one logged 500.
     app.add_middleware(GuardMiddleware, max_body_bytes=limits.max_body_bytes, body_idle_s=limits.body_idle_s)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        mapped = form_parser_error(exc.detail, limits) if exc.status_code == 400 else None
+        if mapped is None:
+            return await http_exception_handler(request, exc)
+        return JSONResponse({"detail": mapped[1]}, status_code=mapped[0])
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import math
+import re
 from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO
 
@@ -136,6 +137,29 @@ class GuardMiddleware:
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             if not started:
                 await _send_json(send, 500, INTERNAL_ERROR)
+
+
+# Starlette's multipart parser refuses some bodies itself, in its words and always as a 400 ("Part exceeded maximum
+# size of 1024KB.", "Too many files. Maximum number of files is 1000."): what each means here, with its status.
+_FORM_PARSER = (
+    (r"Part exceeded maximum size of (\d+)KB\.", 413,
+     "a form field is over {0} KB; the fields besides `file` are short text (a breed, a box)"),
+    (r"Too many files\. Maximum number of files is (\d+)\.", 413,
+     "too many files (over {0}); at most {max_files} per request"),
+    (r"Too many fields\. Maximum number of fields is (\d+)\.", 413, "too many form fields (over {0})"),
+    (r"Invalid multipart data\.", 400,
+     "the multipart body cannot be read: it is malformed, or a part's headers are too long (a file name of "
+     "thousands of characters)"),
+    (r"Missing boundary in multipart\.", 400, "the multipart body has no boundary in its Content-Type header"),
+)
+
+
+def form_parser_error(detail: Any, limits: Limits) -> tuple[int, str] | None:
+    """(status, sentence) for a refusal of Starlette's multipart parser, or None for any other detail."""
+    for pattern, status, text in _FORM_PARSER:
+        if isinstance(detail, str) and (m := re.fullmatch(pattern, detail)):
+            return status, text.format(*m.groups(), max_files=limits.max_files)
+    return None
 
 
 async def _send_json(send: Any, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
