@@ -127,7 +127,7 @@ def load_image(
                                       "read)") from e
             raise UnsupportedImage(f"not a readable image ({_reason(e)})") from e
         except Exception as e:  # Pillow also raises OSError, SyntaxError... on a damaged header
-            raise UnreadableImage(f"corrupt or truncated image ({_reason(e)})") from e
+            raise UnreadableImage(f"corrupt or truncated image: {_reason(e)}") from e
     limit = max_pixels or Image.MAX_IMAGE_PIXELS
     # An image decoded here before (and perhaps reduced since) keeps the size of the photo it came from: boxes are
     # in that photo's pixels, whatever size it is handled at.
@@ -158,7 +158,7 @@ def load_image(
     except Exception as e:
         if isinstance(e, Image.DecompressionBombError):  # raised by the decoder after draft() too
             raise _too_large(e, max_pixels) from e
-        raise UnreadableImage(f"corrupt or truncated image ({_reason(e)})") from e
+        raise UnreadableImage(f"corrupt or truncated image: {_reason(e)}") from e
 
 
 # The first bytes of the formats Pillow reads here, for telling a damaged photo from something else.
