@@ -34,9 +34,9 @@ schemathesis.openapi.format(
 # generated clients refuse the other spellings: it says format `breed` with examples. Schema-valid cases name one.
 _BREEDS = sorted({b.name for b in stanford_breeds()} | {b.wnid for b in stanford_breeds()})
 schemathesis.openapi.format("breed", st.sampled_from(_BREEDS + ["pug", "  golden   RETRIEVER ", "Border_collie"]))
-# A dog's box in a feedback request: its "x0,y0,x1,y1" must lie inside the photo and be 16 px a side
+# A dog's box in a feedback request: its "x0,y0,x1,y1" must lie inside the photo and be 8 px a side
 # (`feedback.MIN_BOX_SIDE`), which the schema cannot say (it gives the pattern only); every generated photo is at
-# least 16x16, so schema-valid cases name that corner or none.
+# least 16x16, so schema-valid cases name a 16 px corner or none.
 schemathesis.openapi.format("dog-box", st.sampled_from(["", "0,0,16,16", " 0, 0, 16, 16 "]))
 
 

@@ -56,6 +56,13 @@ def test_add_breed_grows_round_trips_and_refuses(tmp_path: Path) -> None:
     _, summary = adapt(data, tmp_path / "again-model", model=str(out))
     assert summary["adapt"]["photos_per_breed"] == {"Yorkie": 3, "Beagle": 3}
     assert summary["adapt"]["new_breeds"] == []
+    # and a card scores them as that breed (they were counted as a breed the model does not know, or as the
+    # Yorkshire terrier)
+    from dogbreed.card import score_folder
+
+    scored = score_folder(Predictor(model=str(out)), data)
+    named = {Path(p).parent.name: int(c) for p, c in zip(scored.paths, scored.labels, strict=True)}
+    assert named == {"Yorkie": 120, "beagle": next(i for i, b in enumerate(loaded.classes) if b.name == "Beagle")}
     # a name three breeds share is a breed of its own, as asked, and the command says so
     from typer.testing import CliRunner
 

@@ -526,6 +526,9 @@ def test_feedback_on_one_dog_of_several_stores_its_box_and_exports_its_crop(defa
                          ("0,0,1,1", "1x1 pixels, too small for a dog"), ("1,2,3,4", "too small")):
             r = send("Pug", bad)
             assert r.status_code == 422 and why in r.json()["detail"] and "two.png" in r.json()["detail"], r.text
+        # explain's query parameters too: ?breed=Pug&breed=Beagle drew the Beagle
+        r = c.post("/v1/explain?breed=Pug&breed=Beagle", files={"file": ("two.png", photo, "image/png")})
+        assert r.status_code == 400 and "this request has 2 `breed` parameters" in r.json()["detail"], r.text
         # two breeds or two boxes: FastAPI took the last one, with a 200
         for field, values in (("breed", ["Pug", "Samoyed"]), ("box", ["20,40,140,200", "250,60,390,290"])):
             data = {"breed": "Pug", field: values}
@@ -622,6 +625,8 @@ def test_what_the_multipart_parser_refuses_is_said_in_our_words(client: TestClie
                                                         f"{Limits().max_files} per request")
     r = client.post("/v1/predict", files={"file": ("a" * 5000 + ".png", png, "image/png")})
     assert r.status_code == 400 and "a file name of thousands of characters" in r.json()["detail"]
+    r = client.post("/v1/feedback", data={"breed": "x" * 1_100_000})  # URL-encoded: the parser's other words
+    assert r.status_code == 413 and r.json()["detail"].startswith("a form field is over 1024 KB")
     r = client.post("/v1/predict", content=b"--x\r\n", headers={"content-type": "multipart/form-data"})
     assert r.status_code == 400 and r.json()["detail"].startswith("the multipart body has no boundary")
     assert client.post("/v1/predict", files={"file": ("a.png", png, "image/png")}).status_code == 200  # unchanged

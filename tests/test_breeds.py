@@ -88,6 +88,18 @@ def test_a_folder_with_an_everyday_name_joins_its_breed(tmp_path) -> None:  # no
             write_jpeg(tmp_path / folder / f"{i}.jpg", seed=i)
     samples = load_dataset(tmp_path).samples
     assert sorted({(s.breed, s.wnid) for s in samples}) == [("Poodle", None), ("Yorkshire terrier", "n02094433")]
+    # each keeps the name its folder gave it, which a model's own class of that name matches first (adapt, card)
+    assert sorted({(s.label, s.breed) for s in samples}) == [("Poodle", "Poodle"), ("Yorkie", "Yorkshire terrier"),
+                                                             ("yorkshire_terrier", "Yorkshire terrier")]
+
+
+def test_a_shared_name_names_no_breed_also_in_a_model_holding_one_of_them() -> None:
+    """"corgi" was the Pembroke of a model without the Cardigan, so a Corgi/ folder was merged into it."""
+    from dogbreed.breeds import BreedIndex
+
+    pembroke = lookup("Pembroke")
+    index = BreedIndex([pembroke, lookup("pug")])
+    assert index.find("corgi") is None and index.find("Pembroke Welsh corgi") == 0 and index.find("pugs") == 1
 
 
 def test_adapt_keeps_a_folder_s_photos_in_the_model_s_own_breed_of_that_name(tmp_path) -> None:  # noqa: ANN001

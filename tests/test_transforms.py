@@ -131,3 +131,19 @@ def test_a_photo_over_pillows_own_limit_names_the_limit_that_refused_it(monkeypa
         load_image(png, max_pixels=50_000_000)
     with pytest.raises(ImageTooLarge, match=f"the decoder's limit is {2 * Image.MAX_IMAGE_PIXELS:,}$"):
         load_image(png, max_pixels=300_000_000)
+
+
+def test_a_jpeg_over_the_limit_at_its_draft_says_the_size_it_decodes_at() -> None:
+    """The limit is on the drafted decode, and the sentence said the full size's pixels against it."""
+    import io
+
+    import pytest
+
+    from dogbreed.errors import ImageTooLarge
+    from dogbreed.transforms import load_image
+
+    b = io.BytesIO()
+    Image.new("RGB", (400, 300), (90, 20, 200)).save(b, "JPEG")
+    with pytest.raises(ImageTooLarge, match=r"^image too large: 400x300 decodes at 200x150, 30,000 pixels; the "
+                                            r"limit is 1,000$"):
+        load_image(b.getvalue(), draft_size=100, max_pixels=1000)

@@ -291,3 +291,18 @@ def test_predict_where_nothing_can_be_written_is_one_sentence(monkeypatch: pytes
     code, err = run_main(monkeypatch, capsys, "predict", one, "--format", "json")
     assert code == 2
     one_sentence(err, "cannot write stdout: the disk is full")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_stdout_on_a_full_disk_through_the_installed_command(tmp_path: Path, photos: Path, fmt: str) -> None:
+    """Buffered, as a shell's stdout is, a full disk failed only at the final flush: csv ended with Python's
+    "Exception ignored ... [Errno 28]" and exit 120, json with our sentence and then the same, exit 120."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"} | {"PYTHONPATH": SRC}
+    code = "import sys; from dogbreed.cli import run; sys.argv = ['dogbreed', *sys.argv[1:]]; run()"
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-c", code, "predict", str(photos / NAMES[0]), "--format", fmt],
+                              stdout=full, stderr=subprocess.PIPE, text=True, env=env, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    one_sentence(done.stderr, "cannot write stdout: the disk is full")
+    assert "Exception ignored" not in done.stderr

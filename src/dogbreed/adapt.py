@@ -42,7 +42,7 @@ class LabelledImage:
     path: str
     breed: Breed
     box: tuple[float, float, float, float] | None = None
-    label: str | None = None  # the folder the photo was found in, as the user named it ("Yorkie")
+    label: str | None = None  # its breed as the dataset wrote it (`data.Sample.label`: "Yorkie")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -66,7 +66,7 @@ def load_labelled(path: str | Path) -> list[LabelledImage]:
     index = load_dataset(root)
     items = [LabelledImage(s.path, (lookup(s.wnid) if s.wnid else None) or _folder_breed(s.breed),
                            tuple(s.box) if s.box is not None else None,  # type: ignore[arg-type]
-                           Path(s.path).parent.name)
+                           s.label)
              for s in index.samples]
     if not items:
         raise AdaptError(f"{root}: no images found (expected one sub-folder per breed, or Images/<breed>/)")

@@ -169,8 +169,10 @@ class BreedIndex:
         for key in (s, *_keys(s)):
             if key and key in self._by:
                 return self._by[key]
-        meant = self.meant(s) if everyday else []
-        return meant[0] if len(meant) == 1 else None
+        wnids = everyday_name(s) if everyday else ()
+        # a name several breeds share names none of them, also in a model holding only one ("corgi" is not the
+        # Pembroke of a model without the Cardigan)
+        return self._by.get(wnids[0]) if len(wnids) == 1 else None
 
     def meant(self, text: str) -> list[int]:
         """The classes an everyday name (`aliases`) names, among this index's: one for 'Labrador', the three

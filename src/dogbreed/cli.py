@@ -240,8 +240,9 @@ def predict(
             _predict_to_file(pred, paths, out, workers, path_column, overwrite, on_row, per_dog)
         else:
             _predict_to_stdout(pred, paths, fmt, workers, path_column, on_row)
-    except typer.Exit:  # every photo failed: answered all the same, exit code 1
-        _ANSWERED.append(True)
+    except typer.Exit as e:  # every photo failed: answered all the same, exit code 1 (2: an error, Python's exit)
+        if e.exit_code == 1:
+            _ANSWERED.append(True)
         raise
     _ANSWERED.append(True)
 
@@ -334,12 +335,30 @@ def _predict_to_stdout(pred: Predictor, paths: list[str], fmt: str, workers: int
             yield r.to_dict()
 
     try:
-        with writing("stdout"):  # a full disk under `> file`: one sentence (a closed pipe stays Python's)
-            {"json": _print_json, "csv": _print_csv, "table": _print_table}[fmt](rows())
+        with _stdout_failures(), writing("stdout"):  # a full disk under `> file`: one sentence (a closed pipe stays
+            {"json": _print_json, "csv": _print_csv, "table": _print_table}[fmt](rows())  # Python's)
+            sys.stdout.flush()  # inside: buffered (a shell's default), the write fails only here
     finally:
         preds.close()  # the decode thread stops before the process exits, also after an error
     if n_ok == 0:
         raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def _stdout_failures() -> Iterator[None]:
+    """A stdout that cannot be written (a full disk) is pointed at /dev/null once it has failed: the bytes left in
+    its buffer would fail again at Python's exit, which then printed "Exception ignored" and exited 120 after our
+    sentence."""
+    from .errors import WriteError
+
+    try:
+        yield
+    except WriteError:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, sys.stdout.fileno())
+            os.close(null)
+        raise
 
 
 def _predict_to_file(pred: Predictor, paths: list[str], out: str, workers: int | None, path_column: str,

@@ -58,6 +58,9 @@ class Sample:
     wnid: str | None = None
     box: Box | None = None  # largest annotated box, (xmin, ymin, xmax, ymax) in stored-pixel coordinates
     official_split: str | None = None  # "train" | "test" when the dataset ships its own lists
+    # The breed as the dataset wrote it (its folder, or its labels.csv row), where ``breed`` is a known breed's
+    # name for it ("Yorkie" -> Yorkshire terrier): a model's own class of that name matches by it first.
+    label: str | None = None
 
 
 @dataclass
@@ -251,7 +254,7 @@ def _load_stanford(root: Path, index: DatasetIndex) -> None:
                     box = _parse_voc_box(ann)
                 except ValueError as e:
                     index.problems.append(Problem(str(ann), str(e)))
-            index.samples.append(Sample(str(p), breed, wnid, box, official.get(rel)))
+            index.samples.append(Sample(str(p), breed, wnid, box, official.get(rel), d.name))
     for rel, split in sorted(official.items()):
         if rel not in seen:
             index.problems.append(Problem(str(images_dir / rel), f"listed in lists/{split}_list.mat but missing"))
@@ -299,7 +302,7 @@ def _load_kaggle(root: Path, index: DatasetIndex) -> None:
         if raw not in names:
             names[raw] = _breed_and_wnid(raw)
         breed, wnid = names[raw]
-        index.samples.append(Sample(str(p), breed, wnid))
+        index.samples.append(Sample(str(p), breed, wnid, label=raw))
     for p in files.values():
         index.problems.append(Problem(str(p), "not listed in labels.csv"))
 
@@ -324,7 +327,7 @@ def _load_folders(root: Path, index: DatasetIndex) -> None:
             if reason := _empty_check(p):
                 index.problems.append(Problem(str(p), reason))
             else:
-                index.samples.append(Sample(str(p), breed, wnid))
+                index.samples.append(Sample(str(p), breed, wnid, label=d.name))
 
 
 def check_image(path: str | Path, full: bool = False) -> str | None:

@@ -141,7 +141,11 @@ def load_image(
         # The limit is on the pixels this decode holds: a JPEG drafted above decodes at its reduced size, so a
         # 108-megapixel phone photo (12000x9000) needs 7 megapixels here and is read, where it was refused.
         if limit and img.size[0] * img.size[1] > limit:
-            raise ImageTooLarge(too_many_pixels(full[0] * full[1], limit, full))
+            w, h = img.size
+            if (w, h) == tuple(full):
+                raise ImageTooLarge(too_many_pixels(w * h, limit, full))
+            raise ImageTooLarge(f"image too large: {full[0]}x{full[1]} decodes at {w}x{h}, {w * h:,} pixels; the "
+                                f"limit is {limit:,}")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img.load()

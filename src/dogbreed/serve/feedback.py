@@ -263,8 +263,9 @@ def dog_crop_jpeg(photo: Path, box: Sequence[int]) -> bytes:
 
 
 # A box's smallest side (or the photo's, when smaller): a dog's crop is a training photo, and a box of 0,0,1,1 (a
-# client sending fractions of the photo) was stored and exported as a 1x1 photo of the breed.
-MIN_BOX_SIDE = 16
+# client sending fractions of the photo) was stored and exported as a 1x1 photo of the breed. Small enough for any
+# dog box a predict answer gives (the page sends those back).
+MIN_BOX_SIDE = 8
 _NUMBER = re.compile(r"[0-9]+(\.[0-9]+)?", re.ASCII)  # as the schema's pattern: no sign, exponent, _ or other digits
 
 

@@ -117,7 +117,7 @@ class GuardMiddleware:
                 nonlocal received
                 try:
                     message = await asyncio.wait_for(receive(), self.body_idle_s)
-                except TimeoutError:
+                except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
                     raise BodyTooLarge(f"the request body stopped arriving for {self.body_idle_s:g} s; send it "
                                        "again", 408) from None
                 if message["type"] == "http.request":
@@ -142,7 +142,7 @@ class GuardMiddleware:
 # Starlette's multipart parser refuses some bodies itself, in its words and always as a 400 ("Part exceeded maximum
 # size of 1024KB.", "Too many files. Maximum number of files is 1000."): what each means here, with its status.
 _FORM_PARSER = (
-    (r"Part exceeded maximum size of (\d+)KB\.", 413,
+    (r"(?:Part|Field) exceeded maximum size of (\d+)KB\.", 413,
      "a form field is over {0} KB; the fields besides `file` are short text (a breed, a box)"),
     (r"Too many files\. Maximum number of files is (\d+)\.", 413,
      "too many files (over {0}); at most {max_files} per request"),

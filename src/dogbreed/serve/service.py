@@ -285,12 +285,16 @@ def service(request: Request) -> Service:
 
 
 ONE_PHOTO_FIELDS = ("breed", "box", "predicted")  # the form fields of /v1/explain and /v1/feedback besides `file`
+ONE_PHOTO_QUERY = ("breed", "dog")  # and /v1/explain's query parameters
 
 
 async def one_of_each(request: Request) -> None:
     """For ``Depends`` on the routes about one photo: a second `file` field, or a second of any other field, is a
     400. FastAPI hands such a route the last one, so feedback was stored on (and a heat-map drawn for) another photo
     than the first, with a 200."""
+    for key in ONE_PHOTO_QUERY:
+        if (n := len(request.query_params.getlist(key))) > 1:
+            raise HTTPException(400, f"this request has {n} `{key}` parameters; send one")
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         return  # not an upload at all: the route's own 415 says so
     counts = Counter(k for k, _ in (await request.form()).multi_items())  # parsed already: not read again
