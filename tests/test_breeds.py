@@ -61,18 +61,18 @@ def test_everyday_names_find_their_breed_and_shared_names_say_which_breeds_they_
     names, index = [b.name for b in classes], BreedIndex(classes)
     assert names[index.find("Labrador")] == "Labrador retriever"
     assert index.find("poodle") is None
-    assert index.unknown("poodle", names) == ("'poodle' is more than one breed: Toy poodle, Miniature poodle or "
+    assert index.unknown("poodle") == ("'poodle' is more than one breed: Toy poodle, Miniature poodle or "
                                               "Standard poodle")
-    assert index.unknown("golden retreiver", names) == ("unknown breed 'golden retreiver' (did you mean Golden "
+    assert index.unknown("golden retreiver") == ("unknown breed 'golden retreiver' (did you mean Golden "
                                                         "retriever?)")
-    assert index.unknown("labradour", names).endswith("(did you mean Labrador (Labrador retriever)?)")
-    assert index.unknown("Wolfdog 9000", names) == "unknown breed 'Wolfdog 9000'"
+    assert index.unknown("labradour").endswith("(did you mean Labrador (Labrador retriever)?)")
+    assert index.unknown("Wolfdog 9000") == "unknown breed 'Wolfdog 9000'"
     # an everyday name is suggested only when very close: "Dalmatian" was offered "German shepherd" (via Alsatian)
-    assert index.unknown("Dalmatian", names) == "unknown breed 'Dalmatian'"
+    assert index.unknown("Dalmatian") == "unknown breed 'Dalmatian'"
     # plurals, and a name two breeds share as WordNet has it ("Eskimo dog, husky")
     assert names[index.find("pugs")] == "Pug" and lookup("Lhasas").name == "Lhasa"
-    assert index.unknown("Poodles", names).startswith("'Poodles' is more than one breed: Toy poodle")
-    assert index.unknown("husky", names) == "'husky' is more than one breed: Siberian husky or Eskimo dog"
+    assert index.unknown("Poodles").startswith("'Poodles' is more than one breed: Toy poodle")
+    assert index.unknown("husky") == "'husky' is more than one breed: Siberian husky or Eskimo dog"
     # a model's own class keeps its name: an added breed called "Lab" is not the Labrador
     mine = BreedIndex([*classes, {"wnid": None, "name": "Lab"}])
     assert mine.find("lab") == len(classes) and mine.find("Labrador") == index.find("Labrador")

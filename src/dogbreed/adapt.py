@@ -356,10 +356,7 @@ def adapt(
     new: list[Breed] = []
     labels = []
     for it in items:
-        # the model's own class named as the folder first: a "Yorkie" breed added before everyday names were
-        # known keeps its photos, rather than the Yorkshire terrier the folder's name now also means
-        i = index.find(it.label, everyday=False) if it.label else None
-        i = i if i is not None else index.find(it.breed.name)
+        i = index.find_labelled(it.label, it.breed.name)
         if i is None:
             new.append(Breed(None, it.breed.name, None))
             i = index.add(new[-1])

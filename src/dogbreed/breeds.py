@@ -105,12 +105,17 @@ def _keys(text: str) -> list[str]:
 
 def everyday_name(text: str) -> tuple[str, ...]:
     """The wnids an everyday name (`aliases`) names, tried under each of `_keys`; () for any other text."""
-    table = _alias_table()
+    table = aliases()
     return next((table[k][1] for k in _keys(text) if k in table), ())
 
 
 @lru_cache(maxsize=1)
-def _alias_table() -> dict[str, tuple[str, tuple[str, ...]]]:
+def aliases() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Everyday names that no spelling of a Stanford name matches, by key (`normalize_key`) -> the name as written
+    and the wnids it names (data/breed_aliases.tsv): one for 'Labrador', 'Alsatian' or 'St. Bernard'; several for
+    a name shared by breeds ('poodle', 'corgi', 'husky'), which matches none of them but is named in
+    `BreedIndex.unknown`'s message. Without them a user's correction "Labrador" was refused by the service and a
+    folder named "Yorkie" became a breed of its own."""
     text = resources.files("dogbreed").joinpath("data/breed_aliases.tsv").read_text(encoding="utf-8")
     table = _by_key()
     out: dict[str, tuple[str, tuple[str, ...]]] = {}
@@ -119,15 +124,6 @@ def _alias_table() -> dict[str, tuple[str, tuple[str, ...]]]:
             alias, names = line.split("\t")
             out[normalize_key(alias)] = (alias, tuple(str(table[normalize_key(n)].wnid) for n in names.split(",")))
     return out
-
-
-def aliases() -> dict[str, tuple[str, ...]]:
-    """Everyday names that no spelling of a Stanford name matches (keys, `normalize_key`) -> the wnids they name
-    (data/breed_aliases.tsv): one for 'Labrador', 'Alsatian' or 'St. Bernard'; several for a name shared by breeds
-    ('poodle', 'corgi', 'husky'), which matches none of them but is named in `BreedIndex.unknown`'s message.
-    Without them a user's correction "Labrador" was refused by the service and a folder named "Yorkie" became a
-    breed of its own."""
-    return {k: wnids for k, (_, wnids) in _alias_table().items()}
 
 
 def imagenet_breed_indices() -> list[int]:
@@ -140,6 +136,7 @@ class BreedIndex:
 
     def __init__(self, classes: Sequence[Breed | dict[str, Any]]):
         self._by: dict[str, int] = {}
+        self._names: list[str] = []  # in index order, for `unknown`'s suggestions
         for b in classes:
             self.add(b)
 
@@ -151,11 +148,11 @@ class BreedIndex:
         for key in (wnid, folder, normalize_key(name), ascii_key(name)):
             if key:
                 self._by.setdefault(key, i)
-        self._n = i + 1
+        self._names.append(name)
         return i
 
     def __len__(self) -> int:
-        return getattr(self, "_n", 0)
+        return len(self._names)
 
     def find(self, text: str | None = None, wnid: str | None = None, everyday: bool = True) -> int | None:
         """The class named by ``wnid`` when it is one of them, else by ``text`` (a wnid, a folder or a name, or
@@ -174,27 +171,35 @@ class BreedIndex:
         # Pembroke of a model without the Cardigan)
         return self._by.get(wnids[0]) if len(wnids) == 1 else None
 
+    def find_labelled(self, label: str | None, text: str, wnid: str | None = None) -> int | None:
+        """The class of a dataset's photo: the model's own class named as the dataset names it (``label``, its
+        folder: a "Yorkie" class grown before everyday names were known keeps a Yorkie/ folder, which ingest now
+        calls the Yorkshire terrier), else its breed's (`find`)."""
+        i = self.find(label, everyday=False) if label else None
+        return i if i is not None else self.find(text, wnid)
+
     def meant(self, text: str) -> list[int]:
         """The classes an everyday name (`aliases`) names, among this index's: one for 'Labrador', the three
         poodles for 'poodle'; none for any other text."""
         return [self._by[w] for w in everyday_name(text) if w in self._by]
 
-    def unknown(self, text: str, names: Sequence[str]) -> str:
-        """Why ``text`` names no class (``names``: the classes' names, in index order), with what it may mean: the
-        breeds a shared name stands for ('poodle'), or the names closest to a misspelling ('golden retreiver'),
-        everyday names among them only when very close, and shown with their breed ('Labrador (Labrador
-        retriever)' for 'labradour')."""
+    def unknown(self, text: str) -> str:
+        """Why ``text`` names no class, with what it may mean: the breeds a shared name stands for ('poodle'), or
+        the names closest to a misspelling ('golden retreiver'), everyday names among them only when very close,
+        and shown with their breed ('Labrador (Labrador retriever)' for 'labradour')."""
+        names = self._names
         meant = [names[i] for i in self.meant(text)]
         if len(meant) > 1:
-            return f"{text!r} is more than one breed: {_either(meant)}"
+            return f"{text!r} is more than one breed: {listed(meant)}"
         key = normalize_key(text)
         own = {normalize_key(n): n for n in names}
         close = [own[k] for k in difflib.get_close_matches(key, list(own), n=3, cutoff=0.75)]
-        everyday = {k: f"{alias} ({names[i[0]]})" for k, (alias, wnids) in _alias_table().items()
+        everyday = {k: f"{alias} ({names[i[0]]})" for k, (alias, wnids) in aliases().items()
                     if len(wnids) == 1 and (i := self.meant(alias))}
         close += [everyday[k] for k in difflib.get_close_matches(key, list(everyday), n=3, cutoff=0.85)]
-        return f"unknown breed {text!r}" + (f" (did you mean {_either(close[:3])}?)" if close else "")
+        return f"unknown breed {text!r}" + (f" (did you mean {listed(close[:3])}?)" if close else "")
 
 
-def _either(names: Sequence[str]) -> str:
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+def listed(names: Sequence[str], last: str = "or") -> str:
+    """'A', 'A or B', 'A, B or C' (``last`` the word before the last name)."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + f" {last} " + names[-1]

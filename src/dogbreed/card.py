@@ -46,10 +46,7 @@ def score_folder(predictor: Predictor, data: str | Path, progress: bool = False)
     classes = BreedIndex(predictor.classes)
     known, unknown = [], []
     for s in index.samples:
-        # the model's own class named as the dataset names it first: a "Yorkie" class grown before everyday names
-        # were known keeps a Yorkie/ folder's photos, which ingest now also calls the Yorkshire terrier
-        c = classes.find(s.label, everyday=False) if s.label else None
-        c = c if c is not None else classes.find(s.breed, s.wnid)
+        c = classes.find_labelled(s.label, s.breed, s.wnid)
         (known if c is not None else unknown).append((s.path, c))
     unreadable = [{"path": p.path, "error": p.reason} for p in index.problems]
     paths, labels, parts = [], [], []

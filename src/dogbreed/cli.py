@@ -842,14 +842,14 @@ def add_breed_cmd(
 def _shared_names(added: list[str], classes: list) -> None:
     """A new breed named as several breeds of the model are (a "Corgi" folder beside Pembroke and Cardigan) is
     kept, as asked, and said so: its photos may have been meant for one of them."""
-    from .breeds import BreedIndex
+    from .breeds import BreedIndex, listed
 
     index = BreedIndex(classes)
     for name in added:
         meant = [classes[i].name for i in index.meant(name)]
         if len(meant) > 1:
-            _err(f"note: {name!r} is now a breed of its own beside {', '.join(meant[:-1])} and {meant[-1]}; name "
-                 "its folder after one of them to add its photos to that breed instead")
+            _err(f"note: {name!r} is now a breed of its own beside {listed(meant, 'and')}; name its folder after "
+                 "one of them to add its photos to that breed instead")
 
 
 @app.command("export")

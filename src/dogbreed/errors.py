@@ -31,10 +31,17 @@ class ImageTooLarge(ImageDecodeError):
     """The photo has more pixels than the configured limit (a decompression-bomb guard)."""
 
 
-def too_many_pixels(pixels: int, limit: int, size: tuple[int, int] | None = None, whose: str = "") -> str:
+def too_many_pixels(pixels: int | None, limit: int, size: tuple[int, int] | None = None, whose: str = "",
+                    decoded: tuple[int, int] | None = None) -> str:
     """The one sentence for a photo over a pixel limit, with thousands marked ("image too large: 9000x6000 is
-    54,000,000 pixels; the limit is 50,000,000"): "400000000 pixels exceeds 50000000" was hard to read."""
-    what = f"{size[0]}x{size[1]} is {pixels:,} pixels" if size else f"{pixels:,} pixels"
+    54,000,000 pixels; the limit is 50,000,000"): "400000000 pixels exceeds 50000000" was hard to read.
+    ``decoded``: the size a JPEG's draft decodes ``size`` at, which the limit is on; ``pixels`` None: not known."""
+    if pixels is None:
+        what = "too many pixels"
+    elif size and decoded:
+        what = f"{size[0]}x{size[1]} decodes at {decoded[0]}x{decoded[1]}, {pixels:,} pixels"
+    else:
+        what = f"{size[0]}x{size[1]} is {pixels:,} pixels" if size else f"{pixels:,} pixels"
     return f"image too large: {what}; {whose or 'the'} limit is {limit:,}"
 
 

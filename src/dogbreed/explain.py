@@ -160,7 +160,7 @@ class Explainer:
         index = BreedIndex(self.classes)
         i = index.find(str(breed))
         if i is None:
-            raise ValueError(index.unknown(str(breed), [b.name for b in self.classes]))
+            raise ValueError(index.unknown(str(breed)))
         return i
 
     def heatmap(self, img: Image.Image, class_index: int | None = None) -> tuple[np.ndarray, int]:

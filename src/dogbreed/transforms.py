@@ -81,9 +81,7 @@ def _too_large(e: Exception, max_pixels: int | None) -> ImageTooLarge:
     limit = max_pixels or Image.MAX_IMAGE_PIXELS
     if m and int(m.group(1)) <= limit:  # a limit set above Pillow's own: Pillow's is the one refusing it
         return ImageTooLarge(too_many_pixels(int(m.group(1)), 2 * Image.MAX_IMAGE_PIXELS, whose="the decoder's"))
-    if m is None:
-        return ImageTooLarge(f"image too large: too many pixels; the limit is {limit:,}")
-    return ImageTooLarge(too_many_pixels(int(m.group(1)), limit))
+    return ImageTooLarge(too_many_pixels(int(m.group(1)) if m else None, limit))
 
 
 def load_image(
@@ -141,11 +139,8 @@ def load_image(
         # The limit is on the pixels this decode holds: a JPEG drafted above decodes at its reduced size, so a
         # 108-megapixel phone photo (12000x9000) needs 7 megapixels here and is read, where it was refused.
         if limit and img.size[0] * img.size[1] > limit:
-            w, h = img.size
-            if (w, h) == tuple(full):
-                raise ImageTooLarge(too_many_pixels(w * h, limit, full))
-            raise ImageTooLarge(f"image too large: {full[0]}x{full[1]} decodes at {w}x{h}, {w * h:,} pixels; the "
-                                f"limit is {limit:,}")
+            drafted = img.size if img.size != tuple(full) else None
+            raise ImageTooLarge(too_many_pixels(img.size[0] * img.size[1], limit, full, decoded=drafted))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img.load()

@@ -67,7 +67,7 @@ def find_breed(classes: list[Breed], name_or_wnid: str) -> Breed | None:
 
 def breed_not_found(classes: list[Breed], name_or_wnid: str) -> str:
     """Why `find_breed` found nothing, with what the text may mean (`BreedIndex.unknown`)."""
-    return BreedIndex(classes).unknown(name_or_wnid, [b.name for b in classes])
+    return BreedIndex(classes).unknown(name_or_wnid)
 
 
 class FeedbackQuotaExceeded(Exception):

@@ -73,7 +73,9 @@ def fmt_bytes(n: int, beside: int | None = None) -> str:
     return short
 
 
-class BodyTooLarge(HTTPException):
+class BodyRefused(HTTPException):
+    """A body refused while it arrives: over the byte limit (413) or stalled (408)."""
+
     def __init__(self, detail: str, status: int = 413) -> None:
         # Closing the connection stops the server from reading (and discarding) the rest of the body.
         super().__init__(status, detail, headers={"Connection": "close"})
@@ -118,19 +120,19 @@ class GuardMiddleware:
                 try:
                     message = await asyncio.wait_for(receive(), self.body_idle_s)
                 except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
-                    raise BodyTooLarge(f"the request body stopped arriving for {self.body_idle_s:g} s; send it "
+                    raise BodyRefused(f"the request body stopped arriving for {self.body_idle_s:g} s; send it "
                                        "again", 408) from None
                 if message["type"] == "http.request":
                     received += len(message.get("body", b""))
                     if received > limit:
                         # FastAPI re-raises an HTTPException from reading the body, so the app answers 413.
-                        raise BodyTooLarge(f"request body larger than the limit of {fmt_bytes(limit)}")
+                        raise BodyRefused(f"request body larger than the limit of {fmt_bytes(limit)}")
                 return message
         else:
             receive_counted = receive
         try:
             await self.app(scope, receive_counted, send_tracked)
-        except BodyTooLarge as e:
+        except BodyRefused as e:
             if not started:
                 await _send_json(send, e.status_code, str(e.detail))
         except Exception:
@@ -156,8 +158,10 @@ _FORM_PARSER = (
 
 def form_parser_error(detail: Any, limits: Limits) -> tuple[int, str] | None:
     """(status, sentence) for a refusal of Starlette's multipart parser, or None for any other detail."""
+    if not isinstance(detail, str):
+        return None
     for pattern, status, text in _FORM_PARSER:
-        if isinstance(detail, str) and (m := re.fullmatch(pattern, detail)):
+        if m := re.fullmatch(pattern, detail):
             return status, text.format(*m.groups(), max_files=limits.max_files)
     return None
 

@@ -51,7 +51,7 @@ EXPLAIN_HEADERS = {
     "X-Dogbreed-Breed": {"description": "The breed explained; for several dogs each dog's, in order, joined by "
                          "'; ' (percent-encoded UTF-8 beyond printable ASCII).", "schema": {"type": "string"}},
     "X-Dogbreed-Dogs": {"description": "The numbers of the dogs explained in their own boxes, comma-separated "
-                        "(1 = the main dog); empty for the whole photo.",
+                        "(as in the predict answer's `dogs`, 1 = the main dog); empty for the whole photo.",
                         "schema": {"type": "string", "pattern": r"^(\d+(,\d+)*)?$"}},
 }
 
@@ -64,13 +64,8 @@ def router(breed_values: list[str]) -> APIRouter:
             summary="Heat-map of where the model looked, as a PNG overlay the photo's size "
               f"(reduced to at most {EXPLAIN_MAX_PIXELS / 1e6:.0f} megapixels)",
               response_class=Response, responses={200: {"content": {"image/png": {}},
-                                                         "description": "The photo with the heat-map blended in. "
-                                                         "Header X-Dogbreed-Breed names the breed explained (for "
-                                                         "several dogs, each dog's, in order, joined by '; '; "
-                                                         "percent-encoded UTF-8 beyond printable ASCII); "
-                                                         "X-Dogbreed-Dogs lists the numbers of the dogs explained "
-                                                         "in their own boxes (as in the predict answer's `dogs`, "
-                                                         "1 = the main dog), empty for the whole photo",
+                                                         "description": "The photo with the heat-map blended in "
+                                                         "(its headers name the breeds and dogs explained).",
                                                          "headers": EXPLAIN_HEADERS},
                                                    **errors(400, 413, 415, 422, 500, 503)})
     async def explain(
