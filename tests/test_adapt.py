@@ -23,6 +23,15 @@ def _folder(root: Path, n: int, seed: int) -> Path:
 
 
 @pytest.mark.slow
+def test_add_breed_refuses_a_folder_of_breed_folders(tmp_path: Path) -> None:
+    """Found by QA: add-breed Mutt on a folder-per-breed tree learnt 'Mutt' from four known breeds' photos."""
+    for breed in ("beagle", "pug", "Chihuahua"):
+        for i in range(3):
+            smooth_photo(tmp_path / "tree" / breed / f"{i}.jpg", seed=i)
+    with pytest.raises(AdaptError, match=r"holds folders of breeds \(Chihuahua, beagle, pug\); add-breed learns one"):
+        add_breed("Mutt", tmp_path / "tree")
+
+
 def test_add_breed_grows_round_trips_and_refuses(tmp_path: Path) -> None:
     new_dir = _folder(tmp_path / "kokoni", 4, seed=7)
     out = tmp_path / "model"

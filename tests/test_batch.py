@@ -350,7 +350,7 @@ def test_stray_parquet_temp_part_is_ignored(photos: Path, tmp_path: Path, small_
     (out / "part-000000.tmp").write_bytes(b"PAR1 half a part")
     s = run_batch(small_batches, [photos], out, workers=0)
     assert s.skipped == 0 and s.written == len(expand_inputs([photos]))
-    assert sorted(f.name for f in out.iterdir()) == ["_dogbreed.json", "part-000000.parquet"]  # + the options
+    assert sorted(f.name for f in out.iterdir()) == ["_dogbreed.json", "_dogbreed.lock", "part-000000.parquet"]
 
 
 def test_output_of_other_inputs_or_top_k_is_refused(photos: Path, tmp_path: Path, small_batches: Predictor,
@@ -489,3 +489,58 @@ def test_feature_extraction_through_the_accelerator_path(photos: Path, tmp_path:
     assert 0 < float((p32 - p16).abs().max()) <= 0.05
     again = extract(files, clf, runtime="torch", num_workers=0)  # from the cache
     assert (again.features == fp32.features).all()
+
+
+def test_a_second_run_on_the_same_output_is_refused_while_the_first_writes(photos: Path, tmp_path: Path,
+                                                                          small_batches: Predictor) -> None:
+    for out in (tmp_path / "out.csv", tmp_path / "out.jsonl", tmp_path / "out.parquet"):
+        first = sinks.RowWriter(out, small_batches.top_k, dogs=True)
+        with pytest.raises(BatchError, match="is being written by another run"):
+            run_batch(small_batches, [photos], out, workers=0)
+        first.close()
+        assert run_batch(small_batches, [photos], out, workers=0).written == len(expand_inputs([photos]))
+
+
+def test_a_csv_saved_again_by_pandas_resumes(photos: Path, tmp_path: Path, small_batches: Predictor) -> None:
+    out = tmp_path / "out.csv"
+    run_batch(small_batches, [photos], out, workers=0)
+    rows = list(csv.DictReader(out.open()))
+    assert any(r["dogs"] for r in rows)
+    for r in rows:  # a column with blanks comes back from pandas as floats
+        r["dogs"] = f"{int(r['dogs'])}.0" if r["dogs"] else ""
+    with out.open("w", newline="") as f:
+        w = csv.DictWriter(f, list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    assert run_batch(small_batches, [photos], out, workers=0).skipped == len(rows)
+    rows[0]["dog"] = "two"
+    with out.open("w", newline="") as f:
+        w = csv.DictWriter(f, list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    with pytest.raises(BatchError, match="holds 'two', not a count"):
+        run_batch(small_batches, [photos], out, workers=0)
+
+
+def test_a_damaged_jsonl_line_before_the_last_is_one_sentence(photos: Path, tmp_path: Path,
+                                                              small_batches: Predictor) -> None:
+    out = tmp_path / "out.jsonl"
+    run_batch(small_batches, [photos], out, workers=0)
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(lines[:3]) + "garbage {\n" + "".join(lines[4:]))
+    with pytest.raises(BatchError, match="line 4 is not JSON"):
+        run_batch(small_batches, [photos], out, workers=0)
+
+
+def test_jsonl_resumed_without_explain_is_refused(photos: Path, tmp_path: Path, small_batches: Predictor) -> None:
+    out = tmp_path / "out.jsonl"
+    paths = expand_inputs([photos])
+
+    def explain(p) -> None:  # noqa: ANN001 - what the CLI's --explain hook does to each answer
+        if p.error is None:
+            p.explanation = "heat/" + Path(p.path).stem + ".png"
+
+    run_batch(small_batches, paths[:3], out, workers=0, on_prediction=explain, explained=True)
+    with pytest.raises(BatchError, match="written with --explain"):
+        run_batch(small_batches, paths, out, workers=0)
+    assert run_batch(small_batches, paths, out, workers=0, on_prediction=explain, explained=True).skipped == 3

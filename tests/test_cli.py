@@ -41,6 +41,15 @@ def test_predict_and_serve_offer_the_same_prediction_options() -> None:
         assert flag in helps["predict"] and flag in helps["serve"], flag
 
 
+def test_help_shows_its_brackets() -> None:
+    # The help renderer takes "[one per ...]" or "[ray]" for a style tag and drops it unless escaped.
+    import re
+
+    out = re.sub(r"[\s│]+", " ", CliRunner().invoke(app, ["predict", "--help"], terminal_width=250).output)
+    for words in ("dogbreed[ray]", "[as many as the cluster's CPUs", "[one per physical core"):
+        assert words in out, words
+
+
 def test_flags_arrive_as_one_options_object() -> None:
     got: list[PredictOptions] = []
     demo = typer.Typer()

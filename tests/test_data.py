@@ -402,6 +402,19 @@ def test_a_tree_of_split_folders_is_refused_and_numbered_breed_folders_are_read(
     assert {s.breed: s.wnid for s in idx.samples} == {"Affenpinscher": "n02110627", "Afghan hound": "n02088094"}
 
 
+def test_one_folder_round_the_breed_folders_is_refused_but_a_breeds_own_subfolders_are_read(tmp_path: Path) -> None:
+    """Found by QA: my_dogs/{beagle,pug}/ given as the data was read as one breed, "My dogs", and `adapt` taught the
+    model to call a pug that at 100%."""
+    for breed in ("beagle", "pug", "Sam's mutts"):
+        write_jpeg(tmp_path / "wrapped" / "my_dogs" / breed / "a.jpg")
+    with pytest.raises(DataError, match=r"its one folder, my_dogs/, holds folders of breeds \(beagle, pug\); give "):
+        load_dataset(tmp_path / "wrapped")
+    assert {s.breed for s in load_dataset(tmp_path / "wrapped" / "my_dogs").samples} == {"Beagle", "Pug", "Sam's mutts"}
+    for year in ("2019", "2020"):  # one breed's photos in folders of their own: still that breed
+        write_jpeg(tmp_path / "one" / "Rex" / year / "a.jpg")
+    assert {s.breed for s in load_dataset(tmp_path / "one").samples} == {"Rex"}
+
+
 def test_preview_draws_the_augmentations_of_the_epoch_asked(tmp_path: Path) -> None:
     """`data preview` always drew epoch 0, so it could not show that the views differ every epoch."""
     root = make_folder_tree(tmp_path / "d", per_breed=2)

@@ -35,7 +35,10 @@ def test_schema_declares_required_fields_constraints_and_responses(tmp_path: Pat
 
     spec = TestClient(create_app(predictor=Fake(), feedback_db=tmp_path / "fb.sqlite3")).get("/openapi.json").json()
     predict = spec["paths"]["/v1/predict"]["post"]
-    assert set(predict["responses"]) == {"200", "400", "413", "415", "422", "500", "503"}
+    assert set(predict["responses"]) == {"200", "400", "408", "413", "415", "422", "500", "503"}
+    # Every route that reads a body can give the body timeout's 408 (`limits.GuardMiddleware`).
+    for route in ("/v1/explain", "/v1/feedback"):
+        assert "408" in spec["paths"][route]["post"]["responses"], route
     assert predict["responses"]["503"]["headers"]["Retry-After"]["schema"] == {"type": "integer"}
     # explain's answer headers are declared, not only described (generated clients read what is declared)
     assert set(spec["paths"]["/v1/explain"]["post"]["responses"]["200"]["headers"]) == {"X-Dogbreed-Breed",

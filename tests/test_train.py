@@ -171,7 +171,11 @@ def test_cnn_training_learns_and_writes_a_complete_run(cnn_run: Path) -> None:
 
 
 @pytest.mark.slow
-def test_trained_run_predicts_with_the_standard_schema(cnn_run: Path, dataset: Path) -> None:
+def test_trained_run_predicts_with_the_standard_schema(cnn_run: Path, dataset: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    from dogbreed import fileio
+
+    fileio._said.discard("no-dog-check")  # said once a process: this test must see it said
     photos = sorted(dataset.glob("beagle/*.jpg"))[:3]
     pred = Predictor(model=str(cnn_run), top_k=3)
     out = [p.to_dict() for p in pred.predict(photos)]
@@ -181,6 +185,7 @@ def test_trained_run_predicts_with_the_standard_schema(cnn_run: Path, dataset: P
     wnids = {b["name"]: b["wnid"] for p in out for b in p["breeds"]}
     assert wnids.get("My backyard mutt", None) is None and wnids.get("Beagle", "n02088364") == "n02088364"
     assert all(p["dog_probability"] == 1.0 for p in out)  # no ImageNet head on a from-scratch CNN
+    assert "cannot tell a dog from anything else" in caplog.text  # and the user is told so, not left to guess
 
 
 @pytest.mark.slow
@@ -325,9 +330,15 @@ def test_training_leaves_out_and_names_photos_that_cannot_be_read(dataset: Path,
         for f in sorted((dataset / folder).glob("*.jpg"))[:5]:
             (data / folder / f.name).write_bytes(f.read_bytes())
         (data / folder / "zz_page.jpg").write_text("<html>not a photo</html>")
+    # Also found by QA: what the dataset's reading leaves out (empty, a broken link) was missing from the summary.
+    (data / "beagle" / "zz_empty.jpg").write_bytes(b"")
+    (data / "pug" / "zz_gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    (data / "pug" / "notes.txt").write_text("not a photo, and no photo left out either")
     run = train.train(train.load_preset("gap", {**FAST, "max_epochs": 1}), str(data), out=tmp_path / "runs")
     summary = json.loads((run / "summary.json").read_text())
-    assert sorted(summary["photos_skipped_unreadable"]) == sorted(str(data / f / "zz_page.jpg") for f in BREEDS)
+    assert sorted(summary["photos_skipped_unreadable"]) == sorted(
+        [str(data / f / "zz_page.jpg") for f in BREEDS] + [str(data / "beagle" / "zz_empty.jpg"),
+                                                           str(data / "pug" / "zz_gone.jpg")])
     assert sum(summary["photos"].values()) == 20
     report = json.loads((run / "eval-test" / "report.json").read_text())
     assert not any("zz_page" in m["path"] for m in report["misclassified"]) and report["n"] == summary["photos"]["test"]

@@ -258,7 +258,7 @@ def test_an_onnx_cache_that_cannot_be_written_still_predicts(monkeypatch: pytest
     with pytest.warns(RuntimeWarning, match=r"cannot write .*\.onnx: the disk is full.*using PyTorch"):
         p = Predictor()
     assert p.predict([chelsea_jpeg])[0].verdict == "no_dog"
-    assert not [f for f in (tmp_path / "cache").rglob("*") if f.is_file()]
+    assert not [f for f in (tmp_path / "cache" / "onnx").rglob("*") if f.is_file()]  # no half-written export
     shutil.rmtree(tmp_path / "cache", ignore_errors=True)
 
 
@@ -306,3 +306,20 @@ def test_stdout_on_a_full_disk_through_the_installed_command(tmp_path: Path, pho
     assert done.returncode == 2, done.stderr[-2000:]
     one_sentence(done.stderr, "cannot write stdout: the disk is full")
     assert "Exception ignored" not in done.stderr
+
+
+def test_a_cache_that_cannot_be_written_still_gives_the_detector_its_sizes(monkeypatch: pytest.MonkeyPatch,
+                                                                          tmp_path: Path,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    import onnx
+
+    from dogbreed.inference import detect
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("the cache folder would be under this file")
+    monkeypatch.setenv("DOGBREED_CACHE", str(blocker / "cache"))
+    got = detect.sized_graph((256, 192))
+    assert got.is_file() and not str(got).startswith(str(blocker))
+    dims = onnx.load(str(got)).graph.input[0].type.tensor_type.shape.dim
+    assert (dims[2].dim_value, dims[3].dim_value) == (192, 256)
+    assert "resized graphs go to a temporary folder" in caplog.text

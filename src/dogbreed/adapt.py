@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .breeds import Breed, BreedIndex, clean_name, lookup, normalize_key
-from .data import load_dataset
+from .data import breed_folders, load_dataset
 from .errors import DataError
 from .features import extract
 from .fileio import out_folder
@@ -473,6 +473,10 @@ def _image_files(folder: str | Path) -> list[str]:
     p = Path(folder)
     if not p.is_dir():
         raise AdaptError(f"{p}: not a folder")
+    if len(named := breed_folders(p)) >= 2:  # a folder per breed would be learnt as one breed of all of them
+        raise AdaptError(f"{p} holds folders of breeds ({', '.join(named[:4])}{', ...' if len(named) > 4 else ''}); "
+                         "add-breed learns one new breed from a folder of its photos (to adapt the model to "
+                         f"several breeds: dogbreed adapt {p})")
     return list(walk_images(p))
 
 

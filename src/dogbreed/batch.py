@@ -53,16 +53,20 @@ class BatchSummary:
 
 def run_batch(predictor: Predictor, inputs: Sequence[str], out: str | Path, *, workers: int | None = None,
               path_column: str = "path", overwrite: bool = False, progress: bool = False,
-              on_prediction: Callable[[Prediction], None] | None = None, per_dog: bool = False) -> BatchSummary:
+              on_prediction: Callable[[Prediction], None] | None = None, per_dog: bool = False,
+              explained: bool = False) -> BatchSummary:
     """Predict every input into ``out`` (.csv, .jsonl or .parquet), resuming after the rows already there.
 
     ``on_prediction`` sees each prediction before it is written (the CLI's --explain adds its overlay there).
     CSV and Parquet rows carry the dog count and the main dog's box when the detection stage runs; ``per_dog``
-    writes one row per dog instead (JSONL always holds every dog)."""
+    writes one row per dog instead (JSONL always holds every dog). ``explained``: ``on_prediction`` sets each
+    answer's ``explanation`` (a JSONL run resumed with or without it must match its first run)."""
     total = count_sources(inputs, path_column)
     with writing(out, RESUME_HINT, missing=True):
         writer = RowWriter(out, predictor.top_k, overwrite=overwrite, dogs=predictor.finds_dogs, per_dog=per_dog,
-                           n_breeds=len(predictor.classes), settings=run_settings(predictor.options))
+                           n_breeds=len(predictor.classes), settings=run_settings(predictor.options),
+                           answer_keys=[k for k, on in (("look_alikes", predictor.gallery is not None),
+                                                        ("explanation", explained)) if on])
     bar = stream = None
     try:
         writer.check_resumable(iter_sources(inputs, path_column), total)

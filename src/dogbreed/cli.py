@@ -47,6 +47,16 @@ def _one_sentence() -> Iterator[None]:
         raise typer.Exit(2) from e
 
 
+def _plain(text: str) -> str:
+    """Help text shown as written: the help renderer reads "[as many as ...]" or "[ray]" as a style tag and drops
+    it, so brackets are escaped."""
+    try:
+        from rich.markup import escape
+    except ImportError:  # no rich: help is plain text already
+        return text
+    return escape(text)
+
+
 def _err(msg: str) -> None:
     typer.secho(msg, err=True, fg=typer.colors.RED)
 
@@ -120,7 +130,7 @@ def _print_json(preds: Iterable[dict]) -> None:
 def _option(f: Any) -> Any:
     """A `PredictOptions` field as a Typer option, from the field's own declaration."""
     meta = f.metadata
-    return typer.Option(f.default, *meta["flags"], help=meta["help"], **meta["typer"])
+    return typer.Option(f.default, *meta["flags"], help=_plain(meta["help"]), **meta["typer"])
 
 
 def _cli_type(f: Any, hints: dict[str, Any]) -> Any:
@@ -185,11 +195,13 @@ def predict(
     workers: int | None = typer.Option(None, min=0, help="Decode/preprocess worker processes [0 on CPU: a "
                                        "background thread decodes; cores-1 on CUDA]."),
     path_column: str = typer.Option("path", help="Manifest column holding the photo paths."),
-    engine: str = typer.Option("local", help="local | ray (Ray Data; needs --out DIR.parquet and dogbreed[ray])."),
+    engine: str = typer.Option("local", help=_plain("local | ray (Ray Data; needs --out "
+                                                                   "DIR.parquet and dogbreed[ray]).")),
     ray_address: str | None = typer.Option(None, help="With --engine ray: join this cluster (e.g. "
                                            "ray://head:10001 or auto); default starts a local Ray."),
-    ray_actors: int | None = typer.Option(None, min=1, help="With --engine ray: predicting actors [as many as "
-                                          "the cluster's CPUs hold at --ray-cpus-per-actor each; one per GPU]."),
+    ray_actors: int | None = typer.Option(None, min=1, help=_plain(
+                                          "With --engine ray: predicting actors [as many as the cluster's CPUs "
+                                          "hold at --ray-cpus-per-actor each; one per GPU].")),
     ray_cpus_per_actor: float = typer.Option(1.0, min=0.01, help="With --engine ray: CPUs each actor asks for."),
 ) -> None:
     """Predict the breed of the dog in each photo."""
@@ -367,9 +379,15 @@ def _predict_to_file(pred: Predictor, paths: list[str], out: str, workers: int |
     from .batch import run_batch
     from .errors import BatchError
 
+    if not out.endswith(".jsonl"):  # the rows' columns have no place for them; say so rather than drop them unseen
+        if pred.gallery is not None:
+            _err(f"note: --gallery's look-alikes are written only to .jsonl output, not to {Path(out).name}")
+        if on_row is not None:
+            _err(f"note: {Path(out).name} does not name each photo's heat-map file (.jsonl output does, as "
+                 "'explanation'; each PNG also names its photo in a text chunk)")
     try:
         s = run_batch(pred, paths, out, workers=workers, path_column=path_column, overwrite=overwrite,
-                      progress=True, on_prediction=on_row, per_dog=per_dog)
+                      progress=True, on_prediction=on_row, per_dog=per_dog, explained=on_row is not None)
     except BatchError as e:
         _err(str(e))
         raise typer.Exit(2) from e
@@ -908,11 +926,28 @@ def main() -> None:
     a permission taken away), wherever it is met, ends in its one sentence and exit code 2, not a traceback."""
     from .errors import WriteError
 
+    _one_line_warnings()
     try:
         app()
     except WriteError as e:
         _err(str(e))
         sys.exit(2)
+
+
+def _one_line_warnings() -> None:
+    """A warning of this package's own (ONNX Runtime unavailable, so PyTorch runs) reads as one line on stderr, not
+    as Python's file name, line number and source line; other libraries' warnings are shown as they show them."""
+    import warnings
+
+    show = warnings.showwarning
+
+    def one_line(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202 - warnings' own
+        if f"{os.sep}dogbreed{os.sep}" in str(filename):
+            _err(f"dogbreed: {message}")
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = one_line
 
 
 def run() -> None:

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .breeds import clean_name, lookup
 from .errors import DataError, DataNotFound, ImageDecodeError, too_many_pixels
-from .fileio import atomic_write, atomic_write_text
+from .fileio import atomic_write, atomic_write_text, path_problem
 from .inference.sources import is_image_name, walk_files
 from .paths import cache_dir
 from .transforms import (
@@ -147,11 +147,9 @@ def _image_files(folder: Path, problems: list[Problem]) -> list[Path]:
 
 
 def _empty_check(p: Path) -> str | None:
-    # Zero-byte files are common in half-copied datasets and cost one stat to catch, so every load reports them.
-    try:
-        return "empty file (0 bytes)" if p.stat().st_size == 0 else None
-    except OSError as e:
-        return f"cannot read file ({e.strerror or e})"
+    # Zero-byte files are common in half-copied datasets and cost one stat to catch, so every load reports them, in
+    # the words `predict` uses for the same file (a FIFO had been "empty", a broken link "cannot read file").
+    return path_problem(p)
 
 
 def _parse_voc_box(path: Path) -> Box | None:
@@ -315,11 +313,25 @@ def _first_split(root: Path) -> str:
     return next((n for n in names if n.lower().startswith("train")), names[0])
 
 
+def breed_folders(root: Path) -> list[str]:
+    """The sub-folders of ``root`` named as breeds (any spelling `breeds.lookup` knows): two or more say that
+    ``root`` is a folder of breeds, not of one breed's photos."""
+    try:
+        return sorted(d.name for d in root.iterdir() if d.is_dir() and not _is_hidden(d) and lookup(d.name))
+    except OSError:
+        return []
+
+
 def _load_folders(root: Path, index: DatasetIndex) -> None:
-    named = {d.name.lower() for d in root.iterdir() if d.is_dir() and not _is_hidden(d)}
+    dirs = [d for d in root.iterdir() if d.is_dir() and not _is_hidden(d)]
+    named = {d.name.lower() for d in dirs}
     if len(named) >= 2 and named <= SPLIT_FOLDERS:  # Udacity's dogImages/: train/valid/test were read as 3 breeds
         raise DataError(f"{root}: its folders ({', '.join(sorted(named))}) are a split, not breeds; give one of them "
                         f"(e.g. {root / _first_split(root)}), whose sub-folders are the breeds")
+    # One folder round the breed folders (my_dogs/beagle/, my_dogs/pug/...) was read as one breed, "My dogs".
+    if len(dirs) == 1 and len(inner := breed_folders(dirs[0])) >= 2:
+        raise DataError(f"{root}: its one folder, {dirs[0].name}/, holds folders of breeds ({', '.join(inner[:4])}"
+                        f"{', ...' if len(inner) > 4 else ''}); give {dirs[0]}, whose sub-folders are the breeds")
     for d in _breed_dirs(root, index.problems):
         m = _WNID_DIR.match(d.name)
         breed, wnid = _breed_and_wnid(d.name, m.group(1) if m else None)

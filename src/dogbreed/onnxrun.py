@@ -267,6 +267,15 @@ def sidecar_path(onnx_path: str | Path) -> Path:
     return p.with_name(p.name + ".json")
 
 
+def _runtime_reason(e: Exception) -> str:
+    """A runtime's refusal in its own last words: OpenVINO's message starts with the C++ source lines it came
+    through ("Exception from src/inference/src/cpp/core.cpp:84:"), which say nothing to a user."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    said = [ln for ln in lines if not re.match(r"(Exception from|Check '.*' failed at) ", ln)
+            and not re.search(r"\.(cpp|hpp|h):\d+:?$", ln)]
+    return (said or lines or [type(e).__name__])[-1][:200]
+
+
 class OnnxClassifier(OnnxModel):
     """An exported classifier: the session plus what `Predictor` reads off a `Classifier` (classes, preprocessing,
     backbone name) and the sidecar's decision thresholds.
@@ -287,8 +296,8 @@ class OnnxClassifier(OnnxModel):
         try:
             super().__init__(path, threads, precision)
         except Exception as e:  # onnxruntime raises its own types for a garbage, empty or truncated graph
-            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            raise ModelLoadError(f"{path}: not a loadable ONNX model, perhaps truncated ({first})") from None
+            why = _runtime_reason(e)
+            raise ModelLoadError(f"{path}: not a loadable ONNX model, perhaps truncated ({why})") from None
         try:
             self.classes = [Breed(c.get("wnid"), c["name"], c.get("imagenet_index")) for c in self.config["classes"]]
             self.preprocess_cfg = Preprocess.from_dict(self.config["preprocess"])

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import sys
+import types
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -88,6 +90,9 @@ class Predictor:
         at once, each batch from decoding to answers on one thread (`executors.lanes`; None: one per physical core).
         Otherwise decoding runs a few batches ahead: in a background thread (``workers`` = 0), or in ``workers``
         DataLoader processes (then ``sources`` must be re-iterable, e.g. `inference.sources.Sources`)."""
+        sources = decode.one_or_many(sources)
+        if workers == 0:  # worker processes read paths (`inference.sources.Sources`), re-iterable as they are
+            sources = map(decode.as_photo, sources)
         n = self.lanes_for(workers, self.options.lanes)
         if n > 1:
             with contextlib.closing(self._in_lanes(sources, names, n)) as answered:
@@ -142,6 +147,7 @@ class Predictor:
     def predict_images(self, images: Sequence[Image.Image], names: Sequence[str | None] | None = None,
                        ) -> list[Prediction]:
         """Already-decoded RGB PIL images -> predictions."""
+        images = [decode.as_photo(im) for im in decode.one_or_many(images)]
         if not images:
             return []
         names = list(names) if names is not None else [None] * len(images)
@@ -304,16 +310,28 @@ def get_predictor(options: PredictOptions | None = None, **kwargs: Any) -> Predi
     return _PREDICTORS[key].with_options(top_k=opts.top_k)
 
 
-def predict(images: str | Path | bytes | Sequence[str | Path | bytes], top_k: int = 5, model: str = "default",
-            quality: str = "fast", **kwargs: Any) -> list[dict[str, Any]]:
-    """Library entry point: paths/folders/globs/bytes -> list of plain-dict predictions, in input order.
+def predict(images: Any, top_k: int = 5, model: str = "default", quality: str = "fast",
+            **kwargs: Any) -> list[dict[str, Any]]:
+    """Library entry point: one photo or a list of them -> list of plain-dict predictions, in input order. A photo
+    is a path, folder or glob (expanded to its photos), bytes, a PIL image, a uint8 array or a binary file object
+    (`inference.decode.as_photo`).
 
     ``kwargs`` are the other `PredictOptions` fields (runtime, device, dog_detector, ...).
     """
-    if isinstance(images, (str, Path, bytes)):
-        images = [images]
-    sources: list[str | Path | bytes] = []
-    for item in images:
-        sources += [item] if isinstance(item, bytes) else expand_inputs([item])
+    sources: list[Any] = []
+    for item in decode.one_or_many(images):
+        sources += expand_inputs([item]) if isinstance(item, (str, Path)) else [decode.as_photo(item)]
     pred = get_predictor(PredictOptions(model=model, quality=quality, top_k=top_k, **kwargs))
     return [p.to_dict() for p in pred.predict(sources)]
+
+
+class _CallableModule(types.ModuleType):
+    """This module is also `dogbreed.predict`, the library's function: importing it (``from dogbreed.predict import
+    Predictor``, or the package's own lazy call) binds the module over the package's ``predict``, which must still
+    predict when called."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        return predict(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -21,7 +21,7 @@ from PIL import Image
 
 from ..errors import ImageDecodeError, UnreadableImage
 from ..runtime import physical_cores
-from ..transforms import Preprocess, load_image, preprocess_image, to_array
+from ..transforms import Preprocess, full_size, load_image, mark_full_size, preprocess_image, to_array, to_rgb
 from .regions import Region, find_regions, view
 
 Source = str | Path | bytes
@@ -37,6 +37,48 @@ def decode(src: Source | Image.Image, *, draft_size: int | None = None, max_pixe
         raise
     except Exception as e:  # noqa: BLE001 - one bad file must give a reason, whatever Pillow raised
         raise UnreadableImage(str(e) or type(e).__name__) from e
+
+
+def as_photo(item: Any) -> Source | Image.Image:
+    """One photo as a caller hands it to the library -> what `prepare_batch` reads: a path, bytes or a PIL image as
+    it is; a bytearray or memoryview as bytes; a binary file object as its bytes; a uint8 array (HxW grey, HxWx3
+    RGB, HxWx4 RGBA) as an image. Anything else is refused in one sentence (it is the caller's mistake, not a photo
+    to report in its place)."""
+    if isinstance(item, (str, Path, bytes, Image.Image)):
+        return item
+    if isinstance(item, (bytearray, memoryview)):
+        return bytes(item)
+    if isinstance(item, np.ndarray):
+        if item.dtype == np.uint8 and (item.ndim == 2 or (item.ndim == 3 and item.shape[2] in (3, 4))):
+            return Image.fromarray(np.ascontiguousarray(item))
+        raise ValueError(f"a photo as an array must be uint8 of shape HxW, HxWx3 (RGB) or HxWx4 (RGBA), not "
+                         f"{item.dtype} {tuple(item.shape)}")
+    if callable(getattr(item, "read", None)):
+        data = item.read()
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            return bytes(data)
+        raise TypeError("a file object of a photo must be opened in binary mode ('rb')")
+    raise TypeError(f"cannot read a photo from {type(item).__name__}: give a path, bytes, a PIL image, a uint8 "
+                    "array or a binary file object")
+
+
+def one_or_many(items: Any) -> Iterable[Any]:
+    """A single photo (a path, bytes, an image, an array, a file object) -> a list of it; several as they are (a
+    string is one path, not a sequence of characters)."""
+    single = (str, Path, bytes, bytearray, memoryview, Image.Image, np.ndarray)
+    return [items] if isinstance(items, single) or callable(getattr(items, "read", None)) else items
+
+
+def as_rgb(img: Image.Image) -> Image.Image:
+    """A caller's decoded image in any mode (grey, palette, RGBA, CMYK, YCbCr, 16-bit) -> RGB, as a file of it would
+    be decoded (`transforms.to_rgb`; no EXIF rotation: an image handed over is taken as it stands)."""
+    try:
+        # A lazily opened image (``Image.open``) is read now, once: the detector and the whole photo's resize read
+        # it on two threads at once, and Pillow's lazy load is not safe for that.
+        img.load()
+        return img if img.mode == "RGB" else mark_full_size(to_rgb(img), full_size(img))
+    except Exception as e:  # noqa: BLE001 - a mode Pillow cannot convert, or a lazily opened file that fails now
+        raise UnreadableImage(f"cannot read this {img.mode} image: {e}") from e
 
 
 def to_input(img: Image.Image, cfg: Preprocess, box: tuple[float, float, float, float] | None = None) -> np.ndarray:
@@ -130,7 +172,7 @@ def prepare_batch(sources: Sequence[Source | Image.Image], preprocess: Sequence[
     regions: list[list[Region]] = []
     for src in sources:
         try:
-            img = src if isinstance(src, Image.Image) else decode(src, draft_size=draft_size)
+            img = as_rgb(src) if isinstance(src, Image.Image) else decode(src, draft_size=draft_size)
             found, views, xs = prepare_image(img, preprocess, finder, defer, beside=len(sources) == 1)
         except ImageDecodeError as e:
             errors.append(str(e) or type(e).__name__)

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..fileio import atomic_write
+from ..errors import WriteError
+from ..fileio import atomic_write, say_once
 from ..onnxrun import SESSION_PRECISIONS, OnnxModel
 from ..paths import cache_dir
 from ..runtime import OnceEach
@@ -186,9 +187,29 @@ def sized_graph(shape: Shape) -> Path:
     dims[2].dim_value, dims[3].dim_value = h, w
     model.graph.output[0].type.tensor_type.shape.dim[1].dim_value = num_cells(shape)
     del model.graph.value_info[:]  # stale 416-based intermediate shapes; the runtimes infer them again
-    with atomic_write(out, durable=False) as tmp:
-        onnx.save(model, str(tmp))
+    try:
+        with atomic_write(out, durable=False) as tmp:
+            onnx.save(model, str(tmp))
+    except OSError as e:
+        # A cache that cannot be written does not stop the work: this process keeps its rewrite in a temporary
+        # folder of its own, and the next one pays the rewrite again (a few ms a shape).
+        why = str(e) if isinstance(e, WriteError) else f"cannot write {out}: {e.strerror or e}"
+        say_once(f"{why}; the dog detector's resized graphs go to a temporary folder for this run", key="detect-cache")
+        out = _scratch() / out.name
+        onnx.save(model, str(out))
     return out
+
+
+@functools.cache
+def _scratch() -> Path:
+    """A temporary folder for this process's resized graphs, removed when it exits."""
+    import atexit
+    import shutil
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix="dogbreed-detect-"))
+    atexit.register(shutil.rmtree, d, ignore_errors=True)
+    return d
 
 
 def num_cells(shape: Shape) -> int:

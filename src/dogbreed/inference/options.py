@@ -7,13 +7,19 @@ here reaches every front end.
 
 from __future__ import annotations
 
+import difflib
+import functools
 import math
 import numbers
 import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from ..accel import PRECISIONS
+from ..breeds import listed
 from ..errors import ConfigError
+from ..resolve import QUALITIES
+from .runners import RUNTIMES
 
 
 def _opt(default: Any, help: str, *flags: str, every_command: bool = True, cli: bool = True, **typer: Any) -> Any:
@@ -75,12 +81,57 @@ class PredictOptions:
     tta_flip: bool = _opt(False, "", cli=False)
 
     def __post_init__(self) -> None:
-        # What the command line's ranges cannot catch (NaN passes every comparison) and what a notebook passes.
-        t = self.dog_threshold
-        if t is not None and not (isinstance(t, numbers.Real) and math.isfinite(t) and 0 <= t <= 1):
-            raise ConfigError(f"dog_threshold must be a probability from 0 to 1, not {t!r}")
+        # What the command line's types and ranges catch, checked here for a notebook too (NaN passes every
+        # comparison, True is an int), each refused in one sentence as its flag is.
+        for f in fields(self):
+            _check(f, getattr(self, f.name))
         if not re.fullmatch(r"cpu|auto|mps|cuda(:\d+)?", str(self.device)):
             raise ConfigError(f"device must be cpu, cuda, cuda:N, mps or auto, not {self.device!r}")
+
+
+# The values a text option takes (the CLI says the same in its help), checked before anything is loaded.
+CHOICES = {"quality": QUALITIES, "runtime": RUNTIMES, "precision": PRECISIONS}
+_NUMBERS = {"top_k": int, "batch_size": int, "lanes": int, "dog_target_recall": float, "dog_threshold": float}
+_SWITCHES = ("dog_cascade", "breed_cascade", "find_dogs", "tta_flip")
+
+
+def _check(f: Any, value: Any) -> None:
+    """One field's value, by its declaration: a choice, a switch, or a number within its flag's range."""
+    name = f.name
+    if name in CHOICES and value not in CHOICES[name]:
+        close = difflib.get_close_matches(str(value), CHOICES[name], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"{name} must be {listed([repr(c) for c in CHOICES[name]])}, not {value!r}{hint}")
+    if name in _SWITCHES and not isinstance(value, bool):
+        raise ConfigError(f"{name} must be True or False, not {value!r}")
+    if name not in _NUMBERS or (value is None and f.default is None):
+        return
+    kind = _NUMBERS[name]
+    lo, hi = f.metadata["typer"].get("min"), f.metadata["typer"].get("max")
+    ok = (isinstance(value, numbers.Integral if kind is int else numbers.Real) and not isinstance(value, bool)
+          and math.isfinite(value) and (lo is None or value >= lo) and (hi is None or value <= hi))
+    if not ok:
+        what = "a whole number" if kind is int else "a number"
+        span = (f" from {lo} to {hi}" if hi is not None else f" of at least {lo}") if lo is not None else ""
+        raise ConfigError(f"{name} must be {what}{span}, not {value!r}")
+
+
+def _checked_init(init: Any) -> Any:
+    """`PredictOptions`'s own __init__, refusing an unknown option name with the closest known one (a notebook's
+    ``Predictor(qualty="best")``, `dataclasses.replace` included), as `train --set` does."""
+    @functools.wraps(init)
+    def __init__(self: PredictOptions, *args: Any, **kwargs: Any) -> None:
+        known = [f.name for f in fields(PredictOptions)]
+        for key in kwargs:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+                raise ConfigError(f"unknown prediction option {key!r}"
+                                  + (f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known)}"))
+        init(self, *args, **kwargs)
+    return __init__
+
+
+PredictOptions.__init__ = _checked_init(PredictOptions.__init__)  # type: ignore[method-assign]
 
 
 def cli_fields(every_command: bool = False) -> list[Any]:

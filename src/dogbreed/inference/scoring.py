@@ -17,6 +17,7 @@ from PIL import Image
 
 from ..breeds import DOG_INDICES, Breed
 from ..dogness import DogDetector, log_softmax
+from ..fileio import say_once
 from ..transforms import Preprocess
 from .decode import to_input
 from .runners import ModelOutputs, Runner
@@ -168,6 +169,10 @@ def dog_probability(outputs: Sequence[MemberOutput], detector: DogDetector | Non
         if any(b in detector.heads for b, _, _ in named):
             return detector.combine(named)
     dogs = [dog_mass(o.out.imagenet_logits) for o in with_imagenet]
+    if not dogs and n:
+        say_once("this model has no ImageNet head (a from-scratch CNN, or a backbone trained without it), so it "
+                 "cannot tell a dog from anything else: every photo is answered as a dog, with a dog probability "
+                 "of 1; only its breeds are its own", key="no-dog-check")
     return np.stack(dogs).mean(0) if dogs else np.ones(n, dtype=np.float32)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import fields
@@ -37,6 +38,9 @@ DOG_COLUMNS = ["dogs", "dog", "box_x0", "box_y0", "box_x1", "box_y1"]
 # beside its output (`settings_path`) and a resumed run must ask for the same, or two models' answers would share
 # one file unseen. (--top-k, --whole-photo and --per-dog show in the layout and are checked there; precision is
 # left out: bf16 and fp32 machines of one cluster give the same answers but for rounding.)
+# Keys a JSONL answer carries only when its option is given: a resumed run must give it too, or the file would mix
+# answers with and without them.
+ANSWER_KEYS = {"look_alikes": "--gallery", "explanation": "--explain"}
 RUN_SETTINGS = ("model", "quality", "dog_detector", "dog_threshold", "dog_target_recall", "dog_cascade",
                 "breed_cascade")
 
@@ -134,8 +138,11 @@ class RowWriter:
     lost to an interruption is cut off and redone)."""
 
     def __init__(self, out: str | Path, top_k: int, overwrite: bool = False, dogs: bool = False,
-                 per_dog: bool = False, n_breeds: int | None = None, settings: dict[str, Any] | None = None):
+                 per_dog: bool = False, n_breeds: int | None = None, settings: dict[str, Any] | None = None,
+                 answer_keys: Sequence[str] = ()):
         self.out, self.top_k, self.fmt = Path(out), top_k, out_format(out)
+        self.answer_keys = tuple(answer_keys)  # `ANSWER_KEYS` this run's JSONL answers carry
+        self._lock = _lock(self.out)
         self.n_breeds = n_breeds  # the model's breeds: an answer lists min(top_k, n_breeds) (None: not known)
         self.dogs, self.per_dog = dogs or per_dog, per_dog and self.fmt != "jsonl"
         self.cols = columns(top_k, self.dogs)
@@ -236,7 +243,7 @@ class RowWriter:
         one row per photo, or with ``per_dog`` one per dog. The two differ only on photos with several dogs, so a
         file whose only such photo is the last one (perhaps cut off mid-photo) resumes either way."""
         if not self.per_dog:
-            if any(d is not None and int(d) >= 2 for _, d in rows):
+            if any((_count(d) or 0) >= 2 for _, d in rows):
                 raise BatchError(f"{self.out} was written with --per-dog (one row per dog); resume it with "
                                  "--per-dog, or use --overwrite or another --out")
             return
@@ -245,10 +252,10 @@ class RowWriter:
         i = 0
         while ahead is not None:
             (n, d), ahead, i = ahead, next(rows, None), i + 1
-            several = n is not None and int(n) >= 2 and _starts_photo(d)
+            several = (_count(n) or 0) >= 2 and _starts_photo(d)
             if several and ahead is not None and _starts_photo(ahead[1]):  # the next photo follows at once
                 raise BatchError(f"{self.out} was written one row per photo (without --per-dog): its row {i} lists "
-                                 f"{int(n)} dogs in one row; resume it without --per-dog, or use --overwrite or "
+                                 f"{_count(n)} dogs in one row; resume it without --per-dog, or use --overwrite or "
                                  "another --out")
 
     def _check_jsonl(self) -> None:
@@ -256,13 +263,7 @@ class RowWriter:
         dogs with or without --whole-photo), or the file would mix two kinds of answer."""
         with open(self.out, encoding="utf-8") as f:
             for i, line in enumerate(f, 1):
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    raise BatchError(f"{self.out} line {i} is not JSON; it was not written by this tool: use "
-                                     "--overwrite or another --out") from None
-                if not isinstance(row, dict) or "path" not in row:
-                    raise BatchError(f"{self.out} line {i} is not a prediction; use --overwrite or another --out")
+                row = _jsonl_row(self.out, i, line)
                 if row.get("error") is None and "breeds" in row:
                     break
             else:
@@ -275,6 +276,11 @@ class RowWriter:
             was = "with the dogs of each photo" if "dogs" in row else "with --whole-photo (no dogs)"
             raise BatchError(f"{self.out} was written {was} (line {i}); resume it the same way, or use --overwrite "
                              "or another --out")
+        for key, flag in ANSWER_KEYS.items():
+            if (key in row) != (key in self.answer_keys):
+                was = "with" if key in row else "without"
+                raise BatchError(f"{self.out} was written {was} {flag} (line {i}); resume it the same way, or use "
+                                 "--overwrite or another --out")
 
     def done_paths(self) -> Iterator[str]:
         """Paths of the photos already written, in order (one per photo, also with a row per dog)."""
@@ -290,7 +296,8 @@ class RowWriter:
                 rows = (r for r in csv.DictReader(f) if not self.per_dog or _starts_photo(r["dog"] or None))
                 yield from (row["path"] for row in itertools.islice(rows, self.done))
             else:
-                yield from (json.loads(line)["path"] for line in itertools.islice(f, self.done))
+                for i, line in enumerate(itertools.islice(f, self.done), 1):
+                    yield _jsonl_row(self.out, i, line)["path"]
 
     def _repair_photos(self) -> int:
         """Per-dog CSV: check the rows are laid out one per dog (`_check_layout`), cut the rows of a last photo
@@ -300,7 +307,7 @@ class RowWriter:
         self._check_layout((r["dogs"] or None, r["dog"] or None) for r in rows)
         start = max((i for i, r in enumerate(rows) if _starts_photo(r["dog"] or None)), default=0)
         tail = rows[start:]
-        want = max(1, int(tail[0]["dogs"] or 0)) if tail else 0
+        want = max(1, _count(tail[0]["dogs"]) or 0) if tail else 0
         if tail and len(tail) < want:
             keep = len(rows) - len(tail)
             with open(self.out, "rb+") as f:
@@ -364,14 +371,23 @@ class RowWriter:
         self._parts.append(final)
 
     def close(self) -> None:
-        if self.fmt == "parquet":
-            if self._pending:
-                self._flush_part(self._pending)
-                self._pending = []
-            return
-        self._f.flush()
-        os.fsync(self._f.fileno())
-        self._f.close()
+        try:
+            if self.fmt == "parquet":
+                if self._pending:
+                    self._flush_part(self._pending)
+                    self._pending = []
+                return
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        """Let another run write this output (`close` does; a run that fails before its first row calls it)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
 
 def _column_difference(have: Sequence[str] | None, want: Sequence[str]) -> str:
@@ -387,7 +403,34 @@ def _column_difference(have: Sequence[str] | None, want: Sequence[str]) -> str:
 
 def _starts_photo(dog: Any) -> bool:
     """A row that begins a photo: its main dog's (1), or the only row of a photo without dogs."""
-    return dog is None or int(dog) == 1
+    return dog is None or _count(dog) == 1
+
+
+def _count(v: Any) -> int | None:
+    """A ``dogs`` or ``dog`` value as read back: an int, or its text ("2"; "2.0" once a spreadsheet or pandas has
+    saved the file, since a column with blanks is read as floats); blank is None."""
+    if v is None or v == "":
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        f = math.nan
+    if not f.is_integer():
+        raise BatchError(f"a dogs or dog column holds {v!r}, not a count; the file was changed since it was written: "
+                         "use --overwrite or another --out")
+    return int(f)
+
+
+def _jsonl_row(out: Path, i: int, line: str) -> dict[str, Any]:
+    """Line ``i`` of a JSONL output, which must be a prediction as this tool writes them."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        raise BatchError(f"{out} line {i} is not JSON; it was not written by this tool whole: use --overwrite or "
+                         "another --out") from None
+    if not isinstance(row, dict) or not isinstance(row.get("path"), (str, type(None))) or "path" not in row:
+        raise BatchError(f"{out} line {i} is not a prediction; use --overwrite or another --out")
+    return row
 
 
 def _part_name(i: int) -> str:
@@ -418,6 +461,29 @@ def _repair_text(path: Path) -> int:
             f.truncate(start + nl + 1 if end > 0 else 0)
     with open(path, "rb") as f:
         return sum(1 for _ in f)
+
+
+def _lock(out: Path) -> Any:
+    """Hold the output for this run alone (an advisory lock on a lock file beside it, or inside a Parquet folder,
+    released when the process ends however it ends): two runs appending to one file would interleave their rows,
+    or overwrite each other's parts, and both would say all was written."""
+    try:
+        import fcntl
+    except ImportError:  # not on this platform: runs are not guarded against each other
+        return None
+    parquet = out_format(out) == "parquet"
+    if parquet and out.exists() and not out.is_dir():
+        return None  # refused as it is when opened
+    path = out / "_dogbreed.lock" if parquet else out.with_name(f".{out.name}.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(path, "a")  # noqa: SIM115 - held open for the run: closing it would release the lock
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise BatchError(f"{out} is being written by another run; wait for it to finish, or give another "
+                         "--out") from None
+    return f
 
 
 def _leftovers(folder: Path) -> list[Path]:

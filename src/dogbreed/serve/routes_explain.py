@@ -67,7 +67,7 @@ def router(breed_values: list[str]) -> APIRouter:
                                                          "description": "The photo with the heat-map blended in "
                                                          "(its headers name the breeds and dogs explained).",
                                                          "headers": EXPLAIN_HEADERS},
-                                                   **errors(400, 413, 415, 422, 500, 503)})
+                                                   **errors(400, 408, 413, 415, 422, 500, 503)})
     async def explain(
         file: UploadFile = File(..., description="The photo.", json_schema_extra=NON_EMPTY_FILE),
         breed: str | None = Query(None, max_length=200, json_schema_extra=breed_schema(breed_values),

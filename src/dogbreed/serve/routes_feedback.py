@@ -25,7 +25,7 @@ def router(breed_values: list[str]) -> APIRouter:
 
     @r.post("/v1/feedback", dependencies=[Depends(one_of_each)],
             summary="Confirm or correct a prediction (stores the photo for retraining)",
-              response_model=FeedbackResponse, responses=errors(400, 413, 415, 422, 429, 500, 503, 507))
+              response_model=FeedbackResponse, responses=errors(400, 408, 413, 415, 422, 429, 500, 503, 507))
     async def feedback(
         file: UploadFile = File(..., description="The photo the prediction was for.",
                                 json_schema_extra=NON_EMPTY_FILE),

@@ -17,7 +17,7 @@ def router(limits: Limits, n_classes: int) -> APIRouter:
     r = APIRouter()
 
     @r.post("/v1/predict", summary="Predict the breed of the dog in each photo", response_model=None,
-              responses={200: {"model": PredictResponse}, **errors(400, 413, 415, 422, 500, 503)})
+              responses={200: {"model": PredictResponse}, **errors(400, 408, 413, 415, 422, 500, 503)})
     async def predict(
         file: list[UploadFile] = File(..., description=f"One to {limits.max_files} photos (repeat the field); each "
                                       f"at most {fmt_bytes(limits.max_file_bytes)} and "

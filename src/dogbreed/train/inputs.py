@@ -18,6 +18,7 @@ from ..breeds import Breed, BreedIndex, clean_name, lookup
 from ..data import Sample, load_dataset, load_manifest, make_loader, make_split, save_manifest
 from ..errors import DataError
 from ..features import extract
+from ..inference.sources import is_image_name
 from ..models import Classifier
 from ..transforms import Augment, Preprocess
 from . import distributed
@@ -52,11 +53,16 @@ def labels_of(samples: Sequence[Any], class_names: Sequence[str]) -> np.ndarray:
     return np.array([index[str(s.breed)] for s in samples], dtype=np.int64)
 
 
-def new_split(cfg: TrainConfig, data: str) -> dict[str, list[Sample]]:
-    """Split a dataset as the config says; refuses data a run cannot learn from, before anything is written."""
+def new_split(cfg: TrainConfig, data: str, left_out: dict[str, str] | None = None) -> dict[str, list[Sample]]:
+    """Split a dataset as the config says; refuses data a run cannot learn from, before anything is written.
+    ``left_out`` gets the photos the dataset's reading left out, and why (empty, broken links, not regular files,
+    listed but missing); other files it skipped (notes, hidden files, annotations) are `data inspect`'s to list."""
     if not Path(data).exists():
         raise DataError(f"{data}: no such dataset folder")
     index = load_dataset(data)
+    if left_out is not None:
+        left_out.update({p.path: p.reason for p in index.problems
+                         if is_image_name(p.path) and not p.reason.startswith("hidden")})
     breeds = sorted({str(s.breed) for s in index.samples})
     if len(breeds) < MIN_BREEDS:
         found = f"1 ({breeds[0]})" if breeds else "none"

@@ -1,0 +1,99 @@
+"""The library as a notebook calls it: `dogbreed.predict(...)` and `Predictor` take a photo in any form a caller
+holds it (a path, bytes, a file object, a PIL image of any mode, a uint8 array), alone or in a list, and refuse bad
+option values and misspelt option names in one sentence, as the command line does."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import dogbreed
+from dogbreed.errors import ConfigError
+from dogbreed.inference.options import PredictOptions
+from dogbreed.predict import Predictor
+
+
+def test_dogbreed_predict_stays_callable_after_its_module_is_imported(chelsea_jpeg: bytes) -> None:
+    # Importing the submodule binds it over the package's function; the README's snippet calls it twice.
+    first = dogbreed.predict(chelsea_jpeg, top_k=1)
+    import dogbreed.predict as module  # noqa: F401 - the import itself is the point
+
+    again = dogbreed.predict(chelsea_jpeg, top_k=1)
+    assert first == again and len(again) == 1 and again[0]["verdict"] == "no_dog"
+
+
+def _forms(jpeg: bytes) -> dict[str, object]:
+    img = Image.open(io.BytesIO(jpeg))
+    img.load()
+    return {"bytes": jpeg, "bytearray": bytearray(jpeg), "memoryview": memoryview(jpeg),
+            "file object": io.BytesIO(jpeg), "PIL image": img.copy(), "array": np.asarray(img),
+            "lazily opened PIL image": Image.open(io.BytesIO(jpeg))}
+
+
+@pytest.mark.real
+def test_every_form_of_one_photo_gets_one_answer_the_same_as_its_file(default_predictor: Predictor,
+                                                                       real_data: Path) -> None:
+    path = real_data / "imagenet-val-dogs/n02111889-Samoyed/ILSVRC2012_val_00003808.jpg"
+    want = default_predictor.predict([str(path)])[0]
+    assert want.verdict == "dog"
+    for name, form in _forms(path.read_bytes()).items():
+        alone = dogbreed.predict(form, top_k=5)
+        assert len(alone) == 1, name
+        assert alone[0]["breeds"][0]["name"] == want.breeds[0].name, name
+        assert abs(alone[0]["dog_probability"] - want.dog_probability) < 0.02, name
+    assert len(default_predictor.predict(str(path))) == 1  # a string is one path, not its characters
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "LA", "RGBA", "CMYK", "YCbCr", "I;16"])
+def test_a_decoded_image_of_any_mode_is_read_as_its_rgb(default_predictor: Predictor, mode: str) -> None:
+    from skimage import data as skdata
+
+    rgb = Image.fromarray(skdata.chelsea())
+    img = rgb.convert("L").convert("I;16") if mode == "I;16" else rgb.convert(mode)
+    as_file = io.BytesIO()
+    img.convert("RGB" if mode in ("CMYK", "YCbCr") else "RGBA").save(as_file, format="PNG")
+    (got,) = default_predictor.predict_images([img])
+    (ref,) = default_predictor.predict([as_file.getvalue()])
+    assert got.error is None and got.verdict == ref.verdict
+    assert abs(got.dog_probability - ref.dog_probability) < 0.05
+
+
+def test_what_is_no_photo_is_refused_in_one_sentence(default_predictor: Predictor) -> None:
+    with pytest.raises(ValueError, match="uint8 of shape HxW"):
+        dogbreed.predict(np.zeros((3, 64, 64), np.float32))
+    with pytest.raises(TypeError, match="cannot read a photo from int"):
+        default_predictor.predict([42])
+    with pytest.raises(TypeError, match="binary mode"):
+        dogbreed.predict(io.StringIO("not a photo"))
+
+
+@pytest.mark.parametrize(("changes", "says"), [
+    ({"top_k": 0}, "top_k must be a whole number of at least 1, not 0"),
+    ({"top_k": "3"}, "top_k must be a whole number"),
+    ({"batch_size": 0}, "batch_size must be a whole number of at least 1"),
+    ({"lanes": -1}, "lanes must be a whole number of at least 1"),
+    ({"dog_target_recall": 5.0}, "dog_target_recall must be a number from 0.5 to 0.999"),
+    ({"dog_threshold": True}, "dog_threshold must be a number from 0.0 to 1.0"),
+    ({"dog_threshold": float("nan")}, "dog_threshold must be a number"),
+    ({"find_dogs": 1}, "find_dogs must be True or False"),
+    ({"quality": "bset"}, "quality must be 'fast' or 'best', not 'bset' (did you mean 'best'?)"),
+    ({"runtime": "onx"}, "did you mean 'onnx'"),
+    ({"qualty": "best"}, "unknown prediction option 'qualty'; did you mean 'quality'?"),
+    ({"dog_treshold": 0.5}, "did you mean 'dog_threshold'"),
+])
+def test_bad_options_are_refused_before_anything_loads(changes: dict, says: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        PredictOptions(**changes)
+    assert says in str(e.value)
+    with pytest.raises(ConfigError):
+        Predictor(**changes)  # the same check, through dataclasses.replace
+
+
+def test_a_loaded_predictor_refuses_a_bad_per_call_option(default_predictor: Predictor) -> None:
+    with pytest.raises(ConfigError, match="top_k"):
+        default_predictor.with_options(top_k=0)
+    assert PredictOptions(top_k=3, batch_size=None, lanes=None).top_k == 3
