@@ -501,6 +501,17 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_writes(photo
         assert run_batch(small_batches, [photos], out, workers=0).written == len(expand_inputs([photos]))
 
 
+def test_a_refused_resume_does_not_keep_the_output_locked(photos: Path, tmp_path: Path,
+                                                          small_batches: Predictor) -> None:
+    out = tmp_path / "out.csv"
+    sinks.RowWriter(out, 3, settings={"model": "a"}).close()
+    out.write_text(",".join(sinks.columns(3)) + "\n" + ",".join(["x"] * len(sinks.columns(3))) + "\n")
+    with pytest.raises(BatchError, match="was written with --model a") as refused:
+        sinks.RowWriter(out, 3, settings={"model": "b"})
+    kept = refused.value  # a notebook keeps the traceback, and with it the refused writer's frame  # noqa: F841
+    sinks.RowWriter(out, 3, settings={"model": "a"}).close()  # the corrected retry is not "another run"
+
+
 def test_a_csv_saved_again_by_pandas_resumes(photos: Path, tmp_path: Path, small_batches: Predictor) -> None:
     out = tmp_path / "out.csv"
     run_batch(small_batches, [photos], out, workers=0)

@@ -97,3 +97,22 @@ def test_a_loaded_predictor_refuses_a_bad_per_call_option(default_predictor: Pre
     with pytest.raises(ConfigError, match="top_k"):
         default_predictor.with_options(top_k=0)
     assert PredictOptions(top_k=3, batch_size=None, lanes=None).top_k == 3
+
+
+def test_an_array_of_paths_and_any_path_type_are_paths(default_predictor: Predictor, tmp_path: Path,
+                                                       chelsea_jpeg: bytes) -> None:
+    import os
+
+    (tmp_path / "cat.jpg").write_bytes(chelsea_jpeg)
+
+    class OtherPath(os.PathLike):  # e.g. py.path.local, which also has a read() method
+        def __fspath__(self) -> str:
+            return str(tmp_path / "cat.jpg")
+
+        def read(self) -> str:
+            return "not the photo"
+
+    for given in (np.array([str(tmp_path / "cat.jpg")] * 2), [OtherPath()], OtherPath()):
+        got = dogbreed.predict(given, top_k=1)
+        assert got and all(p["verdict"] == "no_dog" and p["path"].endswith("cat.jpg") for p in got), given
+    assert [p.verdict for p in default_predictor.predict([OtherPath()])] == ["no_dog"]

@@ -378,8 +378,9 @@ def _predict_to_file(pred: Predictor, paths: list[str], out: str, workers: int |
                      per_dog: bool = False) -> None:
     from .batch import run_batch
     from .errors import BatchError
+    from .inference.sinks import out_format
 
-    if not out.endswith(".jsonl"):  # the rows' columns have no place for them; say so rather than drop them unseen
+    if out_format(out) != "jsonl":  # the rows' columns have no place for them; say so rather than drop them unseen
         if pred.gallery is not None:
             _err(f"note: --gallery's look-alikes are written only to .jsonl output, not to {Path(out).name}")
         if on_row is not None:
@@ -939,10 +940,10 @@ def _one_line_warnings() -> None:
     as Python's file name, line number and source line; other libraries' warnings are shown as they show them."""
     import warnings
 
-    show = warnings.showwarning
+    show, ours = warnings.showwarning, os.path.dirname(os.path.abspath(__file__)) + os.sep
 
     def one_line(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202 - warnings' own
-        if f"{os.sep}dogbreed{os.sep}" in str(filename):
+        if os.path.abspath(str(filename)).startswith(ours):
             _err(f"dogbreed: {message}")
         else:
             show(message, category, filename, lineno, file, line)

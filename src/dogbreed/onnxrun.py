@@ -273,7 +273,7 @@ def _runtime_reason(e: Exception) -> str:
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     said = [ln for ln in lines if not re.match(r"(Exception from|Check '.*' failed at) ", ln)
             and not re.search(r"\.(cpp|hpp|h):\d+:?$", ln)]
-    return (said or lines or [type(e).__name__])[-1][:200]
+    return " ".join(said or lines or [type(e).__name__])[:200]
 
 
 class OnnxClassifier(OnnxModel):

@@ -10,10 +10,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import os
 import sys
 import types
 from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -320,7 +320,8 @@ def predict(images: Any, top_k: int = 5, model: str = "default", quality: str = 
     """
     sources: list[Any] = []
     for item in decode.one_or_many(images):
-        sources += expand_inputs([item]) if isinstance(item, (str, Path)) else [decode.as_photo(item)]
+        path = isinstance(item, (str, os.PathLike))
+        sources += expand_inputs([os.fspath(item)]) if path else [decode.as_photo(item)]
     pred = get_predictor(PredictOptions(model=model, quality=quality, top_k=top_k, **kwargs))
     return [p.to_dict() for p in pred.predict(sources)]
 

@@ -46,6 +46,8 @@ def as_photo(item: Any) -> Source | Image.Image:
     to report in its place)."""
     if isinstance(item, (str, Path, bytes, Image.Image)):
         return item
+    if isinstance(item, os.PathLike):  # py.path, other path types: a path, whatever else they offer
+        return Path(os.fspath(item))
     if isinstance(item, (bytearray, memoryview)):
         return bytes(item)
     if isinstance(item, np.ndarray):
@@ -65,7 +67,9 @@ def as_photo(item: Any) -> Source | Image.Image:
 def one_or_many(items: Any) -> Iterable[Any]:
     """A single photo (a path, bytes, an image, an array, a file object) -> a list of it; several as they are (a
     string is one path, not a sequence of characters)."""
-    single = (str, Path, bytes, bytearray, memoryview, Image.Image, np.ndarray)
+    single = (str, os.PathLike, bytes, bytearray, memoryview, Image.Image)
+    if isinstance(items, np.ndarray):  # an image's pixels, or an array of paths (a DataFrame column's values)
+        return [items] if items.dtype.kind in "uifb" else list(items)
     return [items] if isinstance(items, single) or callable(getattr(items, "read", None)) else items
 
 

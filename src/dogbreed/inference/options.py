@@ -15,11 +15,8 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from ..accel import PRECISIONS
 from ..breeds import listed
 from ..errors import ConfigError
-from ..resolve import QUALITIES
-from .runners import RUNTIMES
 
 
 def _opt(default: Any, help: str, *flags: str, every_command: bool = True, cli: bool = True, **typer: Any) -> Any:
@@ -89,8 +86,17 @@ class PredictOptions:
             raise ConfigError(f"device must be cpu, cuda, cuda:N, mps or auto, not {self.device!r}")
 
 
-# The values a text option takes (the CLI says the same in its help), checked before anything is loaded.
-CHOICES = {"quality": QUALITIES, "runtime": RUNTIMES, "precision": PRECISIONS}
+@functools.cache
+def choices() -> dict[str, tuple[str, ...]]:
+    """The values a text option takes (the CLI says the same in its help), checked before anything is loaded; read
+    where they are defined, on first use, so that `dogbreed --help` does not import the runtimes' modules."""
+    from ..accel import PRECISIONS
+    from ..resolve import QUALITIES
+    from .runners import RUNTIMES
+
+    return {"quality": QUALITIES, "runtime": RUNTIMES, "precision": PRECISIONS}
+
+
 _NUMBERS = {"top_k": int, "batch_size": int, "lanes": int, "dog_target_recall": float, "dog_threshold": float}
 _SWITCHES = ("dog_cascade", "breed_cascade", "find_dogs", "tta_flip")
 
@@ -98,10 +104,11 @@ _SWITCHES = ("dog_cascade", "breed_cascade", "find_dogs", "tta_flip")
 def _check(f: Any, value: Any) -> None:
     """One field's value, by its declaration: a choice, a switch, or a number within its flag's range."""
     name = f.name
-    if name in CHOICES and value not in CHOICES[name]:
-        close = difflib.get_close_matches(str(value), CHOICES[name], n=1)
+    allowed = choices().get(name)
+    if allowed is not None and value not in allowed:
+        close = difflib.get_close_matches(str(value), allowed, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"{name} must be {listed([repr(c) for c in CHOICES[name]])}, not {value!r}{hint}")
+        raise ConfigError(f"{name} must be {listed([repr(c) for c in allowed])}, not {value!r}{hint}")
     if name in _SWITCHES and not isinstance(value, bool):
         raise ConfigError(f"{name} must be True or False, not {value!r}")
     if name not in _NUMBERS or (value is None and f.default is None):

@@ -146,11 +146,15 @@ class RowWriter:
         self.n_breeds = n_breeds  # the model's breeds: an answer lists min(top_k, n_breeds) (None: not known)
         self.dogs, self.per_dog = dogs or per_dog, per_dog and self.fmt != "jsonl"
         self.cols = columns(top_k, self.dogs)
-        if overwrite:
-            _remove(self.out)
-        self.done = self._open()
-        if settings is not None:
-            self._check_settings(settings)
+        try:
+            if overwrite:
+                _remove(self.out)
+            self.done = self._open()
+            if settings is not None:
+                self._check_settings(settings)
+        except BaseException:  # refused: the lock must not outlive the refusal (a notebook keeps the traceback)
+            self.release()
+            raise
 
     def _check_settings(self, settings: dict[str, Any]) -> None:
         """A fresh output records ``settings`` (`run_settings`); rows already there must have been written with the
@@ -277,10 +281,15 @@ class RowWriter:
             raise BatchError(f"{self.out} was written {was} (line {i}); resume it the same way, or use --overwrite "
                              "or another --out")
         for key, flag in ANSWER_KEYS.items():
-            if (key in row) != (key in self.answer_keys):
+            # A heat-map that failed leaves its answer without one: any answer of the file carrying it counts.
+            if (key in row) != (key in self.answer_keys) and not (key not in row and self._any_carries(key)):
                 was = "with" if key in row else "without"
                 raise BatchError(f"{self.out} was written {was} {flag} (line {i}); resume it the same way, or use "
                                  "--overwrite or another --out")
+
+    def _any_carries(self, key: str) -> bool:
+        with open(self.out, encoding="utf-8") as f:
+            return any(key in _jsonl_row(self.out, i, line) for i, line in enumerate(f, 1))
 
     def done_paths(self) -> Iterator[str]:
         """Paths of the photos already written, in order (one per photo, also with a row per dog)."""
