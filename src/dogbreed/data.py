@@ -27,6 +27,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from .breeds import clean_name, lookup
 from .errors import DataError, DataNotFound, ImageDecodeError, too_many_pixels
+
+# Every load checks each photo with `path_problem` (one stat): zero-byte files are common in half-copied datasets,
+# and a FIFO or a broken link is reported in the words `predict` uses for the same file.
 from .fileio import atomic_write, atomic_write_text, path_problem
 from .inference.sources import is_image_name, walk_files
 from .paths import cache_dir
@@ -146,12 +149,6 @@ def _image_files(folder: Path, problems: list[Problem]) -> list[Path]:
     return out
 
 
-def _empty_check(p: Path) -> str | None:
-    # Zero-byte files are common in half-copied datasets and cost one stat to catch, so every load reports them, in
-    # the words `predict` uses for the same file (a FIFO had been "empty", a broken link "cannot read file").
-    return path_problem(p)
-
-
 def _parse_voc_box(path: Path) -> Box | None:
     """The largest <object><bndbox> of a PASCAL VOC file; None if it has none. Raises ValueError on bad XML."""
     try:
@@ -240,7 +237,7 @@ def _load_stanford(root: Path, index: DatasetIndex) -> None:
         for p in _image_files(d, index.problems):
             rel = p.relative_to(images_dir).as_posix()
             seen.add(rel)
-            if reason := _empty_check(p):
+            if reason := path_problem(p):
                 index.problems.append(Problem(str(p), reason))
                 continue
             box = None
@@ -294,7 +291,7 @@ def _load_kaggle(root: Path, index: DatasetIndex) -> None:
             name = img_id if is_image_name(img_id) else f"{img_id}.jpg"
             index.problems.append(Problem(str(train / name), "listed in labels.csv but missing"))
             continue
-        if reason := _empty_check(p):
+        if reason := path_problem(p):
             index.problems.append(Problem(str(p), reason))
             continue
         if raw not in names:
@@ -336,7 +333,7 @@ def _load_folders(root: Path, index: DatasetIndex) -> None:
         m = _WNID_DIR.match(d.name)
         breed, wnid = _breed_and_wnid(d.name, m.group(1) if m else None)
         for p in _image_files(d, index.problems):
-            if reason := _empty_check(p):
+            if reason := path_problem(p):
                 index.problems.append(Problem(str(p), reason))
             else:
                 index.samples.append(Sample(str(p), breed, wnid, label=d.name))
@@ -356,7 +353,7 @@ def check_image(path: str | Path, full: bool = False) -> str | None:
             return None
         except ImageDecodeError as e:
             return str(e) or "unreadable image"
-    if reason := _empty_check(p):
+    if reason := path_problem(p):
         return reason
     try:
         with warnings.catch_warnings():  # over Pillow's bomb limit but under twice it: refused below, in words

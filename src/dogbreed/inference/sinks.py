@@ -38,11 +38,11 @@ DOG_COLUMNS = ["dogs", "dog", "box_x0", "box_y0", "box_x1", "box_y1"]
 # beside its output (`settings_path`) and a resumed run must ask for the same, or two models' answers would share
 # one file unseen. (--top-k, --whole-photo and --per-dog show in the layout and are checked there; precision is
 # left out: bf16 and fp32 machines of one cluster give the same answers but for rounding.)
+RUN_SETTINGS = ("model", "quality", "dog_detector", "dog_threshold", "dog_target_recall", "dog_cascade",
+                "breed_cascade")
 # Keys a JSONL answer carries only when its option is given: a resumed run must give it too, or the file would mix
 # answers with and without them.
 ANSWER_KEYS = {"look_alikes": "--gallery", "explanation": "--explain"}
-RUN_SETTINGS = ("model", "quality", "dog_detector", "dog_threshold", "dog_target_recall", "dog_cascade",
-                "breed_cascade")
 
 
 def columns(top_k: int, dogs: bool = False) -> list[str]:
@@ -282,7 +282,7 @@ class RowWriter:
                              "or another --out")
         for key, flag in ANSWER_KEYS.items():
             # A heat-map that failed leaves its answer without one: any answer of the file carrying it counts.
-            if (key in row) != (key in self.answer_keys) and not (key not in row and self._any_carries(key)):
+            if (key in row) != (key in self.answer_keys) and (key in row or not self._any_carries(key)):
                 was = "with" if key in row else "without"
                 raise BatchError(f"{self.out} was written {was} {flag} (line {i}); resume it the same way, or use "
                                  "--overwrite or another --out")
@@ -437,7 +437,7 @@ def _jsonl_row(out: Path, i: int, line: str) -> dict[str, Any]:
     except ValueError:
         raise BatchError(f"{out} line {i} is not JSON; it was not written by this tool whole: use --overwrite or "
                          "another --out") from None
-    if not isinstance(row, dict) or not isinstance(row.get("path"), (str, type(None))) or "path" not in row:
+    if not isinstance(row, dict) or "path" not in row or not isinstance(row["path"], (str, type(None))):
         raise BatchError(f"{out} line {i} is not a prediction; use --overwrite or another --out")
     return row
 

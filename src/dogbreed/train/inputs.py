@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from ..breeds import Breed, BreedIndex, clean_name, lookup
 from ..data import Sample, load_dataset, load_manifest, make_loader, make_split, save_manifest
 from ..errors import DataError
 from ..features import extract
+from ..fileio import atomic_write_text
 from ..inference.sources import is_image_name
 from ..models import Classifier
 from ..transforms import Augment, Preprocess
@@ -80,12 +82,25 @@ def check_split(splits: dict[str, list[Sample]], where: str) -> None:
                         f"{len(splits.get('val', []))} validation photos; both must be non-empty")
 
 
+LEFT_OUT = "left_out.json"  # beside split.csv: the photos `new_split` left out of the run's data, and why
+
+
 def recorded_split(run_dir: Path) -> dict[str, list[Sample]]:
     return load_manifest(run_dir / "split.csv")
 
 
-def save_split(splits: dict[str, list[Sample]], run_dir: Path) -> None:
+def save_split(splits: dict[str, list[Sample]], run_dir: Path, left_out: dict[str, str] | None = None) -> None:
     save_manifest(splits, run_dir / "split.csv")
+    atomic_write_text(run_dir / LEFT_OUT, json.dumps(left_out or {}, indent=1) + "\n")
+
+
+def recorded_left_out(run_dir: Path) -> dict[str, str]:
+    """What `save_split` recorded as left out (nothing for runs made before the record existed)."""
+    try:
+        got = json.loads((run_dir / LEFT_OUT).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in got.items()} if isinstance(got, dict) else {}
 
 
 def class_names_of(cfg: TrainConfig, splits: dict[str, list[Sample]]) -> list[str]:

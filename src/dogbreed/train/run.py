@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from .inputs import (
     labels_of,
     log,
     new_split,
+    recorded_left_out,
     recorded_split,
     run_classes,
     save_split,
@@ -68,28 +68,26 @@ def _train_main(config: TrainConfig | dict[str, Any] | None, data: str | None, o
                 resume: str | Path | None, device: str, t_start: float) -> Path:
     """`train` in one process, or as rank 0 of a torchrun launch (the only one that writes the run directory)."""
     d = distributed.from_env()
+    left: dict[str, str] = {}  # what the dataset's reading left out, recorded with the split
     if resume is not None:
         run_dir = Path(resume)
         if config is not None and not isinstance(config, dict):
             raise ConfigError("resume takes a dict of changes (max_epochs, patience, num_workers), not a new config")
         cfg = resume_overrides(read_config(run_dir), config or {})
         manifest = (run_dir / "split.csv").is_file()
-        left: dict[str, str] = {}
         splits = recorded_split(run_dir) if manifest else new_split(cfg, str(data or cfg.data), left)
         created = False
     else:
         if config is None or data is None:
             raise ConfigError("train needs a config and data (or resume=RUN_DIR)")
         cfg = config if isinstance(config, TrainConfig) else from_dict(config)
-        left = {}
         splits = new_split(cfg, str(data), left)  # checked before anything is written
         cfg = cfg.replace(data=str(Path(data).resolve()))
         run_dir = new_run_dir(out, cfg)
         manifest, created = False, True
     with cleanup_on_failure(run_dir, created):
         if not manifest:
-            save_split(splits, run_dir)
-            write_json(run_dir / LEFT_OUT, left)  # kept for the summary of this run and of its resumption
+            save_split(splits, run_dir, left)
         cfg = cfg.replace(classes=class_names_of(cfg, splits))
         write_config(run_dir, cfg)
         # Under torchrun the other processes wait here for the run directory, then read config and split from it.
@@ -104,18 +102,6 @@ def _follow_main(d: distributed.Dist, device: str, resume: str | Path | None, t_
     cfg = read_config(run_dir)
     _train_run(cfg, run_dir, recorded_split(run_dir), device, resume is not None, t_start)
     return Path(distributed.from_main(None, d))
-
-
-LEFT_OUT = "left_out.json"  # files the dataset's reading left out (empty, broken links...), and why
-
-
-def _left_out(run_dir: Path) -> dict[str, str]:
-    """The files `new_split` left out of this run's data (none recorded by runs made before the file existed)."""
-    try:
-        got = json.loads((run_dir / LEFT_OUT).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return {str(k): str(v) for k, v in got.items()} if isinstance(got, dict) else {}
 
 
 def _train_run(cfg: TrainConfig, run_dir: Path, splits: dict[str, list[Sample]], device: str, resuming: bool,
@@ -135,7 +121,7 @@ def _train_run(cfg: TrainConfig, run_dir: Path, splits: dict[str, list[Sample]],
     # Photos that cannot be read are left out of every split, named in the log and the summary: the loader stood
     # the next photo in for one, under the bad one's label, so a from-scratch CNN's val (its best epoch) and test
     # figures scored an HTML page named .jpg as another breed's photo.
-    unreadable: dict[str, str] = _left_out(run_dir)
+    unreadable: dict[str, str] = recorded_left_out(run_dir)
     for k in list(splits):
         splits[k], bad = leave_out_unreadable(splits[k])
         unreadable.update(bad)
