@@ -12,6 +12,7 @@ from fixtures import smooth_photo
 
 from dogbreed.adapt import AdaptError, BlendConfig, adapt, add_breed, cross_fit_blend, fit_blend, fit_head
 from dogbreed.calibration import breed_stratified_folds
+from dogbreed.errors import WriteError
 from dogbreed.models import load_model_dir
 from dogbreed.predict import Predictor
 
@@ -187,3 +188,28 @@ def test_adapt_refuses_what_would_save_a_broken_model_and_names_any_script(tmp_p
                      ("", "no output folder given")):
         with pytest.raises(WriteError, match=why):
             adapt(data, out)
+
+
+def test_a_model_in_out_is_replaced_only_when_asked(tmp_path: Path) -> None:
+    """Found by review: add-breed --out my_model replaced the model already there without a word."""
+    from typer.testing import CliRunner
+
+    from dogbreed.cli import app
+
+    new_dir = _folder(tmp_path / "kokoni", 4, seed=3)
+    out = tmp_path / "model"
+    add_breed("Kokoni", new_dir, out=out)
+    before = (out / "model.safetensors").read_bytes(), (out / "model.json").read_bytes()
+    with pytest.raises(WriteError, match="already holds a model; give another folder, or --overwrite"):
+        add_breed("Aidi", new_dir, model=str(out), out=out)
+    r = CliRunner().invoke(app, ["add-breed", "Aidi", str(new_dir), "--model", str(out), "--out", str(out)])
+    assert r.exit_code == 2 and "already holds a model" in r.output
+    assert ((out / "model.safetensors").read_bytes(), (out / "model.json").read_bytes()) == before
+    r = CliRunner().invoke(app, ["add-breed", "Aidi", str(new_dir), "--model", str(out), "--out", str(out),
+                                 "--overwrite"])
+    assert r.exit_code == 0, r.output
+    assert [b.name for b in load_model_dir(out)[0].classes][-2:] == ["Kokoni", "Aidi"]
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("mine")  # a folder without a model is written into as before
+    add_breed("Aidi", new_dir, out=tmp_path / "notes")
+    assert (tmp_path / "notes" / "readme.txt").read_text() == "mine" and load_model_dir(tmp_path / "notes")

@@ -48,6 +48,19 @@ def test_every_form_of_one_photo_gets_one_answer_the_same_as_its_file(default_pr
     assert len(default_predictor.predict(str(path))) == 1  # a string is one path, not its characters
 
 
+@pytest.mark.real
+def test_every_form_reaches_decode_worker_processes_as_a_photo(default_predictor: Predictor,
+                                                               real_data: Path) -> None:
+    """Found by review: with workers > 0 an array was handed on as a path ('embedded null character in path')."""
+    path = real_data / "imagenet-val-dogs/n02111889-Samoyed/ILSVRC2012_val_00003808.jpg"
+    forms = _forms(path.read_bytes())
+    answers = list(default_predictor.iter_predict([str(path), *forms.values()], workers=1))
+    assert len(answers) == 1 + len(forms)
+    for name, got in zip(["path", *forms], answers, strict=True):
+        assert got.error is None and got.verdict == "dog", name
+        assert got.breeds[0].name == answers[0].breeds[0].name, name
+
+
 @pytest.mark.parametrize("mode", ["L", "P", "LA", "RGBA", "CMYK", "YCbCr", "I;16"])
 def test_a_decoded_image_of_any_mode_is_read_as_its_rgb(default_predictor: Predictor, mode: str) -> None:
     from skimage import data as skdata

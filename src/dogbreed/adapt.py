@@ -25,9 +25,8 @@ from .breeds import Breed, BreedIndex, clean_name, lookup, normalize_key
 from .data import breed_folders, load_dataset
 from .errors import DataError
 from .features import extract
-from .fileio import out_folder
 from .inference.sources import walk_images
-from .models import DEFAULT_BACKBONE, Classifier, save_model_dir
+from .models import DEFAULT_BACKBONE, Classifier, model_out, save_model_dir
 from .resolve import PACKAGED, resolve_model
 
 MIN_NEW_BREED_PHOTOS = 3
@@ -336,14 +335,16 @@ def adapt(
     model: str | Classifier = "default",
     cfg: AdaptConfig | None = None,
     progress: bool = False,
+    overwrite: bool = False,
 ) -> tuple[Classifier, dict[str, Any]]:
     """Adapt a model's breed head to labelled photos; folders that are not one of the 120 breeds become new classes.
 
-    Returns the classifier and a summary; writes a model dir to ``out`` when given.
+    Returns the classifier and a summary; writes a model dir to ``out`` when given (a model already there only
+    with ``overwrite``).
     """
     cfg = cfg or AdaptConfig()
     if out is not None:
-        out_folder(out)  # before the features: a path that cannot be a folder fails now, in one sentence
+        model_out(out, overwrite)  # before the features: a path that cannot take the model fails now, in one sentence
     items = load_labelled(data) if isinstance(data, (str, Path)) else list(data)
     base, base_cfg = load_base(model, backbone)
     pre = base.preprocess_cfg
@@ -488,11 +489,13 @@ def add_breed(
     backbone: str = DEFAULT_BACKBONE,
     out: str | Path | None = None,
     cfg: AddBreedConfig | None = None,
+    overwrite: bool = False,
 ) -> tuple[Classifier, dict[str, Any]]:
-    """Add breed ``name`` learnt from the photos in ``folder``; writes a model dir to ``out`` when given."""
+    """Add breed ``name`` learnt from the photos in ``folder``; writes a model dir to ``out`` when given (a model
+    already there only with ``overwrite``)."""
     cfg = cfg or AddBreedConfig()
     if out is not None:
-        out_folder(out)
+        model_out(out, overwrite)
     base, base_cfg = load_base(model, backbone)
     clean = _check_new_name(name, base.classes)  # fail before the (slower) feature extraction
     files = _image_files(folder)

@@ -814,6 +814,7 @@ def adapt(
     model: str = typer.Option("default", help="'default' (the shipped adapted heads), 'imagenet' (the plain "
                               "ImageNet head), or a model/run directory to adapt further."),
     l2: float = typer.Option(0.1, help="Pull toward the starting head; larger keeps closer to it."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a model already in --out."),
 ) -> None:
     """Adapt the breed head to your labelled photos (every breed of the model stays covered)."""
     from .adapt import AdaptConfig, AdaptError
@@ -823,7 +824,8 @@ def adapt(
     if model not in ("default", "imagenet") and backbone != "efficientnet_lite0":
         _err(f"adapt: --backbone {backbone} is not used: the model in --model {model} brings its own backbone")
     try:
-        clf, summary = run_adapt(data, out, backbone=backbone, model=model, cfg=AdaptConfig(l2=l2), progress=True)
+        clf, summary = run_adapt(data, out, backbone=backbone, model=model, cfg=AdaptConfig(l2=l2), progress=True,
+                                  overwrite=overwrite)
     except (DogbreedError, AdaptError, FileNotFoundError, KeyError) as e:
         _err(str(e))
         raise typer.Exit(2) from e
@@ -843,13 +845,15 @@ def add_breed_cmd(
                               "ImageNet head), or a model/run directory to grow."),
     out: str = typer.Option(..., help="Model directory to write."),
     backbone: str = typer.Option("efficientnet_lite0", help="Backbone when --model is default or imagenet."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a model already in --out (--model and --out "
+                                   "may then be the same folder)."),
 ) -> None:
     """Teach the model one more breed from a few photos, keeping the others as they are."""
     from .adapt import AdaptError, add_breed
     from .errors import DogbreedError
 
     try:
-        clf, summary = add_breed(name, folder, model=model, backbone=backbone, out=out)
+        clf, summary = add_breed(name, folder, model=model, backbone=backbone, out=out, overwrite=overwrite)
     except (DogbreedError, AdaptError, FileNotFoundError) as e:
         _err(str(e))
         raise typer.Exit(2) from e

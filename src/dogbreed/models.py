@@ -14,8 +14,8 @@ from torch import nn
 
 from .backbones import Backbone, BackboneSpec, create_backbone, get_spec
 from .breeds import Breed, stanford_breeds
-from .errors import ModelLoadError
-from .fileio import atomic_write_pair, read_json, read_safetensors, writing
+from .errors import ModelLoadError, WriteError
+from .fileio import atomic_write_pair, out_folder, read_json, read_safetensors, writing
 from .specs import DEFAULT_BACKBONE, SHIPPED_HEADS
 from .transforms import Preprocess
 
@@ -122,6 +122,17 @@ def model_dir_of(path: str | Path) -> Path | None:
     if (p / "model" / MODEL_CONFIG).is_file():
         return p / "model"
     return None
+
+
+def model_out(path: str | Path, overwrite: bool = False) -> Path:
+    """Check, before a command's slow work, that ``path`` can take a model dir (`fileio.out_folder`) and holds no
+    model already, unless ``overwrite``: `add-breed --out my_model` replaced a model the user had spent an
+    adapt run on, without a word."""
+    out = out_folder(path)
+    if not overwrite and any((out / name).exists() for name in (MODEL_CONFIG, MODEL_WEIGHTS)):
+        raise WriteError(str(out), "it already holds a model",
+                         hint="give another folder, or --overwrite (overwrite=True) to replace that model")
+    return out
 
 
 def save_model_dir(clf: Classifier, path: str | Path, *, decision: dict[str, Any] | None = None,

@@ -91,8 +91,13 @@ class Predictor:
         Otherwise decoding runs a few batches ahead: in a background thread (``workers`` = 0), or in ``workers``
         DataLoader processes (then ``sources`` must be re-iterable, e.g. `inference.sources.Sources`)."""
         sources = decode.one_or_many(sources)
-        if workers == 0:  # worker processes read paths (`inference.sources.Sources`), re-iterable as they are
+        if workers == 0:
             sources = map(decode.as_photo, sources)
+        elif isinstance(sources, (list, tuple)):
+            # Worker processes each walk the sources again, so they stay a list: converted now (they are in memory
+            # already), an array or a file object reaches the workers as a photo, not as a path that cannot be
+            # opened. A re-iterable like `inference.sources.Sources` yields paths, which need no converting.
+            sources = [decode.as_photo(s) for s in sources]
         n = self.lanes_for(workers, self.options.lanes)
         if n > 1:
             with contextlib.closing(self._in_lanes(sources, names, n)) as answered:
