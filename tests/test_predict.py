@@ -177,14 +177,18 @@ def test_finds_dogs_says_what_loading_does(opts: dict) -> None:
     assert finds_dogs(o) == (load_model(o).finder is not None) == (opts == {})
 
 
-@pytest.mark.parametrize("fine_tuned", [True, False])
-def test_finds_dogs_reads_a_model_dirs_config(tmp_path: Path, fine_tuned: bool) -> None:
-    from dogbreed.inference.loading import finds_dogs
+@pytest.mark.parametrize(("backbone", "fine_tuned"), [("efficientnet_lite0", True), ("efficientnet_lite0", False),
+                                                     ("cnn", True)])
+def test_finds_dogs_reads_a_model_dirs_config(tmp_path: Path, backbone: str, fine_tuned: bool) -> None:
+    from dogbreed.inference.loading import finds_dogs, judge_needed, model_outline
 
-    (tmp_path / "model.json").write_text(json.dumps({"backbone": "efficientnet_lite0",
-                                                     "backbone_in_weights": fine_tuned}))
-    # A fine-tuned backbone has no dog detector (its heads read the pretrained one), so no detection stage.
-    assert finds_dogs(PredictOptions(model=str(tmp_path))) is not fine_tuned
+    (tmp_path / "model.json").write_text(json.dumps({"backbone": backbone, "backbone_in_weights": fine_tuned}))
+    # The shipped dog detector's heads read an unchanged pretrained backbone: a fine-tuned one, or a from-scratch
+    # CNN without an ImageNet head, has packaged Lite0 read dog or not beside it, and the detection stage runs.
+    opts = PredictOptions(model=str(tmp_path))
+    assert finds_dogs(opts)
+    assert judge_needed(opts, *model_outline(opts.model, opts.quality)) is fine_tuned
+    assert not finds_dogs(PredictOptions(model=str(tmp_path), dog_detector="none"))
 
 
 @pytest.mark.slow

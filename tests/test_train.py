@@ -171,20 +171,27 @@ def test_cnn_training_learns_and_writes_a_complete_run(cnn_run: Path) -> None:
 
 
 @pytest.mark.slow
-def test_trained_run_predicts_with_the_standard_schema(cnn_run: Path, dataset: Path,
+def test_trained_run_predicts_with_the_standard_schema(cnn_run: Path, dataset: Path, chelsea_jpeg: bytes,
                                                       caplog: pytest.LogCaptureFixture) -> None:
     from dogbreed import fileio
 
-    fileio._said.discard("no-dog-check")  # said once a process: this test must see it said
     photos = sorted(dataset.glob("beagle/*.jpg"))[:3]
-    pred = Predictor(model=str(cnn_run), top_k=3)
+    pred = Predictor(model=str(cnn_run), top_k=3, dog_threshold=0.0)
     out = [p.to_dict() for p in pred.predict(photos)]
-    assert [set(p) for p in out] == [{"path", "verdict", "dog_probability", "breeds", "several_breeds_likely"}] * 3
+    assert [set(p) for p in out] == [{"path", "verdict", "dog_probability", "breeds", "several_breeds_likely",
+                                      "dogs"}] * 3
     names = {b["name"] for p in out for b in p["breeds"]}
     assert names <= {"Golden retriever", "Beagle", "Pug", "My backyard mutt"}
     wnids = {b["name"]: b["wnid"] for p in out for b in p["breeds"]}
     assert wnids.get("My backyard mutt", None) is None and wnids.get("Beagle", "n02088364") == "n02088364"
-    assert all(p["dog_probability"] == 1.0 for p in out)  # no ImageNet head on a from-scratch CNN
+    # A from-scratch CNN has no ImageNet head: packaged Lite0 reads dog or not beside it (it answered every photo as
+    # a dog, the cat too), so a cat is no dog and the stage finds dogs in scenes for it too.
+    judge = [m for m in pred.members if m.dog_only]
+    assert [m.backbone for m in judge] == ["efficientnet_lite0"] and pred.finds_dogs
+    assert Predictor(model=str(cnn_run)).predict([chelsea_jpeg])[0].verdict == "no_dog"
+    fileio._said.discard("no-dog-check")  # said once a process: this test must see it said
+    blind = Predictor(model=str(cnn_run), dog_detector="none").predict([chelsea_jpeg])[0]
+    assert blind.verdict == "dog" and blind.dog_probability == 1.0  # asked to go without a dog detector
     assert "cannot tell a dog from anything else" in caplog.text  # and the user is told so, not left to guess
 
 
@@ -357,7 +364,7 @@ def test_cli_train_runs_a_preset(dataset: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_finetune_unfreezes_only_the_last_blocks(dataset: Path, tmp_path: Path) -> None:
+def test_finetune_unfreezes_only_the_last_blocks(dataset: Path, tmp_path: Path, chelsea_jpeg: bytes) -> None:
     few = tmp_path / "few"
     for folder in list(BREEDS)[:2]:
         (few / folder).mkdir(parents=True)
@@ -376,6 +383,13 @@ def test_finetune_unfreezes_only_the_last_blocks(dataset: Path, tmp_path: Path) 
     lr_rows = json.loads((run / "metrics.json").read_text())
     # one warm-up epoch up to the base LR, then cosine decay to zero at the last epoch
     assert [r["lr"] for r in lr_rows] == pytest.approx([cfg.lr, 0.0], abs=1e-9)
+    # Its ImageNet head reads features it was not trained on: the shipped dog detector reads packaged Lite0 instead.
+    pred = Predictor(model=str(run), top_k=2)
+    assert [m.backbone for m in pred.members if m.dog_only] == ["efficientnet_lite0"] and pred.finds_dogs
+    cat = pred.predict([chelsea_jpeg])[0]
+    plain = Predictor(find_dogs=False).predict([chelsea_jpeg])[0]
+    assert cat.verdict == "no_dog" and cat.dog_probability == pytest.approx(plain.dog_probability, abs=0.02)
+    assert {b.name for b in cat.breeds} <= {b.name for b in tuned.classes}
 
 
 def test_a_checkpoint_is_written_whole_through_a_ctrl_c_and_a_torn_one_is_refused(

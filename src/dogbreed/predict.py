@@ -183,7 +183,7 @@ class Predictor:
             from .gallery import attach_look_alikes
 
             feats = next(o.out.features for o in outputs
-                         if o.member.backbone == self.gallery.backbone and o.view == "plain")
+                         if o.member.backbone == self.gallery.backbone and o.view == "plain" and not o.member.dog_only)
             starts = photo_rows(b)
             main = [s + (p.dogs[0].row if p.dogs else 0) for p, s in zip(preds, starts, strict=True)]
             attach_look_alikes(preds, feats[main], self.gallery)

@@ -62,7 +62,8 @@ class LoadedModel:
 
     @property
     def member_backbones(self) -> list[str]:
-        return [m.backbone for m in self.members]
+        """The model's own members' backbones (not a `dog_only` one's)."""
+        return [m.backbone for m in self.members if not m.dog_only]
 
 
 def load_model(opts: PredictOptions) -> LoadedModel:
@@ -122,12 +123,27 @@ def dog_detector_for(opts: PredictOptions, backbones: list[str], fine_tuned: boo
     return det
 
 
+# The packaged backbone that reads dog or not for a model whose own members cannot (`judge_needed`).
+DOG_JUDGE = BEST_BACKBONES[0]
+
+
+def judge_needed(opts: PredictOptions, backbones: list[str], fine_tuned: bool) -> bool:
+    """Whether the shipped dog detector reads an unchanged packaged Lite0 run beside the model (a `dog_only`
+    member): the model's own members cannot feed it, having no ImageNet head (a from-scratch CNN, which answered
+    every photo as a dog) or a fine-tuned backbone (whose ImageNet head reads features it was not trained on)."""
+    if opts.dog_detector != "default" or dog_detector_for(opts, backbones, fine_tuned) is not None:
+        return False
+    det = default_detector()
+    return det is not None and DOG_JUDGE in det.heads
+
+
 def finds_dogs(opts: PredictOptions) -> bool:
     """Whether `load_model(opts)` runs the detection stage, decided from the model's config alone (the Ray driver
     asks, to give its output the columns the actors' rows will have)."""
     if not opts.find_dogs:
         return False
-    return dog_detector_for(opts, *model_outline(opts.model, opts.quality)) is not None
+    outline = model_outline(opts.model, opts.quality)
+    return dog_detector_for(opts, *outline) is not None or judge_needed(opts, *outline)
 
 
 def _attach_dog_detector(m: LoadedModel, opts: PredictOptions, load: Callable[[str], tuple[Runner, Preprocess]],
@@ -137,14 +153,19 @@ def _attach_dog_detector(m: LoadedModel, opts: PredictOptions, load: Callable[[s
     Its heads read the ImageNet head of an unchanged pretrained backbone, so a fine-tuned backbone keeps the plain
     dog mass.
     """
-    det = dog_detector_for(opts, m.member_backbones, m.resolved.backbone_in_weights)
+    judged = judge_needed(opts, m.member_backbones, m.resolved.backbone_in_weights)
+    det = default_detector() if judged else dog_detector_for(opts, m.member_backbones, m.resolved.backbone_in_weights)
     if det is None:
         return
+    readers = m.member_backbones
+    if judged:
+        m.members.append(Member(*load(DOG_JUDGE), DOG_JUDGE, dog_only=True))
+        readers = [DOG_JUDGE]
     m.detector = det
     views = ("plain", "flip") if m.tta_flip else ("plain",)
-    m.decision.dog_threshold = det.threshold(m.member_backbones, views, opts.dog_target_recall)
+    m.decision.dog_threshold = det.threshold(readers, views, opts.dog_target_recall)
     c = det.cascade
-    if (opts.dog_cascade and c is not None and m.member_backbones == [c.first] and not m.tta_flip
+    if (opts.dog_cascade and c is not None and readers == [c.first] and not m.tta_flip
             and opts.dog_target_recall is None):
         m.cascade = CascadeStage(det, load)
         m.decision.dog_threshold = c.threshold

@@ -84,12 +84,16 @@ class Decision:
 
 @dataclass
 class Member:
-    """One model of the ensemble, with the preprocessing its input needs and the backbone that names it."""
+    """One model of the ensemble, with the preprocessing its input needs and the backbone that names it.
+
+    A ``dog_only`` member reads dog or not and no breed: an unchanged packaged backbone run beside a model whose own
+    backbone cannot feed the dog detector (`loading.judge_needed`)."""
 
     runner: Runner
     preprocess: Preprocess
     backbone: str
     weight: float = 1.0
+    dog_only: bool = False
 
     @property
     def model(self) -> Any:
@@ -147,6 +151,7 @@ def combine_breeds(outputs: Sequence[MemberOutput], temperature: float) -> np.nd
     Log-probabilities rather than raw logits so members with differently scaled heads (an adapted head next to an
     ImageNet one) count alike; on stanford-subset the two tie and beat averaging probabilities by 0.1 pt.
     """
+    outputs = [o for o in outputs if not o.member.dog_only]
     total = sum(o.member.weight for o in outputs)
     t = np.float32(temperature)
     logp = sum(np.float32(o.member.weight / total) * log_softmax(np.asarray(o.out.breed_logits, np.float32) / t)
@@ -162,8 +167,9 @@ def dog_mass(imagenet_logits: np.ndarray) -> np.ndarray:
 
 def dog_probability(outputs: Sequence[MemberOutput], detector: DogDetector | None, n: int) -> np.ndarray:
     """Calibrated dog detector over members and views when loaded; else mean ImageNet dog mass (ones when no
-    member has an ImageNet head)."""
-    with_imagenet = [o for o in outputs if o.out.imagenet_logits.shape[-1]]
+    member has an ImageNet head); a ``dog_only`` member, where there is one, alone."""
+    judges = [o for o in outputs if o.member.dog_only]
+    with_imagenet = [o for o in judges or outputs if o.out.imagenet_logits.shape[-1]]
     if detector is not None:
         named = [(o.member.backbone, o.out.imagenet_logits, o.out.features) for o in with_imagenet]
         if any(b in detector.heads for b, _, _ in named):
@@ -205,8 +211,9 @@ class CascadeStage:
         rows = list(ims)
         if not rows:
             return dog
+        first = [o for o in outputs if o.member.dog_only] or outputs  # a dog-only member reads for the model
         have: dict[tuple[str, str], np.ndarray] = {
-            (c.first, "plain"): next(o.out.imagenet_logits for o in outputs if o.view == "plain")[rows]}
+            (c.first, "plain"): next(o.out.imagenet_logits for o in first if o.view == "plain")[rows]}
         for bb in c.extra_backbones():
             runner, pre = self.member(bb)
             x = np.stack([to_input(ims[r], pre) for r in rows])
