@@ -247,6 +247,34 @@ def test_no_file_is_400(client: TestClient) -> None:
     assert "'file'" in r.json()["detail"]
 
 
+def test_a_multipart_body_cut_off_before_its_closing_boundary_says_so(client: TestClient, chelsea_jpeg: bytes) -> None:
+    """Found by QA: a body cut off mid-file, or without its closing boundary, was answered "no file uploaded"."""
+    head = (b'--abc\r\nContent-Disposition: form-data; name="file"; filename="s.jpg"\r\n'
+            b"Content-Type: image/jpeg\r\n\r\n")
+    whole = head + chelsea_jpeg + b"\r\n--abc--\r\n"
+    for route in ("/v1/predict", "/v1/explain"):
+        for cut in (whole[:-9], whole[: len(whole) // 2]):
+            r = client.post(route, content=cut, headers={"content-type": "multipart/form-data; boundary=abc"})
+            assert r.status_code == 400 and "ends before its closing boundary" in r.json()["detail"], r.text
+    form = {"content-type": "multipart/form-data; boundary=abc"}
+    r = client.post("/v1/predict", content=b"--abc--\r\n", headers=form)
+    assert r.status_code == 400 and r.json()["detail"].startswith("no file uploaded")  # a whole form without a file
+    r = client.post("/v1/predict", content=whole, headers={"content-type": 'multipart/form-data; boundary="abc"'})
+    assert r.status_code == 200, r.text
+
+
+def test_a_query_parameter_sent_as_a_form_field_is_refused(client: TestClient, chelsea_jpeg: bytes) -> None:
+    """Found by QA: explain drew the top breed, with a 200, for a form saying breed=Pug (feedback takes its breed
+    as a form field, so the two are easily mixed up); predict's top_k in the form was ignored the same way."""
+    files = {"file": ("a.jpg", chelsea_jpeg, "image/jpeg")}
+    for route, field in (("/v1/explain", "breed"), ("/v1/explain", "dog"), ("/v1/predict", "top_k")):
+        r = client.post(route, files=files, data={field: "2"})
+        assert r.status_code == 400, r.text
+        want = f"`{field}` is a query parameter of {route} ({route}?{field}=...), not a form field"
+        assert r.json()["detail"] == want
+    assert client.post("/v1/predict?top_k=2", files=files).status_code == 200
+
+
 def test_not_multipart_is_415(client: TestClient, chelsea_jpeg: bytes) -> None:
     r = client.post("/v1/predict", content=chelsea_jpeg, headers={"content-type": "image/jpeg"})
     assert r.status_code == 415

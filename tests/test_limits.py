@@ -33,6 +33,9 @@ def test_decoded_size_reads_headers_and_the_jpeg_draft_scale() -> None:
     png = _encode(Image.new("RGB", (4000, 3000)), "PNG")
     assert decoded_size(png, 257) == (4000, 3000)  # no draft for PNG: it decodes at full size
     assert decoded_size(b"not an image", 257) is None  # left for the decoder to explain
+    progressive = io.BytesIO()
+    Image.new("RGB", (4000, 3000), (10, 20, 30)).save(progressive, "JPEG", progressive=True)
+    assert decoded_size(progressive.getvalue(), 257) == (4000, 3000)  # held whole while it decodes: counted whole
 
 
 def test_check_pixels_per_photo_and_per_request() -> None:

@@ -71,6 +71,13 @@ def test_a_jpeg_over_the_limit_that_its_draft_brings_under_it_is_read_at_that_si
     Image.new("RGB", (2400, 1800)).save(png, "PNG")  # no draft for a PNG: its whole size is decoded
     with pytest.raises(ImageTooLarge, match="2400x1800"):
         load_image(png.getvalue(), draft_size=224, max_pixels=1_000_000)
+    # Found by QA: a progressive JPEG is held at its full size while it decodes, draft or not (178 megapixels in
+    # 2 MB took a server to 1.58 GB), so its full size counts
+    prog = io.BytesIO()
+    Image.new("RGB", (2400, 1800), (120, 80, 40)).save(prog, "JPEG", progressive=True)
+    with pytest.raises(ImageTooLarge, match=r"2400x1800 is 4,320,000 pixels; the limit is 1,000,000 \(a progressive"):
+        load_image(prog.getvalue(), draft_size=224, max_pixels=1_000_000)
+    assert load_image(prog.getvalue(), draft_size=224, max_pixels=5_000_000).size == (300, 225)  # still drafted
 
 
 def test_a_photo_whose_header_is_damaged_is_corrupt_not_not_an_image(tmp_path) -> None:  # noqa: ANN001

@@ -137,10 +137,14 @@ def load_image(
             if scale < 1:
                 img.draft("RGB", (math.ceil(w * scale), math.ceil(h * scale)))
         # The limit is on the pixels this decode holds: a JPEG drafted above decodes at its reduced size, so a
-        # 108-megapixel phone photo (12000x9000) needs 7 megapixels here and is read, where it was refused.
-        if limit and img.size[0] * img.size[1] > limit:
-            drafted = img.size if img.size != tuple(full) else None
-            raise ImageTooLarge(too_many_pixels(img.size[0] * img.size[1], limit, full, decoded=drafted))
+        # 108-megapixel phone photo (12000x9000) needs 7 megapixels here and is read, where it was refused. A
+        # progressive JPEG is the exception: the decoder holds every coefficient of its full size, whatever the draft.
+        w, h = full if progressive_jpeg(img) else img.size
+        if limit and w * h > limit:
+            drafted = img.size if img.size != tuple(full) and not progressive_jpeg(img) else None
+            raise ImageTooLarge(too_many_pixels(w * h, limit, full, decoded=drafted)
+                                + (" (a progressive JPEG is held at its full size while it decodes)"
+                                   if progressive_jpeg(img) else ""))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img.load()
@@ -183,6 +187,12 @@ def _signature(src: str | Path | bytes | bytearray | memoryview) -> str | None:
 def _reason(e: BaseException) -> str:
     """Pillow's own words for a failure, for a person to read (its class name only when it gave none)."""
     return str(e).strip() or type(e).__name__
+
+
+def progressive_jpeg(img: Image.Image) -> bool:
+    """A progressive JPEG: libjpeg buffers the coefficients of its full size to decode it, even at a draft scale
+    (one of 178 megapixels in 2 MB took a server from 557 MB to 1.58 GB), so its pixels count at full size."""
+    return img.format in JPEG_FORMATS and bool(img.info.get("progressive") or img.info.get("progression"))
 
 
 def draft_for_pixels(size: tuple[int, int], max_pixels: int) -> int:

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..predict import PredictOptions, Predictor
 from . import routes_explain, routes_feedback, routes_predict
 from .feedback import FeedbackStore
-from .limits import INTERNAL_ERROR, GuardMiddleware, Limits, form_parser_error
+from .limits import BODY_TAIL, INTERNAL_ERROR, GuardMiddleware, Limits, ends_unclosed, form_parser_error
 from .routes_pages import add_pages, offline_docs_dir
 from .schemas import ErrorDetail
 from .service import NO_FILE, MicroBatcher, Service
@@ -41,6 +41,10 @@ def _validation_status(request: Request, exc: RequestValidationError) -> tuple[i
         if ctype and not ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
             return 415, (f"unsupported content type {ctype.split(';')[0]!r}: send the photo as multipart/form-data "
                          "field 'file'")
+        tail = getattr(request.state, BODY_TAIL, None)
+        if ctype.lower().startswith("multipart/form-data") and ends_unclosed(ctype, tail):
+            return 400, ("cannot read the multipart body: it ends before its closing boundary (was the upload cut "
+                         "off?); send the photo again as field 'file'")
         return 400, NO_FILE
     parts = []
     for err in errs:

@@ -21,7 +21,7 @@ from fastapi import HTTPException
 from PIL import Image
 
 from ..errors import too_many_pixels
-from ..transforms import JPEG_FORMATS, full_size, mark_full_size
+from ..transforms import JPEG_FORMATS, full_size, mark_full_size, progressive_jpeg
 
 log = logging.getLogger("dogbreed.serve")
 
@@ -81,6 +81,16 @@ class BodyRefused(HTTPException):
         super().__init__(status, detail, headers={"Connection": "close"})
 
 
+BODY_TAIL = "dogbreed_body_tail"  # in the request's state: `ends_unclosed`
+TAIL_BYTES = 256  # a boundary is at most 70 characters (RFC 2046), with its dashes and line ends
+
+
+def ends_unclosed(content_type: str, tail: bytes | None) -> bool:
+    """Whether a multipart body whose last bytes are ``tail`` ends before its closing boundary (cut off)."""
+    m = re.search(r'boundary="?([^";]+)"?', content_type, re.IGNORECASE)
+    return bool(m and tail is not None and b"--" + m.group(1).strip().encode("latin-1", "replace") + b"--" not in tail)
+
+
 class GuardMiddleware:
     """Pure ASGI middleware: counts body bytes as they arrive and stops reading at the limit (413); turns any
     exception that escapes the app into one logged traceback and a bare 500, never a traceback to the client.
@@ -114,6 +124,10 @@ class GuardMiddleware:
                                             f"is {fmt_bytes(limit, int(length))}")
                 return
             received = 0
+            # The body's last bytes, for the answer to a form without its file: a multipart body cut off before
+            # its closing boundary parses as a form with no file, and "no file uploaded" blamed the sender's form.
+            state = scope.setdefault("state", {})
+            state[BODY_TAIL] = b""
 
             async def receive_counted() -> dict:
                 nonlocal received
@@ -124,6 +138,7 @@ class GuardMiddleware:
                                        "again", 408) from None
                 if message["type"] == "http.request":
                     received += len(message.get("body", b""))
+                    state[BODY_TAIL] = (state[BODY_TAIL] + message.get("body", b""))[-TAIL_BYTES:]
                     if received > limit:
                         # FastAPI re-raises an HTTPException from reading the body, so the app answers 413.
                         raise BodyRefused(f"request body larger than the limit of {fmt_bytes(limit)}")
@@ -204,14 +219,15 @@ class Admission:
 
 
 def decoded_size(src: bytes | BinaryIO, draft_size: int | None) -> tuple[int, int] | None:
-    """Width and height the decoder will produce, read from the header only (JPEGs at their draft scale).
+    """Width and height the decoder will produce, read from the header only (JPEGs at their draft scale, but a
+    progressive one at its full size: `transforms.progressive_jpeg`).
 
     None when the header cannot be read; decoding then reports what is wrong.
     """
     try:
         with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as im:
             w, h = im.size
-            if draft_size and im.format in JPEG_FORMATS and min(w, h) > draft_size:
+            if draft_size and im.format in JPEG_FORMATS and min(w, h) > draft_size and not progressive_jpeg(im):
                 # draft() only picks the DCT scale and updates .size; nothing is decoded here.
                 scale = draft_size / min(w, h)
                 im.draft("RGB", (math.ceil(w * scale), math.ceil(h * scale)))

@@ -13,7 +13,7 @@ from ..errors import ImageDecodeError
 from ..inference.scoring import Prediction
 from .limits import EXPLAIN_MAX_PIXELS
 from .schemas import breed_schema, errors
-from .service import NON_EMPTY_FILE, Service, decode_error, one_of_each, service
+from .service import NON_EMPTY_FILE, Service, decode_error, one_of_each, query_only, service
 
 
 def _explain_png(svc: Service, data: bytes, name: str, answer: Prediction, breed: str | None, dog: int | None,
@@ -60,7 +60,7 @@ def router(breed_values: list[str]) -> APIRouter:
     """The route of this concern; ``breed_values`` go into the request schema."""
     r = APIRouter()
 
-    @r.post("/v1/explain", dependencies=[Depends(one_of_each)],
+    @r.post("/v1/explain", dependencies=[Depends(one_of_each), Depends(query_only("breed", "dog"))],
             summary="Heat-map of where the model looked, as a PNG overlay the photo's size "
               f"(reduced to at most {EXPLAIN_MAX_PIXELS / 1e6:.0f} megapixels)",
               response_class=Response, responses={200: {"content": {"image/png": {}},

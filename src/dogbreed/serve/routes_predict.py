@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from .limits import Limits, fmt_bytes
 from .schemas import BreedsResponse, HealthResponse, PredictResponse, errors
-from .service import NON_EMPTY_FILE, Service, service
+from .service import NON_EMPTY_FILE, Service, query_only, service
 
 
 def router(limits: Limits, n_classes: int) -> APIRouter:
@@ -17,6 +17,7 @@ def router(limits: Limits, n_classes: int) -> APIRouter:
     r = APIRouter()
 
     @r.post("/v1/predict", summary="Predict the breed of the dog in each photo", response_model=None,
+            dependencies=[Depends(query_only("top_k", "errors"))],
               responses={200: {"model": PredictResponse}, **errors(400, 408, 413, 415, 422, 500, 503)})
     async def predict(
         file: list[UploadFile] = File(..., description=f"One to {limits.max_files} photos (repeat the field); each "
