@@ -131,6 +131,34 @@ def test_fit_dog_detector_refuses_the_same_photos_on_both_sides_and_a_folder_as_
     assert r.exit_code == 2 and "is a folder; give the detector's file name" in " ".join(r.output.split())
 
 
+def test_commands_writing_a_model_file_keep_one_already_there_unless_overwrite(tmp_path: Path) -> None:
+    """Found by QA: `fit-dog-detector --out m/model` wrote over an adapted model's model.json, `gallery build` over
+    a gallery and `export` over any file, without a word. Each is refused before the slow work."""
+    from PIL import Image
+
+    for side in ("dogs/beagle", "not"):
+        (tmp_path / side).mkdir(parents=True)
+        Image.new("RGB", (32, 32), (90, 60 if side == "not" else 200, 30)).save(tmp_path / side / "a.jpg")
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.json").write_text('{"mine": true}')
+    (tmp_path / "g.safetensors").write_bytes(b"a gallery")
+    (tmp_path / "notes.onnx").write_bytes(b"not ours")
+    for args, kept in ((["fit-dog-detector", "--dogs", str(tmp_path / "dogs"), "--not-dogs", str(tmp_path / "not"),
+                         "--out", str(tmp_path / "m" / "model")], tmp_path / "m" / "model.json"),
+                       (["gallery", "build", "--data", str(tmp_path / "dogs"), "--out", str(tmp_path / "g")],
+                        tmp_path / "g.safetensors"),
+                       (["export", "default", "--out", str(tmp_path / "notes.onnx")], tmp_path / "notes.onnx")):
+        before = kept.read_bytes()
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 2, r.output
+        assert f"{kept} already exists: give another --out, or --overwrite" in " ".join(r.output.split())
+        assert kept.read_bytes() == before
+    r = CliRunner().invoke(app, ["gallery", "build", "--data", str(tmp_path / "dogs"), "--out", str(tmp_path / "g"),
+                                 "--overwrite"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "g.safetensors").read_bytes() != b"a gallery"
+
+
 def test_card_says_which_prediction_options_do_not_change_it(tmp_path: Path) -> None:
     """Found by QA: `card --dog-threshold 0.99 --whole-photo --no-breed-cascade` gave the very card of no options,
     without a word: the card scores the breed model on whole photos."""

@@ -165,6 +165,18 @@ def test_overlay_names_do_not_collide() -> None:
         ["x.png", "x-2.png", "y.png", "x-3.png"]
 
 
+def test_an_overlay_never_replaces_a_file_that_is_not_its_own(tmp_path: Path) -> None:
+    """Found by QA: `predict rex.png --explain .` replaced the photo rex.png with its heat-map, and any PNG of the
+    photo's stem in the folder went the same way."""
+    from dogbreed.explain import overlay_info
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "rex.png")  # the photo itself, or a user's picture: no chunk
+    assert overlay_name(str(tmp_path / "rex.png"), set(), tmp_path) == "rex-2.png"
+    Image.new("RGB", (8, 8)).save(tmp_path / "max.png", pnginfo=overlay_info("in/max.jpg"))
+    assert overlay_name("in/max.jpg", set(), tmp_path) == "max.png"  # its own heat-map, from a resumed run
+    assert overlay_name("other/max.jpg", set(), tmp_path) == "max-2.png"  # another photo's
+
+
 @pytest.mark.slow
 def test_cli_explain_writes_an_overlay_per_photo(tmp_path: Path, chelsea_jpeg: bytes) -> None:
     photos = tmp_path / "in"

@@ -47,6 +47,15 @@ def _one_sentence() -> Iterator[None]:
         raise typer.Exit(2) from e
 
 
+def _refuse_existing(paths: Iterable[Path | str], overwrite: bool) -> None:
+    """An output already there is kept unless --overwrite: `fit-dog-detector --out my_model/model` wrote over an
+    adapted model's model.json, and `gallery build` over a gallery, without a word."""
+    there = [p for p in map(Path, paths) if p.exists() or p.is_symlink()]
+    if there and not overwrite:
+        _err(f"{there[0]} already exists: give another --out, or --overwrite to replace it")
+        raise typer.Exit(2)
+
+
 def _plain(text: str) -> str:
     """Help text shown as written: the help renderer reads "[as many as ...]" or "[ray]" as a style tag and drops
     it, so brackets are escaped."""
@@ -427,6 +436,7 @@ def fit_dog_detector_cmd(
     out: str = typer.Option("dog_detector", help="Output stem: writes OUT.safetensors and OUT.json."),
     backbone: list[str] = typer.Option(["efficientnet_lite0"], help="Backbone(s) to fit a head for (repeatable)."),
     target_recall: float = typer.Option(0.99, min=0.5, max=0.999, help="Share of validation dogs kept."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT.json / OUT.safetensors already there."),
 ) -> None:
     """Fit the dog/no-dog detector on your own photos; use it with `predict --dog-detector OUT.json`."""
     from pathlib import Path
@@ -444,11 +454,12 @@ def fit_dog_detector_cmd(
         _err(f"{len(both)} photo{'s are' if len(both) > 1 else ' is'} in both --dogs and --not-dogs "
              f"(e.g. {sorted(both)[0]}): each photo must be one or the other")
         raise typer.Exit(2)
-    from .dogness import detector_stem
+    from .dogness import detector_files, detector_stem
     from .fileio import out_folder
 
     with _one_sentence():  # the output path, before the slow fit
         out_folder(detector_stem(out).parent)
+        _refuse_existing(detector_files(out), overwrite)
     try:
         det = fit_dog_detector(dog_files, not_dog_files, backbones=backbone, target_recall=target_recall)
     except (ValueError, KeyError) as e:
@@ -618,10 +629,12 @@ def gallery_build(
     out: str = typer.Option(..., help="Gallery file to write (.safetensors is added when missing)."),
     backbone: str = typer.Option("efficientnet_lite0", help="Backbone whose pooled features are stored; it must "
                                  "be one the predictor runs (Lite0 is in both fast and best)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a gallery file already there."),
 ) -> None:
     """Store pooled features, labels and small thumbnails of labelled photos, for look-alikes (no network)."""
-    from .gallery import build_gallery
+    from .gallery import build_gallery, gallery_file
 
+    _refuse_existing([gallery_file(out)], overwrite)  # before the slow build
     try:
         g, skipped = build_gallery(data, backbone=backbone, progress=True)
     except (FileNotFoundError, ValueError) as e:
@@ -884,6 +897,7 @@ def export_cmd(
                                    "it). Default: RUN_DIR/model.onnx, or dogbreed-<backbone>.onnx for default."),
     quality: str = typer.Option("fast", help="fast (one model; 'best' is an ensemble, not one graph)"),
     backbone: str = typer.Option("efficientnet_lite0", help="Backbone when MODEL is default."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an export (or its sidecar) already there."),
 ) -> None:
     """Export a model to ONNX, check its outputs against PyTorch, and write the sidecar predict needs."""
     from .errors import DogbreedError, ModelLoadError
@@ -912,6 +926,7 @@ def export_cmd(
     except DogbreedError as e:
         _err(f"export: {e}")
         raise typer.Exit(2) from e
+    _refuse_existing([target, sidecar_path(target)], overwrite)
     try:
         info = export_classifier(clf, target, decision=resolved.decision, extra=extra)
     except (FileNotFoundError, ValueError, RuntimeError, KeyError) as e:

@@ -290,6 +290,12 @@ def detector_stem(path: str | Path) -> Path:
     return p.with_suffix("") if p.suffix in (".json", ".safetensors") else p
 
 
+def detector_files(path: str | Path) -> tuple[Path, Path]:
+    """The two files a detector saved at ``path`` is: (.json, .safetensors)."""
+    base = detector_stem(path)
+    return _with(base, ".json"), _with(base, ".safetensors")
+
+
 def _with(base: Path, suffix: str) -> Path:
     """``base`` + ``suffix``, appended: with_suffix took "det_v1.5" for "det_v1" with a suffix, and the detector
     written went over det_v1's."""

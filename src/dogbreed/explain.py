@@ -347,8 +347,8 @@ def mass_inside(heat: np.ndarray, box: tuple[int, int, int, int]) -> float:
 
 def overlay_name(path: str, used: set[str], folder: str | Path | None = None) -> str:
     """<stem>.png for a photo, numbered (<stem>-2.png, ...) when an earlier photo in ``used`` took the name, or when
-    ``folder`` holds that name already for another photo (a run resumed after an earlier one: each overlay names
-    its photo, `overlay_info`)."""
+    ``folder`` holds a file of that name that is not this photo's heat-map (another photo's, from a run resumed
+    after an earlier one: each overlay names its photo, `overlay_info`; or any other file)."""
     stem = Path(path).stem or "photo"
     name, n = f"{stem}.png", 1
     while name in used or (folder is not None and _written_for_another(Path(folder) / name, str(path))):
@@ -378,4 +378,6 @@ def _written_for_another(png: Path, path: str) -> bool:
             source = im.info.get(_SOURCE_KEY)  # read with the header (`im.text` would decode the whole image)
     except Exception:  # noqa: BLE001 - an unreadable file there is not ours to overwrite
         return True
-    return source is not None and source != path
+    # A PNG without the chunk is no heat-map of ours: a user's picture, or the photo itself (`predict rex.png
+    # --explain .` replaced rex.png with its heat-map), so it keeps its name and the heat-map takes the next one.
+    return source != path

@@ -87,13 +87,13 @@ class Gallery:
                    "offsets": self.offsets.contiguous(),
                    "thumbs": torch.frombuffer(bytearray(self.thumbs), dtype=torch.uint8) if self.thumbs
                    else torch.zeros(0, dtype=torch.uint8)}
-        return atomic_write_bytes(_file(path), save(tensors, metadata=meta))
+        return atomic_write_bytes(gallery_file(path), save(tensors, metadata=meta))
 
     @classmethod
     def load(cls, path: str | Path) -> Gallery:
         from safetensors import safe_open
 
-        p = _file(path)
+        p = gallery_file(path)
         if not p.is_file():
             raise FileNotFoundError(f"gallery {path}: no such file (build one with `dogbreed gallery build`)")
         try:
@@ -112,7 +112,7 @@ class Gallery:
                    meta.get("root", ""))
 
 
-def _file(path: str | Path) -> Path:
+def gallery_file(path: str | Path) -> Path:
     """The gallery file: the path as given when it is one (whatever its name), else with .safetensors added."""
     p = Path(path)
     return p if p.suffix == ".safetensors" or p.is_file() else p.with_name(p.name + ".safetensors")
