@@ -111,6 +111,45 @@ def test_permission_denied_is_named(tmp_path: Path, chelsea_jpeg: bytes, monkeyp
     assert out[1]["verdict"] == "no_dog"
 
 
+def test_a_folder_that_cannot_be_listed_gets_an_error_row(tmp_path: Path, chelsea_jpeg: bytes,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by QA: a locked sub-folder's photos were left out of a batch run without a word (exit 0), and the
+    locked folder given alone said "no images found" instead of why."""
+    (tmp_path / "in" / "locked").mkdir(parents=True)
+    (tmp_path / "in" / "a.jpg").write_bytes(chelsea_jpeg)
+    (tmp_path / "in" / "locked" / "c.jpg").write_bytes(chelsea_jpeg)
+    locked = tmp_path / "in" / "locked"
+    real_scandir = os.scandir
+
+    def scandir(path):  # noqa: ANN001, ANN202 - as a user other than root meets a folder of mode 000
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    why = "a folder that cannot be listed (permission denied): its photos are left out"
+    assert expand_inputs([tmp_path / "in"]) == [str(tmp_path / "in" / "a.jpg"), str(locked)]
+    res = runner.invoke(app, ["predict", str(tmp_path / "in"), "--out", str(tmp_path / "r.csv")])
+    assert res.exit_code == 0, res.output
+    import pandas as pd
+
+    rows = pd.read_csv(tmp_path / "r.csv")
+    assert rows["path"].tolist() == [str(tmp_path / "in" / "a.jpg"), str(locked)]
+    assert rows["error"].tolist()[1] == why
+    res = runner.invoke(app, ["predict", str(locked), "--format", "json"])
+    assert json.loads(res.stdout) == [{"path": str(locked), "verdict": "error", "error": why}]
+    from dogbreed.data import load_dataset
+
+    (tmp_path / "ds" / "beagle").mkdir(parents=True)
+    (tmp_path / "ds" / "pug" / "locked").mkdir(parents=True)
+    for i in range(2):
+        (tmp_path / "ds" / "beagle" / f"{i}.jpg").write_bytes(chelsea_jpeg)
+        (tmp_path / "ds" / "pug" / f"{i}.jpg").write_bytes(chelsea_jpeg)
+    locked = tmp_path / "ds" / "pug" / "locked"
+    ds = load_dataset(tmp_path / "ds")
+    assert [(p.path, p.reason) for p in ds.problems] == [(str(locked), why)]
+
+
 def test_batch_output_has_an_error_row_per_bad_path(tmp_path: Path, chelsea_jpeg: bytes) -> None:
     d, expected = _hostile_folder(tmp_path, chelsea_jpeg)
     out = tmp_path / "rows.jsonl"

@@ -31,7 +31,7 @@ from .errors import DataError, DataNotFound, ImageDecodeError, too_many_pixels
 # Every load checks each photo with `path_problem` (one stat): zero-byte files are common in half-copied datasets,
 # and a FIFO or a broken link is reported in the words `predict` uses for the same file.
 from .fileio import atomic_write, atomic_write_text, path_problem
-from .inference.sources import is_image_name, walk_files
+from .inference.sources import UnlistedFolder, is_image_name, walk_files
 from .paths import cache_dir
 from .transforms import (
     JPEG_FORMATS,
@@ -135,7 +135,10 @@ def _breed_dirs(parent: Path, problems: list[Problem]) -> Iterator[Path]:
 def _image_files(folder: Path, problems: list[Problem]) -> list[Path]:
     """Image files under ``folder`` (recursive, sorted); anything else is reported, never silently dropped."""
     out = []
-    for p in sorted(Path(f) for f in walk_files(folder)):  # Path order (by part), as datasets always listed
+    files = list(walk_files(folder))
+    problems += [Problem(f, path_problem(f) or "a folder that cannot be listed") for f in files
+                 if isinstance(f, UnlistedFolder)]
+    for p in sorted(Path(f) for f in files if not isinstance(f, UnlistedFolder)):  # Path order (by part)
         if p.is_dir():  # a symbolic link to a folder: not followed, not a photo
             continue
         if reason := _bad_name(p):

@@ -227,6 +227,12 @@ def path_problem(path: str | Path) -> str | None:
                   errno.EACCES: "permission denied", errno.ENOTDIR: "a part of the path is not a folder"}
         return reason.get(e.errno or 0, f"cannot read the file ({e.strerror or e})")
     if stat.S_ISDIR(st.st_mode):
+        try:
+            with os.scandir(path):
+                pass
+        except OSError as e:  # a folder met on a walk that could not list it (`sources.UnlistedFolder`)
+            why = "permission denied" if e.errno == errno.EACCES else (e.strerror or str(e))
+            return f"a folder that cannot be listed ({why}): its photos are left out"
         return f"{path} is a directory"
     kind = None
     if stat.S_ISFIFO(st.st_mode):

@@ -25,16 +25,24 @@ def is_image_name(path: str | Path) -> bool:
     return os.path.splitext(str(path))[1].lower() in IMAGE_EXTENSIONS
 
 
+class UnlistedFolder(str):
+    """A folder the walk could not list (permission denied, an I/O error), yielded in its photos' place so that it
+    gets an error of its own: its photos had been left out of a batch run without a word."""
+
+
 def walk_files(root: str | Path) -> Iterator[str]:
     """Every file under ``root`` (not folders), recursively, one directory listed at a time.
 
     Entries are sorted by name with "/" appended to folders, which yields exactly the order of sorting every full
     path as a string without holding the whole tree in memory. Symlinked folders are not followed (as pathlib's
-    rglob), so a link cycle ends; a dangling link, a link loop or a FIFO is yielded, for the reader to report.
+    rglob), so a link cycle ends; a dangling link, a link loop, a FIFO or a folder that cannot be listed
+    (`UnlistedFolder`) is yielded, for the reader to report.
     """
     try:
         entries = list(os.scandir(root))
     except OSError:
+        if os.path.isdir(root):
+            yield UnlistedFolder(str(root))
         return
     keyed = sorted(((e.name + "/" if _real_dir(e) else e.name), e) for e in entries)
     for _, e in keyed:
@@ -46,7 +54,7 @@ def walk_files(root: str | Path) -> Iterator[str]:
 
 def walk_images(root: str | Path) -> Iterator[str]:
     """`walk_files` restricted to image file names."""
-    return (p for p in walk_files(root) if is_image_name(p))
+    return (p for p in walk_files(root) if is_image_name(p) or isinstance(p, UnlistedFolder))
 
 
 def _real_dir(e: os.DirEntry) -> bool:
