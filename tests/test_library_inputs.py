@@ -61,14 +61,17 @@ def test_every_form_reaches_decode_worker_processes_as_a_photo(default_predictor
         assert got.breeds[0].name == answers[0].breeds[0].name, name
 
 
-@pytest.mark.parametrize("mode", ["L", "P", "LA", "RGBA", "CMYK", "YCbCr", "I;16"])
+@pytest.mark.parametrize("mode", ["L", "P", "LA", "La", "RGBA", "RGBa", "CMYK", "YCbCr", "I;16"])
 def test_a_decoded_image_of_any_mode_is_read_as_its_rgb(default_predictor: Predictor, mode: str) -> None:
     from skimage import data as skdata
 
     rgb = Image.fromarray(skdata.chelsea())
     img = rgb.convert("L").convert("I;16") if mode == "I;16" else rgb.convert(mode)
     as_file = io.BytesIO()
-    img.convert("RGB" if mode in ("CMYK", "YCbCr") else "RGBA").save(as_file, format="PNG")
+    # premultiplied alpha ("La", "RGBa"; found by QA: "conversion from La to L not supported") saved as its plain form
+    plain = {"La": "LA", "RGBa": "RGBA"}.get(mode)
+    (img.convert(plain) if plain else img).convert("RGB" if mode in ("CMYK", "YCbCr") else "RGBA").save(
+        as_file, format="PNG")
     (got,) = default_predictor.predict_images([img])
     (ref,) = default_predictor.predict([as_file.getvalue()])
     assert got.error is None and got.verdict == ref.verdict
@@ -82,6 +85,30 @@ def test_what_is_no_photo_is_refused_in_one_sentence(default_predictor: Predicto
         default_predictor.predict([42])
     with pytest.raises(TypeError, match="binary mode"):
         dogbreed.predict(io.StringIO("not a photo"))
+    # Found by QA: a number or None alone was "'int' object is not iterable"; an array or image without pixels a
+    # ZeroDivisionError from the detector; bytes that are no image named the in-memory file's address.
+    for thing in (42, None, 3.5):
+        with pytest.raises(TypeError, match=f"cannot read a photo from {type(thing).__name__}: give a path"):
+            dogbreed.predict(thing)
+    with pytest.raises(ValueError, match=r"needs pixels, not shape \(0, 5\)"):
+        dogbreed.predict(np.zeros((0, 5), np.uint8))
+    (empty,) = default_predictor.predict_images([Image.new("RGB", (0, 5))])
+    assert empty.verdict == "error" and empty.error == "an image of 0x5 pixels: nothing to look at"
+    assert dogbreed.predict(b"not an image")[0]["error"] == "not a readable image (cannot identify image file)"
+
+
+def test_a_batch_run_refuses_photos_in_memory(default_predictor: Predictor, tmp_path: Path,
+                                              chelsea_jpeg: bytes) -> None:
+    """Found by QA: run_batch took bytes and arrays as paths: error rows whose path cell held the whole bytes, and a
+    CSV that Python's csv module could not read back."""
+    from dogbreed.batch import run_batch
+
+    for photo in (chelsea_jpeg, np.zeros((8, 8, 3), np.uint8), Image.new("RGB", (8, 8))):
+        with pytest.raises(TypeError, match="a batch run reads paths .* not (bytes|ndarray|Image): its rows are keyed"):
+            run_batch(default_predictor, [photo], tmp_path / "x.csv")
+    assert not (tmp_path / "x.csv").exists()
+    (tmp_path / "a.jpg").write_bytes(chelsea_jpeg)
+    assert run_batch(default_predictor, [tmp_path / "a.jpg"], tmp_path / "x.csv").written == 1  # a Path is a path
 
 
 @pytest.mark.parametrize(("changes", "says"), [

@@ -9,6 +9,7 @@ skipping those.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,19 @@ __all__ = ["BatchError", "BatchSummary", "columns", "count_sources", "flat_row",
 RESUME_HINT = "the rows written before are kept, and the same command resumes after them once the file can be written"
 
 
+def as_paths(inputs: Sequence[str | os.PathLike]) -> tuple[str, ...]:
+    """The inputs of a batch run as paths. Rows are keyed, and resumed, by their photo's path, so a photo in memory
+    has no place here: bytes and arrays had become error rows ("file name too long") whose path cell held the
+    whole bytes, and a CSV that Python's csv module could not read back."""
+    out = []
+    for i in inputs:
+        if not isinstance(i, (str, os.PathLike)):
+            raise TypeError(f"a batch run reads paths (files, folders, globs or a manifest), not {type(i).__name__}: "
+                            "its rows are keyed by each photo's path; give photos in memory to dogbreed.predict")
+        out.append(os.fspath(i))
+    return tuple(out)
+
+
 def stream_predictions(predictor: Predictor, inputs: Sequence[str], *, workers: int | None = None, skip: int = 0,
                        path_column: str = "path") -> Iterator[Prediction]:
     """Predictions for every input after the first ``skip``, in order: decoded in a background thread, or in
@@ -39,7 +53,7 @@ def stream_predictions(predictor: Predictor, inputs: Sequence[str], *, workers: 
     from .accel import default_workers
 
     workers = default_workers(predictor.device) if workers is None else workers
-    return predictor.iter_predict(Sources(tuple(str(i) for i in inputs), path_column, skip), workers=workers)
+    return predictor.iter_predict(Sources(as_paths(inputs), path_column, skip), workers=workers)
 
 
 @dataclass
@@ -61,6 +75,7 @@ def run_batch(predictor: Predictor, inputs: Sequence[str], out: str | Path, *, w
     CSV and Parquet rows carry the dog count and the main dog's box when the detection stage runs; ``per_dog``
     writes one row per dog instead (JSONL always holds every dog). ``explained``: ``on_prediction`` sets each
     answer's ``explanation`` (a JSONL run resumed with or without it must match its first run)."""
+    inputs = as_paths(inputs)
     total = count_sources(inputs, path_column)
     with writing(out, RESUME_HINT, missing=True):
         writer = RowWriter(out, predictor.top_k, overwrite=overwrite, dogs=predictor.finds_dogs, per_dog=per_dog,

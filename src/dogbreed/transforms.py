@@ -185,8 +185,9 @@ def _signature(src: str | Path | bytes | bytearray | memoryview) -> str | None:
 
 
 def _reason(e: BaseException) -> str:
-    """Pillow's own words for a failure, for a person to read (its class name only when it gave none)."""
-    return str(e).strip() or type(e).__name__
+    """Pillow's own words for a failure, for a person to read (its class name only when it gave none), without the
+    in-memory file it read from ("cannot identify image file <_io.BytesIO object at 0x7f...>")."""
+    return re.sub(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>", "", str(e)).strip() or type(e).__name__
 
 
 def progressive_jpeg(img: Image.Image) -> bool:
@@ -215,7 +216,9 @@ def to_rgb(img: Image.Image) -> Image.Image:
         return img
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA"):
+    if img.mode == "La":  # premultiplied alpha: Pillow converts it to LA only
+        img = img.convert("LA")
+    if img.mode in ("RGBA", "RGBa", "LA", "PA"):
         rgba = img.convert("RGBA")
         bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(bg, rgba).convert("RGB")

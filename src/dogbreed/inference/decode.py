@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import numpy as np
 from PIL import Image
 
-from ..errors import ImageDecodeError, UnreadableImage
+from ..errors import EmptyImage, ImageDecodeError, UnreadableImage
 from ..runtime import physical_cores
 from ..transforms import Preprocess, full_size, load_image, mark_full_size, preprocess_image, to_array, to_rgb
 from .regions import Region, find_regions, view
@@ -52,6 +52,8 @@ def as_photo(item: Any) -> Source | Image.Image:
         return bytes(item)
     if isinstance(item, np.ndarray):
         if item.dtype == np.uint8 and (item.ndim == 2 or (item.ndim == 3 and item.shape[2] in (3, 4))):
+            if 0 in item.shape[:2]:  # the detector divided by its size: a ZeroDivisionError's traceback
+                raise ValueError(f"a photo as an array needs pixels, not shape {tuple(item.shape)}")
             return Image.fromarray(np.ascontiguousarray(item))
         raise ValueError(f"a photo as an array must be uint8 of shape HxW, HxWx3 (RGB) or HxWx4 (RGBA), not "
                          f"{item.dtype} {tuple(item.shape)}")
@@ -70,12 +72,16 @@ def one_or_many(items: Any) -> Iterable[Any]:
     single = (str, os.PathLike, bytes, bytearray, memoryview, Image.Image)
     if isinstance(items, np.ndarray):  # an image's pixels, or an array of paths (a DataFrame column's values)
         return [items] if items.dtype.kind in "uifb" else list(items)
-    return [items] if isinstance(items, single) or callable(getattr(items, "read", None)) else items
+    if isinstance(items, single) or callable(getattr(items, "read", None)) or not isinstance(items, Iterable):
+        return [items]  # a number or None is one thing that is no photo: `as_photo` says so in one sentence
+    return items
 
 
 def as_rgb(img: Image.Image) -> Image.Image:
     """A caller's decoded image in any mode (grey, palette, RGBA, CMYK, YCbCr, 16-bit) -> RGB, as a file of it would
     be decoded (`transforms.to_rgb`; no EXIF rotation: an image handed over is taken as it stands)."""
+    if 0 in img.size:
+        raise EmptyImage(f"an image of {img.size[0]}x{img.size[1]} pixels: nothing to look at")
     try:
         # A lazily opened image (``Image.open``) is read now, once: the detector and the whole photo's resize read
         # it on two threads at once, and Pillow's lazy load is not safe for that.
