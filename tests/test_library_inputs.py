@@ -156,3 +156,11 @@ def test_an_array_of_paths_and_any_path_type_are_paths(default_predictor: Predic
         got = dogbreed.predict(given, top_k=1)
         assert got and all(p["verdict"] == "no_dog" and p["path"].endswith("cat.jpg") for p in got), given
     assert [p.verdict for p in default_predictor.predict([OtherPath()])] == ["no_dog"]
+
+
+def test_a_folder_without_photos_is_said_not_silently_empty(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Found by QA: dogbreed.predict('emptydir') returned [] without a word, where the CLI says no images were found."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no photo")
+    assert dogbreed.predict(tmp_path / "empty") == []
+    assert f"no photos found in {tmp_path / 'empty'}" in caplog.text

@@ -21,6 +21,7 @@ from PIL import Image
 
 from .breeds import Breed
 from .errors import ImageDecodeError
+from .fileio import say_once
 from .inference import decode, executors, scoring
 from .inference.decode import Prepared, Source, photo_rows, row_source
 from .inference.dogs import answer_photos, crops_needed, deferred_crops, dogs_read_again, rows_read
@@ -326,7 +327,10 @@ def predict(images: Any, top_k: int = 5, model: str = "default", quality: str = 
     sources: list[Any] = []
     for item in decode.one_or_many(images):
         path = isinstance(item, (str, os.PathLike))
-        sources += expand_inputs([os.fspath(item)]) if path else [decode.as_photo(item)]
+        found = expand_inputs([os.fspath(item)]) if path else [decode.as_photo(item)]
+        if not found:  # an empty folder, or one with no photo in it: no answer to give, but not without a word
+            say_once(f"no photos found in {os.fspath(item)}", key=f"no-photos-{os.fspath(item)}")
+        sources += found
     pred = get_predictor(PredictOptions(model=model, quality=quality, top_k=top_k, **kwargs))
     return [p.to_dict() for p in pred.predict(sources)]
 
