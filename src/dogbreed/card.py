@@ -51,8 +51,9 @@ def score_folder(predictor: Predictor, data: str | Path, progress: bool = False)
     unreadable = [{"path": p.path, "error": p.reason} for p in index.problems]
     paths, labels, parts = [], [], []
     # The batch path's decoding (a thread ahead of the network); breed scores only: a card does not need the dog
-    # detector (nor its cascade's second backbone).
-    batches = executors.batches([p for p, _ in known], [m.preprocess for m in predictor.members],
+    # detector (nor its cascade's second backbone, nor a member that reads dog or not alone).
+    members = [m for m in predictor.members if not m.dog_only]
+    batches = executors.batches([p for p, _ in known], [m.preprocess for m in members],
                                 predictor.draft_size, predictor.batch_size)
     if progress:
         from tqdm import tqdm
@@ -69,7 +70,7 @@ def score_folder(predictor: Predictor, data: str | Path, progress: bool = False)
             else:
                 unreadable.append({"path": path, "error": err})
         if ok:
-            outputs = scoring.run_members(predictor.members, b.tensors, predictor.tta_flip)
+            outputs = scoring.run_members(members, b.tensors, predictor.tta_flip)
             parts.append(scoring.combine_breeds(outputs, predictor.decision.temperature))
             paths += [p for p, _ in ok]
             labels += [c for _, c in ok]
