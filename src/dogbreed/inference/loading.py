@@ -112,7 +112,8 @@ def load_model(opts: PredictOptions) -> LoadedModel:
 
 def dog_detector_for(opts: PredictOptions, backbones: list[str], fine_tuned: bool) -> DogDetector | None:
     """The dog detector these options load for a model of these member backbones, or None: its heads read the
-    ImageNet head of an unchanged pretrained backbone, so a fine-tuned backbone keeps the plain dog mass."""
+    ImageNet head of an unchanged pretrained backbone, so none reads a fine-tuned one (`judge_needed` then has
+    packaged Lite0 read dog or not beside it)."""
     if opts.dog_detector == "none" or (fine_tuned and opts.dog_detector == "default"):
         return None
     det = default_detector() if opts.dog_detector == "default" else DogDetector.load(opts.dog_detector)
@@ -150,8 +151,8 @@ def _attach_dog_detector(m: LoadedModel, opts: PredictOptions, load: Callable[[s
                          ) -> None:
     """The dog detector and its threshold for this member/view combination, and the cascade where it applies.
 
-    Its heads read the ImageNet head of an unchanged pretrained backbone, so a fine-tuned backbone keeps the plain
-    dog mass.
+    Its heads read the ImageNet head of an unchanged pretrained backbone: a model without one (a from-scratch CNN,
+    a fine-tuned backbone) gets a `dog_only` packaged Lite0 member that reads it (`judge_needed`).
     """
     judged = judge_needed(opts, m.member_backbones, m.resolved.backbone_in_weights)
     det = default_detector() if judged else dog_detector_for(opts, m.member_backbones, m.resolved.backbone_in_weights)
