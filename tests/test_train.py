@@ -447,3 +447,20 @@ def test_compare_refuses_what_is_no_run_and_flags_a_damaged_one(cnn_run: Path, t
     res = CliRunner().invoke(app, ["compare", str(bad), str(cnn_run)])
     assert res.exit_code == 0, res.output
     assert "damaged summary.json" in res.output and cnn_run.name in res.output
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_new_preset_data_or_folder(cnn_run: Path, dataset: Path, tmp_path: Path) -> None:
+    """Found by QA: `train --resume RUN --data OTHER` (or --preset, --out) exited 0 having trained on the run's
+    recorded data, and the user believed it trained on the new one."""
+    from typer.testing import CliRunner
+
+    from dogbreed.cli import app
+
+    before = (cnn_run / "config.json").read_bytes()
+    for extra, flag in ((["--data", str(tmp_path)], "--data"), (["--preset", "baseline"], "--preset"),
+                        (["--out", str(tmp_path / "elsewhere")], "--out")):
+        r = CliRunner().invoke(app, ["train", "--resume", str(cnn_run), *extra])
+        assert r.exit_code == 2, r.output
+        assert f"{flag} cannot change a resumed run" in " ".join(r.output.split())
+    assert (cnn_run / "config.json").read_bytes() == before and not (tmp_path / "elsewhere").exists()
