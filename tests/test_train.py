@@ -464,3 +464,17 @@ def test_resume_refuses_a_new_preset_data_or_folder(cnn_run: Path, dataset: Path
         assert r.exit_code == 2, r.output
         assert f"{flag} cannot change a resumed run" in " ".join(r.output.split())
     assert (cnn_run / "config.json").read_bytes() == before and not (tmp_path / "elsewhere").exists()
+
+
+def test_a_ctrl_c_before_the_first_checkpoint_says_why_the_run_is_gone(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    """Found by QA: a Ctrl-C during the first epoch ended in silence (exit 130) and the run folder was gone."""
+    from dogbreed.train.rundir import cleanup_on_failure
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(KeyboardInterrupt), cleanup_on_failure(run, created=True):
+        raise KeyboardInterrupt
+    assert not run.exists()
+    said = capsys.readouterr().err
+    assert f"interrupted (Ctrl-C) before the first checkpoint: nothing to resume, {run} removed" in said

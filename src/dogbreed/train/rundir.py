@@ -99,6 +99,10 @@ def cleanup_on_failure(run_dir: Path, created: bool) -> Iterator[None]:
                 log(f"{run_dir}: {why}; resume with: dogbreed train --resume {run_dir}")
         elif created:
             shutil.rmtree(run_dir, ignore_errors=True)
+            if isinstance(e, KeyboardInterrupt):  # it had ended in silence, exit 130, the run folder gone
+                from .inputs import log
+
+                log(f"interrupted (Ctrl-C) before the first checkpoint: nothing to resume, {run_dir} removed")
         raise
     (run_dir / FAILED).unlink(missing_ok=True)
 
