@@ -773,7 +773,9 @@ def evaluate_cmd(
         _err(f"evaluate: {e}")
         raise typer.Exit(2) from e
     rep = json.loads((out / "report.json").read_text())
-    typer.echo(f"{rep['n']} photos: top-1 {rep['top1']:.1%}, top-5 {rep['top5']:.1%}, macro F1 {rep['macro_f1']:.1%}")
+    unknown = rep.get("info", {}).get("photos_skipped_unknown_breed") or 0
+    typer.echo(f"{rep['n']} photos: top-1 {rep['top1']:.1%}, top-5 {rep['top5']:.1%}, macro F1 {rep['macro_f1']:.1%}"
+               + (f" ({unknown} more of breeds this run does not know: not scored)" if unknown else ""))
     typer.echo(f"report: {out / 'report.md'}")
 
 

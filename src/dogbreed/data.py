@@ -379,6 +379,13 @@ def check_image(path: str | Path, full: bool = False) -> str | None:
     return None
 
 
+def left_out_photos(index: DatasetIndex) -> dict[str, str]:
+    """The photos a dataset's reading left out, and why (empty, broken links, not regular files, listed but
+    missing), path -> reason; other files it skipped (notes, hidden files, annotations) are `data inspect`'s to
+    list. What `train` records and `evaluate --data` names."""
+    return {p.path: p.reason for p in index.problems if is_image_name(p.path) and not p.reason.startswith("hidden")}
+
+
 def leave_out_unreadable(samples: Sequence[Sample]) -> tuple[list[Sample], dict[str, str]]:
     """The samples whose photo passes `check_image`, and why each other one does not (path -> reason): a model is
     scored, and its best epoch picked, on photos that are there; the loader stands the next photo in for one that

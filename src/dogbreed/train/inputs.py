@@ -16,11 +16,10 @@ from tqdm import tqdm
 
 from ..accel import is_cuda
 from ..breeds import Breed, BreedIndex, clean_name, lookup
-from ..data import Sample, load_dataset, load_manifest, make_loader, make_split, save_manifest
+from ..data import Sample, left_out_photos, load_dataset, load_manifest, make_loader, make_split, save_manifest
 from ..errors import DataError
 from ..features import extract
 from ..fileio import atomic_write_text
-from ..inference.sources import is_image_name
 from ..models import Classifier
 from ..transforms import Augment, Preprocess
 from . import distributed
@@ -63,8 +62,7 @@ def new_split(cfg: TrainConfig, data: str, left_out: dict[str, str] | None = Non
         raise DataError(f"{data}: no such dataset folder")
     index = load_dataset(data)
     if left_out is not None:
-        left_out.update({p.path: p.reason for p in index.problems
-                         if is_image_name(p.path) and not p.reason.startswith("hidden")})
+        left_out.update(left_out_photos(index))
     breeds = sorted({str(s.breed) for s in index.samples})
     if len(breeds) < MIN_BREEDS:
         found = f"1 ({breeds[0]})" if breeds else "none"

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .. import evaluate as ev
-from ..data import leave_out_unreadable, load_dataset
+from ..data import leave_out_unreadable, left_out_photos, load_dataset
 from ..errors import DataError
 from ..fileio import atomic_write_text
 from ..models import Classifier
@@ -64,8 +64,11 @@ def evaluate_run(run_dir: str | Path, split: str = "test", data: str | None = No
     extra: dict[str, Any] = {}
     if data is None and split not in ("test", "val", "train"):
         raise DataError(f"--split must be test, val or train, not {split!r}")
+    listed: dict[str, str] = {}  # what the dataset's reading left out (empty files, FIFOs, broken links)
     if data is not None:
-        every = load_dataset(data).samples
+        ds = load_dataset(data)
+        every = ds.samples
+        listed = left_out_photos(ds)
         kept, labels, skipped = match_classes(every, class_names)
         if every and not kept:
             raise DataError(f"none of the {len(every)} photos in {data} is of a breed this run knows "
@@ -81,7 +84,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", data: str | None = No
     # A photo that cannot be read is left out and named, not scored: the loader stands the next photo in for it
     # (right for training, where one bad file must not end a run), and an HTML page named .jpg was listed as a
     # misclassified photo, its breed's support one too many.
-    bad = leave_out_unreadable(part.samples)[1]
+    bad = {**listed, **leave_out_unreadable(part.samples)[1]}
     if bad:
         keep = [i for i, s in enumerate(part.samples) if str(s.path) not in bad]
         part = Split([part.samples[i] for i in keep], np.asarray(part.labels)[keep])
