@@ -366,6 +366,12 @@ def test_cli_inspect_split_preview(tmp_path: Path) -> None:
     r = runner.invoke(app, ["data", "preview", str(manifest), "--out", str(grid), "--n", "4", "--size", "48"])
     assert r.exit_code == 0, r.output
     assert Image.open(grid).size[0] >= 2 * 48 and "4 photos" in r.output
+    # Found by QA: photos that cannot be decoded were drawn as tiles and counted as photos ("65 photos" for 62)
+    r = runner.invoke(app, ["data", "preview", str(root), "--out", str(grid), "--n", "256", "--size", "32",
+                            "--plain"])
+    assert r.exit_code == 0, r.output
+    said = " ".join(r.output.split())
+    assert "(12 photos; " in said and "unreadable, drawn as red tiles and left out of training: " in said, said
     assert runner.invoke(app, ["data", "inspect", str(tmp_path / "nope")]).exit_code == 2
 
 

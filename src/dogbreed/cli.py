@@ -613,9 +613,14 @@ def data_preview(
         _err("no images to preview")
         raise typer.Exit(2)
     aug = Augment(rotation=0, translate=0, hflip=0, rrc_scale=(1.0, 1.0), color_jitter=0) if plain else Augment()
+    bad: list[str] = []
     written = preview_grid(samples, out, preprocess=Preprocess(size=size, box_crop=box_crop), augment=aug, n=n,
-                           seed=seed, epoch=epoch)
-    typer.echo(f"wrote {written} ({min(n, len(samples))} photos)")
+                           seed=seed, epoch=epoch, unreadable=bad)
+    shown = min(n, len(samples)) - len(bad)
+    # the unreadable ones are red tiles, not photos: training leaves them out ("65 photos" had counted 3 of them)
+    typer.echo(f"wrote {written} ({shown} photos" + (f"; {len(bad)} unreadable, drawn as red tiles and left out of "
+                                                     f"training: {', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}"
+                                                     if bad else "") + ")")
 
 
 # -- web service (serve/) ----------------------------------------------------------------------------------------

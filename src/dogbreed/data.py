@@ -840,8 +840,10 @@ def preview_grid(
     n: int = 16,
     seed: int = 0,
     epoch: int = 0,
+    unreadable: list[str] | None = None,
 ) -> Path:
-    """A labelled PNG grid of what the model sees (augmented views by default); written atomically."""
+    """A labelled PNG grid of what the model sees (augmented views by default); written atomically. A photo that
+    cannot be read is a red tile saying so, and its path goes to ``unreadable`` (training leaves it out)."""
     from PIL import ImageDraw, ImageFont
 
     cfg = preprocess or Preprocess()
@@ -856,6 +858,8 @@ def preview_grid(
             tiles.append((ds.view(i, epoch), s.breed))
         except ImageDecodeError as e:
             tiles.append((None, f"unreadable: {e}"[:40]))
+            if unreadable is not None:
+                unreadable.append(str(s.path))
     size = cfg.size
     cols = math.ceil(math.sqrt(len(tiles)))
     rows = math.ceil(len(tiles) / cols)
