@@ -471,6 +471,8 @@ def test_resume_refuses_a_new_preset_data_or_folder(cnn_run: Path, dataset: Path
         assert r.exit_code == 2, r.output
         assert f"{flag} cannot change a resumed run" in " ".join(r.output.split())
     assert (cnn_run / "config.json").read_bytes() == before and not (tmp_path / "elsewhere").exists()
+    with pytest.raises(train.ConfigError, match="--data cannot change a resumed run"):  # the library says so too
+        train.train(None, data=str(tmp_path), resume=cnn_run)
 
 
 def test_a_ctrl_c_before_the_first_checkpoint_says_why_the_run_is_gone(tmp_path: Path,

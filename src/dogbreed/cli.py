@@ -738,15 +738,9 @@ def train(
     extra += [f"seed={seed}"] if seed is not None else []
     try:
         if resume:
-            # A resumed run trains on its recorded preset, split and folder: --preset, --data or --out had been
-            # ignored with exit 0, the user believing it trained on the new data.
-            given = [flag for flag, on in (("--preset", preset), ("--out", out != "runs"),
-                                           ("--data", data and (Path(resume) / "split.csv").is_file())) if on]
-            if given:
-                raise tr.ConfigError(f"{' and '.join(given)} cannot change a resumed run: it carries on with the "
-                                     f"preset, data split and folder recorded in {resume}; start a new run instead")
+            tr.refuse_changes_on_resume(["--preset"] if preset else [], resume)  # train() checks --data and --out
             # Only settings a resumed run can honour are accepted (max_epochs, patience, num_workers).
-            run = tr.train(tr.parse_overrides([*set_, *extra]), data=data, resume=resume, device=device)
+            run = tr.train(tr.parse_overrides([*set_, *extra]), data=data, out=out, resume=resume, device=device)
         else:
             if not preset:
                 raise tr.ConfigError("--preset is needed (or --resume RUN_DIR)")

@@ -139,12 +139,13 @@ def load_image(
         # The limit is on the pixels this decode holds: a JPEG drafted above decodes at its reduced size, so a
         # 108-megapixel phone photo (12000x9000) needs 7 megapixels here and is read, where it was refused. A
         # progressive JPEG is the exception: the decoder holds every coefficient of its full size, whatever the draft.
-        w, h = full if progressive_jpeg(img) else img.size
+        progressive = progressive_jpeg(img)
+        w, h = full if progressive else img.size
         if limit and w * h > limit:
-            drafted = img.size if img.size != tuple(full) and not progressive_jpeg(img) else None
+            drafted = img.size if img.size != tuple(full) and not progressive else None
             raise ImageTooLarge(too_many_pixels(w * h, limit, full, decoded=drafted)
                                 + (" (a progressive JPEG is held at its full size while it decodes)"
-                                   if progressive_jpeg(img) else ""))
+                                   if progressive else ""))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img.load()

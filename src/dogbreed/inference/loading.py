@@ -128,14 +128,17 @@ def dog_detector_for(opts: PredictOptions, backbones: list[str], fine_tuned: boo
 DOG_JUDGE = BEST_BACKBONES[0]
 
 
+def _judge_reads(opts: PredictOptions) -> bool:
+    """Whether the shipped dog detector can read packaged Lite0 for a model whose own members give it nothing."""
+    det = default_detector() if opts.dog_detector == "default" else None
+    return det is not None and DOG_JUDGE in det.heads
+
+
 def judge_needed(opts: PredictOptions, backbones: list[str], fine_tuned: bool) -> bool:
     """Whether the shipped dog detector reads an unchanged packaged Lite0 run beside the model (a `dog_only`
     member): the model's own members cannot feed it, having no ImageNet head (a from-scratch CNN, which answered
     every photo as a dog) or a fine-tuned backbone (whose ImageNet head reads features it was not trained on)."""
-    if opts.dog_detector != "default" or dog_detector_for(opts, backbones, fine_tuned) is not None:
-        return False
-    det = default_detector()
-    return det is not None and DOG_JUDGE in det.heads
+    return dog_detector_for(opts, backbones, fine_tuned) is None and _judge_reads(opts)
 
 
 def finds_dogs(opts: PredictOptions) -> bool:
@@ -143,8 +146,7 @@ def finds_dogs(opts: PredictOptions) -> bool:
     asks, to give its output the columns the actors' rows will have)."""
     if not opts.find_dogs:
         return False
-    outline = model_outline(opts.model, opts.quality)
-    return dog_detector_for(opts, *outline) is not None or judge_needed(opts, *outline)
+    return dog_detector_for(opts, *model_outline(opts.model, opts.quality)) is not None or _judge_reads(opts)
 
 
 def _attach_dog_detector(m: LoadedModel, opts: PredictOptions, load: Callable[[str], tuple[Runner, Preprocess]],
@@ -154,8 +156,10 @@ def _attach_dog_detector(m: LoadedModel, opts: PredictOptions, load: Callable[[s
     Its heads read the ImageNet head of an unchanged pretrained backbone: a model without one (a from-scratch CNN,
     a fine-tuned backbone) gets a `dog_only` packaged Lite0 member that reads it (`judge_needed`).
     """
-    judged = judge_needed(opts, m.member_backbones, m.resolved.backbone_in_weights)
-    det = default_detector() if judged else dog_detector_for(opts, m.member_backbones, m.resolved.backbone_in_weights)
+    det = dog_detector_for(opts, m.member_backbones, m.resolved.backbone_in_weights)
+    judged = det is None and _judge_reads(opts)
+    if judged:
+        det = default_detector()
     if det is None:
         return
     readers = m.member_backbones

@@ -165,11 +165,15 @@ def dog_mass(imagenet_logits: np.ndarray) -> np.ndarray:
     return p[:, list(DOG_INDICES)].sum(-1)
 
 
+def dog_readers(outputs: Sequence[MemberOutput]) -> Sequence[MemberOutput]:
+    """The outputs dog or not is read from: a ``dog_only`` member's where there is one, else every member's."""
+    return [o for o in outputs if o.member.dog_only] or outputs
+
+
 def dog_probability(outputs: Sequence[MemberOutput], detector: DogDetector | None, n: int) -> np.ndarray:
     """Calibrated dog detector over members and views when loaded; else mean ImageNet dog mass (ones when no
     member has an ImageNet head); a ``dog_only`` member, where there is one, alone."""
-    judges = [o for o in outputs if o.member.dog_only]
-    with_imagenet = [o for o in judges or outputs if o.out.imagenet_logits.shape[-1]]
+    with_imagenet = [o for o in dog_readers(outputs) if o.out.imagenet_logits.shape[-1]]
     if detector is not None:
         named = [(o.member.backbone, o.out.imagenet_logits, o.out.features) for o in with_imagenet]
         if any(b in detector.heads for b, _, _ in named):
@@ -211,9 +215,8 @@ class CascadeStage:
         rows = list(ims)
         if not rows:
             return dog
-        first = [o for o in outputs if o.member.dog_only] or outputs  # a dog-only member reads for the model
         have: dict[tuple[str, str], np.ndarray] = {
-            (c.first, "plain"): next(o.out.imagenet_logits for o in first if o.view == "plain")[rows]}
+            (c.first, "plain"): next(o.out.imagenet_logits for o in dog_readers(outputs) if o.view == "plain")[rows]}
         for bb in c.extra_backbones():
             runner, pre = self.member(bb)
             x = np.stack([to_input(ims[r], pre) for r in rows])

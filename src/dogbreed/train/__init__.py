@@ -35,14 +35,14 @@ from .config import (
     parse_overrides,
 )
 from .reports import COMPARE_COLUMNS, compare_runs, evaluate_run
-from .run import train
+from .run import refuse_changes_on_resume, train
 from .strategies import build_preset_model as _build_model
 from .strategies import extractor_for, set_trainable
 
 __all__ = [
     "COMPARE_COLUMNS", "KINDS", "RESUME_OVERRIDABLE", "CnnConfig", "ConfigError", "DataError", "FinetuneConfig",
     "TrainConfig", "TransferConfig", "build_preset_model", "compare_runs", "evaluate_run", "extractor_for",
-    "from_dict", "list_presets", "load_preset", "parse_overrides", "set_trainable", "train",
+    "from_dict", "list_presets", "load_preset", "parse_overrides", "refuse_changes_on_resume", "set_trainable", "train",
 ]
 
 

@@ -40,6 +40,14 @@ from .rundir import (
 from .strategies import strategy_for
 
 
+def refuse_changes_on_resume(given: list[str], run_dir: str | Path) -> None:
+    """A resumed run trains on its recorded preset, split and folder: a new one (``given``, the flags that asked) is
+    refused, not ignored with exit 0 and the user believing it trained on the new data."""
+    if given:
+        raise ConfigError(f"{' and '.join(given)} cannot change a resumed run: it carries on with the preset, data "
+                          f"split and folder recorded in {run_dir}; start a new run instead")
+
+
 def train(config: TrainConfig | dict[str, Any] | None, data: str | None = None, out: str | Path = "runs",
           resume: str | Path | None = None, device: str = "cpu") -> Path:
     """Train a preset config (see `load_preset`) on a dataset; returns the run directory.
@@ -49,6 +57,10 @@ def train(config: TrainConfig | dict[str, Any] | None, data: str | None = None, 
     Bad settings and unusable data are refused before a run directory exists; a run that fails later is removed, or
     kept and marked failed when it has a checkpoint to resume from.
     """
+    if resume is not None:  # every process checks, before the group forms: none waits for a refused one
+        refuse_changes_on_resume([flag for flag, on in (("--out", str(out) != "runs"),
+                                                        ("--data", data and (Path(resume) / "split.csv").is_file()))
+                                  if on], resume)
     d, device = distributed.init(resolve_device(device))
     try:
         if d.enabled and not d.is_main:
