@@ -172,7 +172,7 @@ def test_cnn_training_learns_and_writes_a_complete_run(cnn_run: Path) -> None:
 
 @pytest.mark.slow
 def test_trained_run_predicts_with_the_standard_schema(cnn_run: Path, dataset: Path, chelsea_jpeg: bytes,
-                                                      caplog: pytest.LogCaptureFixture) -> None:
+                                                      caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
     from dogbreed import fileio
 
     photos = sorted(dataset.glob("beagle/*.jpg"))[:3]
@@ -189,6 +189,11 @@ def test_trained_run_predicts_with_the_standard_schema(cnn_run: Path, dataset: P
     judge = [m for m in pred.members if m.dog_only]
     assert [m.backbone for m in judge] == ["efficientnet_lite0"] and pred.finds_dogs
     assert Predictor(model=str(cnn_run)).predict([chelsea_jpeg])[0].verdict == "no_dog"
+    (tmp_path / "cat.jpg").write_bytes(chelsea_jpeg)  # as a user first runs it: the CLI, default flags
+    r = CliRunner().invoke(app, ["predict", str(tmp_path / "cat.jpg"), "--model", str(cnn_run), "--format", "json"])
+    assert r.exit_code == 0, r.output
+    (row,) = json.loads(r.stdout)
+    assert row["verdict"] == "no_dog" and row["dogs"] == []
     fileio._said.discard("no-dog-check")  # said once a process: this test must see it said
     blind = Predictor(model=str(cnn_run), dog_detector="none").predict([chelsea_jpeg])[0]
     assert blind.verdict == "dog" and blind.dog_probability == 1.0  # asked to go without a dog detector
