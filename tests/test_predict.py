@@ -191,6 +191,34 @@ def test_finds_dogs_reads_a_model_dirs_config(tmp_path: Path, backbone: str, fin
     assert not finds_dogs(PredictOptions(model=str(tmp_path), dog_detector="none"))
 
 
+@pytest.mark.parametrize(("backbone", "fine_tuned"), [("efficientnet_lite0", True), ("cnn", False)])
+def test_a_users_dog_detector_reads_dog_or_not_beside_a_model_it_cannot_read(tmp_path: Path, backbone: str,
+                                                                            fine_tuned: bool) -> None:
+    """A detector fitted by `fit-dog-detector` (a Lite0 head) judges beside a fine-tuned or from-scratch model as
+    the shipped one does: it had read a fine-tuned backbone's ImageNet head as if unchanged, and refused a CNN."""
+    import shutil
+    from importlib import resources
+
+    from dogbreed.errors import ModelLoadError
+    from dogbreed.inference.loading import chosen_detector, dog_detector_for, judge_needed
+
+    data = resources.files("dogbreed").joinpath("data")
+    for suffix in (".json", ".safetensors"):
+        shutil.copyfile(str(data.joinpath(f"dog_detector{suffix}")), tmp_path / f"mine{suffix}")
+    mine = str(tmp_path / "mine.json")
+    opts = PredictOptions(model="default", dog_detector=mine)
+    assert judge_needed(opts, [backbone], fine_tuned)
+    assert dog_detector_for(opts, [backbone], fine_tuned) is None
+    assert "efficientnet_lite0" in chosen_detector(opts).heads
+    # One without a Lite0 head cannot judge either: it says so when loading, before any photo.
+    cfg = json.loads((tmp_path / "mine.json").read_text())
+    cfg["heads"].pop("efficientnet_lite0")
+    cfg.pop("cascade", None)
+    (tmp_path / "mine.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelLoadError, match="no efficientnet_lite0 head"):
+        dog_detector_for(opts, [backbone], fine_tuned)
+
+
 @pytest.mark.slow
 def test_breed_cascade_reads_unsure_dogs_again_with_the_best_ensemble(tmp_path: Path, chelsea_jpeg: bytes) -> None:
     photos = [chelsea_jpeg] + [smooth_photo(tmp_path / f"{i}.jpg", i).read_bytes() for i in range(2)]

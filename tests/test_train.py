@@ -402,6 +402,16 @@ def test_finetune_unfreezes_only_the_last_blocks(dataset: Path, tmp_path: Path, 
     plain = Predictor(find_dogs=False).predict([chelsea_jpeg])[0]
     assert cat.verdict == "no_dog" and cat.dog_probability == pytest.approx(plain.dog_probability, abs=0.02)
     assert {b.name for b in cat.breeds} <= {b.name for b in tuned.classes}
+    # A detector the user fitted (here a copy of the shipped one) judges there too: it had read the fine-tuned
+    # backbone's own ImageNet head as if it were unchanged, with no packaged Lite0 beside it.
+    from importlib import resources
+
+    data = resources.files("dogbreed").joinpath("data")
+    for suffix in (".json", ".safetensors"):
+        (tmp_path / f"mine{suffix}").write_bytes(data.joinpath(f"dog_detector{suffix}").read_bytes())
+    mine = Predictor(model=str(run), top_k=2, dog_detector=str(tmp_path / "mine.json"))
+    assert [m.backbone for m in mine.members if m.dog_only] == ["efficientnet_lite0"] and mine.finds_dogs
+    assert mine.predict([chelsea_jpeg])[0].dog_probability == pytest.approx(cat.dog_probability, abs=1e-6)
 
 
 def test_a_checkpoint_is_written_whole_through_a_ctrl_c_and_a_torn_one_is_refused(

@@ -113,32 +113,39 @@ def load_model(opts: PredictOptions) -> LoadedModel:
 def dog_detector_for(opts: PredictOptions, backbones: list[str], fine_tuned: bool) -> DogDetector | None:
     """The dog detector these options load for a model of these member backbones, or None: its heads read the
     ImageNet head of an unchanged pretrained backbone, so none reads a fine-tuned one (`judge_needed` then has
-    packaged Lite0 read dog or not beside it)."""
-    if opts.dog_detector == "none" or (fine_tuned and opts.dog_detector == "default"):
-        return None
-    det = default_detector() if opts.dog_detector == "default" else DogDetector.load(opts.dog_detector)
-    if det is None or not any(b in det.heads for b in backbones):
-        if opts.dog_detector != "default":
-            raise ModelLoadError(f"dog detector {opts.dog_detector} has no head for {backbones}")
+    packaged Lite0 read dog or not beside it, with this detector's Lite0 head)."""
+    det = chosen_detector(opts)
+    if det is None or fine_tuned or not any(b in det.heads for b in backbones):
+        if opts.dog_detector not in ("default", "none") and not _judge_reads(det):
+            why = "a fine-tuned backbone" if fine_tuned else f"no head for {backbones}"
+            raise ModelLoadError(f"dog detector {opts.dog_detector} cannot read this model ({why}) and has no "
+                                 f"{DOG_JUDGE} head to read dog or not beside it")
         return None
     return det
+
+
+def chosen_detector(opts: PredictOptions) -> DogDetector | None:
+    """The dog detector ``opts`` names: the shipped one, a user's fitted one (`fit-dog-detector`), or none."""
+    if opts.dog_detector == "none":
+        return None
+    return default_detector() if opts.dog_detector == "default" else DogDetector.load(opts.dog_detector)
 
 
 # The packaged backbone that reads dog or not for a model whose own members cannot (`judge_needed`).
 DOG_JUDGE = BEST_BACKBONES[0]
 
 
-def _judge_reads(opts: PredictOptions) -> bool:
-    """Whether the shipped dog detector can read packaged Lite0 for a model whose own members give it nothing."""
-    det = default_detector() if opts.dog_detector == "default" else None
+def _judge_reads(det: DogDetector | None) -> bool:
+    """Whether ``det`` can read packaged Lite0 for a model whose own members give it nothing."""
     return det is not None and DOG_JUDGE in det.heads
 
 
 def judge_needed(opts: PredictOptions, backbones: list[str], fine_tuned: bool) -> bool:
-    """Whether the shipped dog detector reads an unchanged packaged Lite0 run beside the model (a `dog_only`
-    member): the model's own members cannot feed it, having no ImageNet head (a from-scratch CNN, which answered
-    every photo as a dog) or a fine-tuned backbone (whose ImageNet head reads features it was not trained on)."""
-    return dog_detector_for(opts, backbones, fine_tuned) is None and _judge_reads(opts)
+    """Whether the chosen dog detector (shipped or the user's) reads an unchanged packaged Lite0 run beside the
+    model (a `dog_only` member): the model's own members cannot feed it, having no ImageNet head (a from-scratch
+    CNN, which answered every photo as a dog) or a fine-tuned backbone (whose ImageNet head reads features it was
+    not trained on)."""
+    return dog_detector_for(opts, backbones, fine_tuned) is None and _judge_reads(chosen_detector(opts))
 
 
 def finds_dogs(opts: PredictOptions) -> bool:
@@ -146,7 +153,8 @@ def finds_dogs(opts: PredictOptions) -> bool:
     asks, to give its output the columns the actors' rows will have)."""
     if not opts.find_dogs:
         return False
-    return dog_detector_for(opts, *model_outline(opts.model, opts.quality)) is not None or _judge_reads(opts)
+    return dog_detector_for(opts, *model_outline(opts.model, opts.quality)) is not None or _judge_reads(
+        chosen_detector(opts))
 
 
 def _attach_dog_detector(m: LoadedModel, opts: PredictOptions, load: Callable[[str], tuple[Runner, Preprocess]],
@@ -157,9 +165,9 @@ def _attach_dog_detector(m: LoadedModel, opts: PredictOptions, load: Callable[[s
     a fine-tuned backbone) gets a `dog_only` packaged Lite0 member that reads it (`judge_needed`).
     """
     det = dog_detector_for(opts, m.member_backbones, m.resolved.backbone_in_weights)
-    judged = det is None and _judge_reads(opts)
+    judged = det is None and _judge_reads(chosen := chosen_detector(opts))
     if judged:
-        det = default_detector()
+        det = chosen
     if det is None:
         return
     readers = m.member_backbones
