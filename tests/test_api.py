@@ -275,6 +275,44 @@ def test_a_query_parameter_sent_as_a_form_field_is_refused(client: TestClient, c
     assert client.post("/v1/predict?top_k=2", files=files).status_code == 200
 
 
+def test_a_form_field_sent_as_a_query_parameter_and_a_repeated_parameter_are_refused(
+        client: TestClient, chelsea_jpeg: bytes) -> None:
+    """Found by QA: `/v1/feedback?box=...` stored feedback on the whole photo (box null) with a 200, and
+    `/v1/predict?top_k=1&top_k=3` answered with three breeds."""
+    files = {"file": ("a.jpg", chelsea_jpeg, "image/jpeg")}
+    for field in ("box", "breed", "predicted"):
+        r = client.post(f"/v1/feedback?{field}=1,2,3,4", files=files, data={"breed": "Pug"})
+        assert r.status_code == 400, r.text
+        want = f"`{field}` is a form field of /v1/feedback (multipart/form-data, beside `file`), not a query parameter"
+        assert r.json()["detail"] == want
+    for route, query in (("/v1/predict", "top_k=1&top_k=3"), ("/v1/predict", "errors=inline&errors=fail"),
+                         ("/v1/explain", "dog=1&dog=1")):
+        r = client.post(f"{route}?{query}", files=files)
+        key = query.split("=")[0]
+        assert r.status_code == 400 and r.json()["detail"] == f"this request has 2 `{key}` parameters; send one"
+    assert len(client.post("/v1/predict?top_k=3", files=files).json()["predictions"][0]["breeds"]) == 3
+
+
+def test_feedback_from_another_sites_page_is_refused(client: TestClient, chelsea_jpeg: bytes) -> None:
+    """Found by QA: a page on any site could POST feedback through a visitor's browser (a multipart POST is sent
+    cross-origin without asking first), storing photos under any breed; the browser names that page's origin."""
+    files = {"file": ("a.jpg", chelsea_jpeg, "image/jpeg")}
+    for origin in ("http://127.0.0.2:9999", "null", "https://testserver.evil.example"):
+        r = client.post("/v1/feedback", files=files, data={"breed": "Pug"}, headers={"origin": origin})
+        assert r.status_code == 403 and "another site" in r.json()["detail"], (origin, r.text)
+    for headers in ({"origin": "http://testserver"}, {}):  # this server's own page, and a script without Origin
+        assert client.post("/v1/feedback", files=files, data={"breed": "Pug"}, headers=headers).status_code == 200
+
+
+def test_head_answers_where_get_does(client: TestClient) -> None:
+    """Found by QA: uptime checks sending HEAD /healthz got 405 (only / took HEAD)."""
+    for path in ("/", "/healthz", "/v1/breeds", "/favicon.ico"):
+        r = client.head(path)
+        assert r.status_code == 200 and r.content == b"", path
+        assert r.headers["content-type"] == client.get(path).headers["content-type"]
+    assert list(client.get("/openapi.json").json()["paths"]["/healthz"]) == ["get"]  # one operation a path
+
+
 def test_not_multipart_is_415(client: TestClient, chelsea_jpeg: bytes) -> None:
     r = client.post("/v1/predict", content=chelsea_jpeg, headers={"content-type": "image/jpeg"})
     assert r.status_code == 415

@@ -222,6 +222,18 @@ def test_cat_dropped_on_page_says_no_dog(page, chelsea_png: Path) -> None:
     assert stored["predicted"] == "no_dog" and stored["box"] is None and stored["breed"]["name"] == "Pug"
 
 
+def test_a_second_photo_dropped_at_once_aborts_the_first_request(page, dog_photo: Path, chelsea_png: Path) -> None:
+    """The older request is aborted, not left to run (the server drops an abandoned request's photos from its
+    queue), and the newer photo's answer is the one shown, with no error for the first."""
+    failed: list[str] = []
+    page.on("requestfailed", lambda r: failed.append(r.url))
+    drop_file(page, dog_photo, "image/jpeg")
+    drop_file(page, chelsea_png, "image/png")
+    assert wait_for_verdict(page) == "no_dog"
+    assert page.locator("#filename").inner_text() == "chelsea.png"
+    assert [u for u in failed if "/v1/predict" in u] == [page.url.rstrip("/") + "/v1/predict?top_k=5"]
+
+
 def test_non_image_shows_error(page, tmp_path: Path) -> None:
     notes = tmp_path / "notes.txt"
     notes.write_text("definitely not a dog\n")

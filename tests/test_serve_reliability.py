@@ -237,6 +237,30 @@ def test_a_burst_gets_503_with_retry_after_not_more_memory(server: Server, chels
 
 
 @pytest.mark.slow
+def test_clients_that_give_up_give_their_queue_places_back(server: Server, chelsea_jpeg: bytes) -> None:
+    """Four clients send 32 photos each (the whole queue of 128) and give up after half a second. Their places
+    stayed taken until every photo had run (8-10 s), and a live user got 503 meanwhile; now they are given back
+    within a poll of the disconnect, and the photos still waiting are dropped unrun."""
+    photos = [(f"{j}.jpg", chelsea_jpeg) for j in range(32)]
+
+    def gives_up(_: int) -> None:
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(server.url + "/v1/predict", files=[("file", p) for p in photos],
+                       timeout=httpx.Timeout(10, read=0.5))
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(gives_up, range(4)))
+    deadline = time.monotonic() + 3
+    while (busy := httpx.get(server.url + "/healthz", timeout=10).json()["queue"]["in_flight"]) and \
+            time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert busy == 0
+    r = server.post([("live.jpg", chelsea_jpeg)])
+    assert r.status_code == 200, r.text
+    assert "Traceback" not in server.log.read_text()
+
+
+@pytest.mark.slow
 def test_peak_memory_and_log_after_the_whole_corpus(server: Server) -> None:
     """Runs last against this server: the peak RSS over every probe above, and not one traceback in its log."""
     assert proc_status_kb(server.proc.pid, "VmHWM") / 1024 < RSS_LIMIT_MB
@@ -279,6 +303,39 @@ def test_feedback_total_size_cap(default_predictor, tmp_path: Path) -> None:
         check(_send(c, photos[2]), 507, "feedback storage is full")
     stored = sorted(p.name for p in (tmp_path / "feedback-images").iterdir())
     assert stored == sorted(f"{hashlib.sha256(p).hexdigest()}.png" for p in photos[:2])
+
+
+def test_feedback_storage_full_speaks_the_flags_mb(default_predictor, tmp_path: Path) -> None:
+    """Found by QA: `--feedback-max-mb 2` said "(1.9 of 2.1 MB used)" (MB of 10^6 against the flag's MiB), and a
+    0.05 MB quota "(0.0 of 0.1 MB used; this photo takes 0.0 MB)"."""
+    photos = [_noise_png(i) for i in range(2)]
+    cap = len(photos[0]) + 100
+    with _client(default_predictor, tmp_path / "fb.sqlite3", feedback_max_bytes=cap) as c:
+        assert _send(c, photos[0]).status_code == 200
+        detail = check(_send(c, photos[1]), 507)
+    # both about 12 KB: in bytes, where a rounded figure would print them the same
+    assert detail == (f"feedback storage is full ({len(photos[0]):,} bytes of {cap:,} bytes used; this photo takes "
+                      f"{len(photos[1]) / 1024:.0f} KB)")
+
+
+@pytest.mark.parametrize("fmt", ["JPEG2000", "TGA", "PPM", "ICO"])
+def test_feedback_in_a_format_no_dataset_reads_is_stored_as_png(default_predictor, tmp_path: Path, fmt: str) -> None:
+    """Found by QA: a photo Pillow reads but the dataset loader does not (JPEG 2000, TGA, PPM, ICO, AVIF, ...) was
+    stored as `<sha>.img`: `feedback export` counted it and no training run read it."""
+    from dogbreed import data as dataset
+    from dogbreed.serve.feedback import export_feedback
+
+    buf = io.BytesIO()
+    Image.effect_noise((64, 64), 64).convert("RGB").save(buf, format=fmt)
+    with _client(default_predictor, tmp_path / "fb.sqlite3") as c:
+        r = c.post("/v1/feedback", files={"file": ("p.bin", buf.getvalue())}, data={"breed": "Pug"})
+        assert r.status_code == 200, r.text
+    (stored,) = (tmp_path / "feedback-images").iterdir()
+    assert stored.suffix == ".png" and stored.stem == r.json()["sha256"]
+    assert Image.open(stored).size == (64, 64)
+    export_feedback(tmp_path / "fb.sqlite3", tmp_path / "out")
+    ds = dataset.load_dataset(tmp_path / "out")
+    assert len(ds.samples) == 1
 
 
 def test_feedback_on_a_read_only_database_leaves_no_orphan(default_predictor, tmp_path: Path,

@@ -18,9 +18,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from PIL import Image
+
 from ..breeds import Breed, BreedIndex
 from ..fileio import atomic_write_bytes, write_error
 from ..paths import cache_dir
+from .limits import fmt_bytes
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS feedback (
@@ -40,6 +43,25 @@ CREATE INDEX IF NOT EXISTS feedback_sha256 ON feedback (sha256);
 
 # Pillow format -> file extension for the stored copy (the loader picks images by extension).
 _EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif", "MPO": ".jpg"}
+
+
+def storable(data: bytes) -> tuple[bytes, str | None]:
+    """The bytes to store for an upload and their Pillow format: as sent where the dataset loader reads the format
+    (`_EXT`'s extensions); any other format Pillow decoded (AVIF, JPEG 2000, ICO, TGA, PPM, QOI, ...) as a PNG of its
+    first frame. Such photos were stored as ``.img``, which `feedback export` counted and no dataset read."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if (im.format or "").upper() in _EXT:
+                return data, im.format
+            im.load()
+            exif = im.getexif()
+            keep = im if im.mode in ("1", "L", "LA", "P", "RGB", "RGBA", "I;16") else im.convert(
+                "RGBA" if "A" in im.getbands() else "RGB")
+            buf = io.BytesIO()
+            keep.save(buf, format="PNG", exif=exif)  # keeps its EXIF orientation for the loader to apply
+            return buf.getvalue(), "PNG"
+    except Exception:  # noqa: BLE001 - the route decoded it already; kept as sent, as before
+        return data, None
 
 
 def default_feedback_db() -> Path:
@@ -148,9 +170,11 @@ class FeedbackStore:
             (used,) = con.execute("SELECT COALESCE(SUM(s), 0) FROM (SELECT MAX(size_bytes) AS s FROM feedback"
                                   " GROUP BY sha256)").fetchone()
             if used + size > self.max_bytes:
-                # to a tenth of a MB: a 0.6 MB quota read "(1 of 1 MB used)"
-                raise FeedbackQuotaExceeded(f"feedback storage is full ({used / 1e6:.1f} of {self.max_bytes / 1e6:.1f} "
-                                            f"MB used; this photo takes {size / 1e6:.1f} MB)", daily=False)
+                # in the MB of --feedback-max-mb (MiB, as every limit), to a tenth or in KB: a 0.6 MB quota read
+                # "(1 of 1 MB used)", and a 2 MB one "of 2.1 MB"
+                raise FeedbackQuotaExceeded(f"feedback storage is full ({fmt_bytes(used, self.max_bytes)} of "
+                                            f"{fmt_bytes(self.max_bytes, used)} used; this photo takes "
+                                            f"{fmt_bytes(size)})", daily=False)
 
     def add(self, image: bytes, image_format: str | None, sha256: str, predicted: str, breed: Breed,
             box: Sequence[int] | None = None) -> FeedbackRecord:

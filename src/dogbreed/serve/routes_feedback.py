@@ -6,13 +6,28 @@ import hashlib
 from typing import Any
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile
-from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from ..transforms import full_size
-from .feedback import FeedbackQuotaExceeded, FeedbackStorageError, breed_not_found, find_breed, parse_box
+from .feedback import (
+    FeedbackQuotaExceeded,
+    FeedbackStorageError,
+    breed_not_found,
+    find_breed,
+    parse_box,
+    storable,
+)
 from .schemas import FeedbackResponse, breed_schema, errors
-from .service import NON_EMPTY_FILE, Service, log, one_of_each, service
+from .service import (
+    NON_EMPTY_FILE,
+    ONE_PHOTO_FIELDS,
+    Service,
+    form_only,
+    log,
+    one_of_each,
+    same_origin,
+    service,
+)
 
 # Four numbers (the predict answer's integers, or any decimals), or nothing. Whether they lie inside the photo only
 # the photo can say: such a box is a 422 naming the photo's size.
@@ -23,9 +38,10 @@ def router(breed_values: list[str]) -> APIRouter:
     """The route of this concern; ``breed_values`` go into the request schema."""
     r = APIRouter()
 
-    @r.post("/v1/feedback", dependencies=[Depends(one_of_each)],
+    @r.post("/v1/feedback", dependencies=[Depends(same_origin), Depends(one_of_each),
+                                               Depends(form_only(*ONE_PHOTO_FIELDS))],
             summary="Confirm or correct a prediction (stores the photo for retraining)",
-              response_model=FeedbackResponse, responses=errors(400, 408, 413, 415, 422, 429, 500, 503, 507))
+              response_model=FeedbackResponse, responses=errors(400, 403, 408, 413, 415, 422, 429, 500, 503, 507))
     async def feedback(
         file: UploadFile = File(..., description="The photo the prediction was for.",
                                 json_schema_extra=NON_EMPTY_FILE),
@@ -51,9 +67,9 @@ def router(breed_values: list[str]) -> APIRouter:
             raise HTTPException(422, f"{name}: {e}") from None
         data = await run_in_threadpool(svc.read, f, name)
         sha = hashlib.sha256(data).hexdigest()
+        stored, fmt = await run_in_threadpool(storable, data)
         try:
-            rec = await run_in_threadpool(svc.store.add, data, _format_of(data), sha, predicted.strip(), right,
-                                          dog_box)
+            rec = await run_in_threadpool(svc.store.add, stored, fmt, sha, predicted.strip(), right, dog_box)
         except FeedbackQuotaExceeded as e:
             if e.daily:
                 raise HTTPException(429, str(e), headers={"Retry-After": str(e.retry_after_s)}) from None
@@ -69,15 +85,4 @@ def router(breed_values: list[str]) -> APIRouter:
                 "name": right.name}, "created_at": rec.created_at, "box": rec.box}
 
     return r
-
-
-def _format_of(data: bytes) -> str | None:
-    import io
-
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            return im.format
-    except Exception:  # noqa: BLE001 - only used to pick a file extension
-        return None
-
 

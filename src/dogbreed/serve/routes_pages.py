@@ -28,7 +28,7 @@ def add_pages(app: FastAPI, docs_dir: Path | None) -> None:
     if docs_dir is not None:
         app.mount("/docs-static", StaticFiles(directory=docs_dir), name="docs-static")
 
-        @app.get("/docs", include_in_schema=False)
+        @app.api_route("/docs", methods=["GET", "HEAD"], include_in_schema=False)
         async def docs() -> HTMLResponse:
             return get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json",
                                        title="dogbreed API", swagger_js_url="/docs-static/swagger-ui-bundle.js",
@@ -41,7 +41,7 @@ def add_pages(app: FastAPI, docs_dir: Path | None) -> None:
     async def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
-    @app.get("/favicon.ico", include_in_schema=False)
+    @app.api_route("/favicon.ico", methods=["GET", "HEAD"], include_in_schema=False)
     async def favicon() -> FileResponse:
         return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, File, HTTPException, Query, UploadFile
+from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import Response
 
 from .limits import Limits, fmt_bytes
@@ -20,6 +20,7 @@ def router(limits: Limits, n_classes: int) -> APIRouter:
             dependencies=[Depends(query_only("top_k", "errors"))],
               responses={200: {"model": PredictResponse}, **errors(400, 408, 413, 415, 422, 500, 503)})
     async def predict(
+        request: Request,
         file: list[UploadFile] = File(..., description=f"One to {limits.max_files} photos (repeat the field); each "
                                       f"at most {fmt_bytes(limits.max_file_bytes)} and "
                                       f"{limits.max_pixels / 1e6:.0f} megapixels.",
@@ -36,7 +37,7 @@ def router(limits: Limits, n_classes: int) -> APIRouter:
         inline = photo_errors == "inline"
         refused: dict[int, str] = {}
         uploads = svc.check_uploads(file, refused if inline else None)
-        preds = await svc.predict(uploads, inline_errors=inline, refused=refused)
+        preds = await svc.predict(uploads, inline_errors=inline, refused=refused, request=request)
         out = []
         for (name, _), p in zip(uploads, preds, strict=True):
             d = p.to_dict()
@@ -64,6 +65,10 @@ def router(limits: Limits, n_classes: int) -> APIRouter:
                 # the older flat keys, kept for clients that read them
                 "max_bytes": svc.limits.max_file_bytes, "max_pixels": svc.limits.max_pixels,
                 "max_files": svc.limits.max_files}
+
+    # HEAD for uptime checks and link checkers (405 before), kept out of the schema: one operation a path
+    r.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
+    r.add_api_route("/v1/breeds", breeds, methods=["HEAD"], include_in_schema=False)
 
     @r.get("/v1/gallery/{photo_id}.jpg", summary="Thumbnail of a gallery photo named in look_alikes",
            response_class=Response, responses={200: {"content": {"image/jpeg": {}}}, **errors(404, 422)})

@@ -234,8 +234,9 @@ class Service:
             return await run_in_threadpool(work)
 
     async def predict(self, uploads: list[tuple[str, UploadFile]], inline_errors: bool = False,
-                      refused: dict[int, str] | None = None) -> list[Prediction]:
-        """Budgets, then a place in the queue (503 when full), then decoding and the batched forward pass.
+                      refused: dict[int, str] | None = None, request: Request | None = None) -> list[Prediction]:
+        """Budgets, then a place in the queue (503 when full), then decoding and the batched forward pass; with the
+        ``request``, a client that goes away gives its photos' queue places back (`unless_gone`).
 
         ``inline_errors``: a photo refused on its own (unreadable, not an image, too many pixels, too many bytes:
         ``refused``, from `check_uploads`) gets an error entry in its place instead of failing the request; the
@@ -256,7 +257,10 @@ class Service:
                 with _photo_refusal(refused if inline_errors else None, i, uploads[i][0]):
                     images[i] = await self.decode(*uploads[i])
             try:
-                preds = iter(await self.batcher.predict(list(images.values())) if images else [])
+                preds = iter(await unless_gone(self.batcher.predict(list(images.values())), request)
+                             if images else [])
+            except HTTPException:
+                raise
             except Exception:
                 log.exception("prediction failed")
                 raise HTTPException(500, INTERNAL_ERROR) from None
@@ -264,6 +268,32 @@ class Service:
                     for i, (name, _) in enumerate(uploads)]
         finally:
             self.admission.leave(len(ok))
+
+
+# How often a request waiting for its batch asks whether its client is still there.
+GONE_POLL_S = 0.2
+
+
+async def unless_gone(work: Awaitable[Any], request: Request | None) -> Any:
+    """``work``'s result, or, once ``request``'s client has disconnected, ``work`` cancelled and a 499. Uvicorn does
+    not cancel a route whose client went away: four clients that gave up on 32 photos each kept all 128 queue
+    places for the 8-10 s their photos took, and live users got 503 meanwhile. Cancelled, the request's photos
+    still waiting in the batcher are dropped before they run (`MicroBatcher._worker`), and its places are given
+    back at once."""
+    task = asyncio.ensure_future(work)
+    if request is None:
+        return await task
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=GONE_POLL_S)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                log.info("client went away; its photos were dropped from the queue")
+                raise HTTPException(499, "the client closed the request before its answer was ready")
+    finally:
+        if not task.done():
+            task.cancel()
 
 
 @contextlib.contextmanager
@@ -285,14 +315,17 @@ def service(request: Request) -> Service:
 
 
 ONE_PHOTO_FIELDS = ("breed", "box", "predicted")  # the form fields of /v1/explain and /v1/feedback besides `file`
-ONE_PHOTO_QUERY = ("breed", "dog")  # and /v1/explain's query parameters
 
 
 def query_only(*names: str) -> Callable[[Request], Awaitable[None]]:
-    """For ``Depends``: a form field named as one of the route's query parameters is a 400 saying where it goes;
-    `/v1/explain` drew the top breed's heat-map, with a 200, for a request whose form said `breed=Pug`."""
+    """For ``Depends``: one of the route's query parameters given twice, or sent as a form field, is a 400 saying
+    what to send; `/v1/explain` drew the top breed's heat-map, with a 200, for a request whose form said
+    `breed=Pug`, and `/v1/predict?top_k=1&top_k=3` answered with the last one."""
 
     async def check(request: Request) -> None:
+        for key in names:
+            if (n := len(request.query_params.getlist(key))) > 1:
+                raise HTTPException(400, f"this request has {n} `{key}` parameters; send one")
         if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
             return
         form = await request.form()  # parsed once: the route reads the same form
@@ -304,13 +337,37 @@ def query_only(*names: str) -> Callable[[Request], Awaitable[None]]:
     return check
 
 
+def form_only(*names: str) -> Callable[[Request], Awaitable[None]]:
+    """For ``Depends``: one of the route's form fields sent as a query parameter is a 400 saying where it goes;
+    `/v1/feedback?box=...` stored feedback on the whole two-dog photo, box null, with a 200."""
+
+    async def check(request: Request) -> None:
+        for key in names:
+            if key in request.query_params:
+                raise HTTPException(400, f"`{key}` is a form field of {request.url.path} (multipart/form-data, "
+                                         "beside `file`), not a query parameter")
+
+    return check
+
+
+async def same_origin(request: Request) -> None:
+    """For ``Depends`` on the route that writes (feedback): a browser's request from another site's page is a 403.
+    A multipart POST is a "simple" cross-origin request, sent without asking first, so any page a visitor of this
+    server opened could store feedback, poisoning retraining data and using up the daily quota. Browsers name the
+    page's origin in `Origin`; clients that send none (curl, scripts) are not browsers on someone else's page."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return
+    host = request.headers.get("host", "")
+    if origin.lower().split("://", 1)[-1].rstrip("/") != host.lower():
+        raise HTTPException(403, f"feedback from a page of another site ({origin}) is refused; send it from this "
+                                 "server's own page, or without an Origin header")
+
+
 async def one_of_each(request: Request) -> None:
     """For ``Depends`` on the routes about one photo: a second `file` field, or a second of any other field, is a
     400. FastAPI hands such a route the last one, so feedback was stored on (and a heat-map drawn for) another photo
     than the first, with a 200."""
-    for key in ONE_PHOTO_QUERY:
-        if (n := len(request.query_params.getlist(key))) > 1:
-            raise HTTPException(400, f"this request has {n} `{key}` parameters; send one")
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         return  # not an upload at all: the route's own 415 says so
     counts = Counter(k for k, _ in (await request.form()).multi_items())  # parsed already: not read again

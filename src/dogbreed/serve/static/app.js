@@ -34,6 +34,8 @@
 
   let current = null; // {file, prediction}
   let requestSeq = 0; // a newer photo wins over a slower, older request
+  // and the older request is aborted: the server then drops its photos from the queue instead of running them
+  let predictAbort = null;
   let previewUrl = null;
   let breedNames = null;
   let limits = null; // the server's budgets (GET /healthz), so an over-size photo is refused before uploading it
@@ -508,6 +510,8 @@
 
   async function predict(file) {
     const seq = ++requestSeq;
+    if (predictAbort) predictAbort.abort();
+    const abort = (predictAbort = new AbortController());
     current = { file: file, prediction: null };
     result.hidden = false;
     resetAnswer();
@@ -538,7 +542,7 @@
     form.append("file", file, file.name || "pasted-image");
     let resp;
     try {
-      resp = await fetch("/v1/predict?top_k=5", { method: "POST", body: form });
+      resp = await fetch("/v1/predict?top_k=5", { method: "POST", body: form, signal: abort.signal });
     } catch (e) {
       if (seq === requestSeq) showError("Could not reach the server. Check your connection and try again.");
       return;
