@@ -61,6 +61,46 @@ def test_every_form_reaches_decode_worker_processes_as_a_photo(default_predictor
         assert got.breeds[0].name == answers[0].breeds[0].name, name
 
 
+@pytest.mark.real
+def test_decode_workers_look_again_at_the_photo_they_were_given(default_predictor: Predictor, real_data: Path,
+                                                               tmp_path: Path, chelsea_jpeg: bytes) -> None:
+    """Found by QA: with workers > 0 the stages that look at a photo again (each dog of a two-dog photo is read
+    again by `best`'s ensemble) decoded it from its *name*: a photo in memory (no name) lost that look, and a name
+    that was another file read that file (a beagle named pug.jpg came out "Pug 97.6%")."""
+    from fixtures import two_dog_photo
+
+    img, _ = two_dog_photo(real_data)
+    path = tmp_path / "two.jpg"
+    img.save(path, quality=92)
+    (tmp_path / "cat.jpg").write_bytes(chelsea_jpeg)
+    forms = [str(path), path.read_bytes(), Image.open(path), np.asarray(Image.open(path))]
+
+    def rows(got: list) -> list[dict]:
+        return [{k: v for k, v in p.to_dict().items() if k != "path"} for p in got]
+
+    want = rows(list(default_predictor.iter_predict(forms, workers=0)))
+    assert len(want[0]["dogs"]) == 2 and all(w == want[0] for w in want)
+    assert rows(list(default_predictor.iter_predict(forms, workers=1))) == want
+    named = list(default_predictor.iter_predict([str(path)], names=[str(tmp_path / "cat.jpg")], workers=1))
+    assert rows(named) == want[:1] and named[0].path == str(tmp_path / "cat.jpg")
+
+
+def test_threads_sharing_lazily_opened_images_get_their_answers(default_predictor: Predictor,
+                                                                  chelsea_jpeg: bytes, tmp_path: Path) -> None:
+    """Found by QA: four threads predicting one shared list of `Image.open(path)` images got occasional error rows
+    ("I/O operation on closed file"): Pillow's lazy load is not safe on two threads at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    for i in range(6):
+        (tmp_path / f"{i}.jpg").write_bytes(chelsea_jpeg)
+    for _ in range(3):
+        shared = [Image.open(tmp_path / f"{i}.jpg") for i in range(6)]
+        with ThreadPoolExecutor(4) as pool:
+            got = [p for ps in pool.map(default_predictor.predict_images, [shared] * 4) for p in ps]
+        assert [p.error for p in got] == [None] * 24
+        assert {p.verdict for p in got} == {"no_dog"}
+
+
 @pytest.mark.parametrize("mode", ["L", "P", "LA", "La", "RGBA", "RGBa", "CMYK", "YCbCr", "I;16"])
 def test_a_decoded_image_of_any_mode_is_read_as_its_rgb(default_predictor: Predictor, mode: str) -> None:
     from skimage import data as skdata

@@ -108,9 +108,12 @@ class Predictor:
         batches = executors.batches(sources, pre, self.draft_size, self.batch_size, names, workers=workers,
                                     device=self.device, keep_images=workers == 0, finder=self.loaded.finder,
                                     defer=unprepared_rows)
+        # Worker processes keep no images: a stage that looks at a photo again decodes it from its source, which
+        # only this side still has (by names, or as None for a photo in memory, it had read another file or none).
+        mine = decode.chunks(iter(sources), self.batch_size) if workers > 0 else None
         try:
             for b in batches:
-                yield from self.answers(b)
+                yield from self.answers(decode.with_sources(b, next(mine)) if mine is not None else b)
         finally:
             # Stop the decode thread now, not when the generator happens to be collected: it runs the detector's
             # session, and a native thread still running when the interpreter exits (after an error) aborts it.
@@ -274,7 +277,8 @@ class Predictor:
             return b.images[row]
         photo, region = row_source(b, row)
         try:
-            img = decode.decode(str(b.ok_paths[photo]), draft_size=self.draft_size)
+            src = b.sources[photo] if b.sources is not None else b.ok_paths[photo]
+            img = decode.decode_source(src, self.draft_size)
         except (ImageDecodeError, TypeError):
             return None
         return view(img, b.regions[photo], b.regions[photo].index(region)) if region is not None else img

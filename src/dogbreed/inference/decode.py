@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import itertools
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFile
 
 from ..errors import EmptyImage, ImageDecodeError, UnreadableImage
 from ..runtime import physical_cores
@@ -37,6 +38,17 @@ def decode(src: Source | Image.Image, *, draft_size: int | None = None, max_pixe
         raise
     except Exception as e:  # noqa: BLE001 - one bad file must give a reason, whatever Pillow raised
         raise UnreadableImage(str(e) or type(e).__name__) from e
+
+
+def decode_source(src: Source | Image.Image, draft_size: int | None) -> Image.Image:
+    """One source as every stage reads it: a caller's image as it stands (`as_rgb`), anything else decoded."""
+    return as_rgb(src) if isinstance(src, Image.Image) else decode(src, draft_size=draft_size)
+
+
+def with_sources(b: Prepared, chunk: Sequence[Any]) -> Prepared:
+    """``b`` with the sources of its readable photos (``chunk``: the sources it was prepared from, in order)."""
+    b.sources = [s for s, e in zip(chunk, b.errors, strict=True) if e is None]
+    return b
 
 
 def as_photo(item: Any) -> Source | Image.Image:
@@ -77,6 +89,9 @@ def one_or_many(items: Any) -> Iterable[Any]:
     return items
 
 
+_LAZY_LOAD = threading.Lock()
+
+
 def as_rgb(img: Image.Image) -> Image.Image:
     """A caller's decoded image in any mode (grey, palette, RGBA, CMYK, YCbCr, 16-bit) -> RGB, as a file of it would
     be decoded (`transforms.to_rgb`; no EXIF rotation: an image handed over is taken as it stands)."""
@@ -84,8 +99,11 @@ def as_rgb(img: Image.Image) -> Image.Image:
         raise EmptyImage(f"an image of {img.size[0]}x{img.size[1]} pixels: nothing to look at")
     try:
         # A lazily opened image (``Image.open``) is read now, once: the detector and the whole photo's resize read
-        # it on two threads at once, and Pillow's lazy load is not safe for that.
-        img.load()
+        # it on two threads at once, and Pillow's lazy load is not safe for that; nor is it for a caller's threads
+        # sharing one list of such images ("I/O operation on closed file" rows), hence the lock.
+        if isinstance(img, ImageFile.ImageFile):
+            with _LAZY_LOAD:
+                img.load()
         return img if img.mode == "RGB" else mark_full_size(to_rgb(img), full_size(img))
     except Exception as e:  # noqa: BLE001 - a mode Pillow cannot convert, or a lazily opened file that fails now
         raise UnreadableImage(f"cannot read this {img.mode} image: {e}") from e
@@ -121,6 +139,9 @@ class Prepared:
     tensors: list[Any]
     images: list[Image.Image] | None = field(default=None, repr=False)  # one per row
     regions: list[list[Region]] | None = None  # per readable photo; None: the whole photo alone, one row each
+    # Per readable photo, what a later stage decodes again when the images were not kept (worker processes keep
+    # none): the caller's own source, not ``paths`` (a caller's names, or None for a photo in memory).
+    sources: list[Any] | None = field(default=None, repr=False)
 
     @property
     def ok_paths(self) -> list[str | None]:
@@ -182,7 +203,7 @@ def prepare_batch(sources: Sequence[Source | Image.Image], preprocess: Sequence[
     regions: list[list[Region]] = []
     for src in sources:
         try:
-            img = as_rgb(src) if isinstance(src, Image.Image) else decode(src, draft_size=draft_size)
+            img = decode_source(src, draft_size)
             found, views, xs = prepare_image(img, preprocess, finder, defer, beside=len(sources) == 1)
         except ImageDecodeError as e:
             errors.append(str(e) or type(e).__name__)
