@@ -411,6 +411,35 @@ def test_cli_out_writes_rows_and_rerun_skips(photos: Path, tmp_path: Path) -> No
     assert res.exit_code == 0 and f"{len(rows)} already done, 0 written" in res.output
 
 
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_file_names_not_utf8_or_with_a_newline_are_written_and_resumed(tmp_path: Path, fmt: str) -> None:
+    """Found by QA: a file name that is not UTF-8 ended every format's run in a UnicodeEncodeError traceback (on each
+    resume too; Parquet kept no row), and a finished JSONL or Parquet output of a name with a newline could not be
+    resumed ("row 2 is 'two\\nlines.jpg', not input 'two\\nlines.jpg'")."""
+    import os
+
+    d = tmp_path / "odd"
+    names = [b"a.jpg", b"caf\xe9.jpg", b"two\nlines.jpg", b"z.jpg"]
+    for i, raw in enumerate(names):
+        write_jpeg(Path(os.fsdecode(bytes(d) + b"/" + raw)), noise_image(96, 72, seed=i))
+    out = tmp_path / f"r.{fmt}"
+    for done in (0, 4):
+        res = runner.invoke(app, ["predict", str(d), "--out", str(out), "--workers", "0"])
+        assert res.exit_code == 0, res.output
+        assert f"4 inputs, {done} already done, {4 - done} written (0 errors)" in res.output
+    if fmt == "jsonl":  # as it is: JSON escapes the bytes that are not UTF-8 and reads back the very path
+        paths = [r["path"] for r in _read(out)]
+        assert paths == expand_inputs([d]) and all(os.path.exists(p) for p in paths)
+    else:  # UTF-8 text that names the bytes, as `ls -b` does; CSV on one line
+        if fmt == "csv":
+            with open(out, newline="", encoding="utf-8") as f:
+                paths = [r["path"] for r in csv.DictReader(f)]
+        else:
+            paths = sinks.pyarrow_parquet().read_table(out, columns=["path"]).column(0).to_pylist()
+        want = ["a.jpg", "caf\\xe9.jpg", "two lines.jpg" if fmt == "csv" else "two\nlines.jpg", "z.jpg"]
+        assert paths == [str(d / n) for n in want]
+
+
 def test_cli_resume_with_another_dog_threshold_stops_with_one_sentence(photos: Path, tmp_path: Path) -> None:
     out = tmp_path / "r.csv"
     res = runner.invoke(app, ["predict", str(photos), "--out", str(out)])

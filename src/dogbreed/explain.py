@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .breeds import Breed, BreedIndex
 from .errors import ImageTooLarge, ModelLoadError
+from .fileio import utf8_text
 from .inference.decode import decode
 from .models import Classifier
 from .resolve import resolve_model
@@ -363,7 +364,7 @@ def overlay_info(path: str) -> Any:
     from PIL.PngImagePlugin import PngInfo
 
     info = PngInfo()
-    info.add_itxt(_SOURCE_KEY, str(path))
+    info.add_itxt(_SOURCE_KEY, utf8_text(str(path)))  # a name that is not UTF-8 had refused the heat-map
     return info
 
 
@@ -380,4 +381,4 @@ def _written_for_another(png: Path, path: str) -> bool:
         return True
     # A PNG without the chunk is no heat-map of ours: a user's picture, or the photo itself (`predict rex.png
     # --explain .` replaced rex.png with its heat-map), so it keeps its name and the heat-map takes the next one.
-    return source != path
+    return source != utf8_text(path)

@@ -275,3 +275,19 @@ def read_safetensors(path: str | Path, *, as_numpy: bool = False) -> dict[str, t
         raise ModelLoadError(f"{path}: missing") from None
     except Exception as e:  # safetensors raises its own error type for a truncated or empty file
         raise ModelLoadError(f"{path}: not a readable safetensors file, perhaps truncated ({e})") from None
+
+
+def utf8_text(v: Any) -> Any:
+    """Text that UTF-8 can hold: a file name that is not UTF-8 (Python gives its bytes as lone surrogates) with those
+    bytes as ``\\xNN``, as `ls -b` shows them; anything else as it is. One such photo had ended a CSV, JSONL or
+    Parquet run in a traceback (UnicodeEncodeError), on every resume too, and its `--explain` heat-map."""
+    if not isinstance(v, str):
+        return v
+    try:
+        v.encode("utf-8")
+        return v
+    except UnicodeEncodeError:
+        try:
+            return v.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:  # a lone surrogate that is no escaped byte
+            return v.encode("utf-8", "backslashreplace").decode("utf-8")

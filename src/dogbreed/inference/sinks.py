@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BatchError
-from ..fileio import atomic_write
+from ..fileio import atomic_write, utf8_text
 from ..resolve import PACKAGED
 from .options import PredictOptions
 from .scoring import Prediction
@@ -339,15 +339,23 @@ class RowWriter:
             raise BatchError(f"{self.out} holds the answers of {n(self.done, 'photo')} but there "
                              f"{'is' if total == 1 else 'are'} {n(total, 'input')}; use --overwrite or another --out")
         for i, (want, have) in enumerate(zip(inputs, self.done_paths(), strict=False)):
-            if _one_line(want) != have:
+            if self._stored(want) != have:
                 raise BatchError(f"{self.out} row {i + 1} is {have!r}, not input {want!r}: it was written for other "
                                  "inputs; use --overwrite or another --out")
+
+    def _stored(self, path: str) -> str:
+        """An input path as this output holds it: JSONL as it is (`_jsonl_line`), CSV and Parquet as UTF-8
+        (`fileio.utf8_text`), CSV on one line (`_one_line`). Every format had been compared with CSV's form, so a
+        finished JSONL or Parquet output of a photo with a newline in its name could not be resumed."""
+        if self.fmt == "jsonl":
+            return path
+        return _one_line(utf8_text(path)) if self.fmt == "csv" else utf8_text(path)
 
     # -- writing --------------------------------------------------------------------------------------------
     def write(self, preds: Sequence[Prediction]) -> None:
         if self.fmt == "jsonl":
             for p in preds:
-                self._f.write(json.dumps(p.to_dict(), ensure_ascii=False) + "\n")
+                self._f.write(_jsonl_line(p.to_dict()) + "\n")
             self._f.flush()  # after every batch: an interruption loses at most the batch in flight
             return
         self.write_rows([r for p in preds for r in flat_rows(p, self.top_k, self.dogs, self.per_dog)])
@@ -355,7 +363,7 @@ class RowWriter:
     def write_rows(self, rows: Sequence[dict[str, Any]]) -> None:
         """Flat rows (`flat_rows`', e.g. made by Ray actors) to CSV or Parquet, whole photos at a time."""
         if self.fmt == "parquet":
-            self._pending += rows
+            self._pending += [{k: utf8_text(v) for k, v in r.items()} for r in rows]
             while len(self._pending) >= PART_ROWS:
                 cut = next((i for i in range(PART_ROWS, len(self._pending))
                             if not self.per_dog or _starts_photo(self._pending[i]["dog"])), None)
@@ -367,7 +375,7 @@ class RowWriter:
         if self.fmt != "csv":
             raise BatchError(f"{self.out}: flat rows go to .csv or .parquet, not .{self.fmt}")
         for row in rows:
-            self._csv.writerow({k: _one_line(v) for k, v in row.items()})
+            self._csv.writerow({k: _one_line(utf8_text(v)) for k, v in row.items()})
         self._f.flush()
 
     def _flush_part(self, rows: list[dict[str, Any]]) -> None:
@@ -444,6 +452,13 @@ def _jsonl_row(out: Path, i: int, line: str) -> dict[str, Any]:
 
 def _part_name(i: int) -> str:
     return f"part-{i:06d}.parquet"
+
+
+def _jsonl_line(d: dict[str, Any]) -> str:
+    """One JSONL line: UTF-8 as it stands, or with ``\\udcNN`` escapes where a file name is not UTF-8 (valid JSON that
+    reads back as the very path, so resuming matches it)."""
+    line = json.dumps(d, ensure_ascii=False)
+    return line if utf8_text(line) is line else json.dumps(d)
 
 
 def _one_line(v: Any) -> Any:
