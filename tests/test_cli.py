@@ -97,6 +97,8 @@ def test_an_export_not_named_onnx_is_refused_before_anything_is_written(tmp_path
     (["--per-dog"], "--per-dog writes one row per dog to --out"),
     (["--overwrite"], "without --out nothing is written"),
     (["--per-dog", "--out", "{tmp}/r.csv", "--whole-photo"], "which --whole-photo does not look for"),
+    # found by QA: accepted, and rows said dogs=0 beside the verdict "dog"
+    (["--per-dog", "--out", "{tmp}/r.csv", "--dog-detector", "none"], "without a dog detector (--dog-detector none)"),
     (["--per-dog", "--out", "{tmp}/r.jsonl"], "a .jsonl line already holds every dog of its photo"),
     (["--explain", "{tmp}/afile"], "is a file; give a folder"),
     (["--out", "{tmp}/adir.csv"], "is a folder; --out .csv is one file"),

@@ -160,3 +160,52 @@ def test_batch_output_has_an_error_row_per_bad_path(tmp_path: Path, chelsea_jpeg
     assert rows[LONG_NAME]["error"] == "file name too long"
     for name, message in expected.items():
         assert rows[name]["error"].startswith(message), rows[name]
+
+
+def test_symlinked_folders_are_read_and_their_cycles_end(tmp_path: Path, chelsea_jpeg: bytes) -> None:
+    """Found by QA: a symlinked sub-folder was skipped without a word, its photos left out of the run."""
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "max.jpg").write_bytes(chelsea_jpeg)
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "own.jpg").write_bytes(chelsea_jpeg)
+    (tree / "linked").symlink_to("../elsewhere")
+    (tree / "self").symlink_to(".")  # a cycle: read once, where it leads
+    (tmp_path / "elsewhere" / "up").symlink_to("..")  # leads above the tree: read too, but not the tree again
+    assert expand_inputs([tree]) == [str(tree / "linked" / "max.jpg"), str(tree / "own.jpg")]
+
+
+def test_a_glob_that_matches_folders_reads_them(tmp_path: Path, chelsea_jpeg: bytes) -> None:
+    """Found by QA: `'albums/20*'` matching two folders of photos said "file not found: albums/20*"."""
+    for year in ("2023", "2024"):
+        (tmp_path / "albums" / year).mkdir(parents=True)
+        (tmp_path / "albums" / year / "rex.jpg").write_bytes(chelsea_jpeg)
+    (tmp_path / "albums" / "2025.jpg").write_bytes(chelsea_jpeg)
+    got = expand_inputs([str(tmp_path / "albums" / "20*")])
+    assert got == [str(tmp_path / "albums" / n) for n in ("2023/rex.jpg", "2024/rex.jpg", "2025.jpg")]
+
+
+@pytest.mark.parametrize(("name", "body", "says"), [
+    ("excel.csv", b"\xef\xbb\xbfpath\n{photo}\n", None),  # Excel's "CSV UTF-8" starts with a byte-order mark
+    ("latin1.csv", b"path\n{photo}\n{latin}\n", None),  # a file name's own bytes, not UTF-8
+    ("broken.parquet", b"PAR1 not really", "not a readable Parquet file"),
+])
+def test_manifests_from_other_tools_are_read_or_refused_in_one_sentence(tmp_path: Path, chelsea_jpeg: bytes,
+                                                                       name: str, body: bytes,
+                                                                       says: str | None) -> None:
+    """Found by QA: a BOM made the column `\\ufeffpath` ("no 'path' column"), and a Latin-1 manifest or a damaged
+    Parquet one ended in a traceback."""
+    photo = tmp_path / "a.jpg"
+    photo.write_bytes(chelsea_jpeg)
+    latin = bytes(tmp_path) + b"/caf\xe9.jpg"
+    Path(os.fsdecode(latin)).write_bytes(chelsea_jpeg)
+    manifest = tmp_path / name
+    manifest.write_bytes(body.replace(b"{photo}", bytes(photo)).replace(b"{latin}", latin))
+    r = runner.invoke(app, ["predict", str(manifest), "--format", "json"])
+    if says is not None:
+        assert r.exit_code == 2 and says in r.output and "Traceback" not in r.output
+        return
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    assert [row["verdict"] for row in rows] == ["no_dog"] * (2 if "latin" in name else 1)
+    assert rows[-1]["path"] == os.fsdecode(latin if "latin" in name else bytes(photo))

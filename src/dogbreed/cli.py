@@ -215,6 +215,7 @@ def predict(
 ) -> None:
     """Predict the breed of the dog in each photo."""
     from .errors import BatchError
+    from .inference.loading import finds_dogs
     from .inference.sources import iter_sources
 
     if fmt is not None and out is not None:
@@ -231,8 +232,10 @@ def predict(
     if per_dog and out is None:
         raise typer.BadParameter("--per-dog writes one row per dog to --out (.csv or .parquet); on the screen, "
                                  "--format json lists every dog")
-    if per_dog and not options.find_dogs:
-        raise typer.BadParameter("--per-dog needs the dogs of each photo, which --whole-photo does not look for")
+    if per_dog and not finds_dogs(options):  # also --dog-detector none, which had written dogs=0 beside "dog"
+        why = ("--whole-photo does" if not options.find_dogs
+               else "a run without a dog detector (--dog-detector none) does")
+        raise typer.BadParameter(f"--per-dog needs the dogs of each photo, which {why} not look for")
     if per_dog and out is not None and Path(out).suffix.lower() == ".jsonl":
         raise typer.BadParameter("--per-dog is for .csv and .parquet; a .jsonl line already holds every dog of its "
                                  "photo")

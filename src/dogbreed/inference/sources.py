@@ -30,26 +30,30 @@ class UnlistedFolder(str):
     gets an error of its own: its photos had been left out of a batch run without a word."""
 
 
-def walk_files(root: str | Path) -> Iterator[str]:
+def walk_files(root: str | Path, _above: frozenset[tuple[int, int]] | None = None) -> Iterator[str]:
     """Every file under ``root`` (not folders), recursively, one directory listed at a time.
 
     Entries are sorted by name with "/" appended to folders, which yields exactly the order of sorting every full
-    path as a string without holding the whole tree in memory. Symlinked folders are not followed (as pathlib's
-    rglob), so a link cycle ends; a dangling link, a link loop, a FIFO or a folder that cannot be listed
-    (`UnlistedFolder`) is yielded, for the reader to report.
+    path as a string without holding the whole tree in memory. A symlinked folder is followed, except one that leads
+    back to a folder above it (a cycle, whose photos are read there): it had been skipped without a word, its photos
+    left out of the run. A dangling link, a link loop, a FIFO or a folder that cannot be listed (`UnlistedFolder`)
+    is yielded, for the reader to report.
     """
+    above = _above if _above is not None else frozenset(filter(None, [_folder_key(str(root))]))
     try:
         entries = list(os.scandir(root))
     except OSError:
         if os.path.isdir(root):
             yield UnlistedFolder(str(root))
         return
-    keyed = sorted(((e.name + "/" if _real_dir(e) else e.name), e) for e in entries)
+    keyed = sorted(((e.name + "/" if _folder(e) else e.name), e) for e in entries)
     for _, e in keyed:
-        if _real_dir(e):
-            yield from walk_files(e.path)
-        else:
+        if not _folder(e):
             yield os.path.join(str(root), e.name)
+            continue
+        key = _folder_key(e.path)
+        if key is None or key not in above:
+            yield from walk_files(e.path, above | {key} if key is not None else above)
 
 
 def walk_images(root: str | Path) -> Iterator[str]:
@@ -57,11 +61,20 @@ def walk_images(root: str | Path) -> Iterator[str]:
     return (p for p in walk_files(root) if is_image_name(p) or isinstance(p, UnlistedFolder))
 
 
-def _real_dir(e: os.DirEntry) -> bool:
+def _folder(e: os.DirEntry) -> bool:
     try:
-        return e.is_dir(follow_symlinks=False)
+        return e.is_dir()  # a symlinked folder too (`walk_files` ends its cycles)
     except OSError:
         return False
+
+
+def _folder_key(path: str) -> tuple[int, int] | None:
+    """What makes a folder the same folder, whichever link leads to it."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _is_dir(p: Path) -> bool:
@@ -81,7 +94,10 @@ def expand_inputs(inputs: Iterable[str | Path]) -> list[str]:
             out += walk_images(str(Path(s)))  # pathlib's spelling ("./a/" -> "a"), as these paths always had
         elif not os.path.lexists(s) and any(c in s for c in "*?["):
             # A pattern that matches nothing stays, so it is reported ("file not found") rather than dropped.
-            out += sorted(f for f in glob.glob(s, recursive=True) if not os.path.isdir(f)) or [s]
+            # A folder it matches is read as a folder given by name is: `'albums/20*'` had said "file not found".
+            found = [w for f in sorted(glob.glob(s, recursive=True))
+                     for w in (walk_images(f) if os.path.isdir(f) else [f])]
+            out += found or [s]
         else:
             out.append(s)
     return out
@@ -96,7 +112,10 @@ def read_manifest(path: str | Path, column: str = "path") -> Iterator[str]:
     folder, so a manifest and its photos can move together."""
     base = Path(path).parent
     if Path(path).suffix.lower() == ".csv":
-        with open(path, newline="", encoding="utf-8") as f:
+        # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, which had become part of the first column's
+        # name; surrogateescape: bytes that are not UTF-8 are a file name's own bytes (a manifest written in Latin-1
+        # names such files), which the OS takes back as they are, where a UnicodeDecodeError traceback had ended it.
+        with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
             reader = csv.DictReader(f)
             if column not in (reader.fieldnames or []):
                 raise BatchError(f"manifest {path}: no {column!r} column (columns: {reader.fieldnames})")
@@ -104,7 +123,10 @@ def read_manifest(path: str | Path, column: str = "path") -> Iterator[str]:
                 yield _resolve(row[column], base)
         return
     pq = pyarrow_parquet()
-    pf = pq.ParquetFile(path)
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:  # noqa: BLE001 - pyarrow's errors for a damaged file are many
+        raise BatchError(f"manifest {path}: not a readable Parquet file ({e})") from None
     if column not in pf.schema_arrow.names:
         raise BatchError(f"manifest {path}: no {column!r} column (columns: {pf.schema_arrow.names})")
     for rb in pf.iter_batches(columns=[column], batch_size=8192):
