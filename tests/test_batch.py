@@ -530,6 +530,27 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_writes(photo
         assert run_batch(small_batches, [photos], out, workers=0).written == len(expand_inputs([photos]))
 
 
+def test_a_killed_runs_forked_workers_do_not_keep_its_output_locked(tmp_path: Path) -> None:
+    """Found by QA: after `kill -9` of a `--workers 2` run, its orphaned decode workers (forked, so sharing the
+    lock) held the output for 5-8 s, and the resume right after was refused as "being written by another run"."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os, sys, time\n"
+        "from pathlib import Path\n"
+        "from dogbreed.inference import sinks\n"
+        "lock = sinks._lock(Path(sys.argv[1]))\n"
+        "if os.fork() == 0:\n"
+        "    time.sleep(10)\n"  # a decode worker, still running when its parent is gone
+        "    os._exit(0)\n"
+        "os._exit(0)\n"  # the parent, killed outright: nothing released
+    )
+    out = tmp_path / "r.csv"
+    subprocess.run([sys.executable, "-c", script, str(out)], check=True, timeout=60)
+    sinks._lock(out).close()  # at once: not "being written by another run"
+
+
 def test_a_refused_resume_does_not_keep_the_output_locked(photos: Path, tmp_path: Path,
                                                           small_batches: Predictor) -> None:
     out = tmp_path / "out.csv"

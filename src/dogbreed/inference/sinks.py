@@ -16,6 +16,7 @@ import itertools
 import json
 import math
 import os
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -507,7 +508,24 @@ def _lock(out: Path) -> Any:
         f.close()
         raise BatchError(f"{out} is being written by another run; wait for it to finish, or give another "
                          "--out") from None
+    _held.add(f)
     return f
+
+
+# Locks held by this process. A forked child (a decode worker) would share each one with its parent, and keep it
+# after the parent was killed: `kill -9` of a `--workers 2` run left its orphaned workers holding the output's lock
+# for 5-8 s, and the resume right after was refused as "being written by another run". A child lets go of them.
+_held: weakref.WeakSet = weakref.WeakSet()
+
+
+def _let_go_in_child() -> None:
+    for f in list(_held):
+        f.close()  # the child's copy of the descriptor; the parent's lock stands
+    _held.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_let_go_in_child)
 
 
 def _leftovers(folder: Path) -> list[Path]:
