@@ -101,6 +101,26 @@ def test_threads_sharing_lazily_opened_images_get_their_answers(default_predicto
         assert {p.verdict for p in got} == {"no_dog"}
 
 
+@pytest.mark.real
+def test_dogbreed_predict_loads_a_model_dir_again_once_it_changed(real_data: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by QA: a notebook's adapt -> predict -> add-breed --overwrite -> predict kept answering with the first
+    model (cached by the path's text), and a relative path kept its first folder's model after a chdir."""
+    from dogbreed.models import default_classifier, save_model_dir
+
+    photo = str(real_data / "imagenet-val-dogs/n02111889-Samoyed/ILSVRC2012_val_00003808.jpg")
+    clf = default_classifier("efficientnet_lite0")
+    save_model_dir(clf, tmp_path / "m")
+    assert dogbreed.predict(photo, model=str(tmp_path / "m"))[0]["verdict"] == "dog"
+    save_model_dir(clf, tmp_path / "m", decision={"uncertain_threshold": 1.0})  # every breed now "uncertain"
+    assert dogbreed.predict(photo, model=str(tmp_path / "m"))[0]["verdict"] == "uncertain_breed"
+    save_model_dir(clf, tmp_path / "other" / "m")
+    monkeypatch.chdir(tmp_path)
+    assert dogbreed.predict(photo, model="m")[0]["verdict"] == "uncertain_breed"
+    monkeypatch.chdir(tmp_path / "other")
+    assert dogbreed.predict(photo, model="m")[0]["verdict"] == "dog"
+
+
 @pytest.mark.parametrize("mode", ["L", "P", "LA", "La", "RGBA", "RGBa", "CMYK", "YCbCr", "I;16"])
 def test_a_decoded_image_of_any_mode_is_read_as_its_rgb(default_predictor: Predictor, mode: str) -> None:
     from skimage import data as skdata

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import glob
 import itertools
 import os
 import sys
 import types
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -308,16 +310,34 @@ def same_view_rows(b: Prepared) -> dict[int, int]:
             for i, r in enumerate(found) if shows_whole_photo(r, found[0])}
 
 
-_PREDICTORS: dict[tuple, Predictor] = {}
+_PREDICTORS: dict[tuple, tuple[tuple, Predictor]] = {}
 
 
 def get_predictor(options: PredictOptions | None = None, **kwargs: Any) -> Predictor:
-    """A cached `Predictor` per set of options (top_k aside), so repeated library calls don't reload weights."""
+    """A cached `Predictor` per set of options (top_k aside), so repeated library calls don't reload weights; loaded
+    again when a file the options name has changed since (a notebook's adapt -> predict -> add-breed --overwrite ->
+    predict had kept answering with the first model), or names another file from another working folder."""
     opts = dataclasses.replace(options or PredictOptions(), **kwargs)
     key = tuple(sorted((k, repr(v)) for k, v in vars(opts).items() if k != "top_k"))
-    if key not in _PREDICTORS:
-        _PREDICTORS[key] = Predictor(opts)
-    return _PREDICTORS[key].with_options(top_k=opts.top_k)
+    stamp = tuple(_files_stamp(v) for v in (opts.model, opts.dog_detector, opts.gallery))
+    cached = _PREDICTORS.get(key)
+    if cached is None or cached[0] != stamp:
+        _PREDICTORS[key] = (stamp, Predictor(opts))
+    return _PREDICTORS[key][1].with_options(top_k=opts.top_k)
+
+
+def _files_stamp(spec: Any) -> tuple:
+    """Where a path option leads and what its files are now (size, modification time): a model dir's files and its
+    ``model/`` folder's, or the file itself and its sidecars."""
+    if not isinstance(spec, (str, os.PathLike)) or str(spec) in ("default", "imagenet", "none", ""):
+        return (repr(spec),)
+    p = Path(spec).absolute()
+    try:
+        files = ([q for d in (p, p / "model") if d.is_dir() for q in d.iterdir() if q.is_file()] if p.is_dir()
+                 else list(p.parent.glob(glob.escape(p.stem) + ".*")))
+        return (str(p), *sorted((str(q), q.stat().st_size, q.stat().st_mtime_ns) for q in files))
+    except OSError:  # gone or unreadable: loading says why
+        return (str(p),)
 
 
 def predict(images: Any, top_k: int = 5, model: str = "default", quality: str = "fast",
