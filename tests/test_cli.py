@@ -101,6 +101,8 @@ def test_an_export_not_named_onnx_is_refused_before_anything_is_written(tmp_path
     (["--per-dog", "--out", "{tmp}/r.csv", "--dog-detector", "none"], "without a dog detector (--dog-detector none)"),
     (["--per-dog", "--out", "{tmp}/r.jsonl"], "a .jsonl line already holds every dog of its photo"),
     (["--explain", "{tmp}/afile"], "is a file; give a folder"),
+    # found by QA: the run's own heat-maps became inputs, and its resume stopped ("row 2 is ..., not input ...")
+    (["{tmp}", "--explain", "{tmp}/heat"], "is inside the input folder"),
     (["--out", "{tmp}/adir.csv"], "is a folder; --out .csv is one file"),
     (["--out", "{tmp}/r.csv", "--format", "json"], "with --out the file's suffix (.csv, .jsonl or .parquet) decides"),
     (["--explain-breed", "Pug"], "without --explain no heat-map is drawn"),

@@ -209,3 +209,22 @@ def test_manifests_from_other_tools_are_read_or_refused_in_one_sentence(tmp_path
     rows = json.loads(r.stdout)
     assert [row["verdict"] for row in rows] == ["no_dog"] * (2 if "latin" in name else 1)
     assert rows[-1]["path"] == os.fsdecode(latin if "latin" in name else bytes(photo))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_the_exit_code_judges_the_whole_output_on_a_resume_too(tmp_path: Path, chelsea_jpeg: bytes,
+                                                               fmt: str) -> None:
+    """Found by QA: a resume whose new rows were all errors exited 1 though its output held a prediction, and a
+    rerun of a finished all-error output exited 0 where its first run had exited 1."""
+    (tmp_path / "cat.jpg").write_bytes(chelsea_jpeg)
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("hello")
+    good, bad = tmp_path / f"good.{fmt}", tmp_path / f"bad.{fmt}"
+
+    def run(out: Path, *names: str) -> int:
+        return runner.invoke(app, ["predict", *(str(tmp_path / n) for n in names), "--out", str(out)]).exit_code
+
+    assert run(good, "cat.jpg") == 0
+    assert run(good, "cat.jpg", "empty.jpg") == 0  # this run's one row is an error; the output holds the cat
+    assert run(bad, "empty.jpg", "text.jpg") == 1
+    assert run(bad, "empty.jpg", "text.jpg") == 1  # nothing new to write: still nothing predicted

@@ -63,6 +63,14 @@ class BatchSummary:
     skipped: int  # rows already in the output from an earlier run
     written: int  # rows written by this run
     errors: int  # of those, error rows
+    # Error rows among the ``skipped`` ones, counted only where this run predicted no photo (whether the output as a
+    # whole holds any prediction is then theirs to say)
+    earlier_errors: int = 0
+
+    @property
+    def predicted_none(self) -> bool:
+        """Whether the output holds not one prediction, only error rows (the command then exits non-zero)."""
+        return self.written == self.errors and self.skipped == self.earlier_errors and self.total > 0
 
 
 def run_batch(predictor: Predictor, inputs: Sequence[str], out: str | Path, *, workers: int | None = None,
@@ -109,4 +117,5 @@ def run_batch(predictor: Predictor, inputs: Sequence[str], out: str | Path, *, w
                 bar.close()
             with writing(out, RESUME_HINT):
                 writer.close()
-    return BatchSummary(str(out), total, writer.done, written, errors)
+    earlier = writer.done_errors() if written == errors and writer.done else 0
+    return BatchSummary(str(out), total, writer.done, written, errors, earlier)

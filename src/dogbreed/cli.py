@@ -241,6 +241,12 @@ def predict(
                                  "photo")
     if explain and Path(explain).exists() and not Path(explain).is_dir():
         raise typer.BadParameter(f"--explain {explain} is a file; give a folder for the heat-map PNGs")
+    if explain and (inside := next((p for p in paths if Path(p).is_dir()
+                                    and Path(explain).resolve().is_relative_to(Path(p).resolve())), None)):
+        # its PNGs would be read as photos: by a resume (which then stopped, its rows no longer the first inputs)
+        # and by every later run of the folder
+        raise typer.BadParameter(f"--explain {explain} is inside the input folder {inside}, whose photos its "
+                                 "heat-maps would join; give a folder outside it")
     try:
         if next(iter(iter_sources(paths, path_column)), None) is None:
             _err("no images found in the given paths")
@@ -406,7 +412,7 @@ def _predict_to_file(pred: Predictor, paths: list[str], out: str, workers: int |
         raise typer.Exit(2) from e
     typer.echo(f"{s.out}: {s.total} inputs, {s.skipped} already done, {s.written} written ({s.errors} errors)",
                err=True)
-    if s.written and s.errors == s.written:
+    if s.predicted_none:  # the output as a whole: a resume or a rerun answers as its first run did
         raise typer.Exit(1)
 
 

@@ -294,20 +294,31 @@ class RowWriter:
 
     def done_paths(self) -> Iterator[str]:
         """Paths of the photos already written, in order (one per photo, also with a row per dog)."""
+        return (str(v) for v in self._done_column("path"))
+
+    def done_errors(self) -> int:
+        """How many of the photos already written are error rows."""
+        return sum(v == "error" for v in self._done_column("verdict"))
+
+    def _done_column(self, name: str) -> Iterator[Any]:
+        """One column's value for each photo already written when this run opened the output, in order."""
         if self.fmt == "parquet":
-            pq = pyarrow_parquet()
-            for part in self._parts:
-                t = pq.read_table(part, columns=["path", "dog"] if self.per_dog else ["path"])
-                dog = t.column(1).to_pylist() if self.per_dog else itertools.repeat(None)
-                yield from (str(v) for v, d in zip(t.column(0).to_pylist(), dog, strict=False) if _starts_photo(d))
+            yield from itertools.islice(self._parquet_column(name), self.done)
             return
         with open(self.out, newline="", encoding="utf-8") as f:
             if self.fmt == "csv":
                 rows = (r for r in csv.DictReader(f) if not self.per_dog or _starts_photo(r["dog"] or None))
-                yield from (row["path"] for row in itertools.islice(rows, self.done))
+                yield from (row[name] for row in itertools.islice(rows, self.done))
             else:
                 for i, line in enumerate(itertools.islice(f, self.done), 1):
-                    yield _jsonl_row(self.out, i, line)["path"]
+                    yield _jsonl_row(self.out, i, line).get(name)
+
+    def _parquet_column(self, name: str) -> Iterator[Any]:
+        pq = pyarrow_parquet()
+        for part in list(self._parts):
+            t = pq.read_table(part, columns=[name, "dog"] if self.per_dog else [name])
+            dog = t.column(1).to_pylist() if self.per_dog else itertools.repeat(None)
+            yield from (v for v, d in zip(t.column(0).to_pylist(), dog, strict=False) if _starts_photo(d))
 
     def _repair_photos(self) -> int:
         """Per-dog CSV: check the rows are laid out one per dog (`_check_layout`), cut the rows of a last photo
