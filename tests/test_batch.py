@@ -605,3 +605,15 @@ def test_jsonl_resumed_without_explain_is_refused(photos: Path, tmp_path: Path, 
     with pytest.raises(BatchError, match="written with --explain"):
         run_batch(small_batches, paths, out, workers=0)
     assert run_batch(small_batches, paths, out, workers=0, on_prediction=explain, explained=True).skipped == 3
+
+
+def test_top_k_over_the_models_breeds_writes_its_breeds_only(tmp_path: Path, chelsea_jpeg: bytes) -> None:
+    """Found by QA: `-k 200` wrote 80 breed columns that were always empty, and a huge -k ran out of memory."""
+    (tmp_path / "cat.jpg").write_bytes(chelsea_jpeg)
+    out = tmp_path / "r.csv"
+    for _ in range(2):  # and it resumes
+        res = runner.invoke(app, ["predict", str(tmp_path / "cat.jpg"), "-k", "1000000000", "--out", str(out)])
+        assert res.exit_code == 0, res.output
+    with open(out, newline="") as f:
+        header, row = list(csv.reader(f))
+    assert header[-3:] == ["breed_120", "wnid_120", "probability_120"] and all(row[-3:])

@@ -141,6 +141,9 @@ class RowWriter:
     def __init__(self, out: str | Path, top_k: int, overwrite: bool = False, dogs: bool = False,
                  per_dog: bool = False, n_breeds: int | None = None, settings: dict[str, Any] | None = None,
                  answer_keys: Sequence[str] = ()):
+        # No more breed columns than the model has breeds: `-k 200` wrote 80 columns that were always empty, and a
+        # huge -k ran out of memory building them.
+        top_k = min(top_k, n_breeds) if n_breeds else top_k
         self.out, self.top_k, self.fmt = Path(out), top_k, out_format(out)
         self.answer_keys = tuple(answer_keys)  # `ANSWER_KEYS` this run's JSONL answers carry
         self._lock = _lock(self.out)
