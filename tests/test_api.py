@@ -21,7 +21,7 @@ from dogbreed.serve.app import INTERNAL_ERROR, MicroBatcher, create_app
 from dogbreed.serve.limits import Limits
 
 SAMOYED = "imagenet-val-dogs/n02111889-Samoyed/ILSVRC2012_val_00003808.jpg"
-PREDICTION_KEYS = {"path", "verdict", "dog_probability", "breeds", "several_breeds_likely", "dogs"}
+PREDICTION_KEYS = {"path", "verdict", "dog_probability", "breeds", "several_breeds_likely", "dogs", "size"}
 
 
 def png_bytes(img: Image.Image) -> bytes:
@@ -73,6 +73,8 @@ def post_files(client: TestClient, *files: tuple[str, bytes, str], **params) -> 
 
 def check_prediction_shape(p: dict, top_k: int = 5) -> None:
     assert set(p) == PREDICTION_KEYS
+    assert len(p["size"]) == 2 and all(v > 0 for v in p["size"])  # the space the boxes are in
+    assert all(d["box"][2] <= p["size"][0] and d["box"][3] <= p["size"][1] for d in p["dogs"])
     assert p["verdict"] in ("dog", "no_dog", "uncertain_breed")
     assert 0.0 <= p["dog_probability"] <= 1.0
     assert len(p["breeds"]) == top_k
@@ -293,9 +295,10 @@ def test_a_form_field_sent_as_a_query_parameter_and_a_repeated_parameter_are_ref
     assert len(client.post("/v1/predict?top_k=3", files=files).json()["predictions"][0]["breeds"]) == 3
 
 
-def test_feedback_from_another_sites_page_is_refused(client: TestClient, chelsea_jpeg: bytes) -> None:
+def test_feedback_from_another_sites_page_is_refused(default_predictor, tmp_path: Path, chelsea_jpeg: bytes) -> None:
     """Found by QA: a page on any site could POST feedback through a visitor's browser (a multipart POST is sent
     cross-origin without asking first), storing photos under any breed; the browser names that page's origin."""
+    client = TestClient(create_app(predictor=default_predictor, feedback_db=tmp_path / "fb.sqlite3"))
     files = {"file": ("a.jpg", chelsea_jpeg, "image/jpeg")}
     for origin in ("http://127.0.0.2:9999", "null", "https://testserver.evil.example"):
         r = client.post("/v1/feedback", files=files, data={"breed": "Pug"}, headers={"origin": origin})

@@ -500,6 +500,34 @@ def test_two_dogs_in_a_photo_the_browser_cannot_show(page, two_dog_photo, tmp_pa
     assert page.locator("#dogs > li").count() == 2 and page.locator("#boxes .dog-box").count() == 0
 
 
+def test_a_photo_the_browser_shows_another_way_up_gets_no_boxes_off_its_dogs(page, two_dog_photo,
+                                                                             tmp_path: Path) -> None:
+    """Found by QA: a WebP with an EXIF rotation is drawn unrotated by Chromium, and its boxes (in the upright
+    photo's pixels) landed on empty background. The answer's `size` lets the page tell: boxes only where the photo
+    it shows has that size, else the answer as for a photo it cannot show."""
+    from PIL import Image
+
+    path, _ = two_dog_photo
+    img = Image.open(path)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated 90 degrees clockwise: stored the other way round
+    webp = tmp_path / "two-dogs-rotated.webp"
+    img.rotate(90, expand=True).save(webp, exif=exif.tobytes())
+    with page.expect_response("**/v1/predict**") as resp:
+        drop_file(page, webp, "image/webp")
+    answer = resp.value.json()["predictions"][0]
+    assert answer["size"] == list(img.size) and len(answer["dogs"]) == 2
+    assert wait_for_verdict(page) in ("dog", "uncertain_breed")
+    page.wait_for_timeout(500)
+    shown = page.locator("#preview").evaluate("i => [i.naturalWidth, i.naturalHeight]")
+    if shown == answer["size"]:  # a browser that applies the rotation: the boxes are right, and drawn
+        assert page.locator("#boxes .dog-box").count() == 2
+    else:
+        assert page.locator("figure.preview").is_hidden() and page.locator("#boxes .dog-box").count() == 0
+        assert page.locator("#dogs > li").count() == 2
+        assert "cannot show" in page.locator("#verdict").inner_text()
+
+
 def test_two_dogs_on_a_phone(browser, base_url: str, two_dog_photo) -> None:
     path, pasted = two_dog_photo
     ctx = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,

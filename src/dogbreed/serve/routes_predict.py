@@ -37,14 +37,18 @@ def router(limits: Limits, n_classes: int) -> APIRouter:
         inline = photo_errors == "inline"
         refused: dict[int, str] = {}
         uploads = svc.check_uploads(file, refused if inline else None)
-        preds = await svc.predict(uploads, inline_errors=inline, refused=refused, request=request)
+        sizes: dict[int, tuple[int, int]] = {}
+        preds = await svc.predict(uploads, inline_errors=inline, refused=refused, request=request, sizes=sizes)
         out = []
-        for (name, _), p in zip(uploads, preds, strict=True):
+        for i, ((name, _), p) in enumerate(zip(uploads, preds, strict=True)):
             d = p.to_dict()
             d["path"] = name
             if p.error is not None:
                 out.append(d)
                 continue
+            # the space the boxes are in: a page whose browser shows the photo another way up (Chromium does not
+            # apply a WebP's EXIF rotation) can tell, instead of drawing the boxes off the dogs
+            d["size"] = list(sizes[i])
             d["breeds"] = d["breeds"][:top_k]
             for dog in d.get("dogs") or []:
                 dog["breeds"] = dog["breeds"][:top_k]

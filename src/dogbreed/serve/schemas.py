@@ -61,6 +61,8 @@ class PredictionOut(BaseModel):
     several_breeds_likely: bool
     look_alikes: list[LookAlikes] | None = Field(None, description="Only when the server runs with --gallery: for "
                                                  "each of the top 3 breeds, its nearest gallery photos.")
+    size: list[int] | None = Field(None, min_length=2, max_length=2, description="The photo's width and height in "
+                                   "its own pixels, after its EXIF rotation: the space `box` is in.")
     dogs: list[DogOut] | None = Field(None, description="Every dog found in the photo, most prominent first (empty "
                                       "when none; absent with --whole-photo). verdict, dog_probability and breeds "
                                       "above describe the first.")

@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from ..errors import EmptyImage, ImageDecodeError, ImageTooLarge, UnsupportedImage
 from ..inference.decode import decode as decode_image
 from ..predict import Prediction, Predictor
-from ..transforms import draft_for_pixels
+from ..transforms import draft_for_pixels, full_size
 from .feedback import FeedbackStore
 from .limits import (
     INTERNAL_ERROR,
@@ -234,13 +234,15 @@ class Service:
             return await run_in_threadpool(work)
 
     async def predict(self, uploads: list[tuple[str, UploadFile]], inline_errors: bool = False,
-                      refused: dict[int, str] | None = None, request: Request | None = None) -> list[Prediction]:
+                      refused: dict[int, str] | None = None, request: Request | None = None,
+                      sizes: dict[int, tuple[int, int]] | None = None) -> list[Prediction]:
         """Budgets, then a place in the queue (503 when full), then decoding and the batched forward pass; with the
         ``request``, a client that goes away gives its photos' queue places back (`unless_gone`).
 
         ``inline_errors``: a photo refused on its own (unreadable, not an image, too many pixels, too many bytes:
         ``refused``, from `check_uploads`) gets an error entry in its place instead of failing the request; the
-        request's own budgets still refuse it whole."""
+        request's own budgets still refuse it whole. ``sizes``: filled with each decoded photo's own size, after
+        its EXIF rotation (`transforms.full_size`), by its place."""
         refused = dict(refused or {})
         if inline_errors:
             for i, (name, f) in enumerate(uploads):
@@ -256,6 +258,8 @@ class Service:
             for i in ok:
                 with _photo_refusal(refused if inline_errors else None, i, uploads[i][0]):
                     images[i] = await self.decode(*uploads[i])
+                    if sizes is not None:
+                        sizes[i] = full_size(images[i])
             try:
                 preds = iter(await unless_gone(self.batcher.predict(list(images.values())), request)
                              if images else [])

@@ -156,6 +156,14 @@
     boxesEl.replaceChildren();
     const w = preview.naturalWidth, h = preview.naturalHeight;
     if (!dogs || !dogs.length || figure.hidden || !w || !h) { boxesEl.hidden = true; return; }
+    const size = current && current.prediction && current.prediction.size;
+    if (size && (size[0] !== w || size[1] !== h)) {
+      // the browser shows the photo another way up than its EXIF rotation says (Chromium ignores a WebP's):
+      // boxes drawn on it would miss the dogs, so the answer is shown as for a photo the browser cannot show
+      figure.hidden = true; grid.classList.add("single"); boxesEl.hidden = true;
+      render(current.prediction);
+      return;
+    }
     dogs.forEach((d, i) => {
       const n = i + 1;
       const [x0, y0, x1, y1] = d.box.map((v, k) => Math.min(Math.max(v, 0), k % 2 ? h : w));
