@@ -18,7 +18,7 @@ from dogbreed.dogness import DogDetector
 from dogbreed.errors import ModelLoadError
 from dogbreed.export import export_classifier, sidecar_path
 from dogbreed.models import build_cnn_classifier, model_dir_of, save_model_dir
-from dogbreed.resolve import resolve_model
+from dogbreed.resolve import model_outline, resolve_model
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +136,64 @@ def test_a_runtimes_refusal_reads_in_its_own_words(tmp_path: Path) -> None:
     assert ".cpp" in str(info.value)  # what the user had been shown
     said = _runtime_reason(info.value)
     assert said and ".cpp" not in said and "Exception from" not in said
+
+
+@pytest.mark.parametrize(("spec", "meant"), [("defualt", "default"), ("imagenett", "imagenet"), ("Default", "default"),
+                                             ("IMAGENET", "imagenet"), ("imgnet", "imagenet")])
+def test_a_misspelt_packaged_name_gets_did_you_mean(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spec: str,
+                                                    meant: str) -> None:
+    """Found by QA: `--model defualt` said only "no such file or folder"."""
+    monkeypatch.chdir(tmp_path)
+    for look in (resolve_model, model_outline):
+        with pytest.raises(ModelLoadError, match=f"no such file or folder \\(did you mean '{meant}'\\?\\)"):
+            look(spec)
+    # a path is a path: no packaged name is guessed for it, nor for a folder that is there
+    with pytest.raises(ModelLoadError) as info:
+        resolve_model(f"runs/{spec}")
+    assert "did you mean" not in str(info.value)
+    (tmp_path / spec).mkdir()
+    with pytest.raises(ModelLoadError, match="that folder has no model.json") as info:
+        resolve_model(spec)
+    assert "did you mean" not in str(info.value)
+
+
+@pytest.mark.parametrize("spec", ["", "  "])
+def test_an_empty_model_spec_is_refused(files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        spec: str) -> None:
+    """Found by QA: `--model ""` was read as the current folder, and loaded whatever model sat there."""
+    for f in files["model_dir"].iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    monkeypatch.chdir(tmp_path)
+    for look in (resolve_model, model_outline):
+        with pytest.raises(ModelLoadError, match="an empty model name"):
+            look(spec)
+    res = CliRunner().invoke(app, ["predict", "--model", spec, str(files["photo"])])
+    assert res.exit_code == 2 and "an empty model name" in res.output and "Traceback" not in res.output
+
+
+def test_a_folder_holding_one_model_names_it(files: dict[str, Path], tmp_path: Path) -> None:
+    """Found by QA: `--model exp/` (a folder holding only model.onnx) said only that it had no model.json. The
+    folder is not taken for the model it holds (see the `resolve` docstring): the error names it."""
+    def holding(name: str, *paths: str) -> Path:
+        d = tmp_path / name
+        for p in paths:
+            (d / p).parent.mkdir(parents=True, exist_ok=True)
+            if p.endswith(".onnx"):
+                shutil.copy(files["onnx"], d / p)
+                shutil.copy(sidecar_path(files["onnx"]), sidecar_path(d / p))
+            else:
+                shutil.copytree(files["model_dir"], d / p)
+        return d
+
+    for d, meant in ((holding("exp", "model.onnx"), "exp/model.onnx"),
+                     (holding("runs", "run1/model"), "runs/run1"),
+                     (holding("saved", "model/tiny.onnx"), "saved/model/tiny.onnx")):
+        for spec in (str(d), f"{d}/"):
+            for look in (resolve_model, model_outline):
+                with pytest.raises(ModelLoadError, match="has no model.json") as info:
+                    look(spec)
+                assert f"did you mean {str(tmp_path / meant)!r}?" in str(info.value), str(info.value)
+        resolve_model(str(tmp_path / meant))  # and what it names loads
+    two = holding("two", "a.onnx", "b/model")
+    with pytest.raises(ModelLoadError, match=r"it holds 2 models \(a.onnx, b\): give one of them"):
+        resolve_model(str(two))

@@ -215,7 +215,6 @@ def predict(
 ) -> None:
     """Predict the breed of the dog in each photo."""
     from .errors import BatchError
-    from .inference.loading import finds_dogs
     from .inference.sources import iter_sources
 
     if fmt is not None and out is not None:
@@ -229,24 +228,7 @@ def predict(
                                  "is drawn")
     if overwrite and out is None:
         raise typer.BadParameter("--overwrite starts an --out file over; without --out nothing is written")
-    if per_dog and out is None:
-        raise typer.BadParameter("--per-dog writes one row per dog to --out (.csv or .parquet); on the screen, "
-                                 "--format json lists every dog")
-    if per_dog and not finds_dogs(options):  # also --dog-detector none, which had written dogs=0 beside "dog"
-        why = ("--whole-photo does" if not options.find_dogs
-               else "a run without a dog detector (--dog-detector none) does")
-        raise typer.BadParameter(f"--per-dog needs the dogs of each photo, which {why} not look for")
-    if per_dog and out is not None and Path(out).suffix.lower() == ".jsonl":
-        raise typer.BadParameter("--per-dog is for .csv and .parquet; a .jsonl line already holds every dog of its "
-                                 "photo")
-    if explain and Path(explain).exists() and not Path(explain).is_dir():
-        raise typer.BadParameter(f"--explain {explain} is a file; give a folder for the heat-map PNGs")
-    if explain and (inside := next((p for p in paths if Path(p).is_dir()
-                                    and Path(explain).resolve().is_relative_to(Path(p).resolve())), None)):
-        # its PNGs would be read as photos: by a resume (which then stopped, its rows no longer the first inputs)
-        # and by every later run of the folder
-        raise typer.BadParameter(f"--explain {explain} is inside the input folder {inside}, whose photos its "
-                                 "heat-maps would join; give a folder outside it")
+    _check_outputs(paths, out, options, per_dog, explain)
     try:
         if next(iter(iter_sources(paths, path_column)), None) is None:
             _err("no images found in the given paths")
@@ -414,6 +396,31 @@ def _predict_to_file(pred: Predictor, paths: list[str], out: str, workers: int |
                err=True)
     if s.predicted_none:  # the output as a whole: a resume or a rerun answers as its first run did
         raise typer.Exit(1)
+
+
+def _check_outputs(paths: list[str], out: str | None, options: PredictOptions, per_dog: bool,
+                   explain: str | None) -> None:
+    """--per-dog and --explain against the run they would write for: one sentence before any photo is read."""
+    from .inference.loading import finds_dogs
+
+    if per_dog and out is None:
+        raise typer.BadParameter("--per-dog writes one row per dog to --out (.csv or .parquet); on the screen, "
+                                 "--format json lists every dog")
+    if per_dog and not finds_dogs(options):  # also --dog-detector none, which had written dogs=0 beside "dog"
+        why = ("--whole-photo does" if not options.find_dogs
+               else "a run without a dog detector (--dog-detector none) does")
+        raise typer.BadParameter(f"--per-dog needs the dogs of each photo, which {why} not look for")
+    if per_dog and out is not None and Path(out).suffix.lower() == ".jsonl":
+        raise typer.BadParameter("--per-dog is for .csv and .parquet; a .jsonl line already holds every dog of its "
+                                 "photo")
+    if explain and Path(explain).exists() and not Path(explain).is_dir():
+        raise typer.BadParameter(f"--explain {explain} is a file; give a folder for the heat-map PNGs")
+    if explain and (inside := next((p for p in paths if Path(p).is_dir()
+                                    and Path(explain).resolve().is_relative_to(Path(p).resolve())), None)):
+        # its PNGs would be read as photos: by a resume (which then stopped, its rows no longer the first inputs)
+        # and by every later run of the folder
+        raise typer.BadParameter(f"--explain {explain} is inside the input folder {inside}, whose photos its "
+                                 "heat-maps would join; give a folder outside it")
 
 
 def _predict_ray(paths: list[str], out: str | None, options: PredictOptions, ray_address: str | None,

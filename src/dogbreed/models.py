@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import json
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -15,9 +17,9 @@ from torch import nn
 from .backbones import Backbone, BackboneSpec, create_backbone, get_spec
 from .breeds import Breed, stanford_breeds
 from .errors import ModelLoadError, WriteError
-from .fileio import atomic_write_pair, out_folder, read_json, read_safetensors, writing
-from .specs import DEFAULT_BACKBONE, SHIPPED_HEADS
-from .transforms import Preprocess
+from .fileio import atomic_write_pair, out_folder, read_json, read_safetensors, say_once, writing
+from .specs import DEFAULT_BACKBONE, REGISTRY, SHIPPED_HEADS
+from .transforms import _INTERP, RESIZE_MODES, Preprocess
 
 MODEL_CONFIG = "model.json"
 MODEL_WEIGHTS = "model.safetensors"
@@ -149,7 +151,7 @@ def save_model_dir(clf: Classifier, path: str | Path, *, decision: dict[str, Any
                         for k, v in clf.backbone.state_dict().items()})
     head_cfg = getattr(clf.breed_head, "config", None) or {"type": "linear"}
     cfg = {
-        "format": "dogbreed-model/1",
+        "format": MODEL_FORMAT,
         "backbone": clf.backbone.spec.name,
         "backbone_in_weights": save_backbone,
         "head": head_cfg,
@@ -164,8 +166,11 @@ def save_model_dir(clf: Classifier, path: str | Path, *, decision: dict[str, Any
     return out
 
 
+HEAD_TYPES = ("linear", "dropout_linear")
+
+
 def build_head(cfg: dict[str, Any], in_features: int, num_classes: int) -> nn.Module:
-    """Breed heads as data: 'linear' (GAP features -> logits) or 'mlp' with dropout."""
+    """Breed heads as data: 'linear' (GAP features -> logits) or 'dropout_linear' (dropout, then linear)."""
     kind = cfg.get("type", "linear")
     if kind == "linear":
         head: nn.Module = nn.Linear(in_features, num_classes)
@@ -177,12 +182,186 @@ def build_head(cfg: dict[str, Any], in_features: int, num_classes: int) -> nn.Mo
     return head
 
 
-def _read_model_json(path: Path) -> dict[str, Any]:
-    cfg = read_json(path, "model config")
-    missing = [k for k in ("backbone", "preprocess", "classes") if k not in cfg]
-    if missing:
+# model.json is checked where it is read, before any weights load: a wrong type or value used to pass the loader and
+# fail later as a traceback (size "224"), a NaN (temperature 0), nonsense answers (temperature -1) or an error row
+# for every photo (resize "centre_crop").
+
+MODEL_FORMAT = "dogbreed-model/1"
+MODEL_FORMATS = (MODEL_FORMAT,)  # every model.json format this version reads; a newer one is refused, not guessed
+# What `save_model_dir` writes. Anything of the user's own belongs under "extra", so a key outside these was
+# not written by dogbreed: a typo of one of them is refused (it would drop that setting without a word), any other
+# is said once and ignored.
+MODEL_KEYS = ("format", "backbone", "backbone_in_weights", "head", "preprocess", "classes", "decision", "extra", "cnn")
+REQUIRED_KEYS = ("backbone", "preprocess", "classes")
+# `inference.scoring.Decision`'s fields (not imported: scoring brings the runners in); a test keeps them the same.
+DECISION_KEYS = ("dog_threshold", "uncertain_threshold", "several_breeds_threshold", "temperature")
+MAX_INPUT_SIZE = 4096  # beyond it one photo's input alone is hundreds of MB; no model of this package comes near
+
+
+def _closest(word: object, choices: Iterable[str], cutoff: float = 0.6) -> str | None:
+    options = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(str(word).lower(), list(options), n=1, cutoff=cutoff)
+    return options[close[0]] if close else None
+
+
+def did_you_mean(word: object, choices: Iterable[str], cutoff: float = 0.6) -> str:
+    """" (did you mean 'x'?)" for the choice closest to ``word`` (case-insensitively), or "" when none is close."""
+    close = _closest(word, choices, cutoff)
+    return f" (did you mean {close!r}?)" if close else ""
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _bad(path: Path, key: str, want: str, value: object, hint: str = "") -> ModelLoadError:
+    return ModelLoadError(f"{path}: {key} must be {want}, not {_shown(value)}{hint}")
+
+
+def _check_choice(path: Path, key: str, value: object, choices: Iterable[str]) -> None:
+    choices = tuple(choices)
+    if value not in choices:
+        raise _bad(path, key, f"one of {', '.join(map(repr, choices))}", value, did_you_mean(value, choices))
+
+
+def _check_keys(path: Path, section: str, given: dict[str, Any], known: Iterable[str]) -> None:
+    known = tuple(known)
+    for k in given:
+        if k not in known:
+            raise ModelLoadError(f"{path}: {section} has an unknown key {k!r}{did_you_mean(k, known)}; known: "
+                                 f"{', '.join(known)}")
+
+
+def _check_preprocess(path: Path, pre: object) -> None:
+    if not isinstance(pre, dict):
+        raise _bad(path, "preprocess", "an object of preprocessing settings", pre)
+    fields = Preprocess.__dataclass_fields__
+    _check_keys(path, "preprocess", pre, fields)
+    for k, v in pre.items():
+        key = f"preprocess.{k}"
+        if k == "size":
+            if not (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_INPUT_SIZE):
+                raise _bad(path, key, f"a whole number of pixels from 1 to {MAX_INPUT_SIZE}", v)
+        elif k == "resize":
+            _check_choice(path, key, v, RESIZE_MODES)
+        elif k == "interpolation":
+            _check_choice(path, key, v, _INTERP)
+        elif k == "crop_pct":
+            if not (_is_number(v) and 0 < v <= 1):
+                raise _bad(path, key, "a number above 0 and at most 1", v)
+        elif k == "box_margin":
+            if not (_is_number(v) and v >= 0):
+                raise _bad(path, key, "a number of 0 or more", v)
+        elif k in ("mean", "std"):
+            ok = isinstance(v, (list, tuple)) and len(v) == 3 and all(_is_number(x) for x in v)
+            if not ok or (k == "std" and min(v) <= 0):
+                raise _bad(path, key, "3 numbers, one per colour channel" + (", each above 0" if k == "std" else ""),
+                           v)
+        elif fields[k].type in (bool, "bool") and not isinstance(v, bool):
+            raise _bad(path, key, "true or false", v)
+
+
+def _check_classes(path: Path, classes: object) -> None:
+    if not (isinstance(classes, list) and classes):
+        raise _bad(path, "classes", "a non-empty list of breeds, each an object with a name", classes)
+    for i, c in enumerate(classes):
+        key = f"classes[{i}]"
+        if not isinstance(c, dict):
+            raise _bad(path, key, "an object with a name", c)
+        if not (isinstance(c.get("name"), str) and c["name"].strip()):
+            raise _bad(path, f"{key}.name", "a breed name", c.get("name"))
+        if c.get("wnid") is not None and not isinstance(c["wnid"], str):
+            raise _bad(path, f"{key}.wnid", "a WordNet id such as 'n02085620', or null", c["wnid"])
+        index = c.get("imagenet_index")
+        if index is not None and not (isinstance(index, int) and not isinstance(index, bool) and index >= 0):
+            raise _bad(path, f"{key}.imagenet_index", "a row of the ImageNet head (0 or more), or null", index)
+
+
+def _check_decision(path: Path, decision: object) -> None:
+    if decision is None:
+        return
+    if not isinstance(decision, dict):
+        raise _bad(path, "decision", "an object of decision settings", decision)
+    _check_keys(path, "decision", decision, DECISION_KEYS)
+    for k, v in decision.items():
+        if k == "temperature":
+            if not (_is_number(v) and v > 0):
+                raise _bad(path, "decision.temperature", "a number above 0", v)
+        elif not (_is_number(v) and 0 <= v <= 1):
+            raise _bad(path, f"decision.{k}", "a probability from 0 to 1", v)
+
+
+def check_model_config(cfg: dict[str, Any], path: str | Path, *, complete: bool = True) -> dict[str, Any]:
+    """Check a model.json (``path`` names it in the message) and return it; every problem is a `ModelLoadError` of
+    one sentence naming the file and the key.
+
+    ``complete``: also require what loading a model needs (`REQUIRED_KEYS`); `resolve.model_outline`, which reads
+    the backbone alone, checks only the keys that are there. A model.json without "format" is read as
+    `MODEL_FORMAT`, the only one there has been. The head and CNN architecture, which only loading reads, are
+    checked by `load_model_dir`.
+    """
+    path = Path(path)
+    fmt = cfg.get("format", MODEL_FORMAT)
+    if fmt not in MODEL_FORMATS:
+        raise ModelLoadError(f"{path}: format {_shown(fmt)} is not one this dogbreed reads "
+                             f"({', '.join(map(repr, MODEL_FORMATS))}); a newer dogbreed may have written it")
+    unknown = [k for k in cfg if k not in MODEL_KEYS]
+    for k in unknown:
+        if hint := did_you_mean(k, MODEL_KEYS, cutoff=0.8):
+            raise ModelLoadError(f"{path}: unknown key {k!r}{hint}; known: {', '.join(MODEL_KEYS)}")
+    if unknown:
+        say_once(f"{path}: ignoring the unknown key{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))} "
+                 '(entries of your own belong under "extra")', key=f"model.json keys {path} {unknown}")
+    if complete and (missing := [k for k in REQUIRED_KEYS if k not in cfg]):
         raise ModelLoadError(f"{path}: not a model config (missing {', '.join(missing)}); "
                              "write model dirs with dogbreed train, adapt or add-breed")
+    if "backbone" in cfg:
+        bb = cfg["backbone"]
+        known = (*REGISTRY, CNN_BACKBONE)
+        if not isinstance(bb, str) or not (bb in known or bb.startswith("timm:")):
+            raise _bad(path, "backbone", f"one of {', '.join(map(repr, known))} or 'timm:<model>'", bb,
+                       did_you_mean(bb, known))
+    if "backbone_in_weights" in cfg and not isinstance(cfg["backbone_in_weights"], bool):
+        raise _bad(path, "backbone_in_weights", "true or false", cfg["backbone_in_weights"])
+    if "preprocess" in cfg:
+        _check_preprocess(path, cfg["preprocess"])
+    if "classes" in cfg:
+        _check_classes(path, cfg["classes"])
+    if "decision" in cfg:
+        _check_decision(path, cfg["decision"])
+    if "extra" in cfg and not isinstance(cfg["extra"], dict):
+        raise _bad(path, "extra", "an object", cfg["extra"])
+    return cfg
+
+
+def read_model_config(path: str | Path, *, complete: bool = True) -> dict[str, Any]:
+    """A model dir's model.json, read and checked (`check_model_config`)."""
+    return check_model_config(read_json(path, "model config"), path, complete=complete)
+
+
+def _read_model_json(path: Path) -> dict[str, Any]:
+    """model.json read and checked (`check_model_config`), with the parts only loading reads: the head and a CNN's
+    architecture."""
+    cfg = read_model_config(path)
+    head = cfg.get("head", {"type": "linear"})
+    if not isinstance(head, dict):
+        raise _bad(path, "head", 'an object such as {"type": "linear"}', head)
+    _check_choice(path, "head.type", head.get("type", "linear"), HEAD_TYPES)
+    drop = head.get("dropout", 0.0)
+    if not (_is_number(drop) and 0 <= drop <= 1):  # train's head.dropout takes 0..1 inclusive
+        raise _bad(path, "head.dropout", "a number from 0 to 1", drop)
+    if cfg["backbone"] == CNN_BACKBONE:
+        try:
+            cnn_arch(cfg.get("cnn"))
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            # TypeError and the like: "blocks": 5 and other shapes cnn_arch does not expect
+            raise ModelLoadError(f"{path}: cnn is not a CNN architecture ({type(e).__name__}: "
+                                 f"{str(e).splitlines()[0][:200]})") from None
     return cfg
 
 
@@ -235,9 +414,7 @@ CNN_BLOCK: dict[str, Any] = {"filters": 32, "kernel": 3, "pool": 2, "pool_stride
 
 
 def _did_you_mean(unknown: set[str], known: dict[str, Any]) -> str:
-    import difflib
-
-    close = [c for u in sorted(unknown) for c in difflib.get_close_matches(str(u), list(known), n=1, cutoff=0.6)]
+    close = [c for u in sorted(unknown) if (c := _closest(u, known))]
     return f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
 
 

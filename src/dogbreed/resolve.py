@@ -3,7 +3,12 @@
 Specs: ``"default"`` (the packaged backbones with the adapted breed heads and the decision settings fitted for them),
 ``"imagenet"`` (the plain ImageNet head restricted to the 120 breeds, uncalibrated), a model dir, a run dir (its
 ``model/``), or an ``.onnx`` file written by ``dogbreed export``. Any failure to load is a `ModelLoadError` that
-names the file and says what is wrong.
+names the file and says what is wrong: a damaged model.json names the key (`models.check_model_config`, before any
+weights load). A spec naming nothing says what it may have meant: a name close to ``default`` or ``imagenet``
+("defualt", "Default") gets "did you mean 'default'?", an empty one is refused (it had been read as the current
+folder), and a folder with no model.json that holds exactly one model (an ``.onnx`` file, in it or in its
+``model/``, or a model or run dir) names it; it is not taken for that model, so a spec means the same thing
+whatever else lands in the folder later, and callers that treat an ``.onnx`` file apart still see the spec's text.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ModelLoadError
 from .fileio import read_json
-from .onnxrun import OnnxClassifier, cached_default_model
+from .onnxrun import OnnxClassifier, cached_default_model, sidecar_path
 from .specs import DEFAULT_BACKBONE, SHIPPED_HEADS
 
 if TYPE_CHECKING:
@@ -86,23 +91,71 @@ def _packaged(spec: str, quality: str, backbone: str | None, cached_onnx: bool =
     return ResolvedModel(spec, spec, clfs, decision)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Specs that name nothing: one sentence saying what was meant, where that can be told.
+
+def _check_spec(text: str) -> None:
+    # Path("") is the current folder: an empty --model (an unset shell variable) loaded whatever model sat there.
+    if not text.strip():
+        raise ModelLoadError(f"model {text!r}: an empty model name; give 'default', 'imagenet', a model dir, run dir "
+                             "or .onnx file")
+
+
+def _meant_inside(folder: Path) -> list[Path]:
+    """What in ``folder`` a user may have meant: its .onnx files and its subfolders that are model or run dirs, and
+    the .onnx files in its model/ (where a run dir keeps its model)."""
+    from .models import model_dir_of
+
+    found = []
+    for where in (folder, folder / "model"):
+        try:
+            entries = sorted(where.iterdir()) if where.is_dir() else []
+        except OSError:
+            continue
+        found += [p for p in entries if (p.suffix.lower() == ".onnx" and p.is_file())
+                  or (where == folder and p.is_dir() and model_dir_of(p) is not None)]
+    return found
+
+
+def _not_a_model(text: str) -> ModelLoadError:
+    """Why ``text`` names no model. A folder holding exactly one model (an .onnx file, a model dir) is not taken
+    for it but named: "did you mean 'exp/model.onnx'?". Taking it would change what a spec means when a second
+    model lands there, and callers that treat an .onnx file apart (adapt refuses one) decide on the spec's text."""
+    path = Path(text)
+    if not path.exists():
+        from .models import did_you_mean
+
+        hint = did_you_mean(text.strip(), PACKAGED, cutoff=0.75) if not any(c in text for c in "/\\.") else ""
+        why = f"no such file or folder{hint}"
+    elif path.is_dir():
+        why = "that folder has no model.json (nor model/model.json)"
+        inside = _meant_inside(path)
+        if len(inside) == 1:
+            why += f"; did you mean {str(inside[0])!r}?"
+        elif inside:
+            names = ", ".join(str(p.relative_to(path)) for p in inside[:4]) + (", ..." if len(inside) > 4 else "")
+            why += f"; it holds {len(inside)} models ({names}): give one of them"
+    else:
+        why = "not a model dir, run dir or .onnx file"
+    return ModelLoadError(f"model {text!r}: not 'default' or 'imagenet', and {why}")
+
+
 def model_outline(spec: str | Path, quality: str = "fast") -> tuple[list[str], bool]:
     """A model's member backbones and whether it fine-tuned its backbone, read from its config alone (nothing is
     loaded): what a driver must know before its workers load the model (e.g. which columns their rows carry)."""
     text = str(spec)
+    _check_spec(text)
     if text in PACKAGED:
         return packaged_backbones(quality), False
     if text.lower().endswith(".onnx"):
-        from .onnxrun import sidecar_path
-
         cfg = read_json(sidecar_path(text), "ONNX sidecar")
     else:
-        from .models import MODEL_CONFIG, model_dir_of
+        from .models import MODEL_CONFIG, model_dir_of, read_model_config
 
         model_dir = model_dir_of(text)
         if model_dir is None:
-            raise ModelLoadError(f"model {text!r}: not 'default' or 'imagenet', a model dir, run dir or .onnx file")
-        cfg = read_json(model_dir / MODEL_CONFIG, "model config")
+            raise _not_a_model(text)
+        cfg = read_model_config(model_dir / MODEL_CONFIG, complete=False)
     return [str(cfg.get("backbone", "onnx"))], bool(cfg.get("backbone_in_weights"))
 
 
@@ -120,6 +173,7 @@ def resolve_model(spec: str | Path, *, quality: str = "fast", backbone: str | No
     if quality not in QUALITIES:
         raise ModelLoadError(f"quality must be 'fast' or 'best', not {quality!r}")
     text = str(spec)
+    _check_spec(text)
     if text in PACKAGED:
         return _packaged(text, quality, backbone, cached_onnx, precision)
     if text.lower().endswith(".onnx"):
@@ -130,10 +184,7 @@ def resolve_model(spec: str | Path, *, quality: str = "fast", backbone: str | No
 
     model_dir = model_dir_of(text)
     if model_dir is None:
-        path = Path(text)
-        why = ("that folder has no model.json (nor model/model.json)" if path.is_dir()
-               else "no such file or folder" if not path.exists() else "not a model dir, run dir or .onnx file")
-        raise ModelLoadError(f"model {text!r}: not 'default' or 'imagenet', and {why}")
+        raise _not_a_model(text)
     clf, cfg = load_model_dir(model_dir)
     return ResolvedModel(text, "model_dir", [clf], dict(cfg.get("decision") or {}), cfg, model_dir,
                          bool(cfg.get("backbone_in_weights")))
