@@ -363,6 +363,41 @@ def test_training_leaves_out_and_names_photos_that_cannot_be_read(dataset: Path,
     assert not any("zz_page" in m["path"] for m in report["misclassified"]) and report["n"] == summary["photos"]["test"]
 
 
+def test_unreadable_photos_are_left_out_before_the_split(dataset: Path, tmp_path: Path) -> None:
+    """Found by QA: `train` split every photo, then left out the unreadable ones, so a breed could lose its only val
+    or test photo to a corrupt file and the split was not `data split`'s for the same seed and ratios. A resumed run
+    keeps the split.csv it saved, and still leaves out what it holds that cannot be read (a run made before)."""
+    data = tmp_path / "data"
+    for folder in BREEDS:
+        (data / folder).mkdir(parents=True)
+        for f in sorted((dataset / folder).glob("*.jpg"))[:4]:
+            (data / folder / f.name).write_bytes(f.read_bytes())
+        (data / folder / "page.jpg").write_text("<html>not a photo</html>")
+        (data / folder / "cut.jpg").write_bytes((dataset / folder / "10.jpg").read_bytes()[:300])
+    manifest = tmp_path / "split.csv"
+    res = CliRunner().invoke(app, ["data", "split", str(data), "--out", str(manifest), "--seed", "0",
+                                   "--ratios", "0.6,0.2,0.2"])
+    assert res.exit_code == 0, res.output
+    over = {**FAST, "max_epochs": 1, "patience": 5, "cnn": {"dense": [8]}}
+    run = train.train(train.load_preset("gap", over), str(data), out=tmp_path / "runs")
+    saved = (run / "split.csv").read_bytes()
+    assert saved == manifest.read_bytes()
+    bad = sorted(str(data / f / n) for f in BREEDS for n in ("cut.jpg", "page.jpg"))
+    assert sorted(json.loads((run / "summary.json").read_text())["photos_skipped_unreadable"]) == bad
+    splits = train.inputs.recorded_split(run)
+    for part in ("train", "val", "test"):  # 4 readable photos each: 2/1/1, none lost to a corrupt file
+        assert len({str(s.breed) for s in splits[part]}) == len(BREEDS), part
+
+    # A run made before this split first: its split.csv holds an unreadable photo, which resuming leaves out of it.
+    old = saved + f"{data / 'pug' / 'page.jpg'},Pug,,val,\n".encode()
+    (run / "split.csv").write_bytes(old)
+    train.train({"max_epochs": 2}, resume=str(run))
+    assert (run / "split.csv").read_bytes() == old  # read as saved, not split again
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["epochs"] == 2 and summary["photos"] == {"train": 8, "val": 4, "test": 4}
+    assert sorted(summary["photos_skipped_unreadable"]) == bad
+
+
 @pytest.mark.slow
 def test_cli_train_runs_a_preset(dataset: Path, tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["train", "--preset", "gap", "--data", str(dataset), "--out", str(tmp_path),

@@ -4,6 +4,7 @@ and failed runs that leave nothing misleading behind."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -128,3 +129,89 @@ def test_a_failed_run_is_removed_or_marked(two_breeds: Path, tmp_path: Path, mon
     monkeypatch.undo()
     train.train({}, resume=str(run))
     assert not (run / "FAILED.txt").exists() and (run / "report.md").is_file()
+
+
+def test_scientific_notation_is_a_number(tmp_path: Path) -> None:
+    """Found by QA: PyYAML reads 1e-3 (no dot) as text, so `--set lr=1e-3` and `lr: 3e-4` in a preset were refused
+    with "expected a number, got '1e-3'"."""
+    cfg = train.load_preset("transfer_lite0", ["lr=1e-3", "weight_decay=5E-5", "max_epochs=1e1",
+                                               "split.ratios=[8e-1,1e-1,1e-1]"])
+    assert (cfg.lr, cfg.weight_decay, cfg.max_epochs, cfg.split.ratios) == (0.001, 5e-5, 10, (0.8, 0.1, 0.1))
+    assert isinstance(cfg.max_epochs, int)
+    preset = tmp_path / "mine.yaml"
+    preset.write_text("base: transfer_lite0\nlr: 3e-4\nhead:\n  dropout: 2.5e-1\n")
+    cfg = train.load_preset(str(preset))
+    assert cfg.lr == 3e-4 and cfg.head.dropout == 0.25
+    with pytest.raises(train.ConfigError, match="'batch_size': expected a whole number, got '2.5e0'"):
+        train.load_preset("baseline", ["batch_size=2.5e0"])  # a whole-number setting takes only a whole number
+    with pytest.raises(train.ConfigError, match="'lr': expected a number, got '1e-3x'"):
+        train.load_preset("baseline", ["lr=1e-3x"])
+    with pytest.raises(train.ConfigError, match="'head.dropout' must be <= 1"):
+        train.load_preset("transfer_lite0", ["head.dropout=2e0"])  # and is range-checked like any number
+
+
+@pytest.mark.parametrize(("preset", "setting", "key"), [
+    ("transfer_lite0", "lr=.nan", "lr"),
+    ("transfer_lite0", "lr=nan", "lr"),  # text float() reads as NaN
+    ("transfer_lite0", "label_smoothing=.nan", "label_smoothing"),
+    ("transfer_lite0", "weight_decay=.inf", "weight_decay"),
+    ("transfer_lite0", "head.dropout=.nan", "head.dropout"),
+    ("transfer_lite0", "schedule.warmup_epochs=.nan", "schedule.warmup_epochs"),
+    ("transfer_lite0", "split.ratios=[.nan,0.5,0.5]", "split.ratios[0]"),
+    ("finetune_lite0", "backbone_lr=-.inf", "backbone_lr"),
+    ("baseline", "max_epochs=inf", "max_epochs"),
+    ("baseline", "cnn.dense_dropout=.nan", "cnn.dense_dropout"),
+    ("baseline", "augment={rotation: .inf}", "augment.rotation"),
+])
+def test_nan_and_inf_are_refused_naming_the_key(preset: str, setting: str, key: str) -> None:
+    """Found by QA: NaN is neither < nor > a bound, so it passed every range check (`lr=.nan` ended in a torch
+    traceback); inf passed those without an upper bound."""
+    with pytest.raises(train.ConfigError, match=rf"^setting '{re.escape(key)}' must be a finite number, got "):
+        train.load_preset(preset, [setting])
+
+
+def test_a_misspelt_backbone_is_refused_before_the_data_loads(two_breeds: Path, tmp_path: Path) -> None:
+    """Found by QA: `--set backbone=efficientnet_lit0` read the data, then ended in a KeyError traceback."""
+    code, out = _train("--preset", "transfer_lite0", "--data", str(two_breeds), "--out", str(tmp_path),
+                       "--set", "backbone=efficientnet_lit0")
+    assert code == 2 and "setting 'backbone': unknown backbone 'efficientnet_lit0'; did you mean " \
+        "'efficientnet_lite0'?" in " ".join(out.split()), out
+    assert "Traceback" not in out and list(tmp_path.iterdir()) == []
+    with pytest.raises(train.ConfigError, match="unknown backbone 'mobilenet'; known: efficientnet_lite0, "
+                                                ".*resnet50 or 'timm:<model>'"):
+        train.load_preset("finetune_lite0", ["backbone=mobilenet"])
+    with pytest.raises(train.ConfigError, match="unknown backbone 'timm: '"):
+        train.load_preset("transfer_lite0", ["backbone='timm: '"])
+    for name in ("efficientnet_lite1", "resnet50", "timm:resnet18"):  # timm names are timm's to check, when built
+        assert train.load_preset("finetune_lite0", [f"backbone={name}"]).backbone == name
+    with pytest.raises(train.ConfigError, match="unknown setting 'backbone' for a cnn preset"):
+        train.load_preset("baseline", ["backbone=resnet50"])  # a CNN has no backbone to name
+
+
+def test_a_base_is_read_beside_its_preset_and_a_loop_is_refused(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by QA: a relative .yaml base was read from the current directory ("unknown preset 'child_base.yaml'"
+    from anywhere but the presets' folder), and a preset that is its own base ended in a RecursionError."""
+    cfg_dir = tmp_path / "cfg"
+    (cfg_dir / "common").mkdir(parents=True)
+    (cfg_dir / "child.yaml").write_text("base: child_base.yaml\nlr: 0.02\n")
+    (cfg_dir / "child_base.yaml").write_text("base: common/root.yaml\nweight_decay: 0.001\n")
+    (cfg_dir / "common" / "root.yaml").write_text("base: transfer_lite0\nmax_epochs: 3\n")  # a bare name: packaged
+    (cfg_dir / "self.yaml").write_text("base: self.yaml\n")
+    (cfg_dir / "a.yaml").write_text("base: b.yaml\n")
+    (cfg_dir / "b.yaml").write_text("base: a.yaml\n")
+    (cfg_dir / "orphan.yaml").write_text("base: gone.yaml\n")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    cfg = train.load_preset(str(cfg_dir / "child.yaml"))
+    assert (cfg.kind, cfg.lr, cfg.weight_decay, cfg.max_epochs, cfg.preset) == ("transfer", 0.02, 0.001, 3, "child")
+    monkeypatch.chdir(tmp_path)
+    assert train.load_preset("cfg/child.yaml").weight_decay == 0.001  # a relative path to the preset itself
+    with pytest.raises(train.ConfigError, match=r"^preset 'cfg/self.yaml' has a loop of bases: cfg/self.yaml -> "
+                                                r"self.yaml$"):
+        train.load_preset("cfg/self.yaml")
+    with pytest.raises(train.ConfigError, match=r"loop of bases: cfg/a.yaml -> b.yaml -> a.yaml$"):
+        train.load_preset("cfg/a.yaml")
+    with pytest.raises(train.ConfigError, match="unknown preset 'gone.yaml', the base of 'cfg/orphan.yaml': no such "
+                                                "file"):
+        train.load_preset("cfg/orphan.yaml")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ import yaml
 
 from ..errors import ConfigError
 from ..models import cnn_arch
+from ..specs import REGISTRY as BACKBONES
 from ..transforms import Augment
 
 # Keys a resumed run may change; everything else must stay as recorded or the run would silently mix setups.
@@ -137,7 +139,13 @@ def _bad(key: str, value: Any, expected: str) -> ConfigError:
     return ConfigError(f"setting {key!r}: expected {expected}, got {value!r}")
 
 
+def _not_finite(key: str, value: Any) -> ConfigError:
+    return ConfigError(f"setting {key!r} must be a finite number, got {value!r}")
+
+
 def _check_range(key: str, value: float, meta: Any) -> None:
+    if not math.isfinite(value):  # NaN compares false with every bound, so it would pass them all
+        raise _not_finite(key, value)
     lo, hi = meta.get("lo"), meta.get("hi")
     if lo is not None and (value < lo or (meta.get("lo_open") and value == lo)):
         raise ConfigError(f"setting {key!r} must be {'>' if meta.get('lo_open') else '>='} {lo}, got {value!r}")
@@ -148,6 +156,19 @@ def _check_range(key: str, value: float, meta: Any) -> None:
 _SCALARS: dict[type, tuple[type | tuple[type, ...], str]] = {
     bool: (bool, "true or false"), int: (int, "a whole number"), float: ((int, float), "a number"), str: (str, "text"),
 }
+
+
+def _number_text(key: str, value: str, tp: type) -> float | int | None:
+    """A number written as text, or None. PyYAML (YAML 1.1) reads ``1e-3`` and ``3e-4``, having no dot, as strings."""
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    if not math.isfinite(number):
+        raise _not_finite(key, value)
+    if tp is int:
+        return int(number) if number.is_integer() else None
+    return number
 
 
 def _coerce(key: str, value: Any, tp: Any) -> Any:
@@ -178,9 +199,13 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         return value
     if tp in _SCALARS:
         accepts, expected = _SCALARS[tp]
+        if tp in (int, float) and isinstance(value, str) and (number := _number_text(key, value, tp)) is not None:
+            return number
         # bool is an int to Python, but `max_epochs: true` is a mistake, not 1.
         if isinstance(value, bool) is not (tp is bool) or not isinstance(value, accepts):
             raise _bad(key, value, expected)
+        if tp is float and not math.isfinite(value):
+            raise _not_finite(key, value)
         return float(value) if tp is float else value
     return value
 
@@ -203,9 +228,34 @@ def _build(cls: type, data: Any, prefix: str = "") -> Any:
     return cls(**values)
 
 
+def _check_finite(key: str, value: Any) -> None:
+    """NaN or inf anywhere in a free-form group (``cnn``, ``augment``), named by its dotted key."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _not_finite(key, value)
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(f"{key}.{k}", v)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_finite(f"{key}[{i}]", v)
+
+
+def _check_backbone(name: str) -> None:
+    """A backbone `backbones.create_backbone` can build; a typo had trained nothing and ended in a KeyError
+    traceback once the data had been read."""
+    if name in BACKBONES or (name.startswith("timm:") and name[len("timm:"):].strip()):
+        return
+    close = difflib.get_close_matches(name, list(BACKBONES), n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(BACKBONES)} or 'timm:<model>'"
+    raise ConfigError(f"setting 'backbone': unknown backbone {name!r}; {hint}")
+
+
 def _check_parts(cfg: TrainConfig) -> None:
-    """Checks of nested settings whose schema lives elsewhere (the CNN architecture, augmentation)."""
+    """Checks of nested settings whose schema lives elsewhere (the CNN architecture, augmentation, backbones)."""
+    if isinstance(cfg, TransferConfig):  # finetune too; a cnn config has no backbone setting at all
+        _check_backbone(cfg.backbone)
     if isinstance(cfg, CnnConfig):
+        _check_finite("cnn", cfg.cnn)
         try:
             cnn_arch(cfg.cnn)
         except (ValueError, KeyError, TypeError) as e:
@@ -217,7 +267,8 @@ def _check_parts(cfg: TrainConfig) -> None:
         for k in cfg.augment:
             if k not in known:
                 raise _unknown(f"augment.{k}", known, "'augment'")
-    if abs(sum(cfg.split.ratios) - 1) > 1e-6 or min(cfg.split.ratios) < 0:
+        _check_finite("augment", cfg.augment)
+    if not abs(sum(cfg.split.ratios) - 1) <= 1e-6 or not min(cfg.split.ratios) >= 0:  # NaN fails both, as it should
         raise ConfigError(f"setting 'split.ratios' must be 3 non-negative numbers summing to 1, "
                           f"got {list(cfg.split.ratios)}")
 
@@ -250,11 +301,22 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _read_preset(name: str) -> dict[str, Any]:
-    p = Path(name)
-    if p.suffix in (".yaml", ".yml") and p.is_file():
-        text = p.read_text()
-    else:
+def _read_preset(name: str, folder: Path | None = None,
+                 chain: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
+    """A preset's settings with its ``base:`` chain merged in. ``folder``: that of the file naming ``name`` as its
+    base, which a relative .yaml path is read from (it had been read from the current directory, so a preset and its
+    base side by side worked only from their own folder); ``chain``: (name, file) of the presets that led here."""
+    p: Path | None = None
+    text = None
+    if Path(name).suffix in (".yaml", ".yml"):
+        p = Path(name) if folder is None or Path(name).is_absolute() else folder / name
+        if p.is_file():
+            text = p.read_text()
+        elif folder is not None:
+            raise ConfigError(f"unknown preset {name!r}, the base of {chain[-1][0]!r}: no such file {p}")
+        else:
+            p = None
+    if text is None:  # a bare name is a packaged preset, wherever the preset naming it lives
         f = resources.files("dogbreed").joinpath("presets", f"{name}.yaml")
         if not f.is_file():
             known = list_presets()
@@ -262,6 +324,10 @@ def _read_preset(name: str) -> dict[str, Any]:
             hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known)} (or a .yaml path)"
             raise ConfigError(f"unknown preset {name!r}{hint}")
         text = f.read_text()
+    here = str(p.resolve()) if p is not None else f"packaged:{name}"
+    if here in (seen for _, seen in chain):  # it had recursed until Python's RecursionError
+        names = [n for n, _ in chain] + [name]
+        raise ConfigError(f"preset {names[0]!r} has a loop of bases: {' -> '.join(names)}")
     try:
         cfg = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
@@ -269,7 +335,11 @@ def _read_preset(name: str) -> dict[str, Any]:
     if not isinstance(cfg, dict):
         raise ConfigError(f"preset {name!r} must be a YAML mapping of settings")
     base = cfg.pop("base", None)
-    return deep_merge(_read_preset(base), cfg) if base else cfg
+    if not base:
+        return cfg
+    if not isinstance(base, str):
+        raise ConfigError(f"preset {name!r}: base must be a preset name or a .yaml path, got {base!r}")
+    return deep_merge(_read_preset(base, p.parent if p is not None else None, (*chain, (name, here))), cfg)
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:

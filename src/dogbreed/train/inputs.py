@@ -16,7 +16,16 @@ from tqdm import tqdm
 
 from ..accel import is_cuda
 from ..breeds import Breed, BreedIndex, clean_name, lookup
-from ..data import Sample, left_out_photos, load_dataset, load_manifest, make_loader, make_split, save_manifest
+from ..data import (
+    Sample,
+    leave_out_unreadable,
+    left_out_photos,
+    load_dataset,
+    load_manifest,
+    make_loader,
+    make_split,
+    save_manifest,
+)
 from ..errors import DataError
 from ..features import extract
 from ..fileio import atomic_write_text
@@ -57,18 +66,23 @@ def labels_of(samples: Sequence[Any], class_names: Sequence[str]) -> np.ndarray:
 def new_split(cfg: TrainConfig, data: str, left_out: dict[str, str] | None = None) -> dict[str, list[Sample]]:
     """Split a dataset as the config says; refuses data a run cannot learn from, before anything is written.
     ``left_out`` gets the photos the dataset's reading left out, and why (empty, broken links, not regular files,
-    listed but missing); other files it skipped (notes, hidden files, annotations) are `data inspect`'s to list."""
+    listed but missing), and those that cannot be read (`leave_out_unreadable`); other files it skipped (notes,
+    hidden files, annotations) are `data inspect`'s to list."""
     if not Path(data).exists():
         raise DataError(f"{data}: no such dataset folder")
     index = load_dataset(data)
+    # Unreadable photos go before the split, as in `data split`: split first, a breed could lose its only val or
+    # test photo to a corrupt file, and the same seed gave another split than `data split` did.
+    samples, unreadable = leave_out_unreadable(index.samples)
     if left_out is not None:
         left_out.update(left_out_photos(index))
-    breeds = sorted({str(s.breed) for s in index.samples})
+        left_out.update(unreadable)
+    breeds = sorted({str(s.breed) for s in samples})
     if len(breeds) < MIN_BREEDS:
         found = f"1 ({breeds[0]})" if breeds else "none"
         raise DataError(f"{data}: training needs photos of at least {MIN_BREEDS} breeds; found {found}")
     sp = cfg.split
-    splits = make_split(index.samples, ratios=sp.ratios, seed=sp.seed, use_official=sp.use_official)
+    splits = make_split(samples, ratios=sp.ratios, seed=sp.seed, use_official=sp.use_official)
     check_split(splits, data)
     return splits
 

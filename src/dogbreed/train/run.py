@@ -132,11 +132,14 @@ def _train_run(cfg: TrainConfig, run_dir: Path, splits: dict[str, list[Sample]],
             log(f"resuming {run_dir} after epoch {state.epoch}")
     # Photos that cannot be read are left out of every split, named in the log and the summary: the loader stood
     # the next photo in for one, under the bad one's label, so a from-scratch CNN's val (its best epoch) and test
-    # figures scored an HTML page named .jpg as another breed's photo.
+    # figures scored an HTML page named .jpg as another breed's photo. A new split left them out before splitting
+    # (`new_split`, recorded in left_out.json); a resumed run keeps its split.csv as saved, which in a run made
+    # before that still holds them, so they are left out of it here, on every rank alike.
     unreadable: dict[str, str] = recorded_left_out(run_dir)
-    for k in list(splits):
-        splits[k], bad = leave_out_unreadable(splits[k])
-        unreadable.update(bad)
+    if resuming:
+        for k in list(splits):
+            splits[k], bad = leave_out_unreadable(splits[k])
+            unreadable.update(bad)
     if unreadable:
         first = next(iter(unreadable.items()))
         log(f"{len(unreadable)} unreadable photo{'s' * (len(unreadable) > 1)} left out ({first[0]}: {first[1]}"
