@@ -225,13 +225,35 @@ def test_cat_dropped_on_page_says_no_dog(page, chelsea_png: Path) -> None:
 def test_a_second_photo_dropped_at_once_aborts_the_first_request(page, dog_photo: Path, chelsea_png: Path) -> None:
     """The older request is aborted, not left to run (the server drops an abandoned request's photos from its
     queue), and the newer photo's answer is the one shown, with no error for the first."""
+    from playwright.sync_api import Error as PlaywrightError
+
     failed: list[str] = []
     page.on("requestfailed", lambda r: failed.append(r.url))
+    held: list = []
+
+    def hold_the_first(route) -> None:  # the first answer waits until the second photo is dropped
+        if held:
+            route.continue_()
+        else:
+            held.append(route)
+
+    page.route("**/v1/predict**", hold_the_first)
     drop_file(page, dog_photo, "image/jpeg")
+    for _ in range(100):
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert held
     drop_file(page, chelsea_png, "image/png")
     assert wait_for_verdict(page) == "no_dog"
     assert page.locator("#filename").inner_text() == "chelsea.png"
+    try:
+        held[0].continue_()  # too late: the page aborted it
+    except PlaywrightError:
+        pass
+    page.wait_for_timeout(300)
     assert [u for u in failed if "/v1/predict" in u] == [page.url.rstrip("/") + "/v1/predict?top_k=5"]
+    assert page.locator("#verdict").get_attribute("data-verdict") == "no_dog"  # the first's answer never shows
 
 
 def test_non_image_shows_error(page, tmp_path: Path) -> None:

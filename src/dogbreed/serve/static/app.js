@@ -560,7 +560,13 @@
       showError(await errorMessage(resp));
       return;
     }
-    const body = await resp.json();
+    let body;
+    try {
+      body = await resp.json();
+    } catch (e) { // aborted by a newer photo while the answer arrived, or cut off
+      if (seq === requestSeq) showError("The server's answer was cut off. Try again.");
+      return;
+    }
     if (seq !== requestSeq) return;
     const p = body.predictions && body.predictions[0];
     if (!p || p.error) {
