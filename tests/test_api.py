@@ -303,7 +303,14 @@ def test_feedback_from_another_sites_page_is_refused(default_predictor, tmp_path
     for origin in ("http://127.0.0.2:9999", "null", "https://testserver.evil.example"):
         r = client.post("/v1/feedback", files=files, data={"breed": "Pug"}, headers={"origin": origin})
         assert r.status_code == 403 and "another site" in r.json()["detail"], (origin, r.text)
-    for headers in ({"origin": "http://testserver"}, {}):  # this server's own page, and a script without Origin
+    r = client.post("/v1/feedback", files=files, data={"breed": "Pug"},
+                    headers={"origin": "http://testserver", "sec-fetch-site": "cross-site"})
+    assert r.status_code == 403
+    for headers in ({"origin": "http://testserver"}, {},  # this server's own page, and a script without Origin
+                    # behind a reverse proxy that rewrote Host: the browser's Sec-Fetch-Site, or X-Forwarded-Host
+                    {"origin": "https://dogs.example.com", "sec-fetch-site": "same-origin"},
+                    {"origin": "https://dogs.example.com", "x-forwarded-host": "dogs.example.com"},
+                    {"origin": "http://testserver:80"}):
         assert client.post("/v1/feedback", files=files, data={"breed": "Pug"}, headers=headers).status_code == 200
 
 

@@ -173,6 +173,14 @@ def test_symlinked_folders_are_read_and_their_cycles_end(tmp_path: Path, chelsea
     (tree / "self").symlink_to(".")  # a cycle: read once, where it leads
     (tmp_path / "elsewhere" / "up").symlink_to("..")  # leads above the tree: read too, but not the tree again
     assert expand_inputs([tree]) == [str(tree / "linked" / "max.jpg"), str(tree / "own.jpg")]
+    # two links to one folder at every level (found by review: 4096 paths for one photo at 12 levels)
+    for i in range(12):
+        (tmp_path / "dia" / f"d{i}").mkdir(parents=True)
+    for i in range(11):
+        for link in "ab":
+            (tmp_path / "dia" / f"d{i}" / link).symlink_to(f"../d{i + 1}")
+    (tmp_path / "dia" / "d11" / "x.jpg").write_bytes(chelsea_jpeg)
+    assert len(expand_inputs([tmp_path / "dia" / "d0"])) == 1
 
 
 def test_a_glob_that_matches_folders_reads_them(tmp_path: Path, chelsea_jpeg: bytes) -> None:
@@ -183,6 +191,11 @@ def test_a_glob_that_matches_folders_reads_them(tmp_path: Path, chelsea_jpeg: by
     (tmp_path / "albums" / "2025.jpg").write_bytes(chelsea_jpeg)
     got = expand_inputs([str(tmp_path / "albums" / "20*")])
     assert got == [str(tmp_path / "albums" / n) for n in ("2023/rex.jpg", "2024/rex.jpg", "2025.jpg")]
+    (tmp_path / "albums" / "2023" / "trip").mkdir()
+    (tmp_path / "albums" / "2023" / "trip" / "c.jpg").write_bytes(chelsea_jpeg)
+    for pattern in ("**", "**/*"):  # every folder below matches, and their photos too: each photo once
+        got = expand_inputs([str(tmp_path / "albums" / pattern)])
+        assert sorted(got) == sorted(set(got)) and len(got) == 4, pattern
 
 
 @pytest.mark.parametrize(("name", "body", "says"), [

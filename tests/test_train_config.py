@@ -215,3 +215,6 @@ def test_a_base_is_read_beside_its_preset_and_a_loop_is_refused(tmp_path: Path,
     with pytest.raises(train.ConfigError, match="unknown preset 'gone.yaml', the base of 'cfg/orphan.yaml': no such "
                                                 "file"):
         train.load_preset("cfg/orphan.yaml")
+    # a base written from the current folder, as it was read before, still is (found by review)
+    (cfg_dir / "from_root.yaml").write_text("base: cfg/child_base.yaml\nlr: 0.03\n")
+    assert train.load_preset("cfg/from_root.yaml").weight_decay == 0.001

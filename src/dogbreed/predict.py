@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import glob
 import itertools
 import os
 import sys
@@ -327,17 +326,28 @@ def get_predictor(options: PredictOptions | None = None, **kwargs: Any) -> Predi
 
 
 def _files_stamp(spec: Any) -> tuple:
-    """Where a path option leads and what its files are now (size, modification time): a model dir's files and its
-    ``model/`` folder's, or the file itself and its sidecars."""
+    """Where a path option leads and what the files it loads are now (size, modification time): a model dir's (or
+    its ``model/``'s) model.json and weights, or the file itself with its sidecar."""
     if not isinstance(spec, (str, os.PathLike)) or str(spec) in ("default", "imagenet", "none", ""):
         return (repr(spec),)
-    p = Path(spec).absolute()
     try:
-        files = ([q for d in (p, p / "model") if d.is_dir() for q in d.iterdir() if q.is_file()] if p.is_dir()
-                 else list(p.parent.glob(glob.escape(p.stem) + ".*")))
-        return (str(p), *sorted((str(q), q.stat().st_size, q.stat().st_mtime_ns) for q in files))
-    except OSError:  # gone or unreadable: loading says why
-        return (str(p),)
+        p = Path(spec).absolute()
+        if p.is_dir():
+            d = p if (p / "model.json").is_file() else p / "model"
+            files = [d / "model.json", d / "model.safetensors"]
+        else:
+            files = [p, p.with_name(p.name + ".json"), p.with_suffix(".json"), p.with_suffix(".safetensors")]
+        stats = [(str(q), st.st_size, st.st_mtime_ns) for q in files if (st := _stat(q)) is not None]
+        return (str(p), *stats)
+    except (OSError, ValueError):  # gone, unreadable, a NUL in the name: loading says why
+        return (repr(spec),)
+
+
+def _stat(p: Path) -> os.stat_result | None:
+    try:
+        return p.stat()
+    except OSError:
+        return None
 
 
 def predict(images: Any, top_k: int = 5, model: str = "default", quality: str = "fast",

@@ -47,7 +47,8 @@ def decode_source(src: Source | Image.Image, draft_size: int | None) -> Image.Im
 
 def with_sources(b: Prepared, chunk: Sequence[Any]) -> Prepared:
     """``b`` with the sources of its readable photos (``chunk``: the sources it was prepared from, in order)."""
-    b.sources = [s for s, e in zip(chunk, b.errors, strict=True) if e is None]
+    if len(chunk) == len(b.errors):  # else the inputs changed under the walk: the paths it names stand
+        b.sources = [s for s, e in zip(chunk, b.errors, strict=True) if e is None]
     return b
 
 
@@ -89,7 +90,7 @@ def one_or_many(items: Any) -> Iterable[Any]:
     return items
 
 
-_LAZY_LOAD = threading.Lock()
+_LAZY_LOAD = tuple(threading.Lock() for _ in range(16))
 
 
 def as_rgb(img: Image.Image) -> Image.Image:
@@ -102,7 +103,7 @@ def as_rgb(img: Image.Image) -> Image.Image:
         # it on two threads at once, and Pillow's lazy load is not safe for that; nor is it for a caller's threads
         # sharing one list of such images ("I/O operation on closed file" rows), hence the lock.
         if isinstance(img, ImageFile.ImageFile):
-            with _LAZY_LOAD:
+            with _LAZY_LOAD[id(img) % len(_LAZY_LOAD)]:  # one image's loads in turn, other images' beside them
                 img.load()
         return img if img.mode == "RGB" else mark_full_size(to_rgb(img), full_size(img))
     except Exception as e:  # noqa: BLE001 - a mode Pillow cannot convert, or a lazily opened file that fails now

@@ -30,16 +30,17 @@ class UnlistedFolder(str):
     gets an error of its own: its photos had been left out of a batch run without a word."""
 
 
-def walk_files(root: str | Path, _above: frozenset[tuple[int, int]] | None = None) -> Iterator[str]:
+def walk_files(root: str | Path, _seen: set[tuple[int, int]] | None = None) -> Iterator[str]:
     """Every file under ``root`` (not folders), recursively, one directory listed at a time.
 
     Entries are sorted by name with "/" appended to folders, which yields exactly the order of sorting every full
-    path as a string without holding the whole tree in memory. A symlinked folder is followed, except one that leads
-    back to a folder above it (a cycle, whose photos are read there): it had been skipped without a word, its photos
-    left out of the run. A dangling link, a link loop, a FIFO or a folder that cannot be listed (`UnlistedFolder`)
-    is yielded, for the reader to report.
+    path as a string without holding the whole tree in memory. A symlinked folder is followed, once: a folder this
+    walk has entered already, by a link or not (a cycle, or two links to one folder, which had doubled at every
+    level of such links), is not read again. It had been skipped without a word, its photos left out of the run. A
+    dangling link, a link loop, a FIFO or a folder that cannot be listed (`UnlistedFolder`) is yielded, for the
+    reader to report.
     """
-    above = _above if _above is not None else frozenset(filter(None, [_folder_key(str(root))]))
+    seen = _seen if _seen is not None else set(filter(None, [_folder_key(str(root))]))
     try:
         entries = list(os.scandir(root))
     except OSError:
@@ -52,8 +53,10 @@ def walk_files(root: str | Path, _above: frozenset[tuple[int, int]] | None = Non
             yield os.path.join(str(root), e.name)
             continue
         key = _folder_key(e.path)
-        if key is None or key not in above:
-            yield from walk_files(e.path, above | {key} if key is not None else above)
+        if key is None or key not in seen:
+            if key is not None:
+                seen.add(key)
+            yield from walk_files(e.path, seen)
 
 
 def walk_images(root: str | Path) -> Iterator[str]:
@@ -95,9 +98,10 @@ def expand_inputs(inputs: Iterable[str | Path]) -> list[str]:
         elif not os.path.lexists(s) and any(c in s for c in "*?["):
             # A pattern that matches nothing stays, so it is reported ("file not found") rather than dropped.
             # A folder it matches is read as a folder given by name is: `'albums/20*'` had said "file not found".
-            found = [w for f in sorted(glob.glob(s, recursive=True))
-                     for w in (walk_images(f) if os.path.isdir(f) else [f])]
-            out += found or [s]
+            # Each photo once: `albums/**` matches every folder below, and the files in them too.
+            found = dict.fromkeys(w for f in sorted(glob.glob(s, recursive=True))
+                                  for w in (walk_images(f) if os.path.isdir(f) else [f]))
+            out += list(found) or [s]
         else:
             out.append(s)
     return out

@@ -357,15 +357,34 @@ def form_only(*names: str) -> Callable[[Request], Awaitable[None]]:
 async def same_origin(request: Request) -> None:
     """For ``Depends`` on the route that writes (feedback): a browser's request from another site's page is a 403.
     A multipart POST is a "simple" cross-origin request, sent without asking first, so any page a visitor of this
-    server opened could store feedback, poisoning retraining data and using up the daily quota. Browsers name the
-    page's origin in `Origin`; clients that send none (curl, scripts) are not browsers on someone else's page."""
-    origin = request.headers.get("origin")
-    if origin is None:
-        return
-    host = request.headers.get("host", "")
-    if origin.lower().split("://", 1)[-1].rstrip("/") != host.lower():
-        raise HTTPException(403, f"feedback from a page of another site ({origin}) is refused; send it from this "
-                                 "server's own page, or without an Origin header")
+    server opened could store feedback, poisoning retraining data and using up the daily quota. Browsers say where
+    a request comes from in `Sec-Fetch-Site` (which a reverse proxy leaves alone, where it rewrites `Host`); older
+    ones only name the page's origin in `Origin`, checked against `X-Forwarded-Host` or `Host`. Clients that send
+    neither (curl, scripts) are not browsers on someone else's page."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        if site.lower() in ("same-origin", "none"):
+            return
+        origin = request.headers.get("origin", site)
+    else:
+        origin = request.headers.get("origin")
+        if origin is None:
+            return
+        hosts = {_host_port(h, origin) for h in (request.headers.get("x-forwarded-host", "").split(",")[0],
+                                                 request.headers.get("host", "")) if h.strip()}
+        if _host_port(origin.split("://", 1)[-1], origin) in hosts:
+            return
+    raise HTTPException(403, f"feedback from a page of another site ({origin}) is refused; send it from this "
+                             "server's own page, or without an Origin header")
+
+
+def _host_port(host: str, origin: str) -> str:
+    """``host[:port]`` with the port the origin's scheme implies written out: `Host: example.com:443` is the
+    page of `Origin: https://example.com`."""
+    host = host.strip().rstrip("/").lower()
+    if host.endswith("]") or ":" not in host.rsplit("]", 1)[-1]:
+        host += ":443" if origin.lower().startswith("https:") else ":80"
+    return host
 
 
 async def one_of_each(request: Request) -> None:

@@ -310,10 +310,13 @@ def _read_preset(name: str, folder: Path | None = None,
     text = None
     if Path(name).suffix in (".yaml", ".yml"):
         p = Path(name) if folder is None or Path(name).is_absolute() else folder / name
+        if not p.is_file() and folder is not None and Path(name).is_file():
+            p = Path(name)  # from the current directory, as a base was read before: such presets keep working
         if p.is_file():
             text = p.read_text()
         elif folder is not None:
-            raise ConfigError(f"unknown preset {name!r}, the base of {chain[-1][0]!r}: no such file {p}")
+            raise ConfigError(f"unknown preset {name!r}, the base of {chain[-1][0]!r}: no such file {p} (nor "
+                              f"{Path(name)} from the current folder)")
         else:
             p = None
     if text is None:  # a bare name is a packaged preset, wherever the preset naming it lives
