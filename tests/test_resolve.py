@@ -197,3 +197,15 @@ def test_a_folder_holding_one_model_names_it(files: dict[str, Path], tmp_path: P
     two = holding("two", "a.onnx", "b/model")
     with pytest.raises(ModelLoadError, match=r"it holds 2 models \(a.onnx, b\): give one of them"):
         resolve_model(str(two))
+
+
+def test_model_breeds_is_read_from_the_config_alone(tmp_path: Path) -> None:
+    """The Ray driver caps --top-k at the model's breeds before any actor loads it, as the local engine's output
+    does (a Ray output of -k 200 had 80 more columns than the local one, and a resume across engines was refused)."""
+    from dogbreed.resolve import model_breeds
+
+    assert model_breeds("default") == model_breeds("imagenet") == 120
+    classes = [{"wnid": None, "name": n, "imagenet_index": None} for n in ("A", "B", "C")]
+    (tmp_path / "model.json").write_text(json.dumps({"format": "dogbreed-model/1", "backbone": "efficientnet_lite0",
+                                                     "classes": classes}))
+    assert model_breeds(tmp_path) == 3

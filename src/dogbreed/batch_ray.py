@@ -31,6 +31,7 @@ from .inference.loading import finds_dogs
 from .inference.options import PredictOptions
 from .inference.sinks import RowWriter, flat_rows, parquet_schema, run_settings
 from .inference.sources import count_sources, iter_sources
+from .resolve import model_breeds
 
 RAY_BATCH_SIZE = 64  # photos per map_batches call: big enough to amortise Ray's per-batch overhead
 
@@ -61,7 +62,9 @@ def run_ray(inputs: Sequence[str], out: str | Path, options: PredictOptions | di
         options = PredictOptions(**options)
     if Path(out).suffix.lower() != ".parquet":
         raise BatchError(f"--out {out}: the Ray engine writes Parquet (a folder named *.parquet)")
-    options = dataclasses.replace(options, batch_size=options.batch_size or batch_size)
+    # no more breed columns than the model has breeds, as the local engine writes (a resume may switch engines)
+    options = dataclasses.replace(options, batch_size=options.batch_size or batch_size,
+                                  top_k=min(options.top_k, model_breeds(options.model) or options.top_k))
     total = count_sources(inputs, path_column)
     # The rows carry dog columns when the actors' predictor runs the detection stage, as the local engine's.
     dogs = finds_dogs(options)

@@ -143,20 +143,36 @@ def _not_a_model(text: str) -> ModelLoadError:
 def model_outline(spec: str | Path, quality: str = "fast") -> tuple[list[str], bool]:
     """A model's member backbones and whether it fine-tuned its backbone, read from its config alone (nothing is
     loaded): what a driver must know before its workers load the model (e.g. which columns their rows carry)."""
+    cfg = _config_of(spec)
+    if cfg is None:
+        return packaged_backbones(quality), False
+    return [str(cfg.get("backbone", "onnx"))], bool(cfg.get("backbone_in_weights"))
+
+
+def model_breeds(spec: str | Path) -> int:
+    """How many breeds a model knows, read from its config alone (the most breeds an answer lists)."""
+    cfg = _config_of(spec)
+    if cfg is None:
+        from .breeds import stanford_breeds
+
+        return len(stanford_breeds())
+    return len(cfg.get("classes") or [])
+
+
+def _config_of(spec: str | Path) -> dict[str, Any] | None:
+    """A model dir's model.json or an .onnx file's sidecar, checked; None for the packaged models."""
     text = str(spec)
     _check_spec(text)
     if text in PACKAGED:
-        return packaged_backbones(quality), False
+        return None
     if text.lower().endswith(".onnx"):
-        cfg = read_json(sidecar_path(text), "ONNX sidecar")
-    else:
-        from .models import MODEL_CONFIG, model_dir_of, read_model_config
+        return read_json(sidecar_path(text), "ONNX sidecar")
+    from .models import MODEL_CONFIG, model_dir_of, read_model_config
 
-        model_dir = model_dir_of(text)
-        if model_dir is None:
-            raise _not_a_model(text)
-        cfg = read_model_config(model_dir / MODEL_CONFIG, complete=False)
-    return [str(cfg.get("backbone", "onnx"))], bool(cfg.get("backbone_in_weights"))
+    model_dir = model_dir_of(text)
+    if model_dir is None:
+        raise _not_a_model(text)
+    return read_model_config(model_dir / MODEL_CONFIG, complete=False)
 
 
 def resolve_model(spec: str | Path, *, quality: str = "fast", backbone: str | None = None,
