@@ -77,6 +77,36 @@ def test_parity_is_judged_against_each_outputs_scale(tmp_path: Path, monkeypatch
     assert diffs == max_abs_diff(clf, OnnxModel(tmp_path / "ok.onnx"), x) and min(scales.values()) >= 1.0
 
 
+def test_an_export_that_stops_keeps_the_pair_that_worked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by QA: `export --overwrite` renamed the new .onnx over the old one before its check and its sidecar,
+    so a Ctrl-C in between (or a failed check, which then deleted the graph) left the new graph beside the old
+    sidecar, and predict read a 4-breed run's outputs with the 120 breeds' names, exit 0. Now the pair is replaced
+    together, and a graph beside another export's sidecar is refused by its hash."""
+    from dogbreed import export
+    from dogbreed.errors import ModelLoadError
+    from dogbreed.onnxrun import OnnxClassifier, sidecar_path
+
+    clf = default_classifier("efficientnet_lite0", adapted=True).eval()
+    out = tmp_path / "x.onnx"
+    export.export_classifier(clf, out)
+    before = (out.read_bytes(), sidecar_path(out).read_bytes())
+
+    def stopped(*a: object) -> None:
+        raise KeyboardInterrupt
+
+    other = default_classifier("efficientnet_lite0", adapted=False).eval()
+    monkeypatch.setattr(export, "_compare", stopped)  # stopped after the graph was written, before its check
+    with pytest.raises(KeyboardInterrupt):
+        export.export_classifier(other, out)
+    assert (out.read_bytes(), sidecar_path(out).read_bytes()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.onnx", "x.onnx.json"]  # no trial file left
+    monkeypatch.undo()
+    export.export_classifier(other, tmp_path / "y.onnx")
+    out.write_bytes((tmp_path / "y.onnx").read_bytes())  # another export's graph beside x's sidecar
+    with pytest.raises(ModelLoadError, match="not the graph its sidecar x.onnx.json was written for"):
+        OnnxClassifier(out)
+
+
 def test_export_cli_writes_sidecar_and_reports_parity(exported: tuple[Path, str]) -> None:
     path, output = exported
     m = re.search(r"max abs diff ([0-9.e+-]+)", output)

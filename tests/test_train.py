@@ -276,6 +276,26 @@ def test_metrics_on_known_predictions() -> None:
     assert {(p["true"], p["predicted"], p["count"]) for p in m["most_confused"]} == {("b", "a", 1), ("c", "a", 1)}
     assert m["misclassified"][0]["path"] == "1.jpg"  # the most confident mistake first (0.6 > 0.5)
     assert m["confusion_matrix"] == [[1, 0, 0], [1, 1, 0], [1, 0, 1]]
+    # found by QA: a breed without a photo had precision, recall and F1 of 0.0, which are undefined
+    m = ev.compute_metrics(y, np.pad(probs, ((0, 0), (0, 1))), ["a", "b", "c", "d"])
+    assert {k: m["per_class"][3][k] for k in ("precision", "recall", "f1", "support")} == \
+        {"precision": None, "recall": None, "f1": None, "support": 0}
+
+
+def test_a_report_written_again_keeps_no_plot_of_the_last_one(tmp_path: Path) -> None:
+    """Found by QA: evaluate run again with no mistake left kept the first run's misclassified.png beside it."""
+    from PIL import Image
+
+    from dogbreed import evaluate as ev
+
+    photo = tmp_path / "p.jpg"
+    Image.new("RGB", (32, 32), (200, 100, 50)).save(photo)
+    wrong = ev.compute_metrics([0, 1], np.array([[0.9, 0.1], [0.8, 0.2]]), ["a", "b"], paths=[str(photo)] * 2)
+    ev.write_report(wrong, tmp_path / "r")
+    assert (tmp_path / "r" / "misclassified.png").is_file()
+    right = ev.compute_metrics([0, 1], np.array([[0.9, 0.1], [0.2, 0.8]]), ["a", "b"], paths=[str(photo)] * 2)
+    ev.write_report(right, tmp_path / "r")
+    assert not (tmp_path / "r" / "misclassified.png").exists() and (tmp_path / "r" / "confusion.png").is_file()
 
 
 def test_confusion_plot_with_120_classes_shows_the_most_confused(tmp_path: Path) -> None:
@@ -338,6 +358,18 @@ def test_evaluate_leaves_out_and_names_a_photo_that_cannot_be_read(cnn_run: Path
     res = CliRunner().invoke(app, ["evaluate", str(cnn_run), "--data", str(tmp_path / "strangers")])
     assert res.exit_code == 2 and "none of the 2 photos in" in res.output and "is of a breed this run knows" in \
         " ".join(res.output.split())
+    # found by QA: `--data elsewhere/test` replaced the run's own held-out test report, and --split beside --data
+    # was ignored
+    assert CliRunner().invoke(app, ["evaluate", str(cnn_run), "--split", "val"]).exit_code == 0
+    held_out = (cnn_run / "eval-val" / "report.json").read_bytes()
+    (tmp_path / "elsewhere").mkdir()
+    other.rename(tmp_path / "elsewhere" / "val")
+    res = CliRunner().invoke(app, ["evaluate", str(cnn_run), "--data", str(tmp_path / "elsewhere" / "val")])
+    assert res.exit_code == 0, res.output
+    assert (cnn_run / "eval-val" / "report.json").read_bytes() == held_out
+    assert json.loads((cnn_run / "eval-data-val" / "report.json").read_text())["n"] == 12
+    res = CliRunner().invoke(app, ["evaluate", str(cnn_run), "--data", str(other), "--split", "val"])
+    assert res.exit_code == 2 and "give one of them" in res.output
 
 
 def test_training_leaves_out_and_names_photos_that_cannot_be_read(dataset: Path, tmp_path: Path) -> None:

@@ -323,3 +323,26 @@ def test_a_cache_that_cannot_be_written_still_gives_the_detector_its_sizes(monke
     dims = onnx.load(str(got)).graph.input[0].type.tensor_type.shape.dim
     assert (dims[2].dim_value, dims[3].dim_value) == (192, 256)
     assert "resized graphs go to a temporary folder" in caplog.text
+
+
+def test_outputs_that_are_folders_or_under_a_file_are_one_sentence(monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture, tmp_path: Path,
+                                                                   chelsea_jpeg: bytes) -> None:
+    """Found by QA: `export --out dir.onnx --overwrite` onto a folder (EISDIR), and `feedback export --out` a file,
+    ended in tracebacks with exit code 1."""
+    import hashlib
+
+    from dogbreed.breeds import lookup
+    from dogbreed.serve.feedback import FeedbackStore
+
+    (tmp_path / "dir.onnx").mkdir()
+    code, err = run_main(monkeypatch, capsys, "export", "default", "--out", str(tmp_path / "dir.onnx"), "--overwrite")
+    assert code == 2
+    one_sentence(err, f"cannot write {tmp_path / 'dir.onnx'}: a folder stands where the file would be")
+    db = tmp_path / "fb.sqlite3"
+    FeedbackStore(db).add(chelsea_jpeg, "JPEG", hashlib.sha256(chelsea_jpeg).hexdigest(), "x", lookup("Pug"))
+    (tmp_path / "afile").write_text("x")
+    code, err = run_main(monkeypatch, capsys, "feedback", "export", "--out", str(tmp_path / "afile"),
+                         "--feedback-db", str(db))
+    assert code == 2
+    one_sentence(err, f"cannot write {tmp_path / 'afile'}: a part of the path is not a folder")

@@ -712,11 +712,14 @@ def feedback_export(
     """Write the photos users confirmed or corrected as a folder-per-breed dataset for retraining."""
     import sqlite3
 
+    from .fileio import writing
     from .serve.feedback import default_feedback_db, export_feedback
 
     db = feedback_db or str(default_feedback_db())
     try:
-        counts = export_feedback(db, out)
+        # a read-only disk, or an --out that is a file: one sentence (they had ended in tracebacks)
+        with _one_sentence(), writing(out, missing=True):
+            counts = export_feedback(db, out)
     except sqlite3.DatabaseError as e:  # a file that is no SQLite database, or a damaged one
         _err(f"feedback export: {db} cannot be read as a feedback database ({e})")
         raise typer.Exit(2) from e
@@ -774,7 +777,7 @@ def train(
 @app.command("evaluate")
 def evaluate_cmd(
     run_dir: str = typer.Argument(..., help="A run directory written by `dogbreed train`."),
-    split: str = typer.Option("test", help="test | val | train (from the run's split manifest)"),
+    split: str | None = typer.Option(None, help="test | val | train (from the run's split manifest) [test]"),
     data: str | None = typer.Option(None, help="Evaluate on every photo of another dataset instead."),
     device: str = typer.Option("cpu", help="cpu | cuda | auto"),
 ) -> None:
@@ -782,8 +785,11 @@ def evaluate_cmd(
     from .errors import DogbreedError
     from .train.reports import evaluate_run
 
+    if split is not None and data is not None:  # --split had been ignored without a word
+        raise typer.BadParameter("--split picks a part of the run's own split; --data evaluates every photo of "
+                                 "another dataset instead: give one of them")
     try:
-        out = evaluate_run(run_dir, split=split, data=data, device=device)
+        out = evaluate_run(run_dir, split=split or "test", data=data, device=device)
     except (DogbreedError, FileNotFoundError) as e:
         _err(f"evaluate: {e}")
         raise typer.Exit(2) from e

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .fileio import atomic_write, atomic_write_text
+from .fileio import atomic_write, atomic_write_text, writing
 
 
 def _plt() -> Any:
@@ -71,9 +71,14 @@ def compute_metrics(y_true: Sequence[int], probs: np.ndarray, class_names: Seque
         precision = np.where(predicted > 0, tp / np.maximum(predicted, 1), 0.0)
         recall = np.where(support > 0, tp / np.maximum(support, 1), 0.0)
         f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
-    per_class = [{"class": class_names[i], "precision": round(float(precision[i]), 4),
-                  "recall": round(float(recall[i]), 4), "f1": round(float(f1[i]), 4), "support": int(support[i])}
-                 for i in range(c)]
+    # null where a figure is undefined (0/0): a breed with no photo has no recall, one never predicted no
+    # precision; they had read 0.0, and a mean over per_class came out wrong
+    def known(v: float, defined: bool) -> float | None:
+        return round(float(v), 4) if defined else None
+
+    per_class = [{"class": class_names[i], "precision": known(precision[i], predicted[i] > 0 or support[i] > 0),
+                  "recall": known(recall[i], support[i] > 0), "f1": known(f1[i], support[i] > 0),
+                  "support": int(support[i])} for i in range(c)]
     off = cm.copy()
     np.fill_diagonal(off, 0)
     order = np.argsort(-off, axis=None)[:top_confused]
@@ -256,13 +261,18 @@ def write_report(metrics: dict[str, Any], out_dir: str | Path, *, title: str = "
                  info: dict[str, Any] | None = None, plots: bool = True) -> dict[str, Path]:
     """report.json (everything) + report.md (summary, per-breed table, confusions) + PNGs in ``out_dir``."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with writing(out, missing=True):  # a read-only run folder: one sentence, not OSError's traceback
+        out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
     if plots and metrics["n"]:
         files["confusion"] = plot_confusion(metrics, out / "confusion.png")
         grid = plot_misclassified(metrics.get("misclassified", []), out / "misclassified.png")
         if grid is not None:
             files["misclassified"] = grid
+    for stale in ("confusion.png", "misclassified.png"):  # an earlier report's plot this one has not (no mistake)
+        if out / stale not in files.values():
+            with writing(out / stale):
+                (out / stale).unlink(missing_ok=True)
     data = {"title": title, "info": info or {}, **metrics}
     atomic_write_text(out / "report.json", json.dumps(data, indent=2))
     files["json"] = out / "report.json"

@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .fileio import atomic_write, atomic_write_text, say_once
+from .errors import WriteError
+from .fileio import atomic_write, atomic_write_pair, say_once
 from .onnxrun import EXPORT_VERSION, OUTPUT_NAMES, SIDECAR_FORMAT, OnnxModel, sidecar_path
 from .paths import cache_dir, model_fingerprint
 from .runtime import eval_mode
@@ -135,20 +136,30 @@ def export_classifier(clf: nn.Module, out: str | Path, *, decision: dict[str, An
     """
     out = Path(out)
     pre = clf.preprocess_cfg  # type: ignore[attr-defined]
-    export_onnx(clf, out, pre.size)
-    session = OnnxModel(out)
-    x = check if check is not None else parity_inputs(pre.size)
-    diffs, scales = _compare(clf, session, x)
-    worst = max((diffs[k] / scales[k] for k in diffs), default=0.0)
-    if not worst < tolerance:
-        out.unlink(missing_ok=True)
-        raise ValueError(f"exported ONNX differs from PyTorch: max abs diff {worst:.3g} of an output's scale >= "
-                         f"{tolerance:g} (diffs {diffs}, scales {scales})")
+    # Exported and checked under a name of its own, then put in place together with its sidecar: the .onnx had been
+    # renamed over an older export before its check and sidecar were written, so a Ctrl-C (or a failed check) in
+    # between left the new graph beside the old sidecar, read with the other model's breeds.
+    trial = out.with_name(f".{out.name}.exporting.onnx")
+    try:
+        try:
+            export_onnx(clf, trial, pre.size)
+        except WriteError as e:  # named as the output the user gave, not the trial file
+            raise WriteError(str(out), e.reason, e.errno, e.hint) from None
+        session = OnnxModel(trial)
+        x = check if check is not None else parity_inputs(pre.size)
+        diffs, scales = _compare(clf, session, x)
+        worst = max((diffs[k] / scales[k] for k in diffs), default=0.0)
+        if not worst < tolerance:
+            raise ValueError(f"exported ONNX differs from PyTorch: max abs diff {worst:.3g} of an output's scale >= "
+                             f"{tolerance:g} (diffs {diffs}, scales {scales})")
+        graph = trial.read_bytes()
+    finally:
+        trial.unlink(missing_ok=True)
     backbone = clf.backbone  # type: ignore[attr-defined]
     cfg = {
         "format": SIDECAR_FORMAT,
         "onnx": out.name,
-        "sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
+        "sha256": hashlib.sha256(graph).hexdigest(),
         "backbone": backbone.spec.name,
         "backbone_in_weights": bool((extra or {}).get("backbone_in_weights", False)),
         "input": {"name": session.input_name, "shape": ["batch", 3, pre.size, pre.size], "layout": "NCHW"},
@@ -160,5 +171,5 @@ def export_classifier(clf: nn.Module, out: str | Path, *, decision: dict[str, An
         "parity": {"max_abs_diff": diffs, "scale": scales, "inputs": int(x.shape[0]), "tolerance": tolerance},
         "extra": {k: v for k, v in (extra or {}).items() if k != "backbone_in_weights"},
     }
-    atomic_write_text(sidecar_path(out), json.dumps(cfg, indent=2))
+    atomic_write_pair((out, graph), (sidecar_path(out), json.dumps(cfg, indent=2).encode()))
     return cfg

@@ -73,6 +73,8 @@ WRITE_FAILURES = {
     errno.EPERM: "operation not permitted",
     errno.EFBIG: "the file is too large for this file system",
     errno.EIO: "an I/O error (the disk or the network file system failed)",
+    # the output's own name is a folder (`export --out dir.onnx --overwrite` had ended in a traceback)
+    errno.EISDIR: "a folder stands where the file would be",
 }
 # Writers that are not Python's own (pyarrow, safetensors, torch) raise their own types; their messages still say
 # "[Errno 28]", "errno 28" or "os error 28".

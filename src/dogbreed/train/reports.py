@@ -55,7 +55,8 @@ def write_run_report(run_dir: Path, cfg: TrainConfig, summary: dict[str, Any]) -
 def evaluate_run(run_dir: str | Path, split: str = "test", data: str | None = None, device: str = "cpu") -> Path:
     """Evaluate a run's best model on its recorded split, or on every photo of another dataset (``data``).
 
-    Writes RUN_DIR/eval-<split>/ (or eval-<dataset folder name>/ for ``data``) and returns that folder.
+    Writes RUN_DIR/eval-<split>/ (or eval-<dataset folder name>/ for ``data``, eval-data-<name>/ where that name is
+    a split's) and returns that folder.
     """
     device = resolve_device(device)
     run = Path(run_dir)
@@ -74,7 +75,10 @@ def evaluate_run(run_dir: str | Path, split: str = "test", data: str | None = No
             raise DataError(f"none of the {len(every)} photos in {data} is of a breed this run knows "
                             f"({', '.join(map(str, class_names[:5]))}{', ...' if len(class_names) > 5 else ''})")
         part = Split(kept, labels)
-        out = run / f"eval-{Path(data).resolve().name}"
+        name = Path(data).resolve().name
+        # a dataset folder named like a split gets a folder of its own: `--data elsewhere/test` had replaced the
+        # run's held-out test report with one of other photos
+        out = run / (f"eval-data-{name}" if name in ("test", "val", "train") else f"eval-{name}")
         extra = {"data": str(data), "photos_skipped_unknown_breed": skipped}
         split = Path(data).name
     else:
