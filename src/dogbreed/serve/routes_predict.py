@@ -49,9 +49,12 @@ def router(limits: Limits, n_classes: int) -> APIRouter:
             # the space the boxes are in: a page whose browser shows the photo another way up (Chromium does not
             # apply a WebP's EXIF rotation) can tell, instead of drawing the boxes off the dogs
             d["size"] = list(sizes[i])
-            d["breeds"] = d["breeds"][:top_k]
-            for dog in d.get("dogs") or []:
-                dog["breeds"] = dog["breeds"][:top_k]
+            # the server predicts every breed; an answer lists top_k of them, and look-alikes of those only, as
+            # the CLI and the library give them (it had given three breeds' look-alikes beside one listed breed)
+            for a in (d, *(d.get("dogs") or [])):
+                a["breeds"] = a["breeds"][:top_k]
+                if a.get("look_alikes") is not None:
+                    a["look_alikes"] = a["look_alikes"][:top_k]
             out.append(d)
         return {"predictions": out}
 

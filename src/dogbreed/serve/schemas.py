@@ -60,7 +60,8 @@ class PredictionOut(BaseModel):
     breeds: list[BreedScoreOut] = Field(description="top_k breeds, most likely first.")
     several_breeds_likely: bool
     look_alikes: list[LookAlikes] | None = Field(None, description="Only when the server runs with --gallery: for "
-                                                 "each of the top 3 breeds, its nearest gallery photos.")
+                                                 "each of the top 3 breeds listed (at most top_k), its nearest "
+                                                 "gallery photos.")
     size: list[int] | None = Field(None, min_length=2, max_length=2, description="The photo's width and height in "
                                    "its own pixels, after its EXIF rotation: the space `box` is in.")
     dogs: list[DogOut] | None = Field(None, description="Every dog found in the photo, most prominent first (empty "
