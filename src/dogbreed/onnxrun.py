@@ -293,17 +293,17 @@ class OnnxClassifier(OnnxModel):
         if self.config.get("format") != SIDECAR_FORMAT:
             raise ModelLoadError(f"{side}: not a dogbreed ONNX sidecar (format {self.config.get('format')!r}, "
                                  f"expected {SIDECAR_FORMAT!r})")
+        try:
+            super().__init__(path, threads, precision)
+        except Exception as e:  # onnxruntime raises its own types for a garbage, empty or truncated graph
+            why = _runtime_reason(e)
+            raise ModelLoadError(f"{path}: not a loadable ONNX model, perhaps truncated ({why})") from None
         # A graph beside another export's sidecar reads its outputs with the other model's breeds, without a word
         # (an interrupted export had left one): the sidecar names the graph's hash.
         want = self.config.get("sha256")
         if isinstance(want, str) and hashlib.sha256(Path(path).read_bytes()).hexdigest() != want:
             raise ModelLoadError(f"{path}: not the graph its sidecar {side.name} was written for (its sha256 "
                                  "differs); export both again with dogbreed export")
-        try:
-            super().__init__(path, threads, precision)
-        except Exception as e:  # onnxruntime raises its own types for a garbage, empty or truncated graph
-            why = _runtime_reason(e)
-            raise ModelLoadError(f"{path}: not a loadable ONNX model, perhaps truncated ({why})") from None
         try:
             self.classes = [Breed(c.get("wnid"), c["name"], c.get("imagenet_index")) for c in self.config["classes"]]
             self.preprocess_cfg = Preprocess.from_dict(self.config["preprocess"])
