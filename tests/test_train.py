@@ -7,6 +7,7 @@ orientation), so a few epochs on 32px images are enough to beat chance clearly.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,15 @@ def _pattern(kind: str, rng: np.random.Generator, size: int = 64) -> np.ndarray:
 
 
 BREEDS = {"n02099601-golden_retriever": "red", "beagle": "horizontal", "pug": "vertical", "my_backyard_mutt": "blue"}
+
+
+def _copy_photos(dataset: Path, to: Path, n: int, breeds: Iterable[str] = BREEDS) -> Path:
+    """The first ``n`` photos of each of ``breeds`` from ``dataset``, copied into a folder-per-breed tree at ``to``."""
+    for folder in breeds:
+        (to / folder).mkdir(parents=True)
+        for f in sorted((dataset / folder).glob("*.jpg"))[:n]:
+            (to / folder / f.name).write_bytes(f.read_bytes())
+    return to
 
 
 @pytest.fixture(scope="module")
@@ -224,10 +234,7 @@ def test_resume_continues_exactly_where_it_stopped(dataset: Path, tmp_path: Path
 def test_transfer_uses_the_feature_cache(dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOGBREED_CACHE", str(tmp_path / "cache"))
     few = tmp_path / "few"
-    for folder in list(BREEDS)[:3]:
-        (few / folder).mkdir(parents=True)
-        for f in sorted((dataset / folder).glob("*.jpg"))[:6]:
-            (few / folder / f.name).write_bytes(f.read_bytes())
+    _copy_photos(dataset, few, 6, list(BREEDS)[:3])
     computed: list[int] = []
     real_extractor = train.extractor_for
 
@@ -330,10 +337,7 @@ def test_evaluate_leaves_out_and_names_a_photo_that_cannot_be_read(cnn_run: Path
     """The loader stands the next photo in for one it cannot decode (right for training): evaluated so, an HTML page
     named .jpg was scored, listed among the misclassified, and counted in its breed's support."""
     other = tmp_path / "other"
-    for folder in BREEDS:
-        (other / folder).mkdir(parents=True)
-        for f in sorted((dataset / folder).glob("*.jpg"))[:3]:
-            (other / folder / f.name).write_bytes(f.read_bytes())
+    _copy_photos(dataset, other, 3)
     (other / "pug" / "page.jpg").write_text("<html>not a photo</html>")
     # Found by QA: an empty file, which the dataset's reading leaves out, went unnamed, and photos of breeds the
     # run does not know were skipped without a word on the screen
@@ -376,10 +380,8 @@ def test_training_leaves_out_and_names_photos_that_cannot_be_read(dataset: Path,
     """Found by QA: a from-scratch CNN's own val (which picks the best epoch) and test figures scored an HTML page
     named .jpg with the next photo stood in, under the page's label, and summary.json counted it as a photo."""
     data = tmp_path / "data"
+    _copy_photos(dataset, data, 5)
     for folder in BREEDS:
-        (data / folder).mkdir(parents=True)
-        for f in sorted((dataset / folder).glob("*.jpg"))[:5]:
-            (data / folder / f.name).write_bytes(f.read_bytes())
         (data / folder / "zz_page.jpg").write_text("<html>not a photo</html>")
     # Also found by QA: what the dataset's reading leaves out (empty, a broken link) was missing from the summary.
     (data / "beagle" / "zz_empty.jpg").write_bytes(b"")
@@ -400,10 +402,8 @@ def test_unreadable_photos_are_left_out_before_the_split(dataset: Path, tmp_path
     or test photo to a corrupt file and the split was not `data split`'s for the same seed and ratios. A resumed run
     keeps the split.csv it saved, and still leaves out what it holds that cannot be read (a run made before)."""
     data = tmp_path / "data"
+    _copy_photos(dataset, data, 4)
     for folder in BREEDS:
-        (data / folder).mkdir(parents=True)
-        for f in sorted((dataset / folder).glob("*.jpg"))[:4]:
-            (data / folder / f.name).write_bytes(f.read_bytes())
         (data / folder / "page.jpg").write_text("<html>not a photo</html>")
         (data / folder / "cut.jpg").write_bytes((dataset / folder / "10.jpg").read_bytes()[:300])
     manifest = tmp_path / "split.csv"
@@ -445,10 +445,7 @@ def test_cli_train_runs_a_preset(dataset: Path, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_finetune_unfreezes_only_the_last_blocks(dataset: Path, tmp_path: Path, chelsea_jpeg: bytes) -> None:
     few = tmp_path / "few"
-    for folder in list(BREEDS)[:2]:
-        (few / folder).mkdir(parents=True)
-        for f in sorted((dataset / folder).glob("*.jpg"))[:5]:
-            (few / folder / f.name).write_bytes(f.read_bytes())
+    _copy_photos(dataset, few, 5, list(BREEDS)[:2])
     cfg = train.load_preset("finetune_lite0", {"image_size": 64, "max_epochs": 2, "batch_size": 4,
                                                "unfreeze_blocks": 1, "split": {"ratios": [0.6, 0.2, 0.2]}})
     run = train.train(cfg, str(few), out=tmp_path / "runs")
