@@ -110,18 +110,28 @@ def load_model(opts: PredictOptions) -> LoadedModel:
     return m
 
 
-def dog_detector_for(opts: PredictOptions, backbones: list[str], fine_tuned: bool) -> DogDetector | None:
-    """The dog detector these options load for a model of these member backbones, or None: its heads read the
-    ImageNet head of an unchanged pretrained backbone, so none reads a fine-tuned one (`judge_needed` then has
-    packaged Lite0 read dog or not beside it, with this detector's Lite0 head)."""
+def dog_reading(opts: PredictOptions, backbones: list[str], fine_tuned: bool) -> tuple[DogDetector | None, bool]:
+    """The dog detector these options load for a model of these member backbones (read from its file once), and
+    whether it reads packaged Lite0 beside the model (a `dog_only` member) instead of the model's own members. Its
+    heads read the ImageNet head of an unchanged pretrained backbone, so it reads none of a model without one (a
+    from-scratch CNN, which answered every photo as a dog) or with a fine-tuned backbone (whose ImageNet head reads
+    features it was not trained on): its Lite0 head then reads packaged Lite0, where it has one."""
     det = chosen_detector(opts)
-    if det is None or fine_tuned or not any(b in det.heads for b in backbones):
-        if opts.dog_detector not in ("default", "none") and not _judge_reads(det):
-            why = "a fine-tuned backbone" if fine_tuned else f"no head for {backbones}"
-            raise ModelLoadError(f"dog detector {opts.dog_detector} cannot read this model ({why}) and has no "
-                                 f"{DOG_JUDGE} head to read dog or not beside it")
-        return None
-    return det
+    if det is not None and not fine_tuned and any(b in det.heads for b in backbones):
+        return det, False
+    if _judge_reads(det):
+        return det, True
+    if opts.dog_detector not in ("default", "none"):
+        why = "a fine-tuned backbone" if fine_tuned else f"no head for {backbones}"
+        raise ModelLoadError(f"dog detector {opts.dog_detector} cannot read this model ({why}) and has no "
+                             f"{DOG_JUDGE} head to read dog or not beside it")
+    return None, False
+
+
+def dog_detector_for(opts: PredictOptions, backbones: list[str], fine_tuned: bool) -> DogDetector | None:
+    """The dog detector that reads these member backbones themselves, or None (`dog_reading`)."""
+    det, judged = dog_reading(opts, backbones, fine_tuned)
+    return None if judged else det
 
 
 def chosen_detector(opts: PredictOptions) -> DogDetector | None:
@@ -142,10 +152,8 @@ def _judge_reads(det: DogDetector | None) -> bool:
 
 def judge_needed(opts: PredictOptions, backbones: list[str], fine_tuned: bool) -> bool:
     """Whether the chosen dog detector (shipped or the user's) reads an unchanged packaged Lite0 run beside the
-    model (a `dog_only` member): the model's own members cannot feed it, having no ImageNet head (a from-scratch
-    CNN, which answered every photo as a dog) or a fine-tuned backbone (whose ImageNet head reads features it was
-    not trained on)."""
-    return dog_detector_for(opts, backbones, fine_tuned) is None and _judge_reads(chosen_detector(opts))
+    model (`dog_reading`)."""
+    return dog_reading(opts, backbones, fine_tuned)[1]
 
 
 def finds_dogs(opts: PredictOptions) -> bool:
@@ -153,8 +161,7 @@ def finds_dogs(opts: PredictOptions) -> bool:
     asks, to give its output the columns the actors' rows will have)."""
     if not opts.find_dogs:
         return False
-    return dog_detector_for(opts, *model_outline(opts.model, opts.quality)) is not None or _judge_reads(
-        chosen_detector(opts))
+    return dog_reading(opts, *model_outline(opts.model, opts.quality))[0] is not None
 
 
 def _attach_dog_detector(m: LoadedModel, opts: PredictOptions, load: Callable[[str], tuple[Runner, Preprocess]],
@@ -164,10 +171,7 @@ def _attach_dog_detector(m: LoadedModel, opts: PredictOptions, load: Callable[[s
     Its heads read the ImageNet head of an unchanged pretrained backbone: a model without one (a from-scratch CNN,
     a fine-tuned backbone) gets a `dog_only` packaged Lite0 member that reads it (`judge_needed`).
     """
-    det = dog_detector_for(opts, m.member_backbones, m.resolved.backbone_in_weights)
-    judged = det is None and _judge_reads(chosen := chosen_detector(opts))
-    if judged:
-        det = chosen
+    det, judged = dog_reading(opts, m.member_backbones, m.resolved.backbone_in_weights)
     if det is None:
         return
     readers = m.member_backbones
