@@ -139,8 +139,6 @@ def _image_files(folder: Path, problems: list[Problem]) -> list[Path]:
     problems += [Problem(f, path_problem(f) or "a folder that cannot be listed") for f in files
                  if isinstance(f, UnlistedFolder)]
     for p in sorted(Path(f) for f in files if not isinstance(f, UnlistedFolder)):  # Path order (by part)
-        if p.is_dir():  # a symbolic link to a folder: not followed, not a photo
-            continue
         if reason := _bad_name(p):
             problems.append(Problem(str(p), reason))
         elif _is_hidden(p):

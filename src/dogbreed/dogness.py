@@ -253,8 +253,7 @@ class DogDetector:
     @classmethod
     def load(cls, path: str | Path) -> DogDetector:
         """Read a detector written by `save` (give the .json, the .safetensors or the common stem)."""
-        base = detector_stem(path)
-        js, st = _with(base, ".json"), _with(base, ".safetensors")
+        js, st = detector_files(path)
         if not js.is_file() or not st.is_file():
             raise ModelLoadError(f"dog detector {path}: need both {js.name} and {st.name}")
         cfg, tensors = read_json(js, "dog detector config"), read_safetensors(st, as_numpy=True)

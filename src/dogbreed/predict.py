@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from .breeds import Breed
+from .dogness import detector_files
 from .errors import ImageDecodeError
 from .fileio import say_once
 from .inference import decode, executors, scoring
@@ -32,7 +33,7 @@ from .inference.regions import Region, shows_whole_photo, view
 from .inference.runners import ModelOutputs
 from .inference.scoring import BreedScore, Decision, Member, MemberOutput, Prediction, dog_mass
 from .inference.sources import IMAGE_EXTENSIONS, expand_inputs
-from .onnxrun import runs_in_lanes
+from .onnxrun import runs_in_lanes, sidecar_path
 from .resolve import BEST_BACKBONES
 from .runtime import physical_cores
 
@@ -333,10 +334,12 @@ def _files_stamp(spec: Any) -> tuple:
     try:
         p = Path(spec).absolute()
         if p.is_dir():
-            d = p if (p / "model.json").is_file() else p / "model"
-            files = [d / "model.json", d / "model.safetensors"]
-        else:
-            files = [p, p.with_name(p.name + ".json"), p.with_suffix(".json"), p.with_suffix(".safetensors")]
+            from .models import MODEL_CONFIG, MODEL_WEIGHTS, model_dir_of  # loading a model dir imports it anyway
+
+            d = model_dir_of(p) or p
+            files = [d / MODEL_CONFIG, d / MODEL_WEIGHTS]
+        else:  # an export and its sidecar, a detector's two files, a gallery file
+            files = list(dict.fromkeys([p, sidecar_path(p), *detector_files(p)]))
         stats = [(str(q), st.st_size, st.st_mtime_ns) for q in files if (st := _stat(q)) is not None]
         return (str(p), *stats)
     except (OSError, ValueError):  # gone, unreadable, a NUL in the name: loading says why

@@ -119,7 +119,7 @@ class FeedbackResponse(BaseModel):
 
 _TEXT = {
     400: "No file, or a corrupt, truncated or empty image",
-    403: "Sent by a page of another site (the Origin header names another host than this server)",
+    403: "Sent by a page of another site (Sec-Fetch-Site, or the Origin header against the host)",
     404: "No such item",
     408: "The request body stopped arriving before it was whole (--body-timeout); send it again",
     413: "A file, a photo's pixels, the request's total pixels, the number of files or the body is over its limit",
